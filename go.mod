@@ -1,0 +1,3 @@
+module paddock.dev/paddock
+
+go 1.26.8
