@@ -1,0 +1,322 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/store"
+)
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "actor": principal(r).Name})
+}
+
+func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Apps bool `json:"apps"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	if s.cfg.Shutdown == nil {
+		return &Error{Status: http.StatusNotImplemented, Code: "unsupported", Message: "this server cannot be shut down through the API"}
+	}
+	if err := writeJSON(w, http.StatusAccepted, map[string]bool{"apps": req.Apps}); err != nil {
+		return err
+	}
+	w.(http.Flusher).Flush()
+	go s.cfg.Shutdown(req.Apps)
+	return nil
+}
+
+func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
+	apps, err := s.d.ListApps(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, apps)
+}
+
+func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	a, err := s.d.CreateApp(r.Context(), req.Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, a)
+}
+
+func (s *Server) getApp(w http.ResponseWriter, r *http.Request) error {
+	info, err := s.d.App(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) destroyApp(w http.ResponseWriter, r *http.Request) error {
+	if err := s.d.DestroyApp(r.Context(), r.PathValue("app")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// DeployEvent is one line of a deploy's streamed response.
+type DeployEvent struct {
+	Type    string         `json:"type"` // "step", "output", "release" (last, on success), "error" (last, on failure)
+	Text    string         `json:"text,omitempty"`
+	Release *store.Release `json:"release,omitempty"`
+	Error   *Error         `json:"error,omitempty"`
+}
+
+// stream writes newline-delimited JSON, starting the response on the first
+// event so that errors found before it still get their own status code.
+type stream struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	started bool
+}
+
+func (st *stream) send(v any) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.started {
+		st.w.Header().Set("Content-Type", "application/x-ndjson")
+		st.w.WriteHeader(http.StatusOK)
+		st.started = true
+	}
+	json.NewEncoder(st.w).Encode(v)
+	if f, ok := st.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (st *stream) Output(line string) { st.send(DeployEvent{Type: "output", Text: line}) }
+func (st *stream) Step(msg string)    { st.send(DeployEvent{Type: "step", Text: msg}) }
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
+	body := http.MaxBytesReader(w, r.Body, maxUpload)
+	st := &stream{w: w}
+	rel, err := s.d.Deploy(r.Context(), r.PathValue("app"), body, principal(r).Name, st)
+	if err != nil {
+		st.mu.Lock()
+		started := st.started
+		st.mu.Unlock()
+		if !started {
+			return err
+		}
+		st.send(DeployEvent{Type: "error", Error: s.toError(r, err), Release: releaseOrNil(rel)})
+		return nil
+	}
+	st.send(DeployEvent{Type: "release", Release: &rel})
+	return nil
+}
+
+func releaseOrNil(r store.Release) *store.Release {
+	if r.Version == 0 {
+		return nil
+	}
+	return &r
+}
+
+func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) error {
+	rels, err := s.d.Releases(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rels)
+}
+
+func parseVersion(v string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(v, "v"))
+	if err != nil || n < 1 {
+		return 0, invalid("release %q: give a version like v3 or 3", v)
+	}
+	return n, nil
+}
+
+// getRelease returns a release; with ?wait=DURATION it first waits up to
+// that long for the release's rollout to finish.
+func (s *Server) getRelease(w http.ResponseWriter, r *http.Request) error {
+	app := r.PathValue("app")
+	v, err := parseVersion(r.PathValue("version"))
+	if err != nil {
+		return err
+	}
+	if wait := r.URL.Query().Get("wait"); wait != "" {
+		d, err := time.ParseDuration(wait)
+		if err != nil || d < 0 || d > 10*time.Minute {
+			return invalid("wait=%q: give a duration up to 10m, like 60s", wait)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		rel, err := s.d.WaitRollout(ctx, app, v, nil)
+		if err == nil || ctx.Err() != nil {
+			return writeJSON(w, http.StatusOK, rel)
+		}
+		if rel.Version != 0 {
+			return writeJSON(w, http.StatusOK, rel)
+		}
+		return err
+	}
+	rel, err := s.d.Release(r.Context(), app, v)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, rel)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Version string `json:"version"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	v, err := parseVersion(req.Version)
+	if err != nil {
+		return err
+	}
+	rel, err := s.d.Rollback(r.Context(), r.PathValue("app"), v, principal(r).Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, rel)
+}
+
+func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) error {
+	info, err := s.d.App(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	cfg := map[string]string{}
+	if info.Current != nil {
+		cfg = info.Current.Config
+	}
+	return writeJSON(w, http.StatusOK, cfg)
+}
+
+func (s *Server) setConfig(w http.ResponseWriter, r *http.Request) error {
+	var vars map[string]*string
+	if err := readJSON(w, r, &vars); err != nil {
+		return err
+	}
+	rel, err := s.d.SetConfig(r.Context(), r.PathValue("app"), vars, principal(r).Name)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, rel)
+}
+
+func (s *Server) getFormation(w http.ResponseWriter, r *http.Request) error {
+	info, err := s.d.App(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, info.Process)
+}
+
+func (s *Server) scale(w http.ResponseWriter, r *http.Request) error {
+	var counts map[string]int
+	if err := readJSON(w, r, &counts); err != nil {
+		return err
+	}
+	if _, err := s.d.Scale(r.Context(), r.PathValue("app"), counts, principal(r).Name); err != nil {
+		return err
+	}
+	return s.getFormation(w, r)
+}
+
+func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.d.Instances(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []deploy.Instance{}
+	}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// logs streams log lines as newline-delimited JSON.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
+	q := deploy.LogQuery{Process: r.URL.Query().Get("process"), Follow: r.URL.Query().Get("follow") == "true"}
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			t, terr := time.Parse(time.RFC3339, v)
+			if terr != nil {
+				return invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
+			}
+			q.Since = t
+		} else {
+			q.Since = time.Now().Add(-d)
+		}
+	}
+	if v := r.URL.Query().Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return invalid("tail=%q: give a number of lines", v)
+		}
+		q.Tail = n
+	}
+	st := &stream{w: w}
+	err := s.d.Logs(r.Context(), r.PathValue("app"), q, func(l logs.Line) error {
+		st.send(l)
+		return r.Context().Err()
+	})
+	if err != nil && !st.started {
+		return err
+	}
+	if !st.started {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+	return nil
+}
+
+func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
+	info, err := s.d.App(r.Context(), r.PathValue("app"))
+	if err != nil {
+		return err
+	}
+	if info.Domains == nil {
+		info.Domains = []store.Domain{}
+	}
+	return writeJSON(w, http.StatusOK, info.Domains)
+}
+
+func (s *Server) addDomain(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Host string `json:"host"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	d, err := s.d.AddDomain(r.Context(), r.PathValue("app"), req.Host)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, d)
+}
+
+func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) error {
+	if err := s.d.RemoveDomain(r.Context(), r.PathValue("app"), r.PathValue("host")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

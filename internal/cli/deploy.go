@@ -1,0 +1,392 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"paddock.dev/paddock/internal/api"
+	"paddock.dev/paddock/internal/archive"
+	"paddock.dev/paddock/internal/client"
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/store"
+)
+
+func (e *env) deployCmd() *cobra.Command {
+	var app string
+	cmd := &cobra.Command{
+		Use:   "deploy [DIR]",
+		Short: "Build a folder with paddock.toml or a Procfile, release it and roll it out",
+		Long: `Pack DIR (default: the current folder), skipping what .gitignore and
+.paddockignore name, upload it, stream the build's output, and wait for the
+new release to roll out. A release whose instances never become healthy is
+rolled back and the command exits non-zero with the reason and the last log
+lines. The app is --app, else the manifest's name, else the folder's name.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			m, err := manifest.Load(abs)
+			if err != nil {
+				return err
+			}
+			if app == "" {
+				app = m.Name
+			}
+			if app == "" {
+				app = filepath.Base(abs)
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			pr, pw := io.Pipe()
+			go func() { pw.CloseWithError(archive.Pack(cmd.Context(), abs, pw)) }()
+			fmt.Fprintf(e.stderr, "-----> Deploying %s to %s\n", dir, app)
+			rel, err := c.Deploy(cmd.Context(), app, pr, func(ev api.DeployEvent) {
+				switch ev.Type {
+				case "output":
+					fmt.Fprintf(e.stderr, "       %s\n", ev.Text)
+				default:
+					fmt.Fprintf(e.stderr, "-----> %s\n", ev.Text)
+				}
+			})
+			pr.Close()
+			if err != nil {
+				var ce *client.Error
+				if errors.As(err, &ce) && ce.Code == "not_found" && strings.HasPrefix(ce.Message, "app ") {
+					return fmt.Errorf("%s: create it first with `paddock apps create %s`", err, app)
+				}
+				return err
+			}
+			info, _ := c.App(cmd.Context(), app)
+			fmt.Fprintf(e.stdout, "Released v%d of %s: %s\n", rel.Version, app, info.URL)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&app, "app", "", "app to deploy to")
+	return cmd
+}
+
+func (e *env) scaleCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scale APP PROCESS=COUNT...",
+		Short: "Set how many instances of each process type run",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			counts := map[string]int{}
+			for _, a := range args[1:] {
+				p, n, ok := strings.Cut(a, "=")
+				count, err := strconv.Atoi(n)
+				if !ok || err != nil {
+					return fmt.Errorf("%q: write PROCESS=COUNT, like web=3", a)
+				}
+				counts[p] = count
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			f, err := c.Scale(cmd.Context(), args[0], counts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Scaled %s to %s.\n", args[0], formation(f))
+			return nil
+		},
+	}
+}
+
+func formation(f map[string]int) string {
+	var parts []string
+	for p, n := range f {
+		parts = append(parts, fmt.Sprintf("%s=%d", p, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+func (e *env) psCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ps APP",
+		Short: "List an app's instances as they run",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			list, err := c.Instances(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(list)
+			}
+			tw := e.table("INSTANCE", "RELEASE", "STATE", "HEALTH", "PORT", "PID", "RESTARTS", "UP", "MEMORY")
+			for _, in := range list {
+				health := "healthy"
+				switch {
+				case in.Retiring:
+					health = "draining"
+				case !in.Healthy && in.Health != "":
+					health = "failing: " + in.Health
+				case !in.Healthy:
+					health = "not yet"
+				}
+				up := "-"
+				if in.State == "running" {
+					up = time.Since(in.StartedAt).Round(time.Second).String()
+				}
+				mem := "no limit"
+				if in.Memory > 0 {
+					mem = in.MemoryLimit
+					if in.MemoryUsed > 0 {
+						mem = fmt.Sprintf("%d MiB of %s", in.MemoryUsed>>20, in.MemoryLimit)
+					}
+					if !strings.Contains(in.MemoryLimit, "cgroup") {
+						mem = fmt.Sprintf("%d MiB NOT ENFORCED: %s", in.Memory>>20, in.MemoryLimit)
+					}
+				}
+				state := string(in.State)
+				if in.LastExit != "" && in.State != "running" {
+					state += " (" + in.LastExit + ")"
+				}
+				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", shortID(in.ID), in.Release, state, health, in.Port, in.PID, in.Restarts, up, mem)
+			}
+			return tw.Flush()
+		},
+	}
+	e.addJSON(cmd)
+	return cmd
+}
+
+func shortID(id string) string {
+	if _, rest, ok := strings.Cut(id, "."); ok {
+		return rest
+	}
+	return id
+}
+
+func (e *env) releasesCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "releases APP",
+		Short: "List an app's releases, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			rels, err := c.Releases(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(rels)
+			}
+			a, err := c.App(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			tw := e.table("VERSION", "STATUS", "CREATED", "BY", "DESCRIPTION")
+			for _, r := range rels {
+				v := fmt.Sprintf("v%d", r.Version)
+				if r.Version == a.Release {
+					v += " *"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v, r.Status, r.CreatedAt.Local().Format(time.DateTime), r.CreatedBy, r.Description)
+			}
+			return tw.Flush()
+		},
+	}
+	e.addJSON(cmd)
+	return cmd
+}
+
+func parseVersion(s string) (int, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(s, "v"))
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%q is not a release version: write it like v3", s)
+	}
+	return n, nil
+}
+
+func (e *env) rollbackCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rollback APP VERSION",
+		Short: "Roll out an earlier release's build and config as a new release",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := parseVersion(args[1])
+			if err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			rel, err := c.Rollback(cmd.Context(), args[0], v)
+			if err != nil {
+				return err
+			}
+			return e.waitRelease(cmd, c, rel)
+		},
+	}
+}
+
+// waitRelease waits for a release's rollout and says how it ended.
+func (e *env) waitRelease(cmd *cobra.Command, c *client.Client, rel store.Release) error {
+	fmt.Fprintf(e.stderr, "Created v%d (%s); rolling out...\n", rel.Version, rel.Description)
+	for rel.Status == store.StatusPending {
+		var err error
+		if rel, err = c.Release(cmd.Context(), rel.App, rel.Version, time.Minute); err != nil {
+			return err
+		}
+		if a, err := c.App(cmd.Context(), rel.App); err == nil && a.Release > rel.Version {
+			return fmt.Errorf("v%d was superseded by v%d", rel.Version, a.Release)
+		}
+	}
+	if rel.Status == store.StatusFailed {
+		return fmt.Errorf("v%d failed: %s", rel.Version, rel.Reason)
+	}
+	fmt.Fprintf(e.stdout, "v%d of %s is live.\n", rel.Version, rel.App)
+	return nil
+}
+
+func (e *env) configCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config APP",
+		Short: "Show an app's config vars; set and unset them",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			cfg, err := c.Config(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(cfg)
+			}
+			var keys []string
+			for k := range cfg {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(e.stdout, "%s=%s\n", k, cfg[k])
+			}
+			return nil
+		},
+	}
+	e.addJSON(cmd)
+	get := &cobra.Command{
+		Use:   "get APP KEY",
+		Short: "Print one config var's value",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			cfg, err := c.Config(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			v, ok := cfg[args[1]]
+			if !ok {
+				return fmt.Errorf("%s has no config var %s", args[0], args[1])
+			}
+			fmt.Fprintln(e.stdout, v)
+			return nil
+		},
+	}
+	set := &cobra.Command{
+		Use:   "set APP KEY=VALUE...",
+		Short: "Set config vars in a new release and roll it out",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vars := map[string]*string{}
+			for _, a := range args[1:] {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return fmt.Errorf("%q: write KEY=VALUE", a)
+				}
+				vars[k] = &v
+			}
+			return e.changeConfig(cmd, args[0], vars)
+		},
+	}
+	unset := &cobra.Command{
+		Use:   "unset APP KEY...",
+		Short: "Remove config vars in a new release and roll it out",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vars := map[string]*string{}
+			for _, k := range args[1:] {
+				vars[k] = nil
+			}
+			return e.changeConfig(cmd, args[0], vars)
+		},
+	}
+	cmd.AddCommand(get, set, unset)
+	return cmd
+}
+
+func (e *env) changeConfig(cmd *cobra.Command, app string, vars map[string]*string) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	rel, err := c.SetConfig(cmd.Context(), app, vars)
+	if err != nil {
+		return err
+	}
+	return e.waitRelease(cmd, c, rel)
+}
+
+func (e *env) logsCmd() *cobra.Command {
+	var q client.LogQuery
+	cmd := &cobra.Command{
+		Use:   "logs APP",
+		Short: "Show an app's output, build output and platform events in time order",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), args[0], q, func(l logs.Line) {
+				if e.jsonOut {
+					e.printJSON(l)
+					return
+				}
+				fmt.Fprintf(e.stdout, "%s %s: %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), l.Source, l.Text)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&q.Follow, "follow", "f", false, "keep printing new lines")
+	f.StringVar(&q.Process, "process", "", "only this process type's output")
+	f.StringVar(&q.Since, "since", "", "only lines since this long ago (10m) or this time (RFC 3339)")
+	f.IntVarP(&q.Tail, "num", "n", 100, "the last N lines (0: all)")
+	e.addJSON(cmd)
+	return cmd
+}

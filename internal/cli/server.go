@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"paddock.dev/paddock/internal/daemon"
+	"paddock.dev/paddock/internal/router"
+	"paddock.dev/paddock/internal/runtime/process"
+)
+
+func (e *env) upCmd() *cobra.Command {
+	cfg := daemon.Config{}
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the platform on this machine, in the foreground",
+		Long: `Run the platform on this machine: the API, the router, the embedded store.
+Apps and the router keep running when the server stops or crashes, and the
+next start adopts them. The first start makes an admin token and writes it,
+with the API address, into the CLI config (0600) of the user running it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			cfg.Stderr = e.stderr
+			cfg.Version = Version
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Data, "data", defaultDataDir(), "data folder ($PADDOCK_DATA)")
+	f.StringVar(&cfg.API, "api", "127.0.0.1:7070", "API listen address")
+	f.StringVar(&cfg.HTTP, "http", ":8080", "router listen address for app traffic")
+	f.StringVar(&cfg.Domain, "domain", "localhost", "apps are served at APP.DOMAIN")
+	f.BoolVar(&debug, "debug", false, "log debug messages")
+	return cmd
+}
+
+func (e *env) downCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop the platform and every app on this machine",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			if err := e.confirm(yes, "stop the platform and every app", "down"); err != nil {
+				return err
+			}
+			if err := c.Shutdown(cmd.Context(), true); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stderr, "Paddock is stopping its apps, the router and itself.")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	return cmd
+}
+
+// shimCmd runs one instance's supervisor; the server starts it.
+func (e *env) shimCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "shim DIR",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return process.RunShim(context.WithoutCancel(cmd.Context()), args[0])
+		},
+	}
+}
+
+// routerCmd runs the router process; the server starts it.
+func (e *env) routerCmd() *cobra.Command {
+	var cfg router.Config
+	cmd := &cobra.Command{
+		Use:    "router",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+			return router.Run(ctx, cfg)
+		},
+	}
+	cmd.Flags().StringVar(&cfg.StateDir, "state", "", "state folder")
+	cmd.Flags().StringVar(&cfg.Listen, "listen", ":8080", "listen address")
+	return cmd
+}

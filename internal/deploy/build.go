@@ -1,0 +1,200 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"paddock.dev/paddock/internal/archive"
+	"paddock.dev/paddock/internal/build"
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/store"
+)
+
+// Progress receives what a deploy does, as it happens.
+type Progress interface {
+	// Output is a line of the build command's output.
+	Output(line string)
+	// Step is a line from the platform.
+	Step(msg string)
+}
+
+// Deploy builds the uploaded source (a Pack stream), creates a release of it
+// and waits until the release is rolled out or has failed. Nothing changes
+// for the running release unless the build succeeds.
+func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, actor string, p Progress) (store.Release, error) {
+	if _, err := s.st.GetApp(ctx, app); err != nil {
+		return store.Release{}, err
+	}
+	b, err := s.build(ctx, app, upload, p)
+	if err != nil {
+		return store.Release{}, err
+	}
+	unlock := s.lock(app)
+	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
+		next := store.Release{
+			Build: b.ID, Artifact: b.Artifact, Manifest: b.Manifest, Config: map[string]string{},
+			Description: "Deploy " + b.ID, CreatedBy: actor, CreatedAt: s.now().UTC(),
+		}
+		if cur != nil {
+			next.Config = cur.Config
+		}
+		return next, nil
+	})
+	unlock()
+	if err != nil {
+		return rel, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: deploy of build %s", rel.Version, actor, b.ID))
+	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
+	s.Kick()
+	return s.WaitRollout(ctx, app, rel.Version, p)
+}
+
+// WaitRollout waits until release version of app is deployed or failed,
+// passing the app's events on to p meanwhile.
+func (s *Service) WaitRollout(ctx context.Context, app string, version int, p Progress) (store.Release, error) {
+	since := s.now().Add(-time.Second)
+	var last int64
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		evs, err := s.st.ListEvents(ctx, app, since, last)
+		if err != nil {
+			return store.Release{}, err
+		}
+		for _, e := range evs {
+			last = e.ID
+			if p != nil && !strings.HasPrefix(e.Message, "release v") {
+				p.Step(e.Message)
+			}
+		}
+		rel, err := s.st.GetRelease(ctx, app, version)
+		if err != nil {
+			return rel, err
+		}
+		if rel.Status == store.StatusPending {
+			if a, err := s.st.GetApp(ctx, app); err == nil && a.Release > version {
+				return rel, fmt.Errorf("%w: v%d was superseded by v%d before it finished rolling out", ErrFailed, version, a.Release)
+			}
+		}
+		switch rel.Status {
+		case store.StatusDeployed:
+			return rel, nil
+		case store.StatusFailed:
+			return rel, fmt.Errorf("%w: v%d: %s", ErrFailed, version, rel.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return rel, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// build unpacks, builds and stores an upload as a build of app.
+func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Progress) (store.Build, error) {
+	id := s.now().UTC().Format("20060102150405") + "-" + randomID(6)
+	dir := filepath.Join(s.cfg.BuildDir, id)
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return store.Build{}, fmt.Errorf("build %s: %w", id, err)
+	}
+	defer os.RemoveAll(dir)
+
+	if err := archive.Unpack(ctx, upload, src, archive.Limits{MaxBytes: s.cfg.Upload}); err != nil {
+		if errors.Is(err, archive.ErrUnsafePath) || errors.Is(err, archive.ErrTooLarge) {
+			return store.Build{}, fmt.Errorf("%w: upload rejected: %v", ErrInvalid, err)
+		}
+		return store.Build{}, fmt.Errorf("%w: upload unreadable: %v (send a gzip-compressed tar, as `paddock deploy` does)", ErrInvalid, err)
+	}
+	m, err := manifest.Load(src)
+	if err != nil {
+		return store.Build{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if len(m.Processes) == 0 {
+		return store.Build{}, fmt.Errorf("%w: the manifest declares no process types: add [processes.web] to paddock.toml or a line `web: COMMAND` to the Procfile", ErrInvalid)
+	}
+	if m.Build.Command != "" {
+		p.Step("building: " + m.Build.Command)
+		home := s.cfg.BuildHome
+		if err := os.MkdirAll(home, 0o755); err != nil {
+			return store.Build{}, err
+		}
+		env := []string{
+			"PATH=" + os.Getenv("PATH"),
+			"HOME=" + home,
+			"LANG=C.UTF-8",
+			"PADDOCK_APP=" + app,
+		}
+		env = append(env, s.cfg.BuildEnv...)
+		buildLog, err := logs.Open(filepath.Join(s.logDir(app), app+".build.log"), 8<<20)
+		if err != nil {
+			return store.Build{}, fmt.Errorf("build %s: open log: %w", id, err)
+		}
+		defer buildLog.Close()
+		buildLog.Line("paddock", "build "+id+": "+m.Build.Command)
+		out := &lineWriter{fn: func(line string) {
+			buildLog.Line("out", line)
+			p.Output(line)
+		}}
+		err = build.Run(ctx, build.Spec{
+			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
+		})
+		out.Flush()
+		if err != nil {
+			return store.Build{}, fmt.Errorf("%w: %v", ErrBuild, err)
+		}
+	}
+	p.Step("storing artifact")
+	digest, err := s.cfg.Artifacts.Store(ctx, src)
+	if err != nil {
+		return store.Build{}, fmt.Errorf("build %s: store artifact: %w", id, err)
+	}
+	mj, err := json.Marshal(m)
+	if err != nil {
+		return store.Build{}, err
+	}
+	b := store.Build{ID: id, App: app, Artifact: digest, Manifest: mj, CreatedAt: s.now().UTC()}
+	if err := s.st.CreateBuild(ctx, b); err != nil {
+		return b, err
+	}
+	p.Step(fmt.Sprintf("build %s stored as %s", id, digest))
+	return b, nil
+}
+
+// ErrBuild is a build command that failed or timed out.
+var ErrBuild = errors.New("build failed")
+
+// lineWriter calls fn for each complete line written; Flush sends the rest.
+type lineWriter struct {
+	fn      func(string)
+	partial []byte
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		w.fn(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+}
+
+func (w *lineWriter) Flush() {
+	if len(w.partial) > 0 {
+		w.fn(string(w.partial))
+		w.partial = nil
+	}
+}

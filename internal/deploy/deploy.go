@@ -1,0 +1,447 @@
+// Package deploy owns apps' lifecycles: builds become releases, releases are
+// rolled out by a level-triggered reconciler that compares the declared state
+// in the store with the instances the runtime reports and acts until they
+// match, and the router is told which instances are healthy.
+//
+// The API calls Service; Service calls the store, the runtime and the router,
+// never the other way round.
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"paddock.dev/paddock/internal/build"
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/router"
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+)
+
+// Errors the API maps to status codes.
+var (
+	ErrInvalid  = errors.New("invalid request")
+	ErrNotFound = store.ErrNotFound
+	ErrExists   = store.ErrExists
+	ErrFailed   = errors.New("rollout failed")
+)
+
+// Router is what the reconciler needs of the router process.
+type Router interface {
+	Push(ctx context.Context, t router.Table) error
+	Status(ctx context.Context) (router.Status, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Store     store.Store       // required
+	Runtime   runtime.Runtime   // required
+	Router    Router            // required
+	Artifacts *build.Artifacts  // required
+	BuildDir  string            // required: scratch space for unpacked uploads
+	BuildHome string            // required: HOME of build commands, kept between builds as their cache
+	Logs      string            // required: the folder of per-app log folders, shared with the runtime
+	Domain    string            // apps are served at APP.Domain; default "localhost"
+	BuildEnv  []string          // extra KEY=VALUE for build commands (GOPROXY, GOFLAGS…)
+	Interval  time.Duration     // reconcile period; default 500ms
+	Drain     time.Duration     // most time to wait for in-flight requests of a removed instance; default 30s
+	Upload    int64             // largest unpacked upload in bytes; default 512 MiB
+	Now       func() time.Time  // default time.Now
+	Logger    *slog.Logger      // default: discard
+	AppEnv    map[string]string // base environment of every instance (PATH…); default a minimal PATH
+}
+
+// Service manages apps, releases and their rollouts.
+type Service struct {
+	cfg   Config
+	st    store.Store
+	rt    runtime.Runtime
+	log   *slog.Logger
+	now   func() time.Time
+	kick  chan struct{}
+	locks sync.Map // app name -> *sync.Mutex, serialises release changes per app
+
+	rec reconcilerState
+}
+
+// New returns a Service; call Run to start reconciling.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Runtime == nil || cfg.Router == nil || cfg.Artifacts == nil || cfg.BuildDir == "" || cfg.BuildHome == "" || cfg.Logs == "" {
+		return nil, errors.New("deploy: Store, Runtime, Router, Artifacts, BuildDir, BuildHome and Logs are required")
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "localhost"
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.Drain == 0 {
+		cfg.Drain = 30 * time.Second
+	}
+	if cfg.Upload == 0 {
+		cfg.Upload = 512 << 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AppEnv == nil {
+		cfg.AppEnv = map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"}
+	}
+	s := &Service{cfg: cfg, st: cfg.Store, rt: cfg.Runtime, log: cfg.Logger, now: cfg.Now, kick: make(chan struct{}, 1)}
+	s.rec.init()
+	return s, nil
+}
+
+var appName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,29}$`)
+
+// ValidateAppName says what is wrong with name, if anything.
+func ValidateAppName(name string) error {
+	if !appName.MatchString(name) || strings.HasSuffix(name, "-") {
+		return fmt.Errorf("%w: app name %q: use 1 to 30 lowercase letters, digits and dashes, starting with a letter", ErrInvalid, name)
+	}
+	return nil
+}
+
+func (s *Service) lock(app string) func() {
+	m, _ := s.locks.LoadOrStore(app, new(sync.Mutex))
+	m.(*sync.Mutex).Lock()
+	return m.(*sync.Mutex).Unlock
+}
+
+// Kick asks the reconciler for a pass now.
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// CreateApp creates an empty app.
+func (s *Service) CreateApp(ctx context.Context, name string) (store.App, error) {
+	if err := ValidateAppName(name); err != nil {
+		return store.App{}, err
+	}
+	a := store.App{Name: name, CreatedAt: s.now().UTC(), Formation: map[string]int{}}
+	if err := s.st.CreateApp(ctx, a); err != nil {
+		return store.App{}, err
+	}
+	s.event(ctx, name, "", "", "app created")
+	return a, nil
+}
+
+// DestroyApp removes an app; the reconciler stops its instances.
+func (s *Service) DestroyApp(ctx context.Context, name string) error {
+	defer s.lock(name)()
+	if err := s.st.DeleteApp(ctx, name); err != nil {
+		return err
+	}
+	s.Kick()
+	return nil
+}
+
+// AppInfo is an app with its current release and URL.
+type AppInfo struct {
+	store.App
+	URL     string         `json:"url"`
+	Current *store.Release `json:"current,omitempty"`
+	Domains []store.Domain `json:"domains"`
+	Process map[string]int `json:"processes"` // declared instance counts
+}
+
+// App returns what is declared for an app.
+func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
+	a, err := s.st.GetApp(ctx, name)
+	if err != nil {
+		return AppInfo{}, err
+	}
+	info := AppInfo{App: a, URL: "http://" + name + "." + s.cfg.Domain, Process: map[string]int{}}
+	if a.Release != 0 {
+		rel, err := s.st.GetRelease(ctx, name, a.Release)
+		if err != nil {
+			return info, err
+		}
+		info.Current = &rel
+		m, err := releaseManifest(rel)
+		if err != nil {
+			return info, err
+		}
+		for p, spec := range m.Processes {
+			info.Process[p] = wantCount(a, p, spec)
+		}
+	}
+	if info.Domains, err = s.st.ListDomains(ctx, name); err != nil {
+		return info, err
+	}
+	return info, nil
+}
+
+func wantCount(a store.App, process string, p manifest.Process) int {
+	if n, ok := a.Formation[process]; ok {
+		return n
+	}
+	return p.Instances
+}
+
+func releaseManifest(rel store.Release) (*manifest.Manifest, error) {
+	m := &manifest.Manifest{}
+	if len(rel.Manifest) == 0 {
+		return m, nil
+	}
+	if err := json.Unmarshal(rel.Manifest, m); err != nil {
+		return nil, fmt.Errorf("release %s v%d: manifest: %w", rel.App, rel.Version, err)
+	}
+	return m, nil
+}
+
+var configKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// reservedKeys are set by the platform for every instance.
+var reservedKeys = map[string]bool{"PORT": true, "PADDOCK_APP": true, "PADDOCK_PROCESS": true, "PADDOCK_RELEASE": true, "PADDOCK_INSTANCE": true}
+
+// SetConfig sets (non-nil) and unsets (nil) config vars in a new release.
+func (s *Service) SetConfig(ctx context.Context, app string, vars map[string]*string, actor string) (store.Release, error) {
+	if len(vars) == 0 {
+		return store.Release{}, fmt.Errorf("%w: no config vars given: use KEY=VALUE to set and KEY to unset", ErrInvalid)
+	}
+	var keys []string
+	for k := range vars {
+		if !configKey.MatchString(k) {
+			return store.Release{}, fmt.Errorf("%w: config key %q: use letters, digits and underscores, not starting with a digit", ErrInvalid, k)
+		}
+		if reservedKeys[k] {
+			return store.Release{}, fmt.Errorf("%w: config key %q is set by the platform", ErrInvalid, k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	defer s.lock(app)()
+	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
+		next := store.Release{Config: map[string]string{}, CreatedBy: actor, CreatedAt: s.now().UTC()}
+		if cur != nil {
+			next.Build, next.Artifact, next.Manifest = cur.Build, cur.Artifact, cur.Manifest
+			for k, v := range cur.Config {
+				next.Config[k] = v
+			}
+		}
+		var set, unset []string
+		for _, k := range keys {
+			if v := vars[k]; v != nil {
+				next.Config[k] = *v
+				set = append(set, k)
+			} else {
+				delete(next.Config, k)
+				unset = append(unset, k)
+			}
+		}
+		var d []string
+		if len(set) > 0 {
+			d = append(d, "set "+strings.Join(set, ", "))
+		}
+		if len(unset) > 0 {
+			d = append(d, "unset "+strings.Join(unset, ", "))
+		}
+		next.Description = "Config: " + strings.Join(d, "; ")
+		if next.Build == "" {
+			next.Status = store.StatusDeployed // nothing to roll out
+		}
+		return next, nil
+	})
+	if err != nil {
+		return rel, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: %s", rel.Version, actor, rel.Description))
+	s.Kick()
+	return rel, nil
+}
+
+// Rollback creates a new release with the build and config of version.
+func (s *Service) Rollback(ctx context.Context, app string, version int, actor string) (store.Release, error) {
+	defer s.lock(app)()
+	old, err := s.st.GetRelease(ctx, app, version)
+	if err != nil {
+		return store.Release{}, err
+	}
+	if old.Build == "" {
+		return store.Release{}, fmt.Errorf("%w: v%d has no build to roll back to", ErrInvalid, version)
+	}
+	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
+		return store.Release{
+			Build: old.Build, Artifact: old.Artifact, Manifest: old.Manifest, Config: old.Config,
+			Description: fmt.Sprintf("Rollback to v%d", version), CreatedBy: actor, CreatedAt: s.now().UTC(),
+		}, nil
+	})
+	if err != nil {
+		return rel, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: rollback to v%d", rel.Version, actor, version))
+	s.Kick()
+	return rel, nil
+}
+
+// Scale sets instance counts of process types of the current release.
+func (s *Service) Scale(ctx context.Context, app string, counts map[string]int, actor string) (store.App, error) {
+	defer s.lock(app)()
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return a, err
+	}
+	if a.Release == 0 {
+		return a, fmt.Errorf("%w: app %s has no release yet: deploy it first", ErrInvalid, app)
+	}
+	rel, err := s.st.GetRelease(ctx, app, a.Release)
+	if err != nil {
+		return a, err
+	}
+	m, err := releaseManifest(rel)
+	if err != nil {
+		return a, err
+	}
+	var desc []string
+	for p, n := range counts {
+		spec, ok := m.Processes[p]
+		if !ok {
+			return a, fmt.Errorf("%w: app %s has no process type %q (it has: %s)", ErrInvalid, app, p, strings.Join(processNames(m), ", "))
+		}
+		if n < 0 || n > 100 {
+			return a, fmt.Errorf("%w: %s=%d: the count must be between 0 and 100", ErrInvalid, p, n)
+		}
+		if spec.Port != 0 && n > 1 {
+			return a, fmt.Errorf("%w: %s listens on the fixed port %d, so only one instance can run on this machine; remove port from paddock.toml to let Paddock assign $PORT", ErrInvalid, p, spec.Port)
+		}
+		desc = append(desc, fmt.Sprintf("%s=%d", p, n))
+	}
+	if a, err = s.st.SetFormation(ctx, app, counts); err != nil {
+		return a, err
+	}
+	sort.Strings(desc)
+	s.event(ctx, app, "", "", fmt.Sprintf("scaled by %s: %s", actor, strings.Join(desc, " ")))
+	s.Kick()
+	return a, nil
+}
+
+func processNames(m *manifest.Manifest) []string {
+	var names []string
+	for p := range m.Processes {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	return names
+}
+
+var hostName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// AddDomain routes host to app.
+func (s *Service) AddDomain(ctx context.Context, app, host string) (store.Domain, error) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if len(host) > 253 || !hostName.MatchString(host) {
+		return store.Domain{}, fmt.Errorf("%w: %q is not a host name (example: shop.example.com)", ErrInvalid, host)
+	}
+	if strings.HasSuffix(host, "."+s.cfg.Domain) {
+		return store.Domain{}, fmt.Errorf("%w: %s is under the platform domain %s, whose names belong to apps", ErrInvalid, host, s.cfg.Domain)
+	}
+	d := store.Domain{Host: host, App: app, CreatedAt: s.now().UTC()}
+	if _, err := s.st.GetApp(ctx, app); err != nil {
+		return d, err
+	}
+	if err := s.st.AddDomain(ctx, d); err != nil {
+		return d, err
+	}
+	s.Kick()
+	return d, nil
+}
+
+// RemoveDomain stops routing host to app.
+func (s *Service) RemoveDomain(ctx context.Context, app, host string) error {
+	if err := s.st.RemoveDomain(ctx, app, strings.ToLower(host)); err != nil {
+		return err
+	}
+	s.Kick()
+	return nil
+}
+
+// Instances returns the instances of app as the runtime reports them, with
+// their health.
+func (s *Service) Instances(ctx context.Context, app string) ([]Instance, error) {
+	if _, err := s.st.GetApp(ctx, app); err != nil {
+		return nil, err
+	}
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Instance
+	for _, in := range insts {
+		if in.App != app {
+			continue
+		}
+		out = append(out, s.rec.describe(in))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Process != out[j].Process {
+			return out[i].Process < out[j].Process
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Instance is a runtime instance with what the reconciler knows of it.
+type Instance struct {
+	runtime.Instance
+	Healthy  bool   `json:"healthy"`
+	Health   string `json:"health,omitempty"` // last health check failure
+	Retiring bool   `json:"retiring,omitempty"`
+}
+
+func (s *Service) event(ctx context.Context, app, process, instance, msg string) {
+	e := store.Event{App: app, Time: s.now().UTC(), Process: process, Instance: instance, Message: msg}
+	if err := s.st.AddEvent(context.WithoutCancel(ctx), e); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Warn("record event", "app", app, "err", err)
+	}
+	s.log.Info(msg, "app", app, "instance", instance)
+}
+
+func randomID(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// ListApps returns every app.
+func (s *Service) ListApps(ctx context.Context) ([]store.App, error) {
+	apps, err := s.st.ListApps(ctx)
+	if apps == nil {
+		apps = []store.App{}
+	}
+	return apps, err
+}
+
+// Releases returns app's releases, newest first.
+func (s *Service) Releases(ctx context.Context, app string) ([]store.Release, error) {
+	rels, err := s.st.ListReleases(ctx, app)
+	if rels == nil {
+		rels = []store.Release{}
+	}
+	return rels, err
+}
+
+// Release returns one release of app.
+func (s *Service) Release(ctx context.Context, app string, version int) (store.Release, error) {
+	return s.st.GetRelease(ctx, app, version)
+}

@@ -1,0 +1,153 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// unhealthyAfter consecutive failed checks take a healthy instance out of
+// the router; one success puts it (back) in.
+const unhealthyAfter = 3
+
+var probeClient = &http.Client{
+	Transport: &http.Transport{DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+// probe starts the health checks that are due. Each runs on its own and
+// records its result; none blocks the reconciler.
+func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
+	now := s.now()
+	for _, in := range insts {
+		m, _, err := s.manifest(ctx, in.App, in.Release)
+		if err != nil {
+			continue
+		}
+		spec, ok := m.Processes[in.Process]
+		if !ok {
+			continue
+		}
+		s.rec.mu.Lock()
+		h := s.rec.health[in.ID]
+		if h == nil {
+			h = &health{firstSeen: now}
+			s.rec.health[in.ID] = h
+		}
+		if !h.started.Equal(in.StartedAt) {
+			// A new process (a restart): it proves itself again.
+			h.started, h.ok, h.probed, h.fails, h.err = in.StartedAt, false, false, 0, ""
+		}
+		due := in.State == runtime.StateRunning && !h.probing && now.Sub(h.lastProbe) >= spec.Health.Interval
+		if in.State != runtime.StateRunning {
+			h.ok = false
+		}
+		if due {
+			h.probing, h.lastProbe = true, now
+		}
+		s.rec.mu.Unlock()
+		if !due {
+			continue
+		}
+		s.rec.wg.Add(1)
+		go func() {
+			defer s.rec.wg.Done()
+			err := check(ctx, in, spec)
+			s.record(ctx, in, err)
+		}()
+	}
+}
+
+// check runs one health check: an HTTP GET of the health path for web
+// processes and any process that declares one, a TCP connect for other web
+// processes, and for the rest, being up.
+func check(ctx context.Context, in runtime.Instance, spec manifest.Process) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(in.Port))
+	ctx, cancel := context.WithTimeout(ctx, spec.Health.Timeout)
+	defer cancel()
+	switch {
+	case spec.Health.Path != "":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+spec.Health.Path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "paddock-health-check")
+		resp, err := probeClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", spec.Health.Path, unwrapURL(err))
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return fmt.Errorf("GET %s: %s", spec.Health.Path, resp.Status)
+		}
+		return nil
+	case in.Process == "web":
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("nothing listens on $PORT (%d) yet", in.Port)
+		}
+		return c.Close()
+	default:
+		if time.Since(in.StartedAt) < time.Second {
+			return fmt.Errorf("starting")
+		}
+		return nil
+	}
+}
+
+func unwrapURL(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		next := u.Unwrap()
+		if next == nil {
+			return err
+		}
+		if _, isNet := next.(*net.OpError); isNet {
+			return next
+		}
+		err = next
+	}
+}
+
+func (s *Service) record(ctx context.Context, in runtime.Instance, err error) {
+	s.rec.mu.Lock()
+	h := s.rec.health[in.ID]
+	if h == nil || !h.started.Equal(in.StartedAt) {
+		s.rec.mu.Unlock()
+		return
+	}
+	h.probing, h.probed = false, true
+	var msg string
+	if err == nil {
+		if !h.everOK {
+			msg = fmt.Sprintf("instance %s is healthy", short(in.ID))
+		} else if !h.ok {
+			msg = fmt.Sprintf("instance %s is healthy again", short(in.ID))
+		}
+		h.ok, h.everOK, h.fails, h.err = true, true, 0, ""
+	} else {
+		h.fails++
+		h.err = err.Error()
+		if h.ok && h.fails >= unhealthyAfter {
+			h.ok = false
+			msg = fmt.Sprintf("instance %s failed %d health checks: %v", short(in.ID), h.fails, err)
+		}
+	}
+	s.rec.mu.Unlock()
+	if msg != "" {
+		s.event(ctx, in.App, in.Process, in.ID, msg)
+		s.Kick()
+	}
+}

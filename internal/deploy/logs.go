@@ -1,0 +1,97 @@
+package deploy
+
+import (
+	"context"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/store"
+)
+
+// LogQuery selects an app's log lines.
+type LogQuery struct {
+	Process string    // only this process type's instances (and no build output or events)
+	Since   time.Time // zero: from the start of what is kept
+	Tail    int       // the last Tail lines; 0 for all
+	Follow  bool      // keep sending new lines until ctx is done
+}
+
+// appLogLimit bounds what an app's logs keep on disk.
+const appLogLimit = 64 << 20
+
+func (s *Service) logDir(app string) string { return filepath.Join(s.cfg.Logs, app) }
+
+// Logs sends app's instance output, build output and platform events to
+// emit in time order.
+func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(logs.Line) error) error {
+	if _, err := s.st.GetApp(ctx, app); err != nil {
+		return err
+	}
+	lq := logs.Query{Since: q.Since}
+	if q.Process != "" {
+		lq.Source = q.Process + "."
+	}
+	var follower *logs.Follower
+	if q.Follow {
+		follower = logs.NewFollower(s.logDir(app), lq)
+	}
+	lines, err := logs.Read(s.logDir(app), lq)
+	if err != nil {
+		return err
+	}
+	var lastEvent int64
+	if q.Process == "" {
+		evs, err := s.st.ListEvents(ctx, app, q.Since, 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			lines = append(lines, eventLine(e))
+			lastEvent = e.ID
+		}
+		sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+	}
+	if q.Tail > 0 && len(lines) > q.Tail {
+		lines = lines[len(lines)-q.Tail:]
+	}
+	for _, l := range lines {
+		if err := emit(l); err != nil {
+			return err
+		}
+	}
+	if !q.Follow {
+		return nil
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		lines := follower.Poll(ctx)
+		if q.Process == "" {
+			evs, err := s.st.ListEvents(ctx, app, q.Since, lastEvent)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				lines = append(lines, eventLine(e))
+				lastEvent = e.ID
+			}
+			sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+		}
+		for _, l := range lines {
+			if err := emit(l); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func eventLine(e store.Event) logs.Line {
+	return logs.Line{Time: e.Time, Source: "paddock", Stream: "paddock", Text: e.Message}
+}

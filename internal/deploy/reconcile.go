@@ -1,0 +1,631 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/router"
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+)
+
+// The reconciler's loop, one pass at a time:
+//
+//	list apps, domains, instances ─► per app: start missing instances of the
+//	current release, retire surplus ones, retire older releases' instances once
+//	the current ones are all healthy, settle the release's status ─► push the
+//	router table (healthy, non-retiring web instances) ─► stop retired
+//	instances once the router no longer sends them requests.
+//
+// Health checks run beside it, each instance at its own interval. What the
+// reconciler keeps in memory (health, retiring) is rebuilt from the runtime
+// after a restart; nothing in it is declared state.
+type reconcilerState struct {
+	mu       sync.Mutex
+	health   map[string]*health
+	retiring map[string]bool
+	restarts map[string]int
+	stops    []runtime.Instance // retired, waiting for the table that drops them
+	wg       sync.WaitGroup
+
+	manifests map[string]*manifest.Manifest // "app/version" -> manifest; releases are immutable
+	table     []byte                        // last table pushed
+	version   uint64
+	pushedAt  time.Time
+	warmUntil time.Time
+}
+
+type health struct {
+	firstSeen time.Time
+	started   time.Time // StartedAt of the process this refers to
+	probed    bool
+	probing   bool
+	ok        bool
+	everOK    bool
+	fails     int
+	lastProbe time.Time
+	err       string
+}
+
+func (r *reconcilerState) init() {
+	r.health = map[string]*health{}
+	r.retiring = map[string]bool{}
+	r.restarts = map[string]int{}
+	r.manifests = map[string]*manifest.Manifest{}
+}
+
+func (r *reconcilerState) describe(in runtime.Instance) Instance {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := Instance{Instance: in, Retiring: r.retiring[in.ID]}
+	if h := r.health[in.ID]; h != nil && h.started.Equal(in.StartedAt) {
+		out.Healthy, out.Health = h.ok, h.err
+		if h.ok {
+			out.Health = ""
+		}
+	}
+	return out
+}
+
+// Run reconciles until ctx is done, then waits for the instance stops it
+// began.
+func (s *Service) Run(ctx context.Context) error {
+	s.rec.mu.Lock()
+	// Until every running instance has had a health check, the table would
+	// list fewer instances than the router already has: hold it back.
+	s.rec.warmUntil = s.now().Add(5 * time.Second)
+	s.rec.mu.Unlock()
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			s.rec.wg.Wait()
+			return nil
+		case <-t.C:
+		case <-s.kick:
+		}
+	}
+}
+
+func (s *Service) reconcile(ctx context.Context) error {
+	apps, err := s.st.ListApps(ctx)
+	if err != nil {
+		return fmt.Errorf("list apps: %w", err)
+	}
+	domains, err := s.st.ListDomains(ctx, "")
+	if err != nil {
+		return fmt.Errorf("list domains: %w", err)
+	}
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list instances: %w", err)
+	}
+	byApp := map[string][]runtime.Instance{}
+	for _, in := range insts {
+		byApp[in.App] = append(byApp[in.App], in)
+	}
+	known := map[string]store.App{}
+	for _, a := range apps {
+		known[a.Name] = a
+	}
+	for name, list := range byApp {
+		if _, ok := known[name]; !ok {
+			for _, in := range s.live(ctx, list) {
+				s.retire(ctx, in, "app destroyed")
+			}
+		}
+	}
+	s.probe(ctx, insts)
+	for _, a := range apps {
+		if err := s.reconcileApp(ctx, a, byApp[a.Name]); err != nil {
+			s.log.Warn("reconcile app", "app", a.Name, "err", err)
+		}
+	}
+	// The pass above may have started and retired instances: route from
+	// what the runtime reports now.
+	if insts, err = s.rt.List(ctx); err != nil {
+		return fmt.Errorf("list instances: %w", err)
+	}
+	return s.route(ctx, apps, domains, insts)
+}
+
+// live drops instances that are retiring, and cleans up those whose
+// supervisor is gone.
+func (s *Service) live(ctx context.Context, insts []runtime.Instance) []runtime.Instance {
+	var out []runtime.Instance
+	for _, in := range insts {
+		s.rec.mu.Lock()
+		retiring := s.rec.retiring[in.ID]
+		s.rec.mu.Unlock()
+		switch {
+		case retiring:
+		case in.State == runtime.StateLost || in.State == runtime.StateStopped:
+			if in.State == runtime.StateLost {
+				s.event(ctx, in.App, in.Process, in.ID, fmt.Sprintf("instance %s lost (its supervisor is gone); replacing it", short(in.ID)))
+			}
+			if err := s.rt.Stop(ctx, in.ID); err != nil {
+				s.log.Warn("clean up instance", "instance", in.ID, "err", err)
+			}
+			s.forget(in.ID)
+		default:
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func (s *Service) forget(id string) {
+	s.rec.mu.Lock()
+	delete(s.rec.health, id)
+	delete(s.rec.retiring, id)
+	delete(s.rec.restarts, id)
+	s.rec.mu.Unlock()
+}
+
+func (s *Service) manifest(ctx context.Context, app string, version int) (*manifest.Manifest, store.Release, error) {
+	rel, err := s.st.GetRelease(ctx, app, version)
+	if err != nil {
+		return nil, rel, err
+	}
+	key := app + "/" + strconv.Itoa(version)
+	s.rec.mu.Lock()
+	m := s.rec.manifests[key]
+	s.rec.mu.Unlock()
+	if m != nil {
+		return m, rel, nil
+	}
+	if m, err = releaseManifest(rel); err != nil {
+		return nil, rel, err
+	}
+	s.rec.mu.Lock()
+	s.rec.manifests[key] = m
+	s.rec.mu.Unlock()
+	return m, rel, nil
+}
+
+func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime.Instance) error {
+	live := s.live(ctx, insts)
+	s.crashEvents(ctx, live)
+	if a.Release == 0 {
+		for _, in := range live {
+			s.retire(ctx, in, "no release")
+		}
+		return nil
+	}
+	m, rel, err := s.manifest(ctx, a.Name, a.Release)
+	if err != nil {
+		return err
+	}
+	settled := true
+	var failure string
+	for p, spec := range m.Processes {
+		want := wantCount(a, p, spec)
+		var cur, old []runtime.Instance
+		for _, in := range live {
+			switch {
+			case in.Process != p:
+			case in.Release == rel.Version:
+				cur = append(cur, in)
+			default:
+				old = append(old, in)
+			}
+		}
+		if spec.Port != 0 && len(old) > 0 {
+			// A fixed port cannot be shared: the old instance goes first.
+			for _, in := range old {
+				s.retire(ctx, in, fmt.Sprintf("replaced by v%d (fixed port %d)", rel.Version, spec.Port))
+			}
+			settled = false
+			continue
+		}
+		if spec.Port != 0 && s.anyRetiring(insts, p) {
+			settled = false
+			continue
+		}
+		for i := len(cur); i < want; i++ {
+			in, err := s.start(ctx, a, rel, p, spec)
+			if err != nil {
+				s.event(ctx, a.Name, p, "", fmt.Sprintf("could not start a %s instance: %v", p, err))
+				failure = fmt.Sprintf("could not start a %s instance: %v", p, err)
+				break
+			}
+			cur = append(cur, in)
+		}
+		if len(cur) > want {
+			s.sortForRetirement(cur)
+			for _, in := range cur[want:] {
+				s.retire(ctx, in, "scaled down")
+			}
+			cur = cur[:want]
+		}
+		healthy := 0
+		for _, in := range cur {
+			ok, why := s.healthy(in, spec)
+			if ok {
+				healthy++
+			} else if failure == "" && rel.Status == store.StatusPending && why != "" {
+				failure = fmt.Sprintf("instance %s %s", short(in.ID), why)
+			}
+		}
+		if healthy < want {
+			settled = false
+			continue
+		}
+		for _, in := range old {
+			s.retire(ctx, in, fmt.Sprintf("replaced by v%d", rel.Version))
+		}
+		if len(old) > 0 {
+			settled = false
+		}
+	}
+	for _, in := range live {
+		if _, ok := m.Processes[in.Process]; !ok {
+			s.retire(ctx, in, fmt.Sprintf("v%d has no %s process type", rel.Version, in.Process))
+			settled = false
+		}
+	}
+	if rel.Status != store.StatusPending {
+		return nil
+	}
+	if settled && !s.anyRetiringApp(insts) {
+		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d rolled out", rel.Version))
+		return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, "")
+	}
+	if failure != "" {
+		return s.fail(ctx, a, rel, failure)
+	}
+	return nil
+}
+
+// healthy says whether in is healthy, and if it is not, whether it has
+// failed for good: crash-looping, or unhealthy past its grace period.
+func (s *Service) healthy(in runtime.Instance, spec manifest.Process) (bool, string) {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	h := s.rec.health[in.ID]
+	if h != nil && h.ok && h.started.Equal(in.StartedAt) && in.State == runtime.StateRunning {
+		return true, ""
+	}
+	if in.State == runtime.StateCrashLoop {
+		return false, "is crash-looping (" + in.LastExit + ")"
+	}
+	if h != nil && s.now().Sub(h.firstSeen) > spec.Health.Grace {
+		why := fmt.Sprintf("did not become healthy within %s", spec.Health.Grace)
+		if h.err != "" {
+			why += " (" + h.err + ")"
+		} else if in.LastExit != "" {
+			why += " (" + in.LastExit + ")"
+		}
+		return false, why
+	}
+	return false, ""
+}
+
+// fail marks rel failed and points the app back at the release that ran
+// before it.
+func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why string) error {
+	reason := why
+	if tail := s.lastLines(ctx, a.Name, rel.Version, 10); tail != "" {
+		reason += "\nlast output:\n" + tail
+	}
+	if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason); err != nil {
+		return err
+	}
+	rels, err := s.st.ListReleases(ctx, a.Name)
+	if err != nil {
+		return err
+	}
+	prev := 0
+	for _, r := range rels {
+		if r.Version != rel.Version && r.Status == store.StatusDeployed && r.Build != "" {
+			prev = r.Version
+			break
+		}
+	}
+	if err := s.st.SetRelease(ctx, a.Name, prev); err != nil {
+		return err
+	}
+	back := "no release runs"
+	if prev != 0 {
+		back = fmt.Sprintf("back to v%d", prev)
+	}
+	s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d failed: %s; %s", rel.Version, why, back))
+	return nil
+}
+
+// lastLines returns the last n lines of output of the instances of version.
+func (s *Service) lastLines(ctx context.Context, app string, version int, n int) string {
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return ""
+	}
+	var lines []string
+	for _, in := range insts {
+		if in.App != app || in.Release != version {
+			continue
+		}
+		b, err := os.ReadFile(s.rt.LogFile(app, in.ID))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			lines = append(lines, short(in.ID)+" "+sc.Text())
+		}
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lineTime(lines[i]) < lineTime(lines[j]) })
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func lineTime(l string) string {
+	if f := strings.Fields(l); len(f) > 1 {
+		return f[1]
+	}
+	return ""
+}
+
+func (s *Service) anyRetiring(insts []runtime.Instance, process string) bool {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	for _, in := range insts {
+		if in.Process == process && s.rec.retiring[in.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) anyRetiringApp(insts []runtime.Instance) bool {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	for _, in := range insts {
+		if s.rec.retiring[in.ID] {
+			return true
+		}
+	}
+	return false
+}
+
+// sortForRetirement puts the instances to keep first: healthy before
+// unhealthy, older before newer.
+func (s *Service) sortForRetirement(list []runtime.Instance) {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	ok := func(in runtime.Instance) bool { h := s.rec.health[in.ID]; return h != nil && h.ok }
+	sort.SliceStable(list, func(i, j int) bool {
+		if oi, oj := ok(list[i]), ok(list[j]); oi != oj {
+			return oi
+		}
+		return list[i].StartedAt.Before(list[j].StartedAt)
+	})
+}
+
+// crashEvents records an event for every restart the runtime reports.
+func (s *Service) crashEvents(ctx context.Context, insts []runtime.Instance) {
+	for _, in := range insts {
+		s.rec.mu.Lock()
+		seen, known := s.rec.restarts[in.ID]
+		s.rec.restarts[in.ID] = in.Restarts
+		s.rec.mu.Unlock()
+		if known && in.Restarts > seen {
+			msg := fmt.Sprintf("instance %s %s; restarted (%d restarts)", short(in.ID), in.LastExit, in.Restarts)
+			if in.State == runtime.StateCrashLoop {
+				msg = fmt.Sprintf("instance %s %s; crash loop: restarting with backoff (%d restarts)", short(in.ID), in.LastExit, in.Restarts)
+			}
+			s.event(ctx, in.App, in.Process, in.ID, msg)
+		}
+	}
+}
+
+func (s *Service) start(ctx context.Context, a store.App, rel store.Release, process string, spec manifest.Process) (runtime.Instance, error) {
+	port := spec.Port
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return runtime.Instance{}, err
+		}
+	}
+	id := fmt.Sprintf("%s.%s.%s", a.Name, process, randomID(6))
+	env := make([]string, 0, len(s.cfg.AppEnv)+len(rel.Config)+5)
+	for k, v := range s.cfg.AppEnv {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range rel.Config {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "PADDOCK_APP="+a.Name, "PADDOCK_PROCESS="+process,
+		"PADDOCK_RELEASE=v"+strconv.Itoa(rel.Version), "PADDOCK_INSTANCE="+id)
+	s.rec.mu.Lock()
+	s.rec.health[id] = &health{firstSeen: s.now()}
+	s.rec.mu.Unlock()
+	in, err := s.rt.Start(ctx, runtime.Spec{
+		ID: id, App: a.Name, Process: process, Release: rel.Version, Artifact: rel.Artifact,
+		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
+	})
+	if err != nil {
+		s.forget(id)
+		return in, err
+	}
+	s.event(ctx, a.Name, process, id, fmt.Sprintf("instance %s of v%d started on port %d", short(id), rel.Version, port))
+	return in, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// retire takes an instance out of the router table at the next push and
+// stops it once no request is in flight to it.
+func (s *Service) retire(ctx context.Context, in runtime.Instance, reason string) {
+	s.rec.mu.Lock()
+	if s.rec.retiring[in.ID] {
+		s.rec.mu.Unlock()
+		return
+	}
+	s.rec.retiring[in.ID] = true
+	s.rec.stops = append(s.rec.stops, in)
+	s.rec.mu.Unlock()
+	s.event(ctx, in.App, in.Process, in.ID, fmt.Sprintf("stopping instance %s: %s", short(in.ID), reason))
+}
+
+// stopRetired stops the instances retired before the last successful push.
+func (s *Service) stopRetired(ctx context.Context) {
+	s.rec.mu.Lock()
+	stops := s.rec.stops
+	s.rec.stops = nil
+	s.rec.mu.Unlock()
+	for _, in := range stops {
+		s.rec.wg.Add(1)
+		go func() {
+			defer s.rec.wg.Done()
+			s.drain(ctx, in)
+			if err := s.rt.Stop(context.WithoutCancel(ctx), in.ID); err != nil {
+				s.log.Warn("stop instance", "instance", in.ID, "err", err)
+			}
+			s.pruneLogs(ctx, in.App)
+			s.forget(in.ID)
+			s.Kick()
+		}()
+	}
+}
+
+// drain waits until the router has no request in flight to in.
+func (s *Service) drain(ctx context.Context, in runtime.Instance) {
+	backend := "127.0.0.1:" + strconv.Itoa(in.Port)
+	deadline := s.now().Add(s.cfg.Drain)
+	for s.now().Before(deadline) {
+		st, err := s.cfg.Router.Status(ctx)
+		if err != nil || st.Inflight[backend] == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// A request the router picked this backend for just before the new
+	// table took over may not be counted yet.
+	select {
+	case <-ctx.Done():
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// route pushes the table of healthy web instances to the router when it
+// changed, or when the router reports another version (it restarted).
+func (s *Service) route(ctx context.Context, apps []store.App, domains []store.Domain, insts []runtime.Instance) error {
+	backends := map[string][]string{}
+	warming := false
+	s.rec.mu.Lock()
+	for _, in := range insts {
+		h := s.rec.health[in.ID]
+		if in.State == runtime.StateRunning && (h == nil || !h.probed) {
+			warming = true
+		}
+		if in.Process != "web" || s.rec.retiring[in.ID] || in.State != runtime.StateRunning {
+			continue
+		}
+		if h != nil && h.ok && h.started.Equal(in.StartedAt) {
+			backends[in.App] = append(backends[in.App], "127.0.0.1:"+strconv.Itoa(in.Port))
+		}
+	}
+	if warming && s.now().Before(s.rec.warmUntil) {
+		s.rec.mu.Unlock()
+		return nil
+	}
+	s.rec.mu.Unlock()
+	var t router.Table
+	hosts := map[string][]string{}
+	for _, a := range apps {
+		hosts[a.Name] = append(hosts[a.Name], a.Name+"."+s.cfg.Domain)
+	}
+	for _, d := range domains {
+		hosts[d.App] = append(hosts[d.App], d.Host)
+	}
+	for _, a := range apps {
+		b := backends[a.Name]
+		sort.Strings(b)
+		for _, h := range hosts[a.Name] {
+			t.Routes = append(t.Routes, router.Route{Host: h, App: a.Name, Backends: b})
+		}
+	}
+	sort.Slice(t.Routes, func(i, j int) bool { return t.Routes[i].Host < t.Routes[j].Host })
+	body, err := json.Marshal(t.Routes)
+	if err != nil {
+		return err
+	}
+	s.rec.mu.Lock()
+	changed := !bytes.Equal(body, s.rec.table)
+	stale := s.now().Sub(s.rec.pushedAt) > 2*time.Second
+	version := s.rec.version
+	s.rec.mu.Unlock()
+	if !changed && stale {
+		st, err := s.cfg.Router.Status(ctx)
+		changed = err != nil || st.Version != version
+		if err == nil && st.Version > version {
+			version = st.Version
+		}
+		s.rec.mu.Lock()
+		s.rec.pushedAt = s.now()
+		s.rec.mu.Unlock()
+	}
+	if changed {
+		// Versions only grow, across server restarts too: the router
+		// ignores a table older than the one it has.
+		t.Version = max(version+1, uint64(s.now().UnixNano()))
+		if err := s.cfg.Router.Push(ctx, t); err != nil {
+			return fmt.Errorf("push routes: %w", err)
+		}
+		s.rec.mu.Lock()
+		s.rec.table, s.rec.version, s.rec.pushedAt = body, t.Version, s.now()
+		s.rec.mu.Unlock()
+	}
+	s.stopRetired(ctx)
+	return nil
+}
+
+// pruneLogs keeps app's log folder within its bound, deleting the oldest
+// files of instances that no longer run.
+func (s *Service) pruneLogs(ctx context.Context, app string) {
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{app + ".build": true}
+	for _, in := range insts {
+		keep[in.ID] = true
+	}
+	logs.Prune(s.logDir(app), appLogLimit, keep)
+}
+
+func short(id string) string {
+	if i := strings.IndexByte(id, '.'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}

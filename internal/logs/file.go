@@ -1,0 +1,129 @@
+// Package logs keeps app output on disk, one file per source with one
+// timestamped line per entry, and reads them back merged in time order.
+//
+// A line is "TIME STREAM TEXT": TIME in UTC with microseconds, STREAM one
+// word ("out", "err", "paddock" for the platform's own notes).
+package logs
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// File writes timestamped lines, "TIME STREAM TEXT", to one file and
+// rotates it to FILE.1 when it grows past its limit, so an instance's log
+// takes at most twice the limit on disk.
+type File struct {
+	mu    sync.Mutex
+	path  string
+	limit int64
+	f     *os.File
+	size  int64
+}
+
+// Open opens path for appending, creating it and its folder as needed.
+func Open(path string, limit int64) (*File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	l := &File{path: path, limit: limit}
+	return l, l.open()
+}
+
+func (l *File) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.size = f, fi.Size()
+	return nil
+}
+
+// Line writes one line from stream.
+func (l *File) Line(stream, text string) {
+	l.write(stream, []byte(text))
+}
+
+func (l *File) write(stream string, text []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	buf := make([]byte, 0, len(text)+48)
+	buf = time.Now().UTC().AppendFormat(buf, timeFormat)
+	buf = append(buf, ' ')
+	buf = append(buf, stream...)
+	buf = append(buf, ' ')
+	buf = append(buf, text...)
+	buf = append(buf, '\n')
+	if l.limit > 0 && l.size+int64(len(buf)) > l.limit {
+		l.f.Close()
+		os.Rename(l.path, l.path+".1")
+		if err := l.open(); err != nil {
+			l.f = nil
+			return
+		}
+	}
+	n, _ := l.f.Write(buf)
+	l.size += int64(n)
+}
+
+// Close closes the file.
+func (l *File) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+// Stream returns a writer that splits what it gets into lines of stream.
+func (l *File) Stream(stream string) io.Writer {
+	return &lineWriter{log: l, stream: stream}
+}
+
+// lineWriter holds a partial line until its end arrives. Lines longer than
+// maxLine are cut into pieces.
+type lineWriter struct {
+	log     *File
+	stream  string
+	partial []byte
+}
+
+const maxLine = 16 << 10
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.partial = append(w.partial, p...)
+			if len(w.partial) >= maxLine {
+				w.log.write(w.stream, w.partial)
+				w.partial = w.partial[:0]
+			}
+			break
+		}
+		line := p[:i]
+		if len(w.partial) > 0 {
+			line = append(w.partial, line...)
+			w.partial = w.partial[:0]
+		}
+		w.log.write(w.stream, bytes.TrimSuffix(line, []byte("\r")))
+		p = p[i+1:]
+	}
+	return n, nil
+}

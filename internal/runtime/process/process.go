@@ -1,0 +1,323 @@
+// Package process is the default runtime: each instance is a local process
+// group watched by its own small supervisor (the shim, run from the same
+// binary as `paddock shim DIR`). Shims are detached from the server, so
+// instances keep running while the server restarts or upgrades; a new server
+// adopts them by reading the state each shim keeps on disk.
+//
+// On disk, for an instance ID:
+//
+//	Dir/ID/spec.json    what to run (written by Start, read by the shim)
+//	Dir/ID/state.json   what runs (written atomically by the shim)
+//	Dir/ID/app/         the instance's working folder, the release's artifact
+//	Logs/APP/ID.log     the instance's output, one timestamped line each
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"paddock.dev/paddock/internal/runtime"
+)
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// Config configures a Runtime.
+type Config struct {
+	Dir  string // required: one folder per instance below it
+	Logs string // required: instance logs below it, one folder per app
+	// Binary is the executable started as `Binary shim DIR`; default: this
+	// process's own executable.
+	Binary string
+	// Extract unpacks an artifact into an empty folder; required to run
+	// instances that have an artifact.
+	Extract func(ctx context.Context, digest, dst string) error
+	// LogLimit bounds one instance log file before it rotates; default 8 MiB.
+	LogLimit int64
+	Logger   *slog.Logger // default: discard
+}
+
+// Runtime runs instances as supervised local processes.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a Runtime after creating its folders.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Dir == "" || cfg.Logs == "" {
+		return nil, errors.New("process runtime: Dir and Logs are required")
+	}
+	if cfg.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("process runtime: find own executable: %w", err)
+		}
+		cfg.Binary = exe
+	}
+	if cfg.LogLimit == 0 {
+		cfg.LogLimit = 8 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range []string{cfg.Dir, cfg.Logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("process runtime: %w", err)
+		}
+	}
+	return &Runtime{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// shimSpec is spec.json: the instance spec plus what the shim needs to know
+// about its surroundings.
+type shimSpec struct {
+	runtime.Spec
+	LogFile  string `json:"log_file"`
+	LogLimit int64  `json:"log_limit"`
+}
+
+// shimState is state.json.
+type shimState struct {
+	ShimPID     int           `json:"shim_pid"`
+	PID         int           `json:"pid"`
+	State       runtime.State `json:"state"`
+	Restarts    int           `json:"restarts"`
+	StartedAt   time.Time     `json:"started_at"`
+	LastExit    string        `json:"last_exit,omitempty"`
+	MemoryLimit string        `json:"memory_limit,omitempty"`
+	Cgroup      string        `json:"cgroup,omitempty"`
+}
+
+// LogFile returns where the instance's output goes.
+func (r *Runtime) LogFile(app, id string) string {
+	return filepath.Join(r.cfg.Logs, app, id+".log")
+}
+
+// Start prepares the instance's folder and starts its shim.
+func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, error) {
+	dir := filepath.Join(r.cfg.Dir, s.ID)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return runtime.Instance{}, fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	fail := func(err error) (runtime.Instance, error) {
+		os.RemoveAll(dir)
+		return runtime.Instance{}, fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	appDir := filepath.Join(dir, "app")
+	if err := os.Mkdir(appDir, 0o755); err != nil {
+		return fail(err)
+	}
+	if s.Artifact != "" {
+		if r.cfg.Extract == nil {
+			return fail(errors.New("no artifact extractor configured"))
+		}
+		if err := r.cfg.Extract(ctx, s.Artifact, appDir); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(r.cfg.Logs, s.App), 0o755); err != nil {
+		return fail(err)
+	}
+	ss := shimSpec{Spec: s, LogFile: r.LogFile(s.App, s.ID), LogLimit: r.cfg.LogLimit}
+	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
+		return fail(err)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(r.cfg.Binary, "shim", dir)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	// A session of its own: no signal sent to the server's process group
+	// (a Ctrl-C in its terminal) reaches the instance.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fail(err)
+	}
+	// Reap the shim if it exits while this server is still its parent.
+	go cmd.Wait()
+
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st, err := readState(dir); err == nil && st.State != "" {
+			return r.instance(dir, ss, st), nil
+		}
+		select {
+		case <-ctx.Done():
+			r.Stop(context.WithoutCancel(ctx), s.ID)
+			return runtime.Instance{}, ctx.Err()
+		case <-deadline.C:
+			r.Stop(context.WithoutCancel(ctx), s.ID)
+			return runtime.Instance{}, fmt.Errorf("start %s: shim did not report within 10s; see %s", s.ID, filepath.Join(dir, "shim.log"))
+		case <-tick.C:
+		}
+	}
+}
+
+// List reports every instance with a folder under Dir.
+func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
+	entries, err := os.ReadDir(r.cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	var out []runtime.Instance
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(r.cfg.Dir, e.Name())
+		var ss shimSpec
+		if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
+			continue // being created or removed
+		}
+		st, err := readState(dir)
+		if err != nil {
+			st = shimState{State: runtime.StateLost}
+		}
+		out = append(out, r.instance(dir, ss, st))
+	}
+	return out, nil
+}
+
+func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
+	inst := runtime.Instance{
+		Spec:        ss.Spec,
+		State:       st.State,
+		PID:         st.PID,
+		Restarts:    st.Restarts,
+		StartedAt:   st.StartedAt,
+		LastExit:    st.LastExit,
+		MemoryLimit: st.MemoryLimit,
+	}
+	if st.State != runtime.StateStopped && !shimAlive(st.ShimPID, dir) {
+		inst.State = runtime.StateLost
+	}
+	if st.Cgroup != "" {
+		inst.MemoryUsed = cgroupMemoryUsed(st.Cgroup)
+	}
+	return inst
+}
+
+// Stop asks the shim to stop the instance, waits for it, and removes the
+// instance's folder. The log stays.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	dir := filepath.Join(r.cfg.Dir, id)
+	var ss shimSpec
+	if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("stop %s: %w", id, runtime.ErrNotFound)
+		}
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	st, _ := readState(dir)
+	if shimAlive(st.ShimPID, dir) {
+		syscall.Kill(st.ShimPID, syscall.SIGTERM)
+		wait := ss.StopTimeout + 5*time.Second
+		if !waitGone(ctx, st.ShimPID, dir, wait) {
+			r.log.Warn("shim did not stop in time; killing it", "instance", id, "pid", st.ShimPID)
+			syscall.Kill(st.ShimPID, syscall.SIGKILL)
+		}
+	}
+	// Whatever the shim did, nothing of the instance may survive it: kill
+	// the app's process group if it is still there and still ours.
+	if st.PID > 0 && ownsProcess(st.PID, filepath.Join(dir, "app")) {
+		syscall.Kill(-st.PID, syscall.SIGKILL)
+	}
+	if st.Cgroup != "" {
+		removeCgroup(st.Cgroup)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("stop %s: remove folder: %w", id, err)
+	}
+	return nil
+}
+
+// shimAlive reports whether pid is a shim serving dir: the pid alone could
+// have been reused by an unrelated process since the state was written.
+func shimAlive(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	if len(args) < 3 || args[len(args)-2] != "shim" || args[len(args)-1] != dir {
+		return false
+	}
+	// A zombie has a cmdline of its own no more; a stopped-but-unreaped
+	// shim shows as state Z.
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
+
+// ownsProcess reports whether pid runs in the working folder dir.
+func ownsProcess(pid int, dir string) bool {
+	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+	return err == nil && cwd == dir
+}
+
+func waitGone(ctx context.Context, pid int, dir string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !shimAlive(pid, dir) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+func readState(dir string) (shimState, error) {
+	var st shimState
+	err := readJSON(filepath.Join(dir, "state.json"), &st)
+	return st, err
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// writeJSON replaces path atomically, so a reader never sees half a file.
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,191 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// Restart policy: the delay doubles from restartBase with each crash that
+// comes within stableAfter of a start, up to restartMax; from crashLoopAfter
+// such crashes in a row the instance is reported as a crash loop.
+const (
+	restartBase    = time.Second
+	restartMax     = time.Minute
+	stableAfter    = 30 * time.Second
+	crashLoopAfter = 3
+)
+
+// RunShim supervises one instance until it is told to stop (SIGTERM or
+// SIGINT, or ctx). It restarts the process when it exits, with backoff, and
+// keeps dir/state.json current.
+func RunShim(ctx context.Context, dir string) error {
+	var ss shimSpec
+	if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
+		return fmt.Errorf("shim: read spec: %w", err)
+	}
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(stop)
+
+	out, err := logs.Open(ss.LogFile, ss.LogLimit)
+	if err != nil {
+		return fmt.Errorf("shim: %w", err)
+	}
+	defer out.Close()
+
+	sh := &shim{dir: dir, spec: ss, logs: out}
+	sh.st = shimState{ShimPID: os.Getpid(), State: runtime.StateStarting}
+	if ss.Memory > 0 {
+		sh.st.Cgroup, sh.st.MemoryLimit = createCgroup(ss.ID, ss.Memory)
+		if sh.st.Cgroup == "" {
+			out.Line("paddock", "memory limit not enforced: "+sh.st.MemoryLimit)
+		}
+	}
+	if err := sh.save(); err != nil {
+		return err
+	}
+
+	crashes := 0
+	for {
+		exited, started := sh.start()
+		var exit error
+		select {
+		case exit = <-exited:
+		case <-stop:
+			sh.terminate(exited)
+			return nil
+		case <-ctx.Done():
+			sh.terminate(exited)
+			return nil
+		}
+		desc := sh.describe(exit)
+		if time.Since(started) >= stableAfter {
+			crashes = 0
+		}
+		crashes++
+		delay := min(restartBase<<min(crashes-1, 10), restartMax)
+		sh.st.Restarts++
+		sh.st.LastExit = desc
+		sh.st.PID = 0
+		sh.st.State = runtime.StateBackoff
+		if crashes >= crashLoopAfter {
+			sh.st.State = runtime.StateCrashLoop
+		}
+		sh.save()
+		out.Line("paddock", fmt.Sprintf("process %s; restarting in %s", desc, delay))
+		select {
+		case <-time.After(delay):
+		case <-stop:
+			sh.stopped()
+			return nil
+		case <-ctx.Done():
+			sh.stopped()
+			return nil
+		}
+	}
+}
+
+type shim struct {
+	dir       string
+	spec      shimSpec
+	logs      *logs.File
+	st        shimState
+	oomBefore int64
+}
+
+func (sh *shim) save() error {
+	return writeJSON(filepath.Join(sh.dir, "state.json"), sh.st)
+}
+
+// start starts the process; the channel gets its exit. A process that
+// cannot start at all counts as one that exited at once.
+func (sh *shim) start() (<-chan error, time.Time) {
+	exited := make(chan error, 1)
+	cmd := exec.Command("/bin/sh", "-c", sh.spec.Command)
+	cmd.Dir = filepath.Join(sh.dir, "app")
+	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port))
+	cmd.Stdout = sh.logs.Stream("out")
+	cmd.Stderr = sh.logs.Stream("err")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Output still held open by a stray grandchild must not keep the shim
+	// from seeing the exit.
+	cmd.WaitDelay = time.Second
+	sh.oomBefore = cgroupOOMKills(sh.st.Cgroup)
+	now := time.Now()
+	if err := cmd.Start(); err != nil {
+		exited <- err
+		return exited, now
+	}
+	if sh.st.Cgroup != "" {
+		if err := joinCgroup(sh.st.Cgroup, cmd.Process.Pid); err != nil {
+			sh.logs.Line("paddock", "memory limit not enforced: "+err.Error())
+		}
+	}
+	sh.st.PID = cmd.Process.Pid
+	sh.st.StartedAt = now.UTC()
+	sh.st.State = runtime.StateRunning
+	sh.save()
+	sh.logs.Line("paddock", fmt.Sprintf("started pid %d: %s", cmd.Process.Pid, sh.spec.Command))
+	go func() { exited <- cmd.Wait() }()
+	return exited, now
+}
+
+func (sh *shim) describe(err error) string {
+	if cgroupOOMKills(sh.st.Cgroup) > sh.oomBefore {
+		return fmt.Sprintf("OOM-killed (memory limit %d MiB)", sh.spec.Memory>>20)
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed by signal " + ws.Signal().String()
+		}
+		return fmt.Sprintf("exited with code %d", ee.ExitCode())
+	}
+	if err == nil {
+		return "exited with code 0"
+	}
+	return "failed to start: " + err.Error()
+}
+
+// terminate stops the running process group: SIGTERM, then SIGKILL after
+// the stop timeout.
+func (sh *shim) terminate(exited <-chan error) {
+	sh.st.State = runtime.StateStopping
+	sh.save()
+	if pid := sh.st.PID; pid > 0 {
+		syscall.Kill(-pid, syscall.SIGTERM)
+		timeout := sh.spec.StopTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		select {
+		case <-exited:
+			sh.logs.Line("paddock", "stopped")
+		case <-time.After(timeout):
+			syscall.Kill(-pid, syscall.SIGKILL)
+			<-exited
+			sh.logs.Line("paddock", fmt.Sprintf("stopped with SIGKILL after %s", timeout))
+		}
+		// Children that left the group's leader behind go too.
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	sh.stopped()
+}
+
+func (sh *shim) stopped() {
+	sh.st.State = runtime.StateStopped
+	sh.st.PID = 0
+	sh.save()
+}

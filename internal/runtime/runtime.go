@@ -1,0 +1,73 @@
+// Package runtime defines how the platform runs app instances. The default
+// implementation, process/, supervises local processes; every
+// implementation reports instances as they are, never as they were asked to be.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for an instance the runtime does not know.
+var ErrNotFound = errors.New("instance not found")
+
+// Spec is everything needed to start one instance.
+type Spec struct {
+	ID          string        `json:"id"`
+	App         string        `json:"app"`
+	Process     string        `json:"process"`
+	Release     int           `json:"release"`
+	Artifact    string        `json:"artifact"` // content digest of the build artifact; "" runs the command in an empty folder
+	Command     string        `json:"command"`  // run with /bin/sh -c
+	Env         []string      `json:"env"`      // KEY=VALUE, without PORT
+	Port        int           `json:"port"`     // given to the process as $PORT
+	Memory      int64         `json:"memory"`   // bytes; 0 means no limit
+	StopTimeout time.Duration `json:"stop_timeout"`
+}
+
+// State is what an instance is doing, as last reported by its supervisor.
+//
+//	starting ──► running ──► (exit) backoff ──► starting …
+//	                 │                  └─► crashloop (restarts keep slowing down)
+//	                 └── stop ──► stopping ──► stopped
+//	supervisor gone without stopping ──► lost
+type State string
+
+// Instance states.
+const (
+	StateStarting  State = "starting"
+	StateRunning   State = "running"
+	StateBackoff   State = "backoff"   // exited; restarting after a delay
+	StateCrashLoop State = "crashloop" // exited repeatedly soon after starting
+	StateStopping  State = "stopping"
+	StateStopped   State = "stopped"
+	StateLost      State = "lost" // the supervisor died; nothing runs
+)
+
+// Instance is a running (or once running) copy of a process type.
+type Instance struct {
+	Spec
+	State     State     `json:"state"`
+	PID       int       `json:"pid,omitempty"`
+	Restarts  int       `json:"restarts"`
+	StartedAt time.Time `json:"started_at"` // when the current process started
+	LastExit  string    `json:"last_exit,omitempty"`
+	// MemoryLimit says how the memory limit is enforced, or why it is not.
+	MemoryLimit string `json:"memory_limit,omitempty"`
+	MemoryUsed  int64  `json:"memory_used,omitempty"`
+}
+
+// Runtime starts, stops and reports instances.
+type Runtime interface {
+	// Start starts an instance and returns once its supervisor runs.
+	Start(ctx context.Context, s Spec) (Instance, error)
+	// Stop stops an instance gracefully (SIGTERM, then SIGKILL after its
+	// stop timeout), waits for it and forgets it.
+	Stop(ctx context.Context, id string) error
+	// List reports every instance the runtime knows, including ones started
+	// by an earlier server process.
+	List(ctx context.Context) ([]Instance, error)
+	// LogFile returns the path of an instance's output log.
+	LogFile(app, id string) string
+}

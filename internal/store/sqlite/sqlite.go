@@ -1,0 +1,503 @@
+// Package sqlite is the embedded Store: one SQLite file in WAL mode with
+// full fsync, through a pure-Go driver so the binary needs no cgo.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"paddock.dev/paddock/internal/store"
+)
+
+var _ store.Store = (*DB)(nil)
+
+// DB is a Store kept in one SQLite file.
+type DB struct {
+	db *sql.DB
+}
+
+var schema = []string{
+	`CREATE TABLE apps (
+		name TEXT PRIMARY KEY,
+		created_at INTEGER NOT NULL,
+		release INTEGER NOT NULL DEFAULT 0,
+		formation TEXT NOT NULL DEFAULT '{}'
+	)`,
+	`CREATE TABLE builds (
+		id TEXT PRIMARY KEY,
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		artifact TEXT NOT NULL,
+		manifest TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE TABLE releases (
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		version INTEGER NOT NULL,
+		build TEXT NOT NULL,
+		artifact TEXT NOT NULL,
+		manifest TEXT NOT NULL,
+		config TEXT NOT NULL,
+		description TEXT NOT NULL,
+		created_by TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		status TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (app, version)
+	)`,
+	`CREATE TABLE domains (
+		host TEXT PRIMARY KEY,
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		time INTEGER NOT NULL,
+		process TEXT NOT NULL,
+		instance TEXT NOT NULL,
+		message TEXT NOT NULL
+	)`,
+	`CREATE INDEX events_app_time ON events(app, time)`,
+	`CREATE TABLE tokens (
+		name TEXT PRIMARY KEY,
+		hash TEXT NOT NULL UNIQUE,
+		role TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
+}
+
+// Open opens or creates the store at path and brings its schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer, and a single connection makes
+	// every transaction serial without SQLITE_BUSY retries.
+	db.SetMaxOpenConns(1)
+	s := &DB{db: db}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *DB) migrate(ctx context.Context) error {
+	var v int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v > len(schema) {
+		return fmt.Errorf("store schema version %d is newer than this binary knows (%d): run a newer paddock", v, len(schema))
+	}
+	if v == len(schema) {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, stmt := range schema[v:] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate: %w", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(schema)))
+		return err
+	})
+}
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func ms(t time.Time) int64     { return t.UnixMilli() }
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+func notFound(what, name string) error {
+	return fmt.Errorf("%s %q: %w", what, name, store.ErrNotFound)
+}
+
+// CreateApp adds an app; store.ErrExists if the name is taken.
+func (s *DB) CreateApp(ctx context.Context, a store.App) error {
+	f, err := json.Marshal(a.Formation)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO apps(name, created_at, release, formation) VALUES (?, ?, ?, ?)`,
+		a.Name, ms(a.CreatedAt), a.Release, string(f))
+	if isUnique(err) {
+		return fmt.Errorf("app %q: %w", a.Name, store.ErrExists)
+	}
+	return err
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanApp(r scanner) (store.App, error) {
+	var a store.App
+	var created int64
+	var formation string
+	if err := r.Scan(&a.Name, &created, &a.Release, &formation); err != nil {
+		return a, err
+	}
+	a.CreatedAt = fromMS(created)
+	if err := json.Unmarshal([]byte(formation), &a.Formation); err != nil {
+		return a, fmt.Errorf("app %s: formation: %w", a.Name, err)
+	}
+	if a.Formation == nil {
+		a.Formation = map[string]int{}
+	}
+	return a, nil
+}
+
+const appCols = `name, created_at, release, formation`
+
+// GetApp returns the named app.
+func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {
+	return getApp(ctx, s.db, name)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func getApp(ctx context.Context, q querier, name string) (store.App, error) {
+	a, err := scanApp(q.QueryRowContext(ctx, `SELECT `+appCols+` FROM apps WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, notFound("app", name)
+	}
+	return a, err
+}
+
+// ListApps returns every app by name.
+func (s *DB) ListApps(ctx context.Context) ([]store.App, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+appCols+` FROM apps ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.App
+	for rows.Next() {
+		a, err := scanApp(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// DeleteApp removes the app and everything that belongs to it.
+func (s *DB) DeleteApp(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM apps WHERE name = ?`, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("app", name)
+	}
+	return nil
+}
+
+// SetFormation merges counts into the app's formation.
+func (s *DB) SetFormation(ctx context.Context, app string, counts map[string]int) (store.App, error) {
+	var a store.App
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if a, err = getApp(ctx, tx, app); err != nil {
+			return err
+		}
+		for k, v := range counts {
+			a.Formation[k] = v
+		}
+		f, err := json.Marshal(a.Formation)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE apps SET formation = ? WHERE name = ?`, string(f), app)
+		return err
+	})
+	return a, err
+}
+
+// SetRelease points app at an existing release.
+func (s *DB) SetRelease(ctx context.Context, app string, version int) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if version != 0 {
+			if _, err := getRelease(ctx, tx, app, version); err != nil {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, version, app)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFound("app", app)
+		}
+		return nil
+	})
+}
+
+// CreateBuild records a finished build.
+func (s *DB) CreateBuild(ctx context.Context, b store.Build) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO builds(id, app, artifact, manifest, created_at) VALUES (?, ?, ?, ?, ?)`,
+		b.ID, b.App, b.Artifact, string(b.Manifest), ms(b.CreatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("build %q: %w", b.ID, store.ErrExists)
+	}
+	return err
+}
+
+// GetBuild returns a build by ID.
+func (s *DB) GetBuild(ctx context.Context, id string) (store.Build, error) {
+	var b store.Build
+	var manifest string
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, app, artifact, manifest, created_at FROM builds WHERE id = ?`, id).
+		Scan(&b.ID, &b.App, &b.Artifact, &manifest, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, notFound("build", id)
+	}
+	b.Manifest = json.RawMessage(manifest)
+	b.CreatedAt = fromMS(created)
+	return b, err
+}
+
+const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason`
+
+func scanRelease(r scanner) (store.Release, error) {
+	var rel store.Release
+	var manifest, config string
+	var created int64
+	err := r.Scan(&rel.App, &rel.Version, &rel.Build, &rel.Artifact, &manifest, &config,
+		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason)
+	if err != nil {
+		return rel, err
+	}
+	if manifest != "" {
+		rel.Manifest = json.RawMessage(manifest)
+	}
+	rel.CreatedAt = fromMS(created)
+	if err := json.Unmarshal([]byte(config), &rel.Config); err != nil {
+		return rel, fmt.Errorf("release %s v%d: config: %w", rel.App, rel.Version, err)
+	}
+	if rel.Config == nil {
+		rel.Config = map[string]string{}
+	}
+	return rel, nil
+}
+
+func getRelease(ctx context.Context, q querier, app string, version int) (store.Release, error) {
+	rel, err := scanRelease(q.QueryRowContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE app = ? AND version = ?`, app, version))
+	if errors.Is(err, sql.ErrNoRows) {
+		return rel, notFound("release", fmt.Sprintf("%s v%d", app, version))
+	}
+	return rel, err
+}
+
+// AddRelease creates the app's next release from fn and makes it current.
+func (s *DB) AddRelease(ctx context.Context, app string, fn store.NewRelease) (store.Release, error) {
+	var rel store.Release
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		a, err := getApp(ctx, tx, app)
+		if err != nil {
+			return err
+		}
+		var cur *store.Release
+		if a.Release != 0 {
+			r, err := getRelease(ctx, tx, app, a.Release)
+			if err != nil {
+				return err
+			}
+			cur = &r
+		}
+		if rel, err = fn(a, cur); err != nil {
+			return err
+		}
+		var last int
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM releases WHERE app = ?`, app).Scan(&last); err != nil {
+			return err
+		}
+		rel.App, rel.Version = app, last+1
+		if rel.Status == "" {
+			rel.Status = store.StatusPending
+		}
+		config, err := json.Marshal(rel.Config)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			rel.App, rel.Version, rel.Build, rel.Artifact, string(rel.Manifest), string(config),
+			rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, rel.Version, app)
+		return err
+	})
+	return rel, err
+}
+
+// GetRelease returns one release of app.
+func (s *DB) GetRelease(ctx context.Context, app string, version int) (store.Release, error) {
+	return getRelease(ctx, s.db, app, version)
+}
+
+// ListReleases returns app's releases, newest first.
+func (s *DB) ListReleases(ctx context.Context, app string) ([]store.Release, error) {
+	if _, err := s.GetApp(ctx, app); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE app = ? ORDER BY version DESC`, app)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Release
+	for rows.Next() {
+		r, err := scanRelease(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// SetReleaseStatus records the outcome of a rollout.
+func (s *DB) SetReleaseStatus(ctx context.Context, app string, version int, status, reason string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE releases SET status = ?, reason = ? WHERE app = ? AND version = ?`, status, reason, app, version)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("release", fmt.Sprintf("%s v%d", app, version))
+	}
+	return nil
+}
+
+// AddDomain routes a host to an app; store.ErrExists if the host is taken.
+func (s *DB) AddDomain(ctx context.Context, d store.Domain) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO domains(host, app, created_at) VALUES (?, ?, ?)`, d.Host, d.App, ms(d.CreatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("domain %q: %w", d.Host, store.ErrExists)
+	}
+	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+		return notFound("app", d.App)
+	}
+	return err
+}
+
+// RemoveDomain removes host from app.
+func (s *DB) RemoveDomain(ctx context.Context, app, host string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM domains WHERE app = ? AND host = ?`, app, host)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("domain", host)
+	}
+	return nil
+}
+
+// ListDomains returns the domains of app, or of every app when app is "".
+func (s *DB) ListDomains(ctx context.Context, app string) ([]store.Domain, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT host, app, created_at FROM domains WHERE ? = '' OR app = ? ORDER BY host`, app, app)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Domain
+	for rows.Next() {
+		var d store.Domain
+		var created int64
+		if err := rows.Scan(&d.Host, &d.App, &created); err != nil {
+			return nil, err
+		}
+		d.CreatedAt = fromMS(created)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// AddEvent appends a platform event to an app's history.
+func (s *DB) AddEvent(ctx context.Context, e store.Event) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO events(app, time, process, instance, message) VALUES (?, ?, ?, ?, ?)`,
+		e.App, e.Time.UnixMicro(), e.Process, e.Instance, e.Message)
+	return err
+}
+
+// ListEvents returns app's events at or after since with an ID above
+// afterID, oldest first.
+func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterID int64) ([]store.Event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, app, time, process, instance, message FROM events
+		WHERE app = ? AND time >= ? AND id > ? ORDER BY id LIMIT 10000`, app, since.UnixMicro(), afterID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Event
+	for rows.Next() {
+		var e store.Event
+		var t int64
+		if err := rows.Scan(&e.ID, &e.App, &t, &e.Process, &e.Instance, &e.Message); err != nil {
+			return nil, err
+		}
+		e.Time = time.UnixMicro(t).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// AddToken stores a token's hash.
+func (s *DB) AddToken(ctx context.Context, t store.Token) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens(name, hash, role, created_at) VALUES (?, ?, ?, ?)`,
+		t.Name, t.Hash, t.Role, ms(t.CreatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("token %q: %w", t.Name, store.ErrExists)
+	}
+	return err
+}
+
+// TokenByHash finds a token by the hash of its value.
+func (s *DB) TokenByHash(ctx context.Context, hash string) (store.Token, error) {
+	var t store.Token
+	var created int64
+	err := s.db.QueryRowContext(ctx, `SELECT name, hash, role, created_at FROM tokens WHERE hash = ?`, hash).
+		Scan(&t.Name, &t.Hash, &t.Role, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("token: %w", store.ErrNotFound)
+	}
+	t.CreatedAt = fromMS(created)
+	return t, err
+}
+
+// CountTokens returns how many tokens exist.
+func (s *DB) CountTokens(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens`).Scan(&n)
+	return n, err
+}

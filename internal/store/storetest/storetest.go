@@ -1,0 +1,224 @@
+// Package storetest is the contract every store.Store implementation must
+// pass. A backend's test calls Run with a function that opens a fresh,
+// empty store.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/store"
+)
+
+// Run runs the contract against stores made by open.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"apps", testApps},
+		{"releases", testReleases},
+		{"concurrent releases are numbered without gaps", testConcurrentReleases},
+		{"domains", testDomains},
+		{"events", testEvents},
+		{"tokens", testTokens},
+		{"delete cascades", testDeleteCascades},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() { s.Close() })
+			tc.fn(t, s)
+		})
+	}
+}
+
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func testApps(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second CreateApp: got %v, want ErrExists", err)
+	}
+	if _, err := s.GetApp(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetApp of a missing app: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.SetFormation(ctx, "a", map[string]int{"web": 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetFormation(ctx, "a", map[string]int{"worker": 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetApp(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Formation["web"] != 3 || got.Formation["worker"] != 1 || !got.CreatedAt.Equal(now) {
+		t.Errorf("GetApp: got %+v, want web=3 worker=1 created %v", got, now)
+	}
+	list, err := s.ListApps(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "a" {
+		t.Errorf("ListApps: got %+v, %v", list, err)
+	}
+}
+
+func addRelease(t *testing.T, s store.Store, build string, config map[string]string) store.Release {
+	t.Helper()
+	rel, err := s.AddRelease(context.Background(), "a", func(a store.App, cur *store.Release) (store.Release, error) {
+		return store.Release{Build: build, Manifest: json.RawMessage(`{"processes":{}}`), Config: config, Description: "d", CreatedBy: "admin", CreatedAt: now}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
+}
+
+func testReleases(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	r1 := addRelease(t, s, "b1", map[string]string{"K": "1"})
+	r2 := addRelease(t, s, "b2", map[string]string{"K": "2"})
+	if r1.Version != 1 || r2.Version != 2 || r2.Status != store.StatusPending {
+		t.Fatalf("versions: got v%d, v%d (%s), want v1, v2 pending", r1.Version, r2.Version, r2.Status)
+	}
+	a, _ := s.GetApp(ctx, "a")
+	if a.Release != 2 {
+		t.Errorf("current release: got v%d, want v2", a.Release)
+	}
+	var seen *store.Release
+	s.AddRelease(ctx, "a", func(a store.App, cur *store.Release) (store.Release, error) {
+		seen = cur
+		return store.Release{}, errors.New("refused")
+	})
+	if seen == nil || seen.Version != 2 || seen.Config["K"] != "2" {
+		t.Errorf("AddRelease passed current %+v, want v2 with K=2", seen)
+	}
+	if a, _ := s.GetApp(ctx, "a"); a.Release != 2 {
+		t.Errorf("a refused release changed the current one to v%d", a.Release)
+	}
+	if err := s.SetReleaseStatus(ctx, "a", 1, store.StatusFailed, "why"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRelease(ctx, "a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRelease(ctx, "a", 9); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetRelease to a missing version: got %v, want ErrNotFound", err)
+	}
+	rels, err := s.ListReleases(ctx, "a")
+	if err != nil || len(rels) != 2 || rels[0].Version != 2 || rels[1].Status != store.StatusFailed || rels[1].Reason != "why" {
+		t.Errorf("ListReleases: got %+v, %v", rels, err)
+	}
+	if _, err := s.ListReleases(ctx, "zz"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ListReleases of a missing app: got %v, want ErrNotFound", err)
+	}
+}
+
+func testConcurrentReleases(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			addRelease(t, s, fmt.Sprint("b", i), nil)
+		}()
+	}
+	wg.Wait()
+	rels, _ := s.ListReleases(ctx, "a")
+	for i, r := range rels {
+		if want := 20 - i; r.Version != want {
+			t.Fatalf("release %d: got v%d, want v%d", i, r.Version, want)
+		}
+	}
+}
+
+func testDomains(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	if err := s.AddDomain(ctx, store.Domain{Host: "x.com", App: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddDomain(ctx, store.Domain{Host: "x.com", App: "a", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("duplicate domain: got %v, want ErrExists", err)
+	}
+	if err := s.AddDomain(ctx, store.Domain{Host: "y.com", App: "nope", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("domain of a missing app: got %v, want ErrNotFound", err)
+	}
+	ds, _ := s.ListDomains(ctx, "")
+	if len(ds) != 1 || ds[0].Host != "x.com" {
+		t.Errorf("ListDomains: got %+v", ds)
+	}
+	if err := s.RemoveDomain(ctx, "a", "x.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveDomain(ctx, "a", "x.com"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("removing a missing domain: got %v, want ErrNotFound", err)
+	}
+}
+
+func testEvents(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	for i := 0; i < 3; i++ {
+		s.AddEvent(ctx, store.Event{App: "a", Time: now.Add(time.Duration(i) * time.Minute), Message: fmt.Sprint("e", i)})
+	}
+	evs, err := s.ListEvents(ctx, "a", now.Add(time.Minute), 0)
+	if err != nil || len(evs) != 2 || evs[0].Message != "e1" {
+		t.Fatalf("ListEvents since: got %+v, %v", evs, err)
+	}
+	evs, _ = s.ListEvents(ctx, "a", time.Time{}, evs[0].ID)
+	if len(evs) != 1 || evs[0].Message != "e2" {
+		t.Errorf("ListEvents after an ID: got %+v", evs)
+	}
+}
+
+func testTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.AddToken(ctx, store.Token{Name: "admin", Hash: "h1", Role: "admin", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.TokenByHash(ctx, "h1")
+	if err != nil || tok.Name != "admin" {
+		t.Errorf("TokenByHash: got %+v, %v", tok, err)
+	}
+	if _, err := s.TokenByHash(ctx, "h2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown hash: got %v, want ErrNotFound", err)
+	}
+	if n, _ := s.CountTokens(ctx); n != 1 {
+		t.Errorf("CountTokens: got %d, want 1", n)
+	}
+}
+
+func testDeleteCascades(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	addRelease(t, s, "b", nil)
+	s.AddDomain(ctx, store.Domain{Host: "x.com", App: "a", CreatedAt: now})
+	s.AddEvent(ctx, store.Event{App: "a", Time: now, Message: "m"})
+	if err := s.DeleteApp(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteApp(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteApp: got %v, want ErrNotFound", err)
+	}
+	s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	if rels, _ := s.ListReleases(ctx, "a"); len(rels) != 0 {
+		t.Errorf("a recreated app has %d old releases", len(rels))
+	}
+	if ds, _ := s.ListDomains(ctx, "a"); len(ds) != 0 {
+		t.Errorf("a recreated app has %d old domains", len(ds))
+	}
+	if evs, _ := s.ListEvents(ctx, "a", time.Time{}, 0); len(evs) != 0 {
+		t.Errorf("a recreated app has %d old events", len(evs))
+	}
+}

@@ -1,0 +1,304 @@
+// Package testenv starts a real Paddock platform for tests: the real binary,
+// built once per test process, serving on 127.0.0.1 ports picked by the
+// kernel, with its data and CLI config in the test's temporary folder. Only
+// tests import it.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/client"
+	"paddock.dev/paddock/internal/router"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// Binary builds the paddock binary once and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "paddock-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "paddock")
+		out, err := exec.Command("go", "build", "-o", binary, "paddock.dev/paddock/cmd/paddock").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+// Platform is a running `paddock up` and what a test needs to drive it.
+type Platform struct {
+	t      testing.TB
+	Bin    string
+	Dir    string // holds data/ and config/
+	Data   string
+	API    string // base URL
+	Router string // host:port of the router
+	Token  string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *bytes.Buffer
+	logMu  *sync.Mutex
+}
+
+// Start starts a platform and stops it, its apps and its router when the
+// test ends.
+func Start(t testing.TB) *Platform {
+	t.Helper()
+	p := &Platform{t: t, Bin: Binary(t), Dir: t.TempDir()}
+	p.Data = filepath.Join(p.Dir, "data")
+	p.Up()
+	t.Cleanup(p.cleanup)
+	return p
+}
+
+// Env is the environment the server and CLI run with.
+func (p *Platform) Env() []string {
+	env := []string{"XDG_CONFIG_HOME=" + filepath.Join(p.Dir, "config"), "PADDOCK_DATA=" + p.Data}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "XDG_") || strings.HasPrefix(kv, "PADDOCK_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// Up starts the server (again) on the same data folder.
+func (p *Platform) Up() {
+	p.t.Helper()
+	api := "127.0.0.1:0"
+	if p.API != "" {
+		api = strings.TrimPrefix(p.API, "http://") // keep the address the CLI config has
+	}
+	p.cmd = exec.Command(p.Bin, "up", "--api", api, "--http", "127.0.0.1:0")
+	p.cmd.Env = p.Env()
+	p.log, p.logMu = &bytes.Buffer{}, &sync.Mutex{}
+	w := &lockedWriter{mu: p.logMu, w: p.log}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func() { p.cmd.Wait(); close(p.exited) }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("paddock up exited at start:\n%s", p.ServerLog())
+		default:
+		}
+		if strings.Contains(p.ServerLog(), "is up.") {
+			c, err := p.config()
+			if err == nil {
+				p.API, p.Token = c.Server, c.Token
+				info, err := router.ReadInfo(filepath.Join(p.Data, "router"))
+				if err == nil {
+					p.Router = info.Listen
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatalf("paddock up did not come up within 30s:\n%s", p.ServerLog())
+}
+
+func (p *Platform) config() (client.Config, error) {
+	var c client.Config
+	b, err := os.ReadFile(filepath.Join(p.Dir, "config", "paddock", "config.json"))
+	if err != nil {
+		return c, err
+	}
+	return c, json.Unmarshal(b, &c)
+}
+
+// ServerLog returns what the server printed.
+func (p *Platform) ServerLog() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+// Kill kills the server with SIGKILL, leaving apps and router running.
+func (p *Platform) Kill() {
+	p.t.Helper()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// Stop stops the server with SIGTERM and waits for it.
+func (p *Platform) Stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.exited
+	}
+}
+
+// cleanup stops everything the platform started: through the API when the
+// server runs, and by PID in any case.
+func (p *Platform) cleanup() {
+	select {
+	case <-p.exited:
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		p.Client().Shutdown(ctx, true)
+		cancel()
+		select {
+		case <-p.exited:
+		case <-time.After(30 * time.Second):
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.exited
+		}
+	}
+	KillLeftovers(p.Data)
+	if p.t.Failed() {
+		p.t.Logf("server log:\n%s", p.ServerLog())
+	}
+}
+
+// KillLeftovers kills, by the PIDs in their state files, any instance
+// supervisor, app process group or router still running from data.
+func KillLeftovers(data string) {
+	dirs, _ := filepath.Glob(filepath.Join(data, "instances", "*"))
+	for _, dir := range dirs {
+		var st struct {
+			ShimPID int `json:"shim_pid"`
+			PID     int `json:"pid"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+		if err != nil || json.Unmarshal(b, &st) != nil {
+			continue
+		}
+		if st.ShimPID > 0 && cmdlineHas(st.ShimPID, dir) {
+			syscall.Kill(st.ShimPID, syscall.SIGKILL)
+		}
+		if st.PID > 0 {
+			if cwd, _ := os.Readlink("/proc/" + strconv.Itoa(st.PID) + "/cwd"); cwd == filepath.Join(dir, "app") {
+				syscall.Kill(-st.PID, syscall.SIGKILL)
+			}
+		}
+	}
+	state := filepath.Join(data, "router")
+	if info, err := router.ReadInfo(state); err == nil && info.PID > 0 && cmdlineHas(info.PID, state) {
+		syscall.Kill(info.PID, syscall.SIGKILL)
+	}
+}
+
+func cmdlineHas(pid int, s string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && bytes.Contains(b, []byte(s))
+}
+
+// Client returns an API client with the admin token.
+func (p *Platform) Client() *client.Client { return client.New(p.API, p.Token) }
+
+// Run runs the CLI and returns its stdout, stderr and error.
+func (p *Platform) Run(args ...string) (stdout, stderr string, err error) {
+	return p.RunIn("", nil, args...)
+}
+
+// RunIn runs the CLI in dir with stdin.
+func (p *Platform) RunIn(dir string, stdin io.Reader, args ...string) (string, string, error) {
+	cmd := exec.Command(p.Bin, args...)
+	cmd.Env = p.Env()
+	cmd.Dir = dir
+	cmd.Stdin = stdin
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// MustRun runs the CLI and fails the test if it fails.
+func (p *Platform) MustRun(args ...string) string {
+	p.t.Helper()
+	out, errOut, err := p.Run(args...)
+	if err != nil {
+		p.t.Fatalf("paddock %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// HTTP is a client for requests through the router, with keep-alives.
+var HTTP = &http.Client{
+	Timeout: 10 * time.Second,
+	Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+	},
+}
+
+// Get requests path from host through the router.
+func (p *Platform) Get(host, path string) (int, string, error) {
+	req, err := http.NewRequest("GET", "http://"+p.Router+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	resp, err := HTTP.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// Eventually retries f until it returns nil or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("not within %s: %v", timeout, err)
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
