@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -97,12 +96,12 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"unknown manifest key", nil, map[string]string{"paddock.toml": "[processes.web]\ncomand = \"x\"\n"}, `unknown key`},
 		{"missing command", nil, map[string]string{"paddock.toml": "[processes.web]\ninstances = 1\n"}, "command"},
-		{"malformed toml", nil, map[string]string{"paddock.toml": "[processes.web\n"}, "line 1"},
+		{"malformed toml", nil, map[string]string{"paddock.toml": "[processes.web\n"}, "fix the TOML syntax"},
 		{"no manifest", nil, map[string]string{"README": "hi"}, "no paddock.toml or Procfile"},
 		{"port clash", nil, map[string]string{"paddock.toml": "[processes.web]\ncommand = \"a\"\nport = 9000\n[processes.api]\ncommand = \"b\"\nport = 9000\n"}, "9000"},
 		{"unknown app", []string{"--app", "nope"}, map[string]string{"Procfile": procfile}, "paddock apps create nope"},
 		{"invalid app name", []string{"--app", "Bad_Name"}, map[string]string{"Procfile": procfile}, "app name"},
-		{"symlink out of the tree", nil, nil, "outside"},
+		{"symlink out of the tree", nil, nil, `symlink "passwd" -> "/etc/passwd"`},
 		{"build that fails", nil, map[string]string{"paddock.toml": "[build]\ncommand = \"echo compiling; exit 3\"\n[processes.web]\ncommand = \"true\"\n"}, "exit status 3"},
 		{"build that hangs", nil, map[string]string{"paddock.toml": "[build]\ncommand = \"sleep 600\"\ntimeout = \"2s\"\n[processes.web]\ncommand = \"true\"\n"}, "timed out after 2s"},
 	}
@@ -131,7 +130,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
-	api := []struct {
+	uploads := []struct {
 		name    string
 		entries []entry
 		want    string
@@ -142,7 +141,7 @@ func TestBadInput(t *testing.T) {
 		{"hard link", []entry{{name: "Procfile", typ: tar.TypeReg, body: procfile}, {name: "hl", link: "/etc/passwd", typ: tar.TypeLink}}, "hl"},
 		{"oversize", []entry{{name: "Procfile", typ: tar.TypeReg, body: procfile}, {name: "big", typ: tar.TypeReg, size: 600 << 20}}, "big"},
 	}
-	for _, tc := range api {
+	for _, tc := range uploads {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := c.Deploy(ctx, "bad", tarball(t, tc.entries), func(api.DeployEvent) {})
 			var ce *client.Error

@@ -70,7 +70,7 @@ func (e *env) root() *cobra.Command {
 		e.upCmd(), e.downCmd(),
 		e.appsCmd(), e.deployCmd(), e.scaleCmd(), e.psCmd(),
 		e.configCmd(), e.releasesCmd(), e.rollbackCmd(), e.logsCmd(), e.domainsCmd(),
-		e.shimCmd(), e.routerCmd(),
+		e.shimCmd(), e.cgexecCmd(), e.routerCmd(),
 	)
 	return root
 }

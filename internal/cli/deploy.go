@@ -55,7 +55,12 @@ lines. The app is --app, else the manifest's name, else the folder's name.`,
 				return err
 			}
 			pr, pw := io.Pipe()
-			go func() { pw.CloseWithError(archive.Pack(cmd.Context(), abs, pw)) }()
+			packed := make(chan error, 1)
+			go func() {
+				err := archive.Pack(cmd.Context(), abs, pw)
+				packed <- err
+				pw.CloseWithError(err)
+			}()
 			fmt.Fprintf(e.stderr, "-----> Deploying %s to %s\n", dir, app)
 			rel, err := c.Deploy(cmd.Context(), app, pr, func(ev api.DeployEvent) {
 				switch ev.Type {
@@ -67,6 +72,13 @@ lines. The app is --app, else the manifest's name, else the folder's name.`,
 			})
 			pr.Close()
 			if err != nil {
+				select {
+				case perr := <-packed:
+					if perr != nil {
+						return perr
+					}
+				default:
+				}
 				var ce *client.Error
 				if errors.As(err, &ce) && ce.Code == "not_found" && strings.HasPrefix(ce.Message, "app ") {
 					return fmt.Errorf("%s: create it first with `paddock apps create %s`", err, app)

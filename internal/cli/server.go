@@ -84,6 +84,19 @@ func (e *env) shimCmd() *cobra.Command {
 	}
 }
 
+// cgexecCmd starts an instance's process inside its cgroup; shims run it.
+func (e *env) cgexecCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "cgexec CGROUP COMMAND...",
+		Hidden:             true,
+		Args:               cobra.MinimumNArgs(2),
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return process.CgroupExec(args[0], args[1:])
+		},
+	}
+}
+
 // routerCmd runs the router process; the server starts it.
 func (e *env) routerCmd() *cobra.Command {
 	var cfg router.Config

@@ -105,6 +105,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := rtr.ensure(ctx); err != nil {
 		return err
 	}
+	info, err := rtr.client.Status(ctx)
+	if err != nil {
+		return err
+	}
+	_, httpPort, _ := net.SplitHostPort(info.Listen)
 	artifacts := &build.Artifacts{Dir: filepath.Join(cfg.Data, "artifacts")}
 	rt, err := process.New(process.Config{
 		Dir: filepath.Join(cfg.Data, "instances"), Logs: filepath.Join(cfg.Data, "logs"),
@@ -118,7 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		BuildDir:  filepath.Join(cfg.Data, "builds"),
 		BuildHome: filepath.Join(cfg.Data, "cache", "build-home"),
 		Logs:      filepath.Join(cfg.Data, "logs"),
-		Domain:    cfg.Domain, BuildEnv: buildEnv(), Logger: log,
+		Domain:    cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -154,9 +159,12 @@ func Run(ctx context.Context, cfg Config) error {
 			serveErr <- err
 		}
 	}()
-	info, _ := rtr.client.Status(ctx)
+	port := ""
+	if httpPort != "80" {
+		port = ":" + httpPort
+	}
 	fmt.Fprintf(cfg.Stderr, "Paddock %s is up.\n  API:    %s\n  apps:   http://APP.%s%s\n  data:   %s\n",
-		cfg.Version, apiURL, cfg.Domain, portSuffix(info.Listen), cfg.Data)
+		cfg.Version, apiURL, cfg.Domain, port, cfg.Data)
 
 	select {
 	case <-ctx.Done():
@@ -177,13 +185,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("paddock stopped")
 	return err
-}
-
-func portSuffix(listen string) string {
-	if _, port, err := net.SplitHostPort(listen); err == nil && port != "80" {
-		return ":" + port
-	}
-	return ""
 }
 
 // stopAll stops every instance, in parallel.

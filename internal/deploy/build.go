@@ -31,6 +31,9 @@ type Progress interface {
 // and waits until the release is rolled out or has failed. Nothing changes
 // for the running release unless the build succeeds.
 func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, actor string, p Progress) (store.Release, error) {
+	if err := ValidateAppName(app); err != nil {
+		return store.Release{}, err
+	}
 	if _, err := s.st.GetApp(ctx, app); err != nil {
 		return store.Release{}, err
 	}
@@ -62,7 +65,11 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 // WaitRollout waits until release version of app is deployed or failed,
 // passing the app's events on to p meanwhile.
 func (s *Service) WaitRollout(ctx context.Context, app string, version int, p Progress) (store.Release, error) {
-	since := s.now().Add(-time.Second)
+	rel, err := s.st.GetRelease(ctx, app, version)
+	if err != nil {
+		return rel, err
+	}
+	since := rel.CreatedAt
 	var last int64
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -51,6 +51,7 @@ type Config struct {
 	BuildHome string            // required: HOME of build commands, kept between builds as their cache
 	Logs      string            // required: the folder of per-app log folders, shared with the runtime
 	Domain    string            // apps are served at APP.Domain; default "localhost"
+	URLPort   string            // the router's port, shown in app URLs unless it is "" or "80"
 	BuildEnv  []string          // extra KEY=VALUE for build commands (GOPROXY, GOFLAGS…)
 	Interval  time.Duration     // reconcile period; default 500ms
 	Drain     time.Duration     // most time to wait for in-flight requests of a removed instance; default 30s
@@ -167,6 +168,9 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 		return AppInfo{}, err
 	}
 	info := AppInfo{App: a, URL: "http://" + name + "." + s.cfg.Domain, Process: map[string]int{}}
+	if p := s.cfg.URLPort; p != "" && p != "80" {
+		info.URL += ":" + p
+	}
 	if a.Release != 0 {
 		rel, err := s.st.GetRelease(ctx, name, a.Release)
 		if err != nil {

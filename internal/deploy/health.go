@@ -46,7 +46,13 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 			// A new process (a restart): it proves itself again.
 			h.started, h.ok, h.probed, h.fails, h.err = in.StartedAt, false, false, 0, ""
 		}
-		due := in.State == runtime.StateRunning && !h.probing && now.Sub(h.lastProbe) >= spec.Health.Interval
+		interval := spec.Health.Interval
+		if !h.ok {
+			// A new or failing instance is checked often, so that it joins
+			// the router as soon as it is ready.
+			interval = min(interval, 250*time.Millisecond)
+		}
+		due := in.State == runtime.StateRunning && !h.probing && now.Sub(h.lastProbe) >= interval
 		if in.State != runtime.StateRunning {
 			h.ok = false
 		}

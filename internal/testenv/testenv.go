@@ -124,7 +124,13 @@ func (p *Platform) Up() {
 				p.API, p.Token = c.Server, c.Token
 				info, err := router.ReadInfo(filepath.Join(p.Data, "router"))
 				if err == nil {
-					p.Router = info.Listen
+					// The router outlives server restarts: its address, which
+					// load generators read meanwhile, is set only once.
+					if p.Router == "" {
+						p.Router = info.Listen
+					} else if p.Router != info.Listen {
+						p.t.Fatalf("the router moved from %s to %s across a server restart", p.Router, info.Listen)
+					}
 					return
 				}
 			}

@@ -114,6 +114,16 @@ func (sh *shim) save() error {
 func (sh *shim) start() (<-chan error, time.Time) {
 	exited := make(chan error, 1)
 	cmd := exec.Command("/bin/sh", "-c", sh.spec.Command)
+	if sh.st.Cgroup != "" {
+		// Join the cgroup between fork and exec, through this binary, so
+		// that no process of the instance ever runs outside it.
+		self, err := os.Executable()
+		if err != nil {
+			exited <- err
+			return exited, time.Now()
+		}
+		cmd = exec.Command(self, "cgexec", sh.st.Cgroup, "/bin/sh", "-c", sh.spec.Command)
+	}
 	cmd.Dir = filepath.Join(sh.dir, "app")
 	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port))
 	cmd.Stdout = sh.logs.Stream("out")
@@ -127,11 +137,6 @@ func (sh *shim) start() (<-chan error, time.Time) {
 	if err := cmd.Start(); err != nil {
 		exited <- err
 		return exited, now
-	}
-	if sh.st.Cgroup != "" {
-		if err := joinCgroup(sh.st.Cgroup, cmd.Process.Pid); err != nil {
-			sh.logs.Line("paddock", "memory limit not enforced: "+err.Error())
-		}
 	}
 	sh.st.PID = cmd.Process.Pid
 	sh.st.StartedAt = now.UTC()
@@ -188,4 +193,13 @@ func (sh *shim) stopped() {
 	sh.st.State = runtime.StateStopped
 	sh.st.PID = 0
 	sh.save()
+}
+
+// CgroupExec runs as `paddock cgexec CGROUP ARGV...`: it moves itself into
+// the cgroup, then replaces itself with ARGV.
+func CgroupExec(cgroup string, argv []string) error {
+	if err := joinCgroup(cgroup, os.Getpid()); err != nil {
+		return err
+	}
+	return syscall.Exec(argv[0], argv, os.Environ())
 }

@@ -136,6 +136,10 @@ func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+func isForeignKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+}
+
 func notFound(what, name string) error {
 	return fmt.Errorf("%s %q: %w", what, name, store.ErrNotFound)
 }
@@ -405,7 +409,7 @@ func (s *DB) AddDomain(ctx context.Context, d store.Domain) error {
 	if isUnique(err) {
 		return fmt.Errorf("domain %q: %w", d.Host, store.ErrExists)
 	}
-	if err != nil && strings.Contains(err.Error(), "FOREIGN KEY") {
+	if isForeignKey(err) {
 		return notFound("app", d.App)
 	}
 	return err
@@ -447,6 +451,9 @@ func (s *DB) ListDomains(ctx context.Context, app string) ([]store.Domain, error
 func (s *DB) AddEvent(ctx context.Context, e store.Event) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO events(app, time, process, instance, message) VALUES (?, ?, ?, ?, ?)`,
 		e.App, e.Time.UnixMicro(), e.Process, e.Instance, e.Message)
+	if isForeignKey(err) {
+		return notFound("app", e.App)
+	}
 	return err
 }
 

@@ -1,0 +1,202 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// The test binary doubles as the shim: Start runs `BINARY shim DIR`.
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == "shim" {
+		if err := RunShim(context.Background(), os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if len(os.Args) > 3 && os.Args[1] == "cgexec" {
+		fmt.Fprintln(os.Stderr, CgroupExec(os.Args[2], os.Args[3:]))
+		os.Exit(127)
+	}
+	os.Exit(m.Run())
+}
+
+func newRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r, err := New(Config{Dir: filepath.Join(dir, "instances"), Logs: filepath.Join(dir, "logs"), Binary: exe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		insts, _ := r.List(context.Background())
+		for _, in := range insts {
+			r.Stop(context.Background(), in.ID)
+		}
+	})
+	return r
+}
+
+func waitFor(t *testing.T, r *Runtime, id string, what string, ok func(runtime.Instance) bool) runtime.Instance {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var last runtime.Instance
+	for time.Now().Before(deadline) {
+		insts, err := r.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range insts {
+			if in.ID == id {
+				last = in
+				if ok(in) {
+					return in
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("instance %s: not %s within 15s; last seen %+v", id, what, last)
+	return last
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+func TestStartLogStop(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.1", App: "a", Process: "web", Command: "echo hello $PORT $GREETING; echo oops >&2; exec sleep 100",
+		Env: []string{"GREETING=hi"}, Port: 4321, StopTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	waitFor(t, r, in.ID, "logged", func(runtime.Instance) bool {
+		b, _ := os.ReadFile(r.LogFile("a", in.ID))
+		return strings.Contains(string(b), " out hello 4321 hi\n") && strings.Contains(string(b), " err oops\n")
+	})
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if alive(in.PID) {
+		t.Errorf("pid %d still runs after Stop", in.PID)
+	}
+	if insts, _ := r.List(ctx); len(insts) != 0 {
+		t.Errorf("List after Stop: got %+v, want none", insts)
+	}
+}
+
+func TestCrashRestartsWithBackoff(t *testing.T) {
+	r := newRuntime(t)
+	in, err := r.Start(context.Background(), runtime.Spec{ID: "a.web.2", App: "a", Process: "web", Command: "exit 3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, r, in.ID, "in a crash loop", func(in runtime.Instance) bool { return in.State == runtime.StateCrashLoop })
+	if got.Restarts != crashLoopAfter || got.LastExit != "exited with code 3" {
+		t.Errorf("got %d restarts, last exit %q; want %d and \"exited with code 3\"", got.Restarts, got.LastExit, crashLoopAfter)
+	}
+	b, _ := os.ReadFile(r.LogFile("a", in.ID))
+	if !strings.Contains(string(b), "restarting in 2s") {
+		t.Errorf("log does not show the backoff growing:\n%s", b)
+	}
+}
+
+func TestStopEscalatesToSIGKILL(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.3", App: "a", Process: "web", Command: "trap '' TERM; sleep 100 & wait; sleep 100", StopTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	start := time.Now()
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Stop took %s with a stop timeout of 300ms", d)
+	}
+	if alive(in.PID) {
+		t.Errorf("pid %d survived Stop", in.PID)
+	}
+}
+
+func TestAdoptionByANewRuntime(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.4", App: "a", Process: "web", Command: "exec sleep 100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	again, err := New(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, again, in.ID, "adopted", func(got runtime.Instance) bool { return got.State == runtime.StateRunning })
+	if got.PID != in.PID {
+		t.Errorf("adopted pid %d, want %d", got.PID, in.PID)
+	}
+}
+
+func TestLostShimIsReported(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.5", App: "a", Process: "web", Command: "exec sleep 100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	st, _ := readState(filepath.Join(r.cfg.Dir, in.ID))
+	syscall.Kill(st.ShimPID, syscall.SIGKILL)
+	waitFor(t, r, in.ID, "lost", func(in runtime.Instance) bool { return in.State == runtime.StateLost })
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(in.PID) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(in.PID) {
+		t.Errorf("the app process %d of a lost shim survived Stop", in.PID)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	r := newRuntime(t)
+	in, err := r.Start(context.Background(), runtime.Spec{ID: "a.web.6", App: "a", Process: "web",
+		Command: "head -c 300000000 /dev/zero | tail", Memory: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, r, in.ID, "reported with a memory limit", func(in runtime.Instance) bool { return in.MemoryLimit != "" })
+	if _, probe := createCgroup("probe-"+in.ID, 32<<20); !strings.Contains(probe, "cgroup") {
+		// No memory cgroup here: the limit must be reported as not enforced.
+		if strings.Contains(got.MemoryLimit, "cgroup v") {
+			t.Errorf("memory limit: got %q on a machine without a memory cgroup", got.MemoryLimit)
+		}
+		return
+	}
+	removeCgroup(filepath.Join(cgroupV1, "paddock", "probe-"+in.ID))
+	if !strings.Contains(got.MemoryLimit, "32 MiB (cgroup") {
+		t.Fatalf("memory limit: got %q, want 32 MiB enforced by a cgroup", got.MemoryLimit)
+	}
+	got = waitFor(t, r, in.ID, "OOM-killed", func(in runtime.Instance) bool { return strings.HasPrefix(in.LastExit, "OOM-killed") })
+	b, _ := os.ReadFile(r.LogFile("a", in.ID))
+	if !strings.Contains(string(b), "paddock process OOM-killed (memory limit 32 MiB)") {
+		t.Errorf("log does not say the process was OOM-killed:\n%s", b)
+	}
+}
