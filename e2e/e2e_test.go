@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/testenv"
 )
 
@@ -262,6 +264,56 @@ func TestCoreLoop(t *testing.T) {
 		}
 		if pids(before) != pids(after) {
 			t.Errorf("instances after restart: got %s, want the same as before: %s", pids(after), pids(before))
+		}
+	})
+
+	t.Run("custom domain, and 503 without a healthy instance", func(t *testing.T) {
+		p.MustRun("domains", "add", "hello", "WWW.Example.test")
+		if out := p.MustRun("domains", "hello"); !strings.Contains(out, "www.example.test") {
+			t.Errorf("domains: got %q", out)
+		}
+		serving(t, p, "www.example.test", "hello from")
+		p.MustRun("scale", "hello", "web=0")
+		testenv.Eventually(t, 30*time.Second, func() error {
+			code, body, err := p.Get(host, "/")
+			if err != nil || code != 503 || !strings.Contains(body, "no healthy instance") {
+				return fmt.Errorf("GET with web=0: %d %q %v, want 503 saying there is no healthy instance", code, body, err)
+			}
+			return nil
+		})
+		p.MustRun("scale", "hello", "web=2")
+		settled(t, p, "hello", 2, 3)
+	})
+
+	t.Run("logs -f follows new lines", func(t *testing.T) {
+		cmd := exec.Command(p.Bin, "logs", "hello", "-f", "-n", "1")
+		cmd.Env = p.Env()
+		var out lockedBuffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		time.Sleep(500 * time.Millisecond)
+		p.MustRun("config", "set", "hello", "MARKER=1")
+		testenv.Eventually(t, 30*time.Second, func() error {
+			if s := out.String(); !strings.Contains(s, "set MARKER") || !strings.Contains(s, "listening on") {
+				return fmt.Errorf("logs -f printed %q, want the config change and the new instances' output", s)
+			}
+			return nil
+		})
+	})
+
+	t.Run("router killed with SIGKILL is restarted on its address", func(t *testing.T) {
+		before, err := router.ReadInfo(filepath.Join(p.Data, "router"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(before.PID, syscall.SIGKILL)
+		serving(t, p, host, "from")
+		after, err := router.ReadInfo(filepath.Join(p.Data, "router"))
+		if err != nil || after.PID == before.PID || after.Listen != before.Listen {
+			t.Errorf("router after kill: %+v (%v), want a new process on %s", after, err, before.Listen)
 		}
 	})
 

@@ -301,7 +301,12 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 		return err
 	}
 	defer out.Close()
-	cmd := exec.Command(r.binary, "router", "--state", r.client.StateDir, "--listen", r.listen)
+	listen := r.listen
+	if prev, err := router.ReadInfo(r.client.StateDir); err == nil && strings.HasSuffix(listen, ":0") && prev.Listen != "" {
+		// A port the kernel picked last time is the port clients know.
+		listen = prev.Listen
+	}
+	cmd := exec.Command(r.binary, "router", "--state", r.client.StateDir, "--listen", listen)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
