@@ -1,0 +1,95 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// ErrNotRunning is returned by Client methods when no router listens on
+// the state folder's socket.
+var ErrNotRunning = errors.New("router is not running")
+
+// Client talks to a running router over StateDir/admin.sock.
+type Client struct{ StateDir string }
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	sock := filepath.Join(c.StateDir, socketFile)
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, method, "http://router"+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("router %s: %w: %w", path, ErrNotRunning, err)
+		}
+		return fmt.Errorf("router %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("router %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("router %s: %s: %s", path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("router %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// Push sends the full routing table. It returns once the router uses t for
+// every new request and has persisted it. A table older than the one in use
+// is ignored, which is not an error.
+func (c *Client) Push(ctx context.Context, t Table) error {
+	body, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPut, "/v1/table", body, nil)
+}
+
+// Status asks the router what it is doing.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// ReadInfo reads StateDir/router.json without contacting the router: the
+// PID, the listen address and the start time of the router that last
+// started there (the file is removed when the router stops cleanly).
+func ReadInfo(stateDir string) (Status, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, infoFile))
+	if err != nil {
+		return Status{}, fmt.Errorf("read router info: %w", err)
+	}
+	var st Status
+	if err := json.Unmarshal(data, &st); err != nil {
+		return Status{}, fmt.Errorf("read router info: %w", err)
+	}
+	return st, nil
+}

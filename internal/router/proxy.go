@@ -1,0 +1,880 @@
+package router
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The forwarding path is a hand-written HTTP/1.1 proxy: it parses each
+// request head in place, writes the head it forwards with one write on a
+// pooled keep-alive connection to a backend, and writes the response head
+// together with the first body bytes with one write to the client. Bodies
+// are copied as they arrive (Content-Length, chunked, or until close), so
+// streams are never buffered. A net/http server plus an http.Transport costs
+// about three times the CPU per request (see README-router.md).
+//
+// Client connection states (for graceful shutdown):
+//
+//	        head read          response done
+//	idle ───────────► active ───────────────► idle (keep-alive) or closed
+//	  │
+//	  └─ shutdown: closing (read aborted, connection closed)
+
+const (
+	clientBufSize = 4 << 10
+	idleTimeout   = 120 * time.Second // a client connection waiting for a request head
+	maxAttempts   = 8
+)
+
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateClosing
+)
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+type proxy struct {
+	log      *slog.Logger
+	table    atomic.Pointer[routes]
+	set      backendSet
+	dialer   net.Dialer
+	idPrefix []byte
+	idSeq    atomic.Uint64
+	bufs     sync.Pool // *[]byte of clientBufSize for client reads
+
+	shutting atomic.Bool
+	mu       sync.Mutex
+	conns    map[*clientConn]struct{}
+	wg       sync.WaitGroup
+}
+
+func newProxy(log *slog.Logger) *proxy {
+	var seed [6]byte
+	_, _ = rand.Read(seed[:])
+	p := &proxy{
+		log:      log,
+		dialer:   net.Dialer{Timeout: dialTimeout},
+		idPrefix: []byte(hex.EncodeToString(seed[:]) + "-"),
+		conns:    make(map[*clientConn]struct{}),
+	}
+	p.bufs.New = func() any { b := make([]byte, clientBufSize); return &b }
+	p.table.Store(&routes{byHost: map[string]*route{}})
+	return p
+}
+
+// serve accepts client connections until ln is closed.
+func (p *proxy) serve(ln net.Listener) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.shutting.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			p.log.Warn("accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		cc := &clientConn{p: p, c: tc}
+		p.mu.Lock()
+		if p.shutting.Load() {
+			p.mu.Unlock()
+			tc.Close()
+			return nil
+		}
+		p.conns[cc] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go cc.serve()
+	}
+}
+
+// shutdown closes idle client connections, lets the active ones finish
+// their exchange, and after the context ends closes what remains.
+func (p *proxy) shutdown(done <-chan struct{}) {
+	p.shutting.Store(true)
+	p.mu.Lock()
+	for cc := range p.conns {
+		if cc.state.CompareAndSwap(stateIdle, stateClosing) {
+			cc.c.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	p.mu.Unlock()
+	finished := make(chan struct{})
+	go func() { p.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-done:
+		p.mu.Lock()
+		for cc := range p.conns {
+			cc.c.Close()
+		}
+		p.mu.Unlock()
+		<-finished
+	}
+	p.set.closeAll()
+}
+
+func (p *proxy) newRequestID(dst []byte) []byte {
+	dst = append(dst, p.idPrefix...)
+	return strconv.AppendUint(dst, p.idSeq.Add(1), 36)
+}
+
+// clientConn is one client connection and the state reused across its
+// requests.
+type clientConn struct {
+	p          *proxy
+	c          *net.TCPConn
+	r          bufReader
+	bufp       *[]byte
+	out        []byte
+	ip         []byte
+	fields     []field
+	state      atomic.Int32
+	deadlineAt int64
+}
+
+// request is what the proxy keeps of a request head once it has been
+// turned into the forwarded head.
+type request struct {
+	http10     bool
+	head       bool // HEAD: the response has no body
+	keepAlive  bool // the client wants the connection kept
+	replayable bool // may be sent again if no response byte came back
+	upgrade    bool
+	chunked    bool
+	length     int64 // body length unless chunked
+	bodyLeft   bool  // body bytes still to copy from the client after the head write
+}
+
+func (req *request) hasBody() bool { return req.chunked || req.length > 0 }
+
+func (c *clientConn) serve() {
+	p := c.p
+	defer func() {
+		c.c.Close()
+		if c.bufp != nil && len(c.r.buf) == clientBufSize {
+			p.bufs.Put(c.bufp)
+		}
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+		p.wg.Done()
+	}()
+	if a, ok := c.c.RemoteAddr().(*net.TCPAddr); ok {
+		c.ip = []byte(a.AddrPort().Addr().Unmap().String())
+	}
+	c.bufp = p.bufs.Get().(*[]byte)
+	c.r = bufReader{c: c.c, buf: *c.bufp}
+	c.out = make([]byte, 0, 1024)
+	c.fields = make([]field, 0, 32)
+	for {
+		if len(c.r.buffered()) == 0 {
+			c.state.Store(stateIdle)
+			if p.shutting.Load() {
+				return
+			}
+		}
+		if now := time.Now().UnixNano(); now > c.deadlineAt-int64(idleTimeout)+int64(time.Second) {
+			c.deadlineAt = now + int64(idleTimeout)
+			c.c.SetReadDeadline(time.Unix(0, c.deadlineAt))
+		}
+		head, err := c.r.readHead()
+		if c.state.Load() != stateActive && !c.state.CompareAndSwap(stateIdle, stateActive) {
+			return // shutting down
+		}
+		if err != nil {
+			switch err {
+			case errHeadTooLarge:
+				c.writeError(431, "request header fields too large\n", false)
+			case errUnexpectedEOF:
+				c.writeError(400, "malformed request\n", false)
+			}
+			return
+		}
+		if !c.handle(head) || p.shutting.Load() {
+			return
+		}
+		if cap(c.out) > 16<<10 {
+			c.out = make([]byte, 0, 1024) // a large response passed: do not keep its buffer
+		}
+	}
+}
+
+// handle serves one request and reports whether the connection stays open.
+func (c *clientConn) handle(head []byte) bool {
+	// Request line.
+	nl := bytes.IndexByte(head, '\n')
+	line := head[:nl]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return c.writeError(400, "malformed request line\n", false)
+	}
+	method := line[:sp1]
+	rest := line[sp1+1:]
+	sp2 := bytes.IndexByte(rest, ' ')
+	if sp2 <= 0 {
+		return c.writeError(400, "malformed request line\n", false)
+	}
+	target, version := rest[:sp2], rest[sp2+1:]
+	var req request
+	switch string(version) {
+	case "HTTP/1.1":
+	case "HTTP/1.0":
+		req.http10 = true
+	default:
+		if len(version) == 8 && bytes.HasPrefix(version, []byte("HTTP/")) {
+			return c.writeError(505, "HTTP version not supported\n", false)
+		}
+		return c.writeError(400, "malformed request line\n", false)
+	}
+	if !isToken(method) || !validTarget(target) {
+		return c.writeError(400, "malformed request line\n", false)
+	}
+	fields, err := parseFields(head[nl+1:], c.fields[:0])
+	c.fields = fields[:0]
+	if err == errTooManyHeaders {
+		return c.writeError(431, "too many header fields\n", false)
+	}
+	if err != nil {
+		return c.writeError(400, "malformed header field\n", false)
+	}
+	var ci connInfo
+	if err := ci.scan(fields); err != nil || req.http10 && ci.chunked {
+		return c.writeError(400, "invalid message framing\n", false)
+	}
+	req.head = string(method) == "HEAD"
+	req.chunked, req.length = ci.chunked, ci.length
+	req.keepAlive = !ci.close && (!req.http10 || ci.keepAlive)
+	req.upgrade = ci.upgrade && !req.http10
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		req.replayable = !req.hasBody()
+	case "CONNECT":
+		return c.writeError(405, "CONNECT is not supported\n", false)
+	}
+	// Keep the connection after an error answer only if no body is unread.
+	keepOnError := req.keepAlive && !req.hasBody()
+
+	// Host: the authority of an absolute-form target wins over the field.
+	var host []byte
+	nhost := 0
+	for i := range fields {
+		if len(fields[i].name) == 4 && eqFold(fields[i].name, "host") {
+			host = fields[i].value
+			nhost++
+		}
+	}
+	if nhost > 1 || nhost == 0 && !req.http10 {
+		return c.writeError(400, "missing or repeated Host field\n", false)
+	}
+	if auth, ok := absoluteAuthority(target); ok {
+		host = auth
+	}
+	var keyBuf [256]byte
+	key, ok := hostKey(keyBuf[:0], host)
+	if !ok {
+		return c.writeError(400, "invalid Host\n", false)
+	}
+	rt := c.p.table.Load().byHost[string(key)]
+	if rt == nil {
+		return c.writeError(404, "no app is routed at host "+strconv.Quote(string(key))+"\n", keepOnError)
+	}
+	if len(rt.backends) == 0 {
+		if _, err := c.c.Write(rt.resp503); err != nil {
+			return false
+		}
+		return keepOnError
+	}
+
+	// The forwarded head.
+	out := c.out[:0]
+	out = append(out, line[:sp1+1+sp2+1]...)
+	if req.http10 {
+		out = append(out, "HTTP/1.0\r\n"...)
+	} else {
+		out = append(out, "HTTP/1.1\r\n"...)
+	}
+	var reqID []byte
+	nxff := 0
+	for i := range fields {
+		f := &fields[i]
+		if ci.hopByHop(f.name) {
+			continue
+		}
+		switch len(f.name) {
+		case 12:
+			if eqFold(f.name, "x-request-id") {
+				if validRequestID(f.value) {
+					reqID = f.value
+				}
+				continue
+			}
+		case 15:
+			if eqFold(f.name, "x-forwarded-for") {
+				nxff++
+				continue
+			}
+		case 16:
+			if eqFold(f.name, "x-forwarded-host") {
+				continue
+			}
+		case 17:
+			if eqFold(f.name, "x-forwarded-proto") {
+				continue
+			}
+		}
+		out = append(out, f.name...)
+		out = append(out, ": "...)
+		out = append(out, f.value...)
+		out = append(out, "\r\n"...)
+	}
+	if req.chunked {
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	} else if ci.hasLength {
+		out = append(out, "Content-Length: "...)
+		out = strconv.AppendInt(out, ci.length, 10)
+		out = append(out, "\r\n"...)
+	}
+	if req.upgrade {
+		out = append(out, "Connection: Upgrade\r\nUpgrade: "...)
+		out = append(out, ci.upgradeValue...)
+		out = append(out, "\r\n"...)
+	} else if req.http10 && req.keepAlive {
+		out = append(out, "Connection: keep-alive\r\n"...)
+	}
+	out = append(out, "X-Forwarded-For: "...)
+	if nxff > 0 {
+		for i := range fields {
+			if len(fields[i].name) == 15 && eqFold(fields[i].name, "x-forwarded-for") && len(fields[i].value) > 0 {
+				out = append(out, fields[i].value...)
+				out = append(out, ", "...)
+			}
+		}
+	}
+	out = append(out, c.ip...)
+	out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	out = append(out, host...)
+	out = append(out, "\r\nX-Request-Id: "...)
+	if reqID != nil {
+		out = append(out, reqID...)
+	} else {
+		out = c.p.newRequestID(out)
+	}
+	out = append(out, "\r\n\r\n"...)
+
+	// A small body already read with the head goes out in the same write.
+	if req.length > 0 {
+		if buf := c.r.buffered(); int64(len(buf)) >= req.length && len(out)+int(req.length) <= maxPendingOut {
+			out = append(out, buf[:req.length]...)
+			c.r.discard(int(req.length))
+		} else {
+			req.bodyLeft = true
+		}
+	} else if req.chunked {
+		req.bodyLeft = true
+	}
+	c.out = out
+	if req.bodyLeft || req.upgrade {
+		// Reads of a body or a tunnel may take any time.
+		c.c.SetReadDeadline(time.Time{})
+		c.deadlineAt = 0
+	}
+	return c.forward(rt, &req, keepOnError)
+}
+
+// result of one exchange with a backend.
+type result int
+
+const (
+	resDone    result = iota // the response went to the client
+	resRetry                 // failed before any response byte; may go to another backend
+	resFailed                // failed before any byte reached the client; answer 502
+	resAborted               // failed after bytes reached the client: close it
+)
+
+// forward sends the request in c.out to a backend of rt, retrying on
+// another connection or backend when that is safe, and relays the response.
+func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
+	var skipBuf [maxAttempts]*backend
+	skip := skipBuf[:0]
+	var lastErr error
+	var last *backend
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		b := rt.pick(skip)
+		if b == nil {
+			break
+		}
+		last = b
+		bc, err := b.get(&c.p.dialer)
+		if err != nil {
+			// Nothing was sent: any request may go elsewhere.
+			lastErr = err
+			skip = append(skip, b)
+			continue
+		}
+		if bc.reused && !req.replayable && !bc.alive() {
+			// Do not send a request that cannot be retried on a connection
+			// the backend has already closed.
+			bc.c.Close()
+			b.closeIdle()
+			if bc, err = b.dial(&c.p.dialer); err != nil {
+				lastErr = err
+				skip = append(skip, b)
+				continue
+			}
+		}
+		b.inflight.Add(1)
+		res, keep, err := c.exchange(bc, req)
+		b.inflight.Add(-1)
+		switch res {
+		case resDone:
+			return keep
+		case resRetry:
+			lastErr = err
+			if bc.reused {
+				// A keep-alive connection the backend closed: its other idle
+				// connections are suspect too; try again on a fresh one.
+				b.closeIdle()
+			} else {
+				skip = append(skip, b)
+			}
+			continue
+		case resFailed:
+			c.p.log.Warn("backend failed", "app", rt.app, "backend", b.addr, "err", err)
+			return c.writeError(502, "bad gateway: the app's instance failed to answer\n", keepOnError && !req.bodyLeft)
+		default:
+			c.p.log.Warn("response aborted", "app", rt.app, "backend", b.addr, "err", err)
+			return false
+		}
+	}
+	addr := ""
+	if last != nil {
+		addr = last.addr
+	}
+	c.p.log.Warn("no backend answered", "app", rt.app, "backend", addr, "err", lastErr)
+	return c.writeError(502, "bad gateway: no instance of the app could be reached\n", keepOnError && !req.bodyLeft)
+}
+
+// exchange writes the request to bc and relays the response to the client.
+// It owns bc: it returns it to the pool or closes it.
+func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient bool, err error) {
+	reuse := false
+	defer func() {
+		if reuse {
+			bc.b.put(bc)
+		} else {
+			bc.c.Close()
+		}
+	}()
+	bc.r.nread = 0
+	if _, err := bc.c.Write(c.out); err != nil {
+		if req.replayable {
+			return resRetry, false, err
+		}
+		return resFailed, false, err
+	}
+	var bodyDone chan error
+	if req.bodyLeft {
+		bodyDone = make(chan error, 1)
+		go c.sendBody(bc, *req, bodyDone)
+	}
+	// waitBody settles the request body before the exchange ends.
+	waitBody := func(answered bool) error {
+		if bodyDone == nil {
+			return nil
+		}
+		select {
+		case err := <-bodyDone:
+			bodyDone = nil
+			return err
+		default:
+		}
+		if answered {
+			// Give the sender a moment to report the end of a body the
+			// backend has read; a backend that answered without reading
+			// the whole body gets the rest cut off.
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case err := <-bodyDone:
+				t.Stop()
+				bodyDone = nil
+				return err
+			case <-t.C:
+			}
+			c.c.SetReadDeadline(aLongTimeAgo)
+		}
+		bc.c.Close()
+		err := <-bodyDone
+		bodyDone = nil
+		if err == nil {
+			err = errors.New("request body not fully sent")
+		}
+		return err
+	}
+
+	var ri connInfo
+	var status []byte
+	var code int
+	for {
+		head, err := bc.r.readHead()
+		if err != nil {
+			berr := waitBody(false)
+			if bc.r.nread == 0 && req.replayable {
+				return resRetry, false, err
+			}
+			if berr != nil && !errors.Is(berr, net.ErrClosed) {
+				err = berr
+			}
+			return resFailed, false, err
+		}
+		nl := bytes.IndexByte(head, '\n')
+		status = head[:nl]
+		if n := len(status); n > 0 && status[n-1] == '\r' {
+			status = status[:n-1]
+		}
+		var ok bool
+		if code, ok = parseStatusLine(status); !ok {
+			waitBody(false)
+			return resFailed, false, errMalformed
+		}
+		fields, err := parseFields(head[nl+1:], c.fields[:0])
+		c.fields = fields[:0]
+		if err != nil {
+			waitBody(false)
+			return resFailed, false, err
+		}
+		ri = connInfo{}
+		if err := ri.scan(fields); err != nil {
+			waitBody(false)
+			return resFailed, false, err
+		}
+		if code >= 200 || code == 101 {
+			c.out = appendResponseHead(c.out[:0], status, fields, &ri)
+			break
+		}
+		// 1xx (100 Continue, 103 Early Hints): relay, then read on.
+		if !req.http10 {
+			out := appendResponseHead(c.out[:0], status, fields, &ri)
+			out = append(out, "\r\n"...)
+			c.out = out
+			if _, err := c.c.Write(out); err != nil {
+				waitBody(false)
+				return resAborted, false, err
+			}
+		}
+	}
+
+	if code == 101 {
+		if !req.upgrade {
+			waitBody(false)
+			return resFailed, false, errors.New("backend switched protocols unasked")
+		}
+		if err := waitBody(false); err != nil {
+			return resFailed, false, err
+		}
+		c.out = append(c.out, "Connection: Upgrade\r\nUpgrade: "...)
+		c.out = append(c.out, ri.upgradeValue...)
+		c.out = append(c.out, "\r\n\r\n"...)
+		return resDone, false, c.tunnel(bc)
+	}
+
+	// Framing of the response body.
+	const (
+		bodyNone = iota
+		bodyLength
+		bodyChunked
+		bodyUntilEOF
+	)
+	mode := bodyUntilEOF
+	switch {
+	case req.head || code == 204 || code == 304:
+		mode = bodyNone
+	case ri.chunked:
+		mode = bodyChunked
+	case ri.hasLength:
+		mode = bodyLength
+	}
+	respVersion11 := len(status) >= 8 && status[7] == '1'
+	reuse = mode != bodyUntilEOF && !ri.close && (respVersion11 || ri.keepAlive)
+	keepClient = req.keepAlive && mode != bodyUntilEOF && !(req.http10 && mode == bodyChunked) && !c.p.shutting.Load()
+
+	out := c.out
+	if mode == bodyChunked && !req.http10 {
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if ri.hasLength && code != 204 {
+		out = append(out, "Content-Length: "...)
+		out = strconv.AppendInt(out, ri.length, 10)
+		out = append(out, "\r\n"...)
+	}
+	if !keepClient {
+		out = append(out, "Connection: close\r\n"...)
+	} else if req.http10 {
+		out = append(out, "Connection: keep-alive\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+
+	cp := bodyCopier{dst: c.c, src: &bc.r, out: out}
+	switch mode {
+	case bodyNone:
+		err = cp.flush()
+	case bodyLength:
+		err = cp.copyLength(ri.length)
+	case bodyChunked:
+		err = cp.copyChunked(req.http10)
+	case bodyUntilEOF:
+		err = cp.copyUntilEOF()
+	}
+	c.out = cp.out
+	if err != nil {
+		reuse = false
+		waitBody(true)
+		return resAborted, false, err
+	}
+	if berr := waitBody(true); berr != nil {
+		reuse = false
+		keepClient = false
+	}
+	return resDone, keepClient, nil
+}
+
+// sendBody copies the rest of the request body to the backend.
+func (c *clientConn) sendBody(bc *bconn, req request, done chan<- error) {
+	bp := c.p.bufs.Get().(*[]byte)
+	cp := bodyCopier{dst: bc.c, src: &c.r, out: (*bp)[:0]}
+	var err error
+	if req.chunked {
+		err = cp.copyChunked(false)
+	} else {
+		err = cp.copyLength(req.length)
+	}
+	if cap(cp.out) == clientBufSize {
+		*bp = cp.out[:clientBufSize]
+		c.p.bufs.Put(bp)
+	}
+	if err != nil {
+		// The exchange cannot complete: unblock the response read.
+		bc.c.Close()
+	}
+	done <- err
+}
+
+// tunnel relays bytes both ways after a 101 Switching Protocols, until
+// either side closes.
+func (c *clientConn) tunnel(bc *bconn) error {
+	cp := bodyCopier{dst: c.c, src: &bc.r, out: c.out}
+	if _, err := cp.take(int64(len(bc.r.buffered()))); err != nil {
+		return err
+	}
+	if err := cp.flush(); err != nil {
+		return err
+	}
+	c.out = cp.out
+	c.c.SetReadDeadline(time.Time{})
+	up := make(chan error, 1)
+	go func() {
+		var err error
+		if buf := c.r.buffered(); len(buf) > 0 {
+			_, err = bc.c.Write(buf)
+			c.r.discard(len(buf))
+		}
+		if err == nil {
+			_, err = io.Copy(bc.c, c.c)
+		}
+		bc.c.Close()
+		c.c.Close()
+		up <- err
+	}()
+	_, err := io.Copy(c.c, bc.c)
+	bc.c.Close()
+	c.c.Close()
+	<-up
+	return err
+}
+
+// writeError answers the client with a short plain-text response.
+func (c *clientConn) writeError(code int, msg string, keep bool) bool {
+	out := append(c.out[:0], "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(code), 10)
+	out = append(out, ' ')
+	out = append(out, statusText(code)...)
+	out = append(out, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(len(msg)), 10)
+	if !keep {
+		out = append(out, "\r\nConnection: close"...)
+	}
+	out = append(out, "\r\n\r\n"...)
+	out = append(out, msg...)
+	c.out = out
+	if _, err := c.c.Write(out); err != nil {
+		return false
+	}
+	return keep
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 404:
+		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 505:
+		return "HTTP Version Not Supported"
+	}
+	return "Error"
+}
+
+// appendResponseHead appends the status line (as HTTP/1.1) and the
+// end-to-end fields of a response, without the final blank line and
+// without framing fields.
+func appendResponseHead(out, status []byte, fields []field, ci *connInfo) []byte {
+	out = append(out, "HTTP/1.1"...)
+	out = append(out, status[8:]...)
+	out = append(out, "\r\n"...)
+	for i := range fields {
+		f := &fields[i]
+		if ci.hopByHop(f.name) {
+			continue
+		}
+		out = append(out, f.name...)
+		out = append(out, ": "...)
+		out = append(out, f.value...)
+		out = append(out, "\r\n"...)
+	}
+	return out
+}
+
+// parseStatusLine checks "HTTP/1.x NNN[ reason]" and returns the code.
+func parseStatusLine(s []byte) (int, bool) {
+	if len(s) < 12 || string(s[:7]) != "HTTP/1." || (s[7] != '0' && s[7] != '1') || s[8] != ' ' {
+		return 0, false
+	}
+	code := 0
+	for _, d := range s[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 100 || len(s) > 12 && s[12] != ' ' {
+		return 0, false
+	}
+	for _, c := range s[12:] {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return 0, false
+		}
+	}
+	return code, true
+}
+
+// validTarget checks a request target: visible ASCII and obs-text only.
+func validTarget(t []byte) bool {
+	if len(t) == 0 {
+		return false
+	}
+	for _, c := range t {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// absoluteAuthority returns the authority of an absolute-form target.
+func absoluteAuthority(t []byte) ([]byte, bool) {
+	var rest []byte
+	switch {
+	case len(t) > 7 && eqFold(t[:7], "http://"):
+		rest = t[7:]
+	case len(t) > 8 && eqFold(t[:8], "https://"):
+		rest = t[8:]
+	default:
+		return nil, false
+	}
+	if i := bytes.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := bytes.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	return rest, true
+}
+
+// hostKey turns a Host value into the table key: port stripped, lower
+// case, no trailing dot.
+func hostKey(dst, host []byte) ([]byte, bool) {
+	if len(host) > 0 && host[0] == '[' {
+		end := bytes.IndexByte(host, ']')
+		if end < 0 {
+			return nil, false
+		}
+		host = host[:end+1]
+	} else if i := bytes.LastIndexByte(host, ':'); i >= 0 {
+		for _, d := range host[i+1:] {
+			if d < '0' || d > '9' {
+				return nil, false
+			}
+		}
+		host = host[:i]
+	}
+	if n := len(host); n > 0 && host[n-1] == '.' {
+		host = host[:n-1]
+	}
+	for _, ch := range host {
+		if ch <= ' ' || ch == 0x7f || ch == '/' || ch == '\\' || ch == '@' {
+			return nil, false
+		}
+		dst = append(dst, lower(ch))
+	}
+	return dst, true
+}
+
+// validRequestID accepts 1 to 200 characters of letters, digits and -_.:+/=@.
+func validRequestID(v []byte) bool {
+	if len(v) == 0 || len(v) > 200 {
+		return false
+	}
+	for _, c := range v {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-' || c == '_' || c == '.' || c == ':' || c == '+' || c == '/' || c == '=' || c == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}

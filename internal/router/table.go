@@ -1,0 +1,196 @@
+package router
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Table is the full routing table the control plane pushes. A higher
+// Version replaces a lower one; an older one is ignored.
+type Table struct {
+	Version uint64  `json:"version"`
+	Routes  []Route `json:"routes"`
+}
+
+// Route sends the requests for one host name to an app's web instances.
+type Route struct {
+	Host     string   `json:"host"`     // lowercase host name without port, e.g. "hello.localhost" or a custom domain
+	App      string   `json:"app"`      // app name, shown in the 503 page
+	Backends []string `json:"backends"` // "127.0.0.1:PORT" of healthy web instances; empty means the app has no healthy instance
+}
+
+// routes is the compiled, immutable form of a Table that the hot path reads
+// through an atomic pointer.
+type routes struct {
+	version uint64
+	byHost  map[string]*route
+}
+
+type route struct {
+	host, app string
+	backends  []*backend
+	next      atomic.Uint32 // round-robin cursor
+	resp503   []byte        // the complete 503 response, built once
+}
+
+// pick chooses a backend: the two next ones in round-robin order, and of
+// those the one with fewer requests in flight (power of two choices over a
+// rotating start, so idle backends are visited in strict turn). Backends in
+// skip and, unless all are, backends marked down are passed over.
+func (rt *route) pick(skip []*backend) *backend {
+	n := len(rt.backends)
+	if n == 0 {
+		return nil
+	}
+	start := int(rt.next.Add(1) - 1)
+	var cand [2]*backend
+	k := 0
+	var now int64
+	for pass := 0; pass < 2 && k == 0; pass++ {
+		for i := 0; i < n && k < 2; i++ {
+			b := rt.backends[(start+i)%n]
+			if contains(skip, b) || pass == 0 && b.isDown(&now) {
+				continue
+			}
+			cand[k] = b
+			k++
+		}
+	}
+	if k == 2 && cand[1].inflight.Load() < cand[0].inflight.Load() {
+		return cand[1]
+	}
+	return cand[0]
+}
+
+func contains(s []*backend, b *backend) bool {
+	for _, x := range s {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// validate checks a pushed table and returns it in canonical form.
+func (t Table) validate() (Table, error) {
+	out := Table{Version: t.Version, Routes: make([]Route, 0, len(t.Routes))}
+	seen := make(map[string]bool, len(t.Routes))
+	for _, r := range t.Routes {
+		h := strings.TrimSuffix(strings.ToLower(r.Host), ".")
+		if h == "" || strings.ContainsAny(h, " /:\t\r\n") {
+			return Table{}, fmt.Errorf("route %q: invalid host", r.Host)
+		}
+		if seen[h] {
+			return Table{}, fmt.Errorf("route %q: duplicate host", r.Host)
+		}
+		seen[h] = true
+		bs := make([]string, 0, len(r.Backends))
+		for _, b := range r.Backends {
+			if _, err := netip.ParseAddrPort(b); err != nil {
+				if _, _, err := net.SplitHostPort(b); err != nil {
+					return Table{}, fmt.Errorf("route %q: backend %q: %w", r.Host, b, err)
+				}
+			}
+			bs = append(bs, b)
+		}
+		out.Routes = append(out.Routes, Route{Host: h, App: r.App, Backends: bs})
+	}
+	return out, nil
+}
+
+// backends keeps one *backend per address, shared by every route that
+// names it, and remembers removed ones while requests to them drain.
+type backendSet struct {
+	mu sync.Mutex
+	m  map[string]*backend
+}
+
+// compile builds the routes of t, reusing known backends, and returns the
+// backends t no longer names. The caller stores the routes first and then
+// marks those as removed (which closes their idle connections).
+func (s *backendSet) compile(t Table) (*routes, []*backend) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]*backend)
+	}
+	used := make(map[*backend]bool)
+	rs := &routes{version: t.Version, byHost: make(map[string]*route, len(t.Routes))}
+	for _, r := range t.Routes {
+		rt := &route{host: r.Host, app: r.App}
+		for _, addr := range r.Backends {
+			b := s.m[addr]
+			if b == nil {
+				b = newBackend(addr)
+				s.m[addr] = b
+			}
+			if !used[b] {
+				b.setRemoved(false)
+				used[b] = true
+			}
+			rt.backends = append(rt.backends, b)
+		}
+		rt.resp503 = build503(r.App)
+		rs.byHost[r.Host] = rt
+	}
+	var removed []*backend
+	for addr, b := range s.m {
+		if !used[b] {
+			removed = append(removed, b)
+			if b.inflight.Load() == 0 {
+				delete(s.m, addr)
+			}
+		}
+	}
+	return rs, removed
+}
+
+// inflight reports the requests in flight per backend address: every
+// backend in use, and removed ones that still have requests in flight.
+func (s *backendSet) inflight() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.m))
+	for addr, b := range s.m {
+		n := int(b.inflight.Load())
+		if b.isRemoved() && n == 0 {
+			delete(s.m, addr)
+			continue
+		}
+		out[addr] = n
+	}
+	return out
+}
+
+// sweep closes idle connections older than maxIdle.
+func (s *backendSet) sweep(maxIdle time.Duration) {
+	s.mu.Lock()
+	bs := make([]*backend, 0, len(s.m))
+	for _, b := range s.m {
+		bs = append(bs, b)
+	}
+	s.mu.Unlock()
+	cutoff := time.Now().Add(-maxIdle).UnixNano()
+	for _, b := range bs {
+		b.closeIdleBefore(cutoff)
+	}
+}
+
+// closeAll closes every idle backend connection (at shutdown).
+func (s *backendSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.m {
+		b.setRemoved(true)
+	}
+}
+
+func build503(app string) []byte {
+	body := fmt.Sprintf("app %s has no healthy instance; check `paddock ps %s` and `paddock logs %s`\n", app, app, app)
+	return []byte(fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nCache-Control: no-store\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+}
