@@ -81,7 +81,8 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 
 // ReadInfo reads StateDir/router.json without contacting the router: the
 // PID, the listen address and the start time of the router that last
-// started there (the file is removed when the router stops cleanly).
+// started there. After a clean stop the PID is 0 and the address stays;
+// after a crash the PID is the dead router's (check before signalling it).
 func ReadInfo(stateDir string) (Status, error) {
 	data, err := os.ReadFile(filepath.Join(stateDir, infoFile))
 	if err != nil {

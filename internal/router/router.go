@@ -34,7 +34,8 @@ type Config struct {
 	// StateDir is required. It holds routes.json (the last table, written
 	// atomically), admin.sock (the control socket, mode 0600) and
 	// router.json (pid, actual listen address, start time; written
-	// atomically once listening). It is created with mode 0700 if missing.
+	// atomically once listening, and rewritten with pid 0 on a clean stop).
+	// It is created with mode 0700 if missing.
 	StateDir string
 	// Logger receives the router's logs; default: discard.
 	Logger *slog.Logger
@@ -106,11 +107,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("router: admin socket: %w", err)
 	}
 	s.listen = ln.Addr().String()
+	infoPath := filepath.Join(cfg.StateDir, infoFile)
 	info, _ := json.Marshal(Status{PID: os.Getpid(), Listen: s.listen, Started: s.started})
-	if err := writeFileAtomic(filepath.Join(cfg.StateDir, infoFile), info); err != nil {
+	if err := writeFileAtomic(infoPath, info); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	defer os.Remove(filepath.Join(cfg.StateDir, infoFile))
+	defer func() {
+		// A clean stop keeps the address (a restart may want it back) but
+		// clears the PID, so that nobody signals a recycled one.
+		info, _ := json.Marshal(Status{Listen: s.listen, Started: s.started})
+		if err := writeFileAtomic(infoPath, info); err != nil {
+			log.Warn("clear the pid in router.json", "err", err)
+		}
+	}()
 	defer os.Remove(sock)
 	log.Info("router listening", "addr", s.listen, "version", s.p.table.Load().version)
 

@@ -436,6 +436,37 @@ func TestBodies(t *testing.T) {
 		}
 	})
 
+	t.Run("answer before the body is read", func(t *testing.T) {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+		}))
+		defer s.Close()
+		r.push(t, Table{Version: 4, Routes: []Route{
+			{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}},
+			{Host: "early.localhost", App: "early", Backends: []string{s.Listener.Addr().String()}},
+		}})
+		c, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: early.localhost\r\nContent-Length: 100000000\r\n\r\n")
+		c.Write(make([]byte, 64<<10)) // and then the client stalls
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if got, want := resp.StatusCode, http.StatusRequestEntityTooLarge; got != want {
+			t.Errorf("status: got %d, want %d", got, want)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("after the answer: got %v, want EOF (the unread body closes the connection)", err)
+		}
+	})
+
 	t.Run("Expect 100-continue", func(t *testing.T) {
 		c, err := net.Dial("tcp", r.addr)
 		if err != nil {
@@ -719,8 +750,8 @@ func TestTablePersistedAndReloaded(t *testing.T) {
 	r := startRouter(t, dir)
 	r.push(t, Table{Version: 4, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{b.addr()}}}})
 	r.stop(t)
-	if _, err := ReadInfo(dir); err == nil {
-		t.Errorf("ReadInfo after a clean stop: got no error, want one")
+	if info, err := ReadInfo(dir); err != nil || info.PID != 0 || info.Listen != r.addr {
+		t.Errorf("ReadInfo after a clean stop: got %+v, %v; want pid 0 and listen %s", info, err, r.addr)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, routesFile))
 	if err != nil {

@@ -35,7 +35,7 @@ type route struct {
 	host, app string
 	backends  []*backend
 	next      atomic.Uint32 // round-robin cursor
-	resp503   []byte        // the complete 503 response, built once
+	msg503    string        // the body of the 503 answer when there is no backend
 }
 
 // pick chooses a backend: the two next ones in round-robin order, and of
@@ -103,7 +103,7 @@ func (t Table) validate() (Table, error) {
 	return out, nil
 }
 
-// backends keeps one *backend per address, shared by every route that
+// backendSet keeps one *backend per address, shared by every route that
 // names it, and remembers removed ones while requests to them drain.
 type backendSet struct {
 	mu sync.Mutex
@@ -135,7 +135,7 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 			}
 			rt.backends = append(rt.backends, b)
 		}
-		rt.resp503 = build503(r.App)
+		rt.msg503 = fmt.Sprintf("app %s has no healthy instance; check `paddock ps %s` and `paddock logs %s`\n", r.App, r.App, r.App)
 		rs.byHost[r.Host] = rt
 	}
 	var removed []*backend
@@ -188,9 +188,4 @@ func (s *backendSet) closeAll() {
 	for _, b := range s.m {
 		b.setRemoved(true)
 	}
-}
-
-func build503(app string) []byte {
-	body := fmt.Sprintf("app %s has no healthy instance; check `paddock ps %s` and `paddock logs %s`\n", app, app, app)
-	return []byte(fmt.Sprintf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nCache-Control: no-store\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
 }
