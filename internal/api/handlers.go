@@ -15,7 +15,7 @@ import (
 )
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "actor": principal(r).Name})
+	return writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "user": principal(r).User})
 }
 
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) error {
@@ -41,7 +41,14 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, apps)
+	pol, p := s.cfg.Authz.Policy(), principal(r)
+	visible := apps[:0]
+	for _, a := range apps {
+		if pol.Visible(p, a.Name) {
+			visible = append(visible, a)
+		}
+	}
+	return writeJSON(w, http.StatusOK, visible)
 }
 
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
@@ -51,8 +58,11 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	a, err := s.d.CreateApp(r.Context(), req.Name)
+	a, err := s.d.CreateApp(r.Context(), req.Name, principal(r).User)
 	if err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, a)
@@ -68,6 +78,9 @@ func (s *Server) getApp(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) destroyApp(w http.ResponseWriter, r *http.Request) error {
 	if err := s.d.DestroyApp(r.Context(), r.PathValue("app")); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -110,7 +123,7 @@ func (st *stream) Step(msg string)    { st.send(DeployEvent{Type: "step", Text: 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
 	body := http.MaxBytesReader(w, r.Body, maxUpload)
 	st := &stream{w: w}
-	rel, err := s.d.Deploy(r.Context(), r.PathValue("app"), body, principal(r).Name, st)
+	rel, err := s.d.Deploy(r.Context(), r.PathValue("app"), body, principal(r).User, st)
 	if err != nil {
 		st.mu.Lock()
 		started := st.started
@@ -190,7 +203,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rel, err := s.d.Rollback(r.Context(), r.PathValue("app"), v, principal(r).Name)
+	rel, err := s.d.Rollback(r.Context(), r.PathValue("app"), v, principal(r).User)
 	if err != nil {
 		return err
 	}
@@ -214,7 +227,7 @@ func (s *Server) setConfig(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, &vars); err != nil {
 		return err
 	}
-	rel, err := s.d.SetConfig(r.Context(), r.PathValue("app"), vars, principal(r).Name)
+	rel, err := s.d.SetConfig(r.Context(), r.PathValue("app"), vars, principal(r).User)
 	if err != nil {
 		return err
 	}
@@ -234,7 +247,7 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, &counts); err != nil {
 		return err
 	}
-	if _, err := s.d.Scale(r.Context(), r.PathValue("app"), counts, principal(r).Name); err != nil {
+	if _, err := s.d.Scale(r.Context(), r.PathValue("app"), counts, principal(r).User); err != nil {
 		return err
 	}
 	return s.getFormation(w, r)

@@ -1,11 +1,13 @@
-// Package auth issues and checks API tokens. A token is shown once, when it
-// is made; the store keeps only its SHA-256 hash.
+// Package auth answers who a request is (tokens) and what it may do (the
+// policy). A token is "pdk_" + a public ID + "_" + 256 random bits; the store
+// keeps the ID and a SHA-256 hash of the secret, compared in constant time.
 package auth
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
@@ -19,51 +21,103 @@ import (
 // Prefix starts every token, so that secret scanners can find leaked ones.
 const Prefix = "pdk_"
 
-// ErrUnauthenticated is a missing, malformed or unknown token.
-var ErrUnauthenticated = errors.New("unauthenticated")
+// Errors of authentication; the API answers 401 for them.
+var (
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrExpired         = fmt.Errorf("%w: token expired", ErrUnauthenticated)
+)
 
 // Principal is who a request acts as.
 type Principal struct {
-	Name string // the token's name
-	Role string
+	User    string   `json:"user"`
+	Token   string   `json:"token"`          // the token's name
+	TokenID string   `json:"-"`              // the token's public ID
+	Role    Role     `json:"role"`           // the token's cap, or the user's role
+	Apps    []string `json:"apps,omitempty"` // the token's app scope; empty for all
 }
 
-// NewToken returns a fresh token value: the prefix and 256 random bits.
-func NewToken() string {
-	b := make([]byte, 32)
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func random(n int) string {
+	b := make([]byte, n)
 	rand.Read(b)
-	return Prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+	return strings.ToLower(b32.EncodeToString(b))
 }
 
-// Hash returns what the store keeps of a token.
-func Hash(token string) string {
-	sum := sha256.Sum256([]byte(token))
+// NewToken returns a fresh token's value, its ID and the hash to store.
+func NewToken() (value, id, hash string) {
+	id = random(10)      // 80 bits: unique, not secret
+	secret := random(32) // 256 bits
+	return Prefix + id + "_" + secret, id, hashSecret(secret)
+}
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
 }
 
-// Tokens checks tokens against the store.
-type Tokens struct{ Store store.Store }
-
-// Create stores a new token and returns its value.
-func (t *Tokens) Create(ctx context.Context, name, role string, now time.Time) (string, error) {
-	v := NewToken()
-	if err := t.Store.AddToken(ctx, store.Token{Name: name, Hash: Hash(v), Role: role, CreatedAt: now.UTC()}); err != nil {
-		return "", fmt.Errorf("create token %s: %w", name, err)
+// ParseToken splits a token value into its ID and secret.
+func ParseToken(value string) (id, secret string, err error) {
+	rest, ok := strings.CutPrefix(value, Prefix)
+	if ok {
+		id, secret, ok = strings.Cut(rest, "_")
 	}
-	return v, nil
+	if !ok || len(id) != 16 || len(secret) != 52 {
+		return "", "", fmt.Errorf("%w: malformed token (a Paddock token looks like %sxxxxxxxxxxxxxxxx_…)", ErrUnauthenticated, Prefix)
+	}
+	return id, secret, nil
 }
 
-// Authenticate returns the principal of a token value.
-func (t *Tokens) Authenticate(ctx context.Context, token string) (Principal, error) {
-	if !strings.HasPrefix(token, Prefix) || len(token) > 128 {
-		return Principal{}, fmt.Errorf("%w: malformed token (Paddock tokens start with %q)", ErrUnauthenticated, Prefix)
+// Tokens checks token values against the store.
+type Tokens struct {
+	Store store.Store
+	Now   func() time.Time // default time.Now
+}
+
+func (t *Tokens) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
 	}
-	tok, err := t.Store.TokenByHash(ctx, Hash(token))
+	return time.Now()
+}
+
+// Authenticate returns the principal of a token value. The token's user is
+// returned with the error when the token's ID was known, so that failed
+// attempts can be counted against the account.
+func (t *Tokens) Authenticate(ctx context.Context, value string) (Principal, error) {
+	id, secret, err := ParseToken(value)
+	if err != nil {
+		return Principal{}, err
+	}
+	tok, err := t.Store.GetToken(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+		// Spend the same time as a comparison would.
+		subtle.ConstantTimeCompare([]byte(hashSecret(secret)), make([]byte, 64))
+		return Principal{}, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 	}
 	if err != nil {
 		return Principal{}, err
 	}
-	return Principal{Name: tok.Name, Role: tok.Role}, nil
+	p := Principal{User: tok.User, Token: tok.Name, TokenID: tok.ID, Apps: tok.Apps}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(tok.Hash)) != 1 {
+		return p, fmt.Errorf("%w: wrong token secret", ErrUnauthenticated)
+	}
+	if tok.ExpiresAt != nil && !t.now().Before(*tok.ExpiresAt) {
+		return p, fmt.Errorf("%w: token %s expired at %s: create a new one with `paddock tokens create`", ErrExpired, tok.Name, tok.ExpiresAt.Format(time.RFC3339))
+	}
+	u, err := t.Store.GetUser(ctx, tok.User)
+	if err != nil {
+		return p, fmt.Errorf("token %s: user %s: %w", tok.Name, tok.User, err)
+	}
+	role, _ := ParseRole(u.Role)
+	if tok.Role != "" {
+		if capped, err := ParseRole(tok.Role); err == nil && capped < role {
+			role = capped
+		}
+	}
+	p.Role = role
+	if err := t.Store.TouchToken(ctx, tok.ID, t.now()); err != nil {
+		return p, err
+	}
+	return p, nil
 }

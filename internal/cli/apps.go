@@ -112,7 +112,7 @@ func (e *env) appsCmd() *cobra.Command {
 		},
 	}
 	destroy.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	cmd.AddCommand(create, info, destroy)
+	cmd.AddCommand(create, info, destroy, e.grantCmd())
 	return cmd
 }
 

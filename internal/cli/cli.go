@@ -70,6 +70,7 @@ func (e *env) root() *cobra.Command {
 		e.upCmd(), e.downCmd(),
 		e.appsCmd(), e.deployCmd(), e.scaleCmd(), e.psCmd(),
 		e.configCmd(), e.releasesCmd(), e.rollbackCmd(), e.logsCmd(), e.domainsCmd(),
+		e.loginCmd(), e.logoutCmd(), e.whoamiCmd(), e.usersCmd(), e.tokensCmd(), e.teamsCmd(), e.auditCmd(),
 		e.shimCmd(), e.cgexecCmd(), e.routerCmd(),
 	)
 	return root
@@ -84,7 +85,7 @@ func (e *env) client() (*client.Client, error) {
 	if c.Token == "" {
 		return nil, errors.New("no token configured: set PADDOCK_TOKEN, or run `paddock up` on this machine, which writes the CLI config")
 	}
-	return client.New(c.Server, c.Token), nil
+	return client.New(c)
 }
 
 // addJSON adds --json to a listing.

@@ -43,6 +43,9 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.API, "api", "127.0.0.1:7070", "API listen address")
 	f.StringVar(&cfg.HTTP, "http", ":8080", "router listen address for app traffic")
 	f.StringVar(&cfg.Domain, "domain", "localhost", "apps are served at APP.DOMAIN")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the API's certificate file (default: one from the platform's own CA)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "the API's key file")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (loopback addresses only)")
 	f.BoolVar(&debug, "debug", false, "log debug messages")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,9 +17,12 @@ import (
 	"time"
 
 	"paddock.dev/paddock/internal/api"
+	"paddock.dev/paddock/internal/audit"
+	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/tlsca"
 )
 
 // Client calls one Paddock server.
@@ -28,9 +32,46 @@ type Client struct {
 	http  *http.Client
 }
 
-// New returns a client of the server at base (e.g. "http://127.0.0.1:7070").
-func New(base, token string) *Client {
-	return &Client{base: strings.TrimSuffix(base, "/"), token: token, http: &http.Client{}}
+// New returns a client of the server c names. With c.CA set, the server's
+// certificate must chain to that CA and no other.
+func New(c Config) (*Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if c.CA != "" {
+		pool, err := tlsca.Pool([]byte(c.CA))
+		if err != nil {
+			return nil, fmt.Errorf("the CLI config's CA: %w (log in again with `paddock login`)", err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{base: strings.TrimSuffix(c.Server, "/"), token: c.Token, http: &http.Client{Transport: tr}}, nil
+}
+
+// FetchCA fetches the CA certificate a server presents, without trusting
+// it yet: the caller compares its fingerprint with one it knows, or asks.
+func FetchCA(ctx context.Context, server string) ([]byte, string, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(server, "/")+"/v1/ca", nil)
+	if err != nil {
+		return nil, "", err
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot reach %s: %w", server, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, "", fmt.Errorf("%s has no CA to pin (%s): it uses a certificate your system trusts, or plain HTTP", server, resp.Status)
+	}
+	pem, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, "", err
+	}
+	fp, err := tlsca.Fingerprint(pem)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s/v1/ca: %w", server, err)
+	}
+	return pem, fp, nil
 }
 
 // Error is an error answer of the API.
@@ -278,3 +319,136 @@ func (c *Client) AddDomain(ctx context.Context, app, host string) (store.Domain,
 func (c *Client) RemoveDomain(ctx context.Context, app, host string) error {
 	return c.do(ctx, "DELETE", appPath(app, "/domains/", url.PathEscape(host)), nil, nil)
 }
+
+// WhoAmI returns who the token is.
+func (c *Client) WhoAmI(ctx context.Context) (auth.Principal, error) {
+	var out auth.Principal
+	return out, c.do(ctx, "GET", "/v1/whoami", nil, &out)
+}
+
+// Login records a login with the token and returns who it is.
+func (c *Client) Login(ctx context.Context) (auth.Principal, error) {
+	var out auth.Principal
+	return out, c.do(ctx, "POST", "/v1/login", struct{}{}, &out)
+}
+
+// Users lists users.
+func (c *Client) Users(ctx context.Context) ([]store.User, error) {
+	var out []store.User
+	return out, c.do(ctx, "GET", "/v1/users", nil, &out)
+}
+
+// CreateUser creates a user with a role.
+func (c *Client) CreateUser(ctx context.Context, name, role string) (store.User, error) {
+	var out store.User
+	return out, c.do(ctx, "POST", "/v1/users", map[string]string{"name": name, "role": role}, &out)
+}
+
+// DisableUser disables a user; their tokens stop working at once.
+func (c *Client) DisableUser(ctx context.Context, name string) error {
+	return c.do(ctx, "POST", "/v1/users/"+url.PathEscape(name)+"/disable", struct{}{}, nil)
+}
+
+// TokenRequest describes a token to create.
+type TokenRequest struct {
+	Name    string   `json:"name"`
+	User    string   `json:"user,omitempty"`
+	Expires string   `json:"expires,omitempty"` // "30d", "12h"
+	Role    string   `json:"role,omitempty"`
+	Apps    []string `json:"apps,omitempty"`
+}
+
+// CreateToken creates a token; its value is in the answer and nowhere else.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (api.CreatedToken, error) {
+	var out api.CreatedToken
+	return out, c.do(ctx, "POST", "/v1/tokens", req, &out)
+}
+
+// Tokens lists one's own tokens, or every token with all (admins).
+func (c *Client) Tokens(ctx context.Context, all bool) ([]store.Token, error) {
+	var out []store.Token
+	p := "/v1/tokens"
+	if all {
+		p += "?all=true"
+	}
+	return out, c.do(ctx, "GET", p, nil, &out)
+}
+
+// RevokeToken revokes a token by name.
+func (c *Client) RevokeToken(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(name), nil, nil)
+}
+
+// Teams lists teams with their members.
+func (c *Client) Teams(ctx context.Context) ([]store.Team, error) {
+	var out []store.Team
+	return out, c.do(ctx, "GET", "/v1/teams", nil, &out)
+}
+
+// CreateTeam creates a team.
+func (c *Client) CreateTeam(ctx context.Context, name string) (store.Team, error) {
+	var out store.Team
+	return out, c.do(ctx, "POST", "/v1/teams", map[string]string{"name": name}, &out)
+}
+
+// AddTeamMember adds a user to a team.
+func (c *Client) AddTeamMember(ctx context.Context, team, user string) error {
+	return c.do(ctx, "PUT", "/v1/teams/"+url.PathEscape(team)+"/members/"+url.PathEscape(user), struct{}{}, nil)
+}
+
+// RemoveTeamMember removes a user from a team.
+func (c *Client) RemoveTeamMember(ctx context.Context, team, user string) error {
+	return c.do(ctx, "DELETE", "/v1/teams/"+url.PathEscape(team)+"/members/"+url.PathEscape(user), nil, nil)
+}
+
+// Grant gives a team a role on an app; role "" takes it away.
+func (c *Client) Grant(ctx context.Context, app, team, role string) error {
+	return c.do(ctx, "PUT", appPath(app, "/grants/", url.PathEscape(team)), map[string]string{"role": role}, nil)
+}
+
+// AuditQuery selects audit events.
+type AuditQuery struct {
+	Since string // a duration ("1h") or an RFC 3339 time
+	Actor string
+	App   string
+	Limit int
+}
+
+// Audit lists audit events, oldest first.
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]audit.Event, error) {
+	v := url.Values{}
+	if q.Since != "" {
+		v.Set("since", q.Since)
+	}
+	if q.Actor != "" {
+		v.Set("actor", q.Actor)
+	}
+	if q.App != "" {
+		v.Set("app", q.App)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var out []audit.Event
+	return out, c.do(ctx, "GET", "/v1/audit?"+v.Encode(), nil, &out)
+}
+
+// AuditExport copies every audit event to w as JSON lines.
+func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
+	resp, err := c.request(ctx, "GET", "/v1/audit/export", nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// AuditVerify has the server check the audit chain and its checkpoints.
+func (c *Client) AuditVerify(ctx context.Context) (api.VerifyReport, error) {
+	var out api.VerifyReport
+	return out, c.do(ctx, "POST", "/v1/audit/verify", struct{}{}, &out)
+}
+
+// HTTPClient returns the HTTP client, with the pinned CA, for raw requests.
+func (c *Client) HTTPClient() *http.Client { return c.http }

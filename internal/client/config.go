@@ -10,7 +10,8 @@ import (
 
 // Config is what the CLI keeps of the server it talks to.
 type Config struct {
-	Server string `json:"server"` // base URL, e.g. "http://127.0.0.1:7070"
+	Server string `json:"server"`       // base URL, e.g. "https://127.0.0.1:7070"
+	CA     string `json:"ca,omitempty"` // PEM of the server's CA, pinned: no other CA is trusted
 	Token  string `json:"token"`
 }
 

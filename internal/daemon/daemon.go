@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,19 +15,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"paddock.dev/paddock/internal/api"
+	"paddock.dev/paddock/internal/audit"
 	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/build"
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
+	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/store/sqlite"
+	"paddock.dev/paddock/internal/tlsca"
 )
 
 // Config configures the platform on this machine.
@@ -35,6 +40,11 @@ type Config struct {
 	API    string // API listen address; default "127.0.0.1:7070"
 	HTTP   string // router listen address; default ":8080"
 	Domain string // apps are served at APP.Domain; default "localhost"
+	// TLSCert and TLSKey are the API's certificate and key files; empty:
+	// a certificate from the platform's own CA, made on first start.
+	TLSCert, TLSKey string
+	// InsecureHTTP serves the API over plain HTTP; allowed on loopback only.
+	InsecureHTTP bool
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
@@ -87,14 +97,27 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	tokens := &auth.Tokens{Store: st}
+	authz := &auth.Authorizer{Store: st}
+	auditDir := filepath.Join(cfg.Data, "audit")
+	auditLog, err := audit.Open(ctx, audit.Config{Dir: auditDir, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open the audit log: %w", err)
+	}
+	defer auditLog.Close()
 
 	ln, err := net.Listen("tcp", cfg.API)
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w (another paddock running? choose another with --api)", cfg.API, err)
 	}
 	defer ln.Close()
-	apiURL := "http://" + ln.Addr().String()
-	if err := writeCLIConfig(ctx, st, tokens, apiURL, log); err != nil {
+	apiURL, caPEM, ln, err := secure(cfg, ln)
+	if err != nil {
+		return err
+	}
+	if err := bootstrap(ctx, st, apiURL, caPEM, log); err != nil {
+		return err
+	}
+	if err := authz.Reload(ctx); err != nil {
 		return err
 	}
 
@@ -134,7 +157,8 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Auth: tokens, Version: cfg.Version, Logger: log,
+		Deploy: svc, Store: st, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir},
+		CA: caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
 			mu.Lock()
 			stopApps = apps
@@ -243,39 +267,93 @@ func lockData(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// writeCLIConfig makes the first admin token on a new store, and points the
-// CLI config of the user running the server at this server.
-func writeCLIConfig(ctx context.Context, st *sqlite.DB, tokens *auth.Tokens, apiURL string, log *slog.Logger) error {
-	n, err := st.CountTokens(ctx)
-	if err != nil {
-		return err
+// secure wraps the API listener in TLS unless plain HTTP was asked for (on
+// loopback only), and returns the API's URL and the PEM of the CA to pin.
+func secure(cfg Config, ln net.Listener) (string, []byte, net.Listener, error) {
+	addr := ln.Addr().(*net.TCPAddr)
+	if cfg.InsecureHTTP {
+		if !addr.IP.IsLoopback() {
+			return "", nil, nil, fmt.Errorf("--insecure-http serves tokens in clear text: it is allowed on a loopback address only, not %s", addr)
+		}
+		return "http://" + addr.String(), nil, ln, nil
 	}
+	var cert tls.Certificate
+	var caPEM []byte
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		var err error
+		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return "", nil, nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+		}
+	} else {
+		hosts := []string{"127.0.0.1", "::1", "localhost"}
+		if h, err := os.Hostname(); err == nil {
+			hosts = append(hosts, h)
+		}
+		if !addr.IP.IsUnspecified() && !addr.IP.IsLoopback() {
+			hosts = append(hosts, addr.IP.String())
+		}
+		ca, err := tlsca.Ensure(filepath.Join(cfg.Data, "tls"), hosts, time.Now())
+		if err != nil {
+			return "", nil, nil, fmt.Errorf("make the API's certificate: %w", err)
+		}
+		cert, caPEM = ca.Server, ca.CertPEM
+	}
+	host := addr.String()
+	if addr.IP.IsUnspecified() {
+		host = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
+	}
+	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	return "https://" + host, caPEM, tl, nil
+}
+
+// bootstrap makes the admin user and its first token on a new store, and
+// points the CLI config of the user running the server at this server.
+func bootstrap(ctx context.Context, st *sqlite.DB, apiURL string, caPEM []byte, log *slog.Logger) error {
 	path, err := client.ConfigPath()
 	if err != nil {
 		return err
 	}
-	if n == 0 {
-		tok, err := tokens.Create(ctx, "admin", "admin", time.Now())
-		if err != nil {
+	users, err := st.ListUsers(ctx)
+	if err != nil {
+		return err
+	}
+	if len(users) == 0 {
+		now := time.Now().UTC()
+		if err := st.CreateUser(ctx, store.User{Name: "admin", Role: "admin", CreatedAt: now}); err != nil {
 			return err
 		}
-		if err := client.SaveConfig(client.Config{Server: apiURL, Token: tok}); err != nil {
+		value, id, hash := auth.NewToken()
+		if err := st.AddToken(ctx, store.Token{ID: id, Name: "admin-bootstrap", User: "admin", Hash: hash, CreatedAt: now}); err != nil {
+			return err
+		}
+		if err := client.SaveConfig(client.Config{Server: apiURL, CA: string(caPEM), Token: value}); err != nil {
 			return fmt.Errorf("write CLI config %s: %w", path, err)
 		}
-		log.Info("created the admin token; the CLI config has it", "config", path)
+		log.Info("created the admin user and token; the CLI config has them", "config", path)
 		return nil
 	}
 	// Keep the token the config has if it belongs to this server.
 	c, _ := client.LoadConfig()
+	tokens := &auth.Tokens{Store: st}
 	if c.Token == "" {
-		log.Warn("the CLI config has no token for this server: set PADDOCK_TOKEN", "config", path)
+		log.Warn("the CLI config has no token for this server: run `paddock login` or set PADDOCK_TOKEN", "config", path)
 		return nil
 	}
 	if _, err := tokens.Authenticate(ctx, c.Token); err != nil {
-		log.Warn("the CLI config's token is not one of this server's: set PADDOCK_TOKEN", "config", path)
+		log.Warn("the CLI config's token is not valid on this server: run `paddock login` or set PADDOCK_TOKEN", "config", path)
 		return nil
 	}
-	return client.SaveConfig(client.Config{Server: apiURL, Token: c.Token})
+	return client.SaveConfig(client.Config{Server: apiURL, CA: string(caPEM), Token: c.Token})
+}
+
+// auditor gives the API the audit log with its verification.
+type auditor struct {
+	*audit.Log
+	dir string
+}
+
+func (a auditor) Verify(ctx context.Context) audit.Report {
+	return audit.Verify(ctx, a.dir, a.PublicKey())
 }
 
 // routerProcess keeps the router running as a process of its own, detached

@@ -129,16 +129,16 @@ func (s *Service) Kick() {
 	}
 }
 
-// CreateApp creates an empty app.
-func (s *Service) CreateApp(ctx context.Context, name string) (store.App, error) {
+// CreateApp creates an empty app owned by owner.
+func (s *Service) CreateApp(ctx context.Context, name, owner string) (store.App, error) {
 	if err := ValidateAppName(name); err != nil {
 		return store.App{}, err
 	}
-	a := store.App{Name: name, CreatedAt: s.now().UTC(), Formation: map[string]int{}}
+	a := store.App{Name: name, Owner: owner, CreatedAt: s.now().UTC(), Formation: map[string]int{}}
 	if err := s.st.CreateApp(ctx, a); err != nil {
 		return store.App{}, err
 	}
-	s.event(ctx, name, "", "", "app created")
+	s.event(ctx, name, "", "", "app created by "+owner)
 	return a, nil
 }
 

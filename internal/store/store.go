@@ -28,6 +28,7 @@ type App struct {
 	// Formation holds the instance counts set with scale, by process type.
 	// A process type not listed runs the count its manifest declares.
 	Formation map[string]int `json:"formation"`
+	Owner     string         `json:"owner"` // the user who created it
 }
 
 // Release statuses.
@@ -79,12 +80,48 @@ type Event struct {
 	Message  string    `json:"message"`
 }
 
-// Token is an API credential, kept only as a hash.
-type Token struct {
+// User is a person or a machine account. Users authenticate with tokens.
+type User struct {
 	Name      string    `json:"name"`
-	Hash      string    `json:"-"` // hex SHA-256 of the token value
-	Role      string    `json:"role"`
+	Role      string    `json:"role"` // "admin", "developer" or "viewer"
+	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// Token is an API credential of a user, kept only as a hash of its secret.
+type Token struct {
+	ID        string     `json:"id"`   // public part of the token value, unique
+	Name      string     `json:"name"` // unique
+	User      string     `json:"user"`
+	Hash      string     `json:"-"`              // hex SHA-256 of the token's secret part
+	Role      string     `json:"role,omitempty"` // caps the user's role; "" for the user's
+	Apps      []string   `json:"apps,omitempty"` // only these apps; empty for every app the user may touch
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	LastUsed  *time.Time `json:"last_used,omitempty"`
+}
+
+// Grant gives a team a role on an app.
+type Grant struct {
+	App  string `json:"app"`
+	Team string `json:"team"`
+	Role string `json:"role"`
+}
+
+// Team is a named group of users.
+type Team struct {
+	Name      string    `json:"name"`
+	Members   []string  `json:"members"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Access is everything authorization decides from, read in one
+// transaction.
+type Access struct {
+	Users  []User
+	Teams  []Team
+	Grants []Grant
+	Owners map[string]string // app -> the user who created it
 }
 
 // NewRelease receives the app and its current release (nil before the
@@ -121,9 +158,24 @@ type Store interface {
 	AddEvent(ctx context.Context, e Event) error
 	ListEvents(ctx context.Context, app string, since time.Time, afterID int64) ([]Event, error)
 
+	CreateUser(ctx context.Context, u User) error
+	GetUser(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	SetUserDisabled(ctx context.Context, name string, disabled bool) error
+
 	AddToken(ctx context.Context, t Token) error
-	TokenByHash(ctx context.Context, hash string) (Token, error)
-	CountTokens(ctx context.Context) (int, error)
+	GetToken(ctx context.Context, id string) (Token, error)
+	ListTokens(ctx context.Context, user string) ([]Token, error) // user "" lists all
+	// RevokeToken deletes the token called name; owner "" matches any user.
+	RevokeToken(ctx context.Context, name, owner string) error
+	TouchToken(ctx context.Context, id string, at time.Time) error
+
+	CreateTeam(ctx context.Context, t Team) error
+	AddTeamMember(ctx context.Context, team, user string) error
+	RemoveTeamMember(ctx context.Context, team, user string) error
+	SetGrant(ctx context.Context, g Grant) error // replaces the team's role on the app; role "" removes it
+	// Access returns users, teams, grants and app owners as one snapshot.
+	Access(ctx context.Context) (Access, error)
 
 	Close() error
 }

@@ -62,6 +62,7 @@ type Platform struct {
 	API    string // base URL
 	Router string // host:port of the router
 	Token  string
+	CA     string // PEM of the API's CA
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -97,7 +98,7 @@ func (p *Platform) Up() {
 	p.t.Helper()
 	api := "127.0.0.1:0"
 	if p.API != "" {
-		api = strings.TrimPrefix(p.API, "http://") // keep the address the CLI config has
+		_, api, _ = strings.Cut(p.API, "://") // keep the address the CLI config has
 	}
 	p.cmd = exec.Command(p.Bin, "up", "--api", api, "--http", "127.0.0.1:0")
 	p.cmd.Env = p.Env()
@@ -121,7 +122,7 @@ func (p *Platform) Up() {
 		if strings.Contains(p.ServerLog(), "is up.") {
 			c, err := p.config()
 			if err == nil {
-				p.API, p.Token = c.Server, c.Token
+				p.API, p.Token, p.CA = c.Server, c.Token, c.CA
 				info, err := router.ReadInfo(filepath.Join(p.Data, "router"))
 				if err == nil {
 					// The router outlives server restarts: its address, which
@@ -230,7 +231,16 @@ func cmdlineHas(pid int, s string) bool {
 }
 
 // Client returns an API client with the admin token.
-func (p *Platform) Client() *client.Client { return client.New(p.API, p.Token) }
+func (p *Platform) Client() *client.Client { return p.ClientWith(p.Token) }
+
+// ClientWith returns an API client with another token.
+func (p *Platform) ClientWith(token string) *client.Client {
+	c, err := client.New(client.Config{Server: p.API, CA: p.CA, Token: token})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return c
+}
 
 // Run runs the CLI and returns its stdout, stderr and error.
 func (p *Platform) Run(args ...string) (stdout, stderr string, err error) {

@@ -71,6 +71,41 @@ var schema = []string{
 		role TEXT NOT NULL,
 		created_at INTEGER NOT NULL
 	)`,
+	// Identity: users, tokens with an ID, teams and grants.
+	`DROP TABLE tokens`,
+	`CREATE TABLE users (
+		name TEXT PRIMARY KEY,
+		role TEXT NOT NULL,
+		disabled INTEGER NOT NULL DEFAULT 0,
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE TABLE tokens (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL UNIQUE,
+		user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+		hash TEXT NOT NULL,
+		role TEXT NOT NULL,
+		apps TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		expires_at INTEGER,
+		last_used INTEGER
+	)`,
+	`CREATE TABLE teams (
+		name TEXT PRIMARY KEY,
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE TABLE team_members (
+		team TEXT NOT NULL REFERENCES teams(name) ON DELETE CASCADE,
+		user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+		PRIMARY KEY (team, user)
+	)`,
+	`CREATE TABLE grants (
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		team TEXT NOT NULL REFERENCES teams(name) ON DELETE CASCADE,
+		role TEXT NOT NULL,
+		PRIMARY KEY (app, team)
+	)`,
+	`ALTER TABLE apps ADD COLUMN owner TEXT NOT NULL DEFAULT ''`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.
@@ -150,8 +185,8 @@ func (s *DB) CreateApp(ctx context.Context, a store.App) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO apps(name, created_at, release, formation) VALUES (?, ?, ?, ?)`,
-		a.Name, ms(a.CreatedAt), a.Release, string(f))
+	_, err = s.db.ExecContext(ctx, `INSERT INTO apps(name, created_at, release, formation, owner) VALUES (?, ?, ?, ?, ?)`,
+		a.Name, ms(a.CreatedAt), a.Release, string(f), a.Owner)
 	if isUnique(err) {
 		return fmt.Errorf("app %q: %w", a.Name, store.ErrExists)
 	}
@@ -164,7 +199,7 @@ func scanApp(r scanner) (store.App, error) {
 	var a store.App
 	var created int64
 	var formation string
-	if err := r.Scan(&a.Name, &created, &a.Release, &formation); err != nil {
+	if err := r.Scan(&a.Name, &created, &a.Release, &formation, &a.Owner); err != nil {
 		return a, err
 	}
 	a.CreatedAt = fromMS(created)
@@ -177,7 +212,7 @@ func scanApp(r scanner) (store.App, error) {
 	return a, nil
 }
 
-const appCols = `name, created_at, release, formation`
+const appCols = `name, created_at, release, formation, owner`
 
 // GetApp returns the named app.
 func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {
@@ -479,32 +514,3 @@ func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterI
 	return out, rows.Err()
 }
 
-// AddToken stores a token's hash.
-func (s *DB) AddToken(ctx context.Context, t store.Token) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tokens(name, hash, role, created_at) VALUES (?, ?, ?, ?)`,
-		t.Name, t.Hash, t.Role, ms(t.CreatedAt))
-	if isUnique(err) {
-		return fmt.Errorf("token %q: %w", t.Name, store.ErrExists)
-	}
-	return err
-}
-
-// TokenByHash finds a token by the hash of its value.
-func (s *DB) TokenByHash(ctx context.Context, hash string) (store.Token, error) {
-	var t store.Token
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT name, hash, role, created_at FROM tokens WHERE hash = ?`, hash).
-		Scan(&t.Name, &t.Hash, &t.Role, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, fmt.Errorf("token: %w", store.ErrNotFound)
-	}
-	t.CreatedAt = fromMS(created)
-	return t, err
-}
-
-// CountTokens returns how many tokens exist.
-func (s *DB) CountTokens(ctx context.Context) (int, error) {
-	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens`).Scan(&n)
-	return n, err
-}

@@ -26,7 +26,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"concurrent releases are numbered without gaps", testConcurrentReleases},
 		{"domains", testDomains},
 		{"events", testEvents},
-		{"tokens", testTokens},
+		{"users and tokens", testTokens},
+		{"teams and grants", testTeams},
 		{"delete cascades", testDeleteCascades},
 	}
 	for _, tc := range tests {
@@ -184,18 +185,85 @@ func testEvents(t *testing.T, s store.Store) {
 
 func testTokens(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	if err := s.AddToken(ctx, store.Token{Name: "admin", Hash: "h1", Role: "admin", CreatedAt: now}); err != nil {
+	if err := s.AddToken(ctx, store.Token{ID: "i1", Name: "ci", User: "nobody", Hash: "h", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("token of a missing user: got %v, want ErrNotFound", err)
+	}
+	if err := s.CreateUser(ctx, store.User{Name: "ann", Role: "developer", CreatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := s.TokenByHash(ctx, "h1")
-	if err != nil || tok.Name != "admin" {
-		t.Errorf("TokenByHash: got %+v, %v", tok, err)
+	if err := s.CreateUser(ctx, store.User{Name: "ann", Role: "viewer", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("second CreateUser: got %v, want ErrExists", err)
 	}
-	if _, err := s.TokenByHash(ctx, "h2"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("unknown hash: got %v, want ErrNotFound", err)
+	exp := now.Add(time.Hour)
+	tok := store.Token{ID: "i1", Name: "ci", User: "ann", Hash: "h1", Role: "viewer", Apps: []string{"a"}, CreatedAt: now, ExpiresAt: &exp}
+	if err := s.AddToken(ctx, tok); err != nil {
+		t.Fatal(err)
 	}
-	if n, _ := s.CountTokens(ctx); n != 1 {
-		t.Errorf("CountTokens: got %d, want 1", n)
+	if err := s.AddToken(ctx, store.Token{ID: "i2", Name: "ci", User: "ann", Hash: "h2", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("duplicate token name: got %v, want ErrExists", err)
+	}
+	if err := s.TouchToken(ctx, "i1", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetToken(ctx, "i1")
+	if err != nil || got.Hash != "h1" || got.Role != "viewer" || len(got.Apps) != 1 || !got.ExpiresAt.Equal(exp) || !got.LastUsed.Equal(now.Add(time.Minute)) {
+		t.Errorf("GetToken: got %+v, %v", got, err)
+	}
+	if list, _ := s.ListTokens(ctx, "ann"); len(list) != 1 {
+		t.Errorf("ListTokens: got %d, want 1", len(list))
+	}
+	if err := s.RevokeToken(ctx, "ci", "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoking another user's token as its owner: got %v, want ErrNotFound", err)
+	}
+	if err := s.RevokeToken(ctx, "ci", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetToken(ctx, "i1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetToken after revoke: got %v, want ErrNotFound", err)
+	}
+	if err := s.SetUserDisabled(ctx, "ann", true); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.GetUser(ctx, "ann"); !u.Disabled {
+		t.Errorf("user not disabled")
+	}
+}
+
+func testTeams(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	s.CreateUser(ctx, store.User{Name: "ann", Role: "developer", CreatedAt: now})
+	s.CreateApp(ctx, store.App{Name: "a", Owner: "ann", CreatedAt: now})
+	if err := s.CreateTeam(ctx, store.Team{Name: "web", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddTeamMember(ctx, "web", "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("adding a missing user: got %v, want ErrNotFound", err)
+	}
+	if err := s.AddTeamMember(ctx, "web", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetGrant(ctx, store.Grant{App: "a", Team: "web", Role: "viewer"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetGrant(ctx, store.Grant{App: "a", Team: "web", Role: "developer"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetGrant(ctx, store.Grant{App: "zz", Team: "web", Role: "viewer"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("grant on a missing app: got %v, want ErrNotFound", err)
+	}
+	acc, err := s.Access(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acc.Users) != 1 || len(acc.Teams) != 1 || len(acc.Teams[0].Members) != 1 || len(acc.Grants) != 1 || acc.Grants[0].Role != "developer" || acc.Owners["a"] != "ann" {
+		t.Errorf("Access: got %+v", acc)
+	}
+	s.SetGrant(ctx, store.Grant{App: "a", Team: "web"})
+	if err := s.RemoveTeamMember(ctx, "web", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if acc, _ := s.Access(ctx); len(acc.Grants) != 0 || len(acc.Teams[0].Members) != 0 {
+		t.Errorf("Access after removals: got %+v", acc)
 	}
 }
 

@@ -1,0 +1,368 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"paddock.dev/paddock/internal/audit"
+	"paddock.dev/paddock/internal/auth"
+	"paddock.dev/paddock/internal/store"
+)
+
+var identName = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`)
+
+func checkName(kind, name string) error {
+	if !identName.MatchString(name) {
+		return invalid("%s name %q: use 1 to 64 lowercase letters, digits, dots, dashes and underscores, starting with a letter", kind, name)
+	}
+	return nil
+}
+
+func (s *Server) ca(w http.ResponseWriter, r *http.Request) error {
+	if len(s.cfg.CA) == 0 {
+		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: "this server runs without its own CA"}
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, err := w.Write(s.cfg.CA)
+	return err
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, principal(r))
+}
+
+// login records that a client stored this token; `paddock login` calls it.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, principal(r))
+}
+
+func (s *Server) reloadPolicy(r *http.Request) error {
+	if err := s.cfg.Authz.Reload(r.Context()); err != nil {
+		return fmt.Errorf("reload policy: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	users, err := s.st.ListUsers(r.Context())
+	if err != nil {
+		return err
+	}
+	if users == nil {
+		users = []store.User{}
+	}
+	return writeJSON(w, http.StatusOK, users)
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+		Role string `json:"role"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkName("user", req.Name); err != nil {
+		return err
+	}
+	if _, err := auth.ParseRole(req.Role); err != nil {
+		return invalid("%v", err)
+	}
+	u := store.User{Name: req.Name, Role: req.Role, CreatedAt: s.now().UTC()}
+	if err := s.st.CreateUser(r.Context(), u); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, u)
+}
+
+func (s *Server) disableUser(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("user")
+	if name == principal(r).User {
+		return invalid("you cannot disable yourself: ask another admin")
+	}
+	if err := s.st.SetUserDisabled(r.Context(), name, true); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	user := p.User
+	if r.URL.Query().Get("all") == "true" {
+		if err := s.cfg.Authz.Policy().Decide(p, auth.UsersAdmin, ""); err != nil {
+			return err
+		}
+		user = ""
+	}
+	toks, err := s.st.ListTokens(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	if toks == nil {
+		toks = []store.Token{}
+	}
+	return writeJSON(w, http.StatusOK, toks)
+}
+
+// CreatedToken is the answer to a token's creation: the only time its
+// value is shown.
+type CreatedToken struct {
+	store.Token
+	Value string `json:"value"`
+}
+
+// parseExpiry reads "30d", "12h", "90m".
+func parseExpiry(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 || days > 3650 {
+			return 0, invalid("expires %q: give a number of days like 30d (at most 3650d)", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, invalid("expires %q: give a duration like 30d, 12h or 90m", s)
+	}
+	return d, nil
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name    string   `json:"name"`
+		User    string   `json:"user"`
+		Expires string   `json:"expires"`
+		Role    string   `json:"role"`
+		Apps    []string `json:"apps"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	p := principal(r)
+	if req.User == "" {
+		req.User = p.User
+	}
+	if err := checkName("token", req.Name); err != nil {
+		return err
+	}
+	if req.User != p.User {
+		if err := s.cfg.Authz.Policy().Decide(p, auth.UsersAdmin, ""); err != nil {
+			return fmt.Errorf("%w (only an admin makes tokens for other users)", err)
+		}
+	}
+	u, err := s.st.GetUser(r.Context(), req.User)
+	if err != nil {
+		return err
+	}
+	userRole, _ := auth.ParseRole(u.Role)
+	if req.Role != "" {
+		role, err := auth.ParseRole(req.Role)
+		if err != nil {
+			return invalid("%v", err)
+		}
+		if role > userRole {
+			return invalid("a token never has more rights than its user: %s is %s, the token asks for %s", u.Name, userRole, role)
+		}
+	}
+	if req.User == p.User && len(p.Apps) > 0 {
+		// A scoped token makes only tokens within its own scope.
+		if len(req.Apps) == 0 {
+			req.Apps = p.Apps
+		}
+		for _, a := range req.Apps {
+			if !contains(p.Apps, a) {
+				return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("token %s is limited to the apps %s, not %s", p.Token, strings.Join(p.Apps, ", "), a)}
+			}
+		}
+	}
+	for _, a := range req.Apps {
+		if _, err := s.st.GetApp(r.Context(), a); err != nil {
+			return err
+		}
+	}
+	value, id, hash := auth.NewToken()
+	tok := store.Token{ID: id, Name: req.Name, User: req.User, Hash: hash, Role: req.Role, Apps: req.Apps, CreatedAt: s.now().UTC()}
+	if req.Expires != "" {
+		d, err := parseExpiry(req.Expires)
+		if err != nil {
+			return err
+		}
+		exp := tok.CreatedAt.Add(d)
+		tok.ExpiresAt = &exp
+	}
+	if err := s.st.AddToken(r.Context(), tok); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, CreatedToken{Token: tok, Value: value})
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	p := principal(r)
+	owner := p.User
+	if s.cfg.Authz.Policy().Decide(p, auth.UsersAdmin, "") == nil {
+		owner = "" // an admin revokes anyone's token
+	}
+	if err := s.st.RevokeToken(r.Context(), r.PathValue("token"), owner); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listTeams(w http.ResponseWriter, r *http.Request) error {
+	acc, err := s.st.Access(r.Context())
+	if err != nil {
+		return err
+	}
+	teams := acc.Teams
+	if teams == nil {
+		teams = []store.Team{}
+	}
+	return writeJSON(w, http.StatusOK, teams)
+}
+
+func (s *Server) createTeam(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkName("team", req.Name); err != nil {
+		return err
+	}
+	t := store.Team{Name: req.Name, Members: []string{}, CreatedAt: s.now().UTC()}
+	if err := s.st.CreateTeam(r.Context(), t); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) addMember(w http.ResponseWriter, r *http.Request) error {
+	if err := s.st.AddTeamMember(r.Context(), r.PathValue("team"), r.PathValue("user")); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) error {
+	if err := s.st.RemoveTeamMember(r.Context(), r.PathValue("team"), r.PathValue("user")); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) grant(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Role string `json:"role"`
+	}
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.Role != "" {
+		role, err := auth.ParseRole(req.Role)
+		if err != nil {
+			return invalid("%v", err)
+		}
+		if role == auth.Admin {
+			return invalid("a team gets viewer or developer on an app; admin is a user's role")
+		}
+	}
+	g := store.Grant{App: r.PathValue("app"), Team: r.PathValue("team"), Role: req.Role}
+	if err := s.st.SetGrant(r.Context(), g); err != nil {
+		return err
+	}
+	if err := s.reloadPolicy(r); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, g)
+}
+
+func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := audit.Filter{Actor: q.Get("actor")}
+	if app := q.Get("app"); app != "" {
+		f.Target = "app/" + app
+	}
+	if v := q.Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t, terr := time.Parse(time.RFC3339, v)
+			if terr != nil {
+				return invalid("since=%q: give a duration like 1h or a time like 2026-01-02T15:04:05Z", v)
+			}
+			f.Since = t
+		} else {
+			f.Since = s.now().Add(-d)
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return invalid("limit=%q: give a number", v)
+		}
+		f.Limit = n
+	}
+	evs, err := s.cfg.Audit.List(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	if evs == nil {
+		evs = []audit.Event{}
+	}
+	return writeJSON(w, http.StatusOK, evs)
+}
+
+func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	return s.cfg.Audit.Export(r.Context(), w)
+}
+
+// VerifyReport is the answer of /v1/audit/verify.
+type VerifyReport struct {
+	Events      uint64 `json:"events"`
+	Checkpoints int    `json:"checkpoints"`
+	Head        string `json:"head"`
+	OK          bool   `json:"ok"`
+	FirstBad    uint64 `json:"first_bad,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
+	rep := s.cfg.Audit.Verify(r.Context())
+	out := VerifyReport{Events: rep.Events, Checkpoints: rep.Checkpoints, Head: rep.Head, OK: rep.Err == nil, FirstBad: rep.FirstBad}
+	if rep.Err != nil {
+		out.Error = rep.Err.Error()
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+

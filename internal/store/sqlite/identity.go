@@ -1,0 +1,304 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"paddock.dev/paddock/internal/store"
+)
+
+// CreateUser adds a user; store.ErrExists if the name is taken.
+func (s *DB) CreateUser(ctx context.Context, u store.User) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO users(name, role, disabled, created_at) VALUES (?, ?, ?, ?)`,
+		u.Name, u.Role, u.Disabled, ms(u.CreatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("user %q: %w", u.Name, store.ErrExists)
+	}
+	return err
+}
+
+func scanUser(r scanner) (store.User, error) {
+	var u store.User
+	var created int64
+	err := r.Scan(&u.Name, &u.Role, &u.Disabled, &created)
+	u.CreatedAt = fromMS(created)
+	return u, err
+}
+
+// GetUser returns a user by name.
+func (s *DB) GetUser(ctx context.Context, name string) (store.User, error) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT name, role, disabled, created_at FROM users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return u, notFound("user", name)
+	}
+	return u, err
+}
+
+// ListUsers returns every user by name.
+func (s *DB) ListUsers(ctx context.Context) ([]store.User, error) {
+	return listUsers(ctx, s.db)
+}
+
+type rowsQuerier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+func listUsers(ctx context.Context, q rowsQuerier) ([]store.User, error) {
+	rows, err := q.QueryContext(ctx, `SELECT name, role, disabled, created_at FROM users ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// SetUserDisabled disables or enables a user.
+func (s *DB) SetUserDisabled(ctx context.Context, name string, disabled bool) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE users SET disabled = ? WHERE name = ?`, disabled, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("user", name)
+	}
+	return nil
+}
+
+func msPtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return ms(*t)
+}
+
+// AddToken stores a token; store.ErrExists if its name or ID is taken,
+// store.ErrNotFound if its user does not exist.
+func (s *DB) AddToken(ctx context.Context, t store.Token) error {
+	apps, err := json.Marshal(t.Apps)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens(id, name, user, hash, role, apps, created_at, expires_at, last_used)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.User, t.Hash, t.Role, string(apps), ms(t.CreatedAt), msPtr(t.ExpiresAt), msPtr(t.LastUsed))
+	if isUnique(err) {
+		return fmt.Errorf("token %q: %w", t.Name, store.ErrExists)
+	}
+	if isForeignKey(err) {
+		return notFound("user", t.User)
+	}
+	return err
+}
+
+const tokenCols = `id, name, user, hash, role, apps, created_at, expires_at, last_used`
+
+func scanToken(r scanner) (store.Token, error) {
+	var t store.Token
+	var apps string
+	var created int64
+	var expires, used sql.NullInt64
+	if err := r.Scan(&t.ID, &t.Name, &t.User, &t.Hash, &t.Role, &apps, &created, &expires, &used); err != nil {
+		return t, err
+	}
+	t.CreatedAt = fromMS(created)
+	if expires.Valid {
+		v := fromMS(expires.Int64)
+		t.ExpiresAt = &v
+	}
+	if used.Valid {
+		v := fromMS(used.Int64)
+		t.LastUsed = &v
+	}
+	return t, json.Unmarshal([]byte(apps), &t.Apps)
+}
+
+// GetToken returns a token by ID.
+func (s *DB) GetToken(ctx context.Context, id string) (store.Token, error) {
+	t, err := scanToken(s.db.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("token: %w", store.ErrNotFound)
+	}
+	return t, err
+}
+
+// ListTokens returns the tokens of user, or every token when user is "".
+func (s *DB) ListTokens(ctx context.Context, user string) ([]store.Token, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE ? = '' OR user = ? ORDER BY user, name`, user, user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeToken deletes the token called name, of owner unless owner is "".
+func (s *DB) RevokeToken(ctx context.Context, name, owner string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM tokens WHERE name = ? AND (? = '' OR user = ?)`, name, owner, owner)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("token", name)
+	}
+	return nil
+}
+
+// TouchToken records when a token was last used.
+func (s *DB) TouchToken(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE tokens SET last_used = ? WHERE id = ?`, ms(at), id)
+	return err
+}
+
+// CreateTeam adds an empty team.
+func (s *DB) CreateTeam(ctx context.Context, t store.Team) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO teams(name, created_at) VALUES (?, ?)`, t.Name, ms(t.CreatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("team %q: %w", t.Name, store.ErrExists)
+	}
+	return err
+}
+
+// AddTeamMember adds user to team.
+func (s *DB) AddTeamMember(ctx context.Context, team, user string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM teams WHERE name = ?`, team).Scan(&n); err != nil || n == 0 {
+			if err == nil {
+				err = notFound("team", team)
+			}
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE name = ?`, user).Scan(&n); err != nil || n == 0 {
+			if err == nil {
+				err = notFound("user", user)
+			}
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO team_members(team, user) VALUES (?, ?)`, team, user)
+		return err
+	})
+	if isUnique(err) {
+		return fmt.Errorf("%s in team %s: %w", user, team, store.ErrExists)
+	}
+	return err
+}
+
+// RemoveTeamMember removes user from team.
+func (s *DB) RemoveTeamMember(ctx context.Context, team, user string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM team_members WHERE team = ? AND user = ?`, team, user)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("member", user+" of team "+team)
+	}
+	return nil
+}
+
+// SetGrant gives a team a role on an app, or removes it for role "".
+func (s *DB) SetGrant(ctx context.Context, g store.Grant) error {
+	var err error
+	if g.Role == "" {
+		_, err = s.db.ExecContext(ctx, `DELETE FROM grants WHERE app = ? AND team = ?`, g.App, g.Team)
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO grants(app, team, role) VALUES (?, ?, ?)
+		ON CONFLICT (app, team) DO UPDATE SET role = excluded.role`, g.App, g.Team, g.Role)
+	if isForeignKey(err) {
+		return fmt.Errorf("app %q or team %q: %w", g.App, g.Team, store.ErrNotFound)
+	}
+	return err
+}
+
+// Access reads everything authorization needs in one transaction.
+func (s *DB) Access(ctx context.Context) (store.Access, error) {
+	var a store.Access
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if a.Users, err = listUsers(ctx, tx); err != nil {
+			return err
+		}
+		teams := map[string]*store.Team{}
+		rows, err := tx.QueryContext(ctx, `SELECT name, created_at FROM teams ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var t store.Team
+			var created int64
+			if err := rows.Scan(&t.Name, &created); err != nil {
+				rows.Close()
+				return err
+			}
+			t.CreatedAt = fromMS(created)
+			a.Teams = append(a.Teams, t)
+		}
+		rows.Close()
+		for i := range a.Teams {
+			teams[a.Teams[i].Name] = &a.Teams[i]
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT team, user FROM team_members ORDER BY team, user`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var team, user string
+			if err := rows.Scan(&team, &user); err != nil {
+				rows.Close()
+				return err
+			}
+			if t := teams[team]; t != nil {
+				t.Members = append(t.Members, user)
+			}
+		}
+		rows.Close()
+		rows, err = tx.QueryContext(ctx, `SELECT app, team, role FROM grants ORDER BY app, team`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var g store.Grant
+			if err := rows.Scan(&g.App, &g.Team, &g.Role); err != nil {
+				rows.Close()
+				return err
+			}
+			a.Grants = append(a.Grants, g)
+		}
+		rows.Close()
+		a.Owners = map[string]string{}
+		rows, err = tx.QueryContext(ctx, `SELECT name, owner FROM apps`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var app, owner string
+			if err := rows.Scan(&app, &owner); err != nil {
+				return err
+			}
+			a.Owners[app] = owner
+		}
+		return rows.Err()
+	})
+	return a, err
+}
