@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -47,13 +47,13 @@ type Auditor interface {
 
 // Config configures a Server.
 type Config struct {
-	Deploy  *deploy.Service   // required
-	Store   store.Store       // required: users, tokens, teams
-	Auth    Authenticator     // required
-	Authz   *auth.Authorizer  // required
-	Audit   Auditor           // required
-	Limiter *auth.Limiter     // failed authentications; default 100 an hour per address and per account
-	CA      []byte            // PEM of the CA that signed the server's certificate, served at /v1/ca
+	Deploy  *deploy.Service  // required
+	Store   store.Store      // required: users, tokens, teams
+	Auth    Authenticator    // required
+	Authz   *auth.Authorizer // required
+	Audit   Auditor          // required
+	Limiter *auth.Limiter    // failed authentications; default 100 an hour per address and per account
+	CA      []byte           // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
 	// Shutdown stops the server, and every app too when apps is true. It
 	// is called after the response is sent.
@@ -192,7 +192,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type requestIDKey struct{}
 type principalKey struct{}
 
-func requestID(r *http.Request) string { id, _ := r.Context().Value(requestIDKey{}).(string); return id }
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
 
 func principal(r *http.Request) auth.Principal {
 	p, _ := r.Context().Value(principalKey{}).(auth.Principal)

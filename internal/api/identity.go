@@ -365,4 +365,3 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
-

@@ -513,4 +513,3 @@ func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterI
 	}
 	return out, rows.Err()
 }
-
