@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"paddock.dev/paddock/internal/store"
@@ -72,7 +73,13 @@ func ParseToken(value string) (id, secret string, err error) {
 type Tokens struct {
 	Store store.Store
 	Now   func() time.Time // default time.Now
+
+	touched sync.Map // token ID -> time.Time its last use was written
 }
+
+// touchEvery bounds how often a token's last use is written: a write per
+// request would cost a durable store write on every read.
+const touchEvery = time.Minute
 
 func (t *Tokens) now() time.Time {
 	if t.Now != nil {
@@ -116,8 +123,12 @@ func (t *Tokens) Authenticate(ctx context.Context, value string) (Principal, err
 		}
 	}
 	p.Role = role
-	if err := t.Store.TouchToken(ctx, tok.ID, t.now()); err != nil {
-		return p, err
+	now := t.now()
+	if last, ok := t.touched.Load(tok.ID); !ok || now.Sub(last.(time.Time)) >= touchEvery {
+		if err := t.Store.TouchToken(ctx, tok.ID, now); err != nil {
+			return p, err
+		}
+		t.touched.Store(tok.ID, now)
 	}
 	return p, nil
 }

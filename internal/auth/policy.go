@@ -30,6 +30,13 @@ func (r Role) String() string { return roleNames[r] }
 // MarshalText writes the role's name.
 func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
+// UnmarshalText reads a role's name.
+func (r *Role) UnmarshalText(b []byte) error {
+	v, err := ParseRole(string(b))
+	*r = v
+	return err
+}
+
 // ParseRole reads a role's name.
 func ParseRole(s string) (Role, error) {
 	for r, name := range roleNames {

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/client"
 )
@@ -114,8 +115,8 @@ func (e *env) confirm(yes bool, what, answer string) error {
 	if !ok {
 		return fmt.Errorf("refusing to %s without --yes", what)
 	}
-	fi, err := f.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	// /dev/null is a character device too: ask the terminal driver.
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
 		return fmt.Errorf("refusing to %s without --yes (no terminal to ask)", what)
 	}
 	fmt.Fprintf(e.stderr, "This will %s. Type %q to confirm: ", what, answer)
