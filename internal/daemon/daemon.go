@@ -189,6 +189,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	fmt.Fprintf(cfg.Stderr, "Paddock %s is up.\n  API:    %s\n  apps:   http://APP.%s%s\n  data:   %s\n",
 		cfg.Version, apiURL, cfg.Domain, port, cfg.Data)
+	if len(caPEM) > 0 {
+		fp, _ := tlsca.Fingerprint(caPEM)
+		fmt.Fprintf(cfg.Stderr, "  CA:     %s (elsewhere: paddock login %s --ca-fingerprint %s)\n", fp, apiURL, fp)
+	}
 
 	select {
 	case <-ctx.Done():
