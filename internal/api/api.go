@@ -288,7 +288,8 @@ func (s *Server) guard(rt route) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		err = rt.h(sw, r)
-		if err != nil {
+		var streamed *streamedError
+		if err != nil && !errors.As(err, &streamed) {
 			s.writeError(sw, r, err)
 		}
 		if sw.status >= 400 || err != nil {
@@ -366,7 +367,10 @@ func invalid(format string, args ...any) error {
 func (s *Server) toError(r *http.Request, err error) *Error {
 	var e *Error
 	var mb *http.MaxBytesError
+	var se *streamedError
 	switch {
+	case errors.As(err, &se):
+		return se.e
 	case errors.As(err, &e):
 		return e
 	case errors.As(err, &mb):

@@ -131,12 +131,18 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
 		if !started {
 			return err
 		}
-		st.send(DeployEvent{Type: "error", Error: s.toError(r, err), Release: releaseOrNil(rel)})
-		return nil
+		e := s.toError(r, err)
+		st.send(DeployEvent{Type: "error", Error: e, Release: releaseOrNil(rel)})
+		return &streamedError{e}
 	}
 	st.send(DeployEvent{Type: "release", Release: &rel})
 	return nil
 }
+
+// streamedError is a failure already sent inside a streamed response.
+type streamedError struct{ e *Error }
+
+func (s *streamedError) Error() string { return s.e.Message }
 
 func releaseOrNil(r store.Release) *store.Release {
 	if r.Version == 0 {
