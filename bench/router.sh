@@ -5,23 +5,27 @@
 # Builds bench/backend (a Go server answering 1 KiB) and bench/routerbench
 # (router.Run with a table for bench.localhost), starts nginx as a reverse
 # proxy with upstream keepalive 64, then runs wrk (-t2 -c64 -d10s by
-# default) against: the backend directly, the router, nginx. Everything
+# default) against: the backend directly, the router, nginx, and (unless
+# -s) the router's HTTPS listener and nginx with ssl, both with ECDSA P-256
+# certificates from one platform CA made for the run (tlsca). Everything
 # listens on 127.0.0.1 on ports chosen at run time and is stopped by PID at
 # exit. Installs nginx and wrk with apt-get if they are missing.
 #
-# Usage: bench/router.sh [-d DURATION] [-c CONNECTIONS] [-t THREADS] [-r ROUNDS]
-#   ROUNDS > 1 repeats the three measurements in rotating order and prints
-#   each round (the machine is shared: figures move between runs).
+# Usage: bench/router.sh [-d DURATION] [-c CONNECTIONS] [-t THREADS] [-r ROUNDS] [-s]
+#   ROUNDS > 1 repeats the measurements in rotating order and prints each
+#   round (the machine is shared: figures move between runs); -s skips the
+#   HTTPS rows.
 set -euo pipefail
 
-duration=10s conns=64 threads=2 rounds=1
-while getopts "d:c:t:r:" opt; do
+duration=10s conns=64 threads=2 rounds=1 tls=1
+while getopts "d:c:t:r:s" opt; do
 	case $opt in
 	d) duration=$OPTARG ;;
 	c) conns=$OPTARG ;;
 	t) threads=$OPTARG ;;
 	r) rounds=$OPTARG ;;
-	*) echo "usage: $0 [-d DURATION] [-c CONNECTIONS] [-t THREADS] [-r ROUNDS]" >&2; exit 2 ;;
+	s) tls= ;;
+	*) echo "usage: $0 [-d DURATION] [-c CONNECTIONS] [-t THREADS] [-r ROUNDS] [-s]" >&2; exit 2 ;;
 	esac
 done
 
@@ -69,14 +73,41 @@ pids+=($!)
 wait_file "$work/backend.addr"
 backend=$(cat "$work/backend.addr")
 
-"$work/routerbench" -backend "$backend" -state "$work/router" -addr-file "$work/router.addr" &
+mkdir -p "$work/nginx"
+tls_flags=()
+if [ -n "$tls" ]; then
+	# One CA for both proxies; HTTPS clients connect to "localhost" (it
+	# resolves, and wrk sends the URL's host as SNI).
+	"$work/routerbench" cert "$work/ca" "$work/nginx" localhost bench.localhost
+	tls_flags=(-ca-dir "$work/ca" -tls-addr-file "$work/router-tls.addr")
+fi
+"$work/routerbench" -backend "$backend" -state "$work/router" -addr-file "$work/router.addr" "${tls_flags[@]}" &
 router_pid=$!
 pids+=($router_pid)
 wait_file "$work/router.addr"
 router=$(cat "$work/router.addr")
 
-nginx_port=$("$work/routerbench" freeport 1)
-mkdir -p "$work/nginx"
+read -r nginx_port nginx_tls_port < <("$work/routerbench" freeport 2 | paste -sd ' ')
+nginx_tls_server=
+if [ -n "$tls" ]; then
+	router_tls_port=$(cut -d: -f2 "$work/router-tls.addr")
+	nginx_tls_server="
+    server {
+        listen 127.0.0.1:$nginx_tls_port ssl;
+        ssl_certificate $work/nginx/cert.pem;
+        ssl_certificate_key $work/nginx/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256; # what Go picks on AES hardware
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }"
+fi
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes auto;
 pid $work/nginx/nginx.pid;
@@ -104,7 +135,7 @@ http {
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
         }
-    }
+    }$nginx_tls_server
 }
 CONF
 "$nginx_bin" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
@@ -115,10 +146,20 @@ for _ in $(seq 1 500); do
 	sleep 0.01
 done
 
-# Check that each target answers 200 with the 1 KiB body.
-for url in "http://$backend/" "http://$router/" "http://127.0.0.1:$nginx_port/"; do
-	size=$(curl -fsS -o /dev/null -w '%{size_download}' -H 'Host: bench.localhost' "$url")
-	[ "$size" = 1024 ] || { echo "$url answered $size bytes, want 1024" >&2; exit 1; }
+targets=(direct router nginx)
+declare -A urls=([direct]="http://$backend/" [router]="http://$router/" [nginx]="http://127.0.0.1:$nginx_port/")
+declare -A procs=([direct]="" [router]="$router_pid" [nginx]="$nginx_pid")
+if [ -n "$tls" ]; then
+	targets+=(router-tls nginx-tls)
+	urls+=([router-tls]="https://localhost:$router_tls_port/" [nginx-tls]="https://localhost:$nginx_tls_port/")
+	procs+=([router-tls]="$router_pid" [nginx-tls]="$nginx_pid")
+fi
+
+# Check that each target answers 200 with the 1 KiB body (over HTTPS, with
+# a certificate the run's CA signed for the name).
+for t in "${targets[@]}"; do
+	size=$(curl -fsS ${tls:+--cacert "$work/ca/ca.crt"} -o /dev/null -w '%{size_download}' -H 'Host: bench.localhost' "${urls[$t]}")
+	[ "$size" = 1024 ] || { echo "${urls[$t]} answered $size bytes, want 1024" >&2; exit 1; }
 done
 
 # cpu_ticks PID...: user+system CPU ticks of the processes and their children
@@ -156,20 +197,23 @@ measure() {
 }
 
 echo "wrk -t$threads -c$conns -d$duration, 1 KiB responses, all on 127.0.0.1 ($(nproc) cores)"
-printf '%-6s %-8s %12s %10s %10s %14s\n' round target "req/s" p50 p99 "proxy-cpu/req"
-targets=(direct router nginx)
-declare -A urls=([direct]="http://$backend/" [router]="http://$router/" [nginx]="http://127.0.0.1:$nginx_port/")
-declare -A procs=([direct]="" [router]="$router_pid" [nginx]="$nginx_pid")
+printf '%-6s %-10s %12s %10s %10s %14s\n' round target "req/s" p50 p99 "proxy-cpu/req"
+nt=${#targets[@]}
 for round in $(seq 1 "$rounds"); do
-	for i in 0 1 2; do
-		t=${targets[$(((i + round - 1) % 3))]}
+	for i in $(seq 0 $((nt - 1))); do
+		t=${targets[$(((i + round - 1) % nt))]}
 		measure "$t" "${urls[$t]}" "${procs[$t]}"
 		read -r rps p50 p99 us <"$work/$t.$round"
 		[ "$us" = - ] || us="${us}us"
-		printf '%-6s %-8s %12s %10s %10s %14s\n' "$round" "$t" "$rps" "$p50" "$p99" "$us"
+		printf '%-6s %-10s %12s %10s %10s %14s\n' "$round" "$t" "$rps" "$p50" "$p99" "$us"
 	done
 	read -r d _ <"$work/direct.$round"
 	read -r r _ <"$work/router.$round"
 	read -r n _ <"$work/nginx.$round"
 	awk -v d="$d" -v r="$r" -v n="$n" -v round="$round" 'BEGIN { printf "%-6s ratios: router/nginx %.2f  router/direct %.2f  nginx/direct %.2f\n", round, r/n, r/d, n/d }'
+	if [ -n "$tls" ]; then
+		read -r rt _ <"$work/router-tls.$round"
+		read -r nt_ _ <"$work/nginx-tls.$round"
+		awk -v r="$rt" -v n="$nt_" -v round="$round" 'BEGIN { printf "%-6s ratios: router-tls/nginx-tls %.2f\n", round, r/n }'
+	fi
 done

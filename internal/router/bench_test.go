@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -24,10 +25,11 @@ func (bytesPool) Get() []byte  { return *(bufPool.Get().(*[]byte)) }
 func (bytesPool) Put(b []byte) { bufPool.Put(&b) }
 
 // BenchmarkProxy measures a keep-alive GET of a 1 KiB body straight to a
-// backend, through the router, and through net/http/httputil's
-// ReverseProxy, in the same run, with 64 concurrent clients. The difference
-// per op is the proxy's cost; run with -cpu 2 and -benchmem (allocations
-// are the whole process's: backend, proxy, client).
+// backend, through the router (with its defaults; without a client write
+// timeout; over HTTPS), and through net/http/httputil's ReverseProxy, in
+// the same run, with 64 concurrent clients. The difference per op is the
+// proxy's cost; run with -cpu 2 and -benchmem (allocations are the whole
+// process's: backend, proxy, client).
 func BenchmarkProxy(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1024)
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -35,10 +37,15 @@ func BenchmarkProxy(b *testing.B) {
 		w.Write(body)
 	}))
 	defer s.Close()
-	r := startRouter(b, "")
-	if err := r.client.Push(b.Context(), Table{Version: 1, Routes: []Route{{Host: "bench.localhost", App: "bench", Backends: []string{s.Listener.Addr().String()}}}}); err != nil {
-		b.Fatal(err)
+	caDir, pool := newCA(b)
+	r := startRouterConfig(b, Config{TLSListen: "127.0.0.1:0", CADir: caDir})
+	nowt := startRouterConfig(b, Config{ClientWriteTimeout: -1})
+	for _, r := range []*testRouter{r, nowt} {
+		if err := r.client.Push(b.Context(), Table{Version: 1, Routes: []Route{{Host: "bench.localhost", App: "bench", Backends: []string{s.Listener.Addr().String()}}}}); err != nil {
+			b.Fatal(err)
+		}
 	}
+	tlsConf := &tls.Config{ServerName: "bench.localhost", RootCAs: pool}
 	// For comparison: the standard library's reverse proxy with a tuned
 	// transport (the design this package's hand-written path replaces).
 	target, _ := url.Parse(s.URL)
@@ -48,16 +55,27 @@ func BenchmarkProxy(b *testing.B) {
 	std := httptest.NewServer(rp)
 	defer std.Close()
 
-	for _, tc := range []struct{ name, addr string }{
-		{"direct", s.Listener.Addr().String()},
-		{"router", r.addr},
-		{"stdlib", std.Listener.Addr().String()},
+	for _, tc := range []struct {
+		name, addr string
+		tls        *tls.Config
+	}{
+		{"direct", s.Listener.Addr().String(), nil},
+		{"router", r.addr, nil},
+		{"router-nowritetimeout", nowt.addr, nil},
+		{"router-https", r.tlsAddr, tlsConf},
+		{"stdlib", std.Listener.Addr().String(), nil},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(32)
 			b.RunParallel(func(pb *testing.PB) {
-				c, err := net.Dial("tcp", tc.addr)
+				var c net.Conn
+				var err error
+				if tc.tls != nil {
+					c, err = tls.Dial("tcp", tc.addr, tc.tls)
+				} else {
+					c, err = net.Dial("tcp", tc.addr)
+				}
 				if err != nil {
 					b.Error(err)
 					return

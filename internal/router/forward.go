@@ -36,7 +36,7 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 			break
 		}
 		last = b
-		bc, err := b.get(&c.p.dialer)
+		bc, err := b.get()
 		if err != nil {
 			// Nothing was sent: any request may go elsewhere.
 			lastErr = err
@@ -48,7 +48,7 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 			// the backend has already closed.
 			bc.c.Close()
 			b.closeIdle()
-			if bc, err = b.dial(&c.p.dialer); err != nil {
+			if bc, err = b.dial(); err != nil {
 				lastErr = err
 				skip = append(skip, b)
 				continue
@@ -72,7 +72,7 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 			continue
 		case resFailed:
 			c.p.log.Warn("backend failed", "app", rt.app, "backend", b.addr, "err", err)
-			return c.writeError(502, "bad gateway: the app's instance failed to answer\n", keepOnError && !req.bodyLeft)
+			return c.writeError(502, rt.msg502bad, keepOnError && !req.bodyLeft)
 		default:
 			c.p.log.Warn("response aborted", "app", rt.app, "backend", b.addr, "err", err)
 			return false
@@ -83,7 +83,7 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 		addr = last.addr
 	}
 	c.p.log.Warn("no backend answered", "app", rt.app, "backend", addr, "err", lastErr)
-	return c.writeError(502, "bad gateway: no instance of the app could be reached\n", keepOnError && !req.bodyLeft)
+	return c.writeError(502, rt.msg502, keepOnError && !req.bodyLeft)
 }
 
 // exchange writes the request to bc and relays the response to the client.
@@ -188,7 +188,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 			out := appendResponseHead(c.out[:0], status, fields, &ri)
 			out = append(out, "\r\n"...)
 			c.out = out
-			if _, err := c.c.Write(out); err != nil {
+			if _, err := c.Write(out); err != nil {
 				waitBody(false)
 				return resAborted, false, err
 			}
@@ -245,7 +245,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	}
 	out = append(out, "\r\n"...)
 
-	cp := bodyCopier{dst: c.c, src: &bc.r, out: out}
+	cp := bodyCopier{dst: c, src: &bc.r, out: out}
 	switch mode {
 	case bodyNone:
 		err = cp.flush()
@@ -293,7 +293,7 @@ func (c *clientConn) sendBody(bc *bconn, req request, done chan<- error) {
 // tunnel relays bytes both ways after a 101 Switching Protocols, until
 // either side closes.
 func (c *clientConn) tunnel(bc *bconn) error {
-	cp := bodyCopier{dst: c.c, src: &bc.r, out: c.out}
+	cp := bodyCopier{dst: c, src: &bc.r, out: c.out}
 	if _, err := cp.take(int64(len(bc.r.buffered()))); err != nil {
 		return err
 	}
@@ -301,7 +301,7 @@ func (c *clientConn) tunnel(bc *bconn) error {
 		return err
 	}
 	c.out = cp.out
-	c.c.SetReadDeadline(time.Time{})
+	c.c.SetDeadline(time.Time{})
 	up := make(chan error, 1)
 	go func() {
 		var err error

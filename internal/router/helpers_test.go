@@ -43,28 +43,38 @@ func runBackendProcess() {
 
 // testRouter is a router started by Run in this process.
 type testRouter struct {
-	addr   string
-	dir    string
-	client *Client
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	addr    string
+	tlsAddr string // with Config.TLSListen
+	dir     string
+	client  *Client
+	cancel  context.CancelFunc
+	done    chan error
+	once    sync.Once
 }
 
 // startRouter runs a router on 127.0.0.1:0 with a state folder (a new one
 // if dir is empty) and stops it at the end of the test.
 func startRouter(t testing.TB, dir string) *testRouter {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
+	return startRouterConfig(t, Config{StateDir: dir})
+}
+
+// startRouterConfig is startRouter with more of the Config: Listen is
+// 127.0.0.1:0, and StateDir a new folder if empty.
+func startRouterConfig(t testing.TB, cfg Config) *testRouter {
+	t.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
 	}
+	cfg.Listen = "127.0.0.1:0"
+	dir := cfg.StateDir
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &testRouter{dir: dir, client: &Client{StateDir: dir}, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, Config{Listen: "127.0.0.1:0", StateDir: dir}) }()
+	go func() { r.done <- Run(ctx, cfg) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if st, err := r.client.Status(ctx); err == nil {
-			r.addr = st.Listen
+			r.addr, r.tlsAddr = st.Listen, st.TLSListen
 			break
 		}
 		select {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -9,27 +10,46 @@ import (
 )
 
 const (
-	backendBufSize = 16 << 10
-	maxIdlePerHost = 512 // idle keep-alive connections kept per backend
-	dialTimeout    = 5 * time.Second
-	downFor        = time.Second // a backend that refused a connection is passed over this long
+	backendBufSize        = 16 << 10
+	maxIdlePerHost        = 512 // idle keep-alive connections kept per backend
+	defaultConnectTimeout = 2 * time.Second
+	downFor               = time.Second     // a backend that refused a connection is passed over this long
+	downForTimeout        = 5 * time.Second // and one that let a connection attempt time out, this long
 )
+
+// A backend's health, as the forwarding path sees it:
+//
+//	up ──dial failed──► down ──window over──► probing ──dial succeeded──► up
+//	                     ▲                       │
+//	                     └───── dial failed ─────┘
+//
+// A refused dial makes the backend down for 1 s, a timed-out one for 5 s
+// (Config.Now is the clock). When the window is over, the first request
+// to pick the backend may dial it; the others pass it over until that
+// probe ends or one connect timeout has passed. Passed over means pick
+// prefers the other backends; when every backend of a route is down, pick
+// still chooses among them. Only a dial ends a down window: an overloaded
+// backend (its accept queue full, so new connections time out) still
+// answers on its pooled connections, and should get fewer requests, not
+// more. The control plane's health checks remain what removes an instance
+// from the table.
 
 // backend is one instance address with its pool of keep-alive connections.
 // The pool is a LIFO stack, so the connections in use stay warm and the
 // surplus ages out (see backendSet.sweep).
 type backend struct {
 	addr      string
+	set       *backendSet // dialer and clock
 	inflight  atomic.Int64
-	downUntil atomic.Int64 // unix nanoseconds; 0 when up
+	downUntil atomic.Int64 // unix nanoseconds (set.now); 0 when up
 
 	mu      sync.Mutex
 	idle    []*bconn
 	removed bool // no longer in the table: idle connections are closed, not kept
 }
 
-func newBackend(addr string) *backend {
-	return &backend{addr: addr}
+func newBackend(addr string, set *backendSet) *backend {
+	return &backend{addr: addr, set: set}
 }
 
 // bconn is a connection to a backend with its read buffer.
@@ -41,29 +61,35 @@ type bconn struct {
 	idleAt int64
 }
 
-// isDown reports whether the backend recently refused a connection. now
-// caches the clock across calls.
+// isDown reports whether the backend recently failed a connection attempt.
+// When its window is over, the first caller gets false (it may probe the
+// backend) and the others true until the probe ends or one connect
+// timeout has passed. now caches the clock across calls.
 func (b *backend) isDown(now *int64) bool {
 	d := b.downUntil.Load()
 	if d == 0 {
 		return false
 	}
 	if *now == 0 {
-		*now = time.Now().UnixNano()
+		*now = b.set.now()
 	}
 	if *now < d {
 		return true
 	}
-	b.downUntil.CompareAndSwap(d, 0)
-	return false
+	return !b.downUntil.CompareAndSwap(d, *now+int64(b.set.dialer.Timeout))
 }
 
-func (b *backend) markDown() {
-	b.downUntil.Store(time.Now().Add(downFor).UnixNano())
+// markDown passes the backend over for a while after a failed dial.
+func (b *backend) markDown(err error) {
+	window := downFor
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		window = downForTimeout
+	}
+	b.downUntil.Store(b.set.now() + int64(window))
 }
 
 // get returns an idle connection or dials a new one.
-func (b *backend) get(d *net.Dialer) (*bconn, error) {
+func (b *backend) get() (*bconn, error) {
 	b.mu.Lock()
 	if n := len(b.idle); n > 0 {
 		bc := b.idle[n-1]
@@ -74,13 +100,14 @@ func (b *backend) get(d *net.Dialer) (*bconn, error) {
 		return bc, nil
 	}
 	b.mu.Unlock()
-	return b.dial(d)
+	return b.dial()
 }
 
-func (b *backend) dial(d *net.Dialer) (*bconn, error) {
-	c, err := d.Dial("tcp", b.addr)
+// dial connects within the set's connect timeout.
+func (b *backend) dial() (*bconn, error) {
+	c, err := b.set.dialer.Dial("tcp", b.addr)
 	if err != nil {
-		b.markDown()
+		b.markDown(err)
 		return nil, err
 	}
 	b.downUntil.Store(0)
@@ -100,7 +127,7 @@ func (b *backend) put(bc *bconn) {
 		bc.c.Close() // the backend sent more than its response
 		return
 	}
-	bc.idleAt = time.Now().UnixNano()
+	bc.idleAt = b.set.now()
 	b.mu.Lock()
 	if b.removed || len(b.idle) >= maxIdlePerHost {
 		b.mu.Unlock()

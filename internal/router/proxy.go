@@ -3,8 +3,10 @@ package router
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -23,6 +25,17 @@ import (
 // adds 35-50 µs and 77 allocations (BenchmarkProxy; bench/README-router.md
 // compares it with nginx).
 //
+// Over TLS the same path runs on a *tls.Conn (the handshake happens in the
+// connection's goroutine, within tlsHandshakeTimeout); only
+// X-Forwarded-Proto differs, and large bodies are copied through a buffer
+// instead of spliced.
+//
+// Writes to the client make progress or fail: each write (re-)arms a write
+// deadline of Config.ClientWriteTimeout, lazily (at most once a second, so
+// the cost is mostly one clock read per write), and long copies go in slices of
+// writeSlice bytes, each with the deadline re-armed. Tunnels (after a 101)
+// have no write deadline.
+//
 // Client connection states (for graceful shutdown):
 //
 //	        head read          response done
@@ -31,9 +44,13 @@ import (
 //	  └─ shutdown: closing (read aborted, connection closed)
 
 const (
-	clientBufSize = 4 << 10
-	idleTimeout   = 120 * time.Second // a client connection waiting for a request head
-	maxAttempts   = 8
+	clientBufSize             = 4 << 10
+	idleTimeout               = 120 * time.Second // a client connection waiting for a request head
+	maxAttempts               = 8
+	tlsHandshakeTimeout       = 10 * time.Second
+	defaultClientWriteTimeout = 60 * time.Second
+	writeSlice                = 64 << 10 // bytes copied to the client per write deadline in long copies
+	tlsCopyBufSize            = 16 << 10 // one TLS record
 )
 
 const (
@@ -45,13 +62,15 @@ const (
 var aLongTimeAgo = time.Unix(1, 0)
 
 type proxy struct {
-	log      *slog.Logger
-	table    atomic.Pointer[routes]
-	set      backendSet
-	dialer   net.Dialer
-	idPrefix []byte
-	idSeq    atomic.Uint64
-	bufs     sync.Pool // *[]byte of clientBufSize for client reads
+	log          *slog.Logger
+	table        atomic.Pointer[routes]
+	set          backendSet
+	writeTimeout time.Duration // 0: none
+	writeRearm   int64         // nanoseconds: a write deadline this old is set again
+	idPrefix     []byte
+	idSeq        atomic.Uint64
+	bufs         sync.Pool // *[]byte of clientBufSize for client reads
+	tlsBufs      sync.Pool // *[]byte of tlsCopyBufSize for long copies to TLS clients
 
 	shutting atomic.Bool
 	mu       sync.Mutex
@@ -59,22 +78,30 @@ type proxy struct {
 	wg       sync.WaitGroup
 }
 
-func newProxy(log *slog.Logger) *proxy {
+// newProxy makes the forwarding path from a Config with its defaults
+// applied.
+func newProxy(cfg Config) *proxy {
 	var seed [6]byte
 	_, _ = rand.Read(seed[:])
 	p := &proxy{
-		log:      log,
-		dialer:   net.Dialer{Timeout: dialTimeout},
-		idPrefix: []byte(hex.EncodeToString(seed[:]) + "-"),
-		conns:    make(map[*clientConn]struct{}),
+		log:          cfg.Logger,
+		writeTimeout: max(cfg.ClientWriteTimeout, 0),
+		idPrefix:     []byte(hex.EncodeToString(seed[:]) + "-"),
+		conns:        make(map[*clientConn]struct{}),
 	}
+	p.writeRearm = int64(min(time.Second, p.writeTimeout/4))
+	p.set.dialer.Timeout = cfg.ConnectTimeout
+	now := cfg.Now
+	p.set.now = func() int64 { return now().UnixNano() }
 	p.bufs.New = func() any { b := make([]byte, clientBufSize); return &b }
+	p.tlsBufs.New = func() any { b := make([]byte, tlsCopyBufSize); return &b }
 	p.table.Store(&routes{byHost: map[string]*route{}})
 	return p
 }
 
-// serve accepts client connections until ln is closed.
-func (p *proxy) serve(ln net.Listener) error {
+// serve accepts client connections until ln is closed; with tlsConf, it
+// serves HTTPS.
+func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -98,7 +125,10 @@ func (p *proxy) serve(ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		cc := &clientConn{p: p, c: tc}
+		cc := &clientConn{p: p, c: tc, tcp: tc}
+		if tlsConf != nil {
+			cc.c, cc.tcp = tls.Server(tc, tlsConf), nil
+		}
 		p.mu.Lock()
 		if p.shutting.Load() {
 			p.mu.Unlock()
@@ -147,14 +177,16 @@ func (p *proxy) newRequestID(dst []byte) []byte {
 // requests.
 type clientConn struct {
 	p          *proxy
-	c          *net.TCPConn
+	c          net.Conn     // a *net.TCPConn or a *tls.Conn
+	tcp        *net.TCPConn // c over plain HTTP; nil over TLS
 	r          bufReader
 	bufp       *[]byte
 	out        []byte
 	ip         []byte
 	fields     []field
 	state      atomic.Int32
-	deadlineAt int64
+	deadlineAt int64 // read deadline, unix nanoseconds
+	wArmedAt   int64 // when the write deadline was last set, unix nanoseconds
 }
 
 // request is what the proxy keeps of a request head once it has been
@@ -186,6 +218,9 @@ func (c *clientConn) serve() {
 	}()
 	if a, ok := c.c.RemoteAddr().(*net.TCPAddr); ok {
 		c.ip = []byte(a.AddrPort().Addr().Unmap().String())
+	}
+	if tc, ok := c.c.(*tls.Conn); ok && !c.handshake(tc) {
+		return
 	}
 	c.bufp = p.bufs.Get().(*[]byte)
 	c.r = bufReader{c: c.c, buf: *c.bufp}
@@ -376,7 +411,11 @@ func (c *clientConn) handle(head []byte) bool {
 		}
 	}
 	out = append(out, c.ip...)
-	out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	if c.tcp != nil {
+		out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
+	} else {
+		out = append(out, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "...)
+	}
 	out = append(out, host...)
 	out = append(out, "\r\nX-Request-Id: "...)
 	if reqID != nil {
@@ -428,10 +467,100 @@ func (c *clientConn) writeErrorHeader(code int, msg, header string, keep bool) b
 	out = append(out, "\r\n\r\n"...)
 	out = append(out, msg...)
 	c.out = out
-	if _, err := c.c.Write(out); err != nil {
+	if _, err := c.Write(out); err != nil {
 		return false
 	}
 	return keep
+}
+
+// handshake runs the TLS handshake within tlsHandshakeTimeout and reports
+// whether the connection may serve requests.
+func (c *clientConn) handshake(tc *tls.Conn) bool {
+	c.c.SetDeadline(time.Now().Add(tlsHandshakeTimeout))
+	// Shutdown sets the flag before it aborts idle connections' reads, so
+	// after this check it cannot miss this one.
+	if c.p.shutting.Load() {
+		return false
+	}
+	if err := tc.Handshake(); err != nil {
+		// Unknown names, scanners, plain HTTP on the HTTPS port: common
+		// and not actionable.
+		c.p.log.Debug("tls handshake failed", "remote", string(c.ip), "err", err)
+		return false
+	}
+	c.c.SetDeadline(time.Time{})
+	return c.state.Load() == stateIdle && !c.p.shutting.Load()
+}
+
+// armWrite sets the write deadline of the next write, unless it was set
+// less than a second (or a quarter of the timeout) ago: a write gets at
+// least that much less than the timeout.
+func (c *clientConn) armWrite() {
+	if c.p.writeTimeout == 0 {
+		return
+	}
+	if now := time.Now().UnixNano(); now > c.wArmedAt+c.p.writeRearm {
+		c.wArmedAt = now
+		c.c.SetWriteDeadline(time.Unix(0, now+int64(c.p.writeTimeout)))
+	}
+}
+
+// Write writes to the client within the write timeout.
+func (c *clientConn) Write(b []byte) (int, error) {
+	c.armWrite()
+	return c.c.Write(b)
+}
+
+// ReadFrom copies r to the client until EOF (or the limit, when r is an
+// *io.LimitedReader) in slices of writeSlice bytes, each within the write
+// timeout. Over plain HTTP each slice is spliced in the kernel when r is a
+// TCP connection.
+func (c *clientConn) ReadFrom(r io.Reader) (n int64, err error) {
+	limit := int64(1<<63 - 1)
+	if lr, ok := r.(*io.LimitedReader); ok {
+		r, limit = lr.R, lr.N
+	}
+	if c.tcp == nil {
+		return c.copyTLS(r, limit)
+	}
+	if c.p.writeTimeout == 0 {
+		return c.tcp.ReadFrom(&io.LimitedReader{R: r, N: limit})
+	}
+	slice := &io.LimitedReader{R: r}
+	for n < limit {
+		slice.N = min(writeSlice, limit-n)
+		want := slice.N
+		c.armWrite()
+		k, err := c.tcp.ReadFrom(slice)
+		n += k
+		if err != nil || k < want {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// copyTLS is ReadFrom for a TLS client: through a buffer of one record.
+func (c *clientConn) copyTLS(r io.Reader, limit int64) (n int64, err error) {
+	bp := c.p.tlsBufs.Get().(*[]byte)
+	defer c.p.tlsBufs.Put(bp)
+	buf := *bp
+	for n < limit {
+		k, rerr := r.Read(buf[:min(int64(len(buf)), limit-n)])
+		if k > 0 {
+			if _, err := c.Write(buf[:k]); err != nil {
+				return n, err
+			}
+			n += int64(k)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+	return n, nil
 }
 
 func statusText(code int) string {

@@ -7,12 +7,15 @@
 // table it was given while the server is down, and reloads it from disk
 // when it restarts. The hot path reads the table through an atomic pointer
 // and forwards HTTP/1.1 by hand over pooled keep-alive connections (see
-// proxy.go). Only the CLI's hidden "paddock router" command runs Run; the
-// server uses Client.
+// proxy.go), on plain HTTP and, with Config.TLSListen, over TLS with
+// certificates from files or signed by the platform CA (see tls.go). Only
+// the CLI's hidden "paddock router" command runs Run; the server uses
+// Client.
 package router
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,9 +34,41 @@ type Config struct {
 	// Listen is the address for app traffic; default ":8080";
 	// "127.0.0.1:0" picks a free port (see router.json for the one chosen).
 	Listen string
+	// TLSListen is the address for HTTPS app traffic; "" (the default)
+	// serves no HTTPS. It speaks HTTP/1.1 only (ALPN "http/1.1") over TLS
+	// 1.2 or later, and requests take the same path as on Listen, with
+	// X-Forwarded-Proto: https. It needs TLSCert and TLSKey, or CADir.
+	TLSListen string
+	// TLSCert and TLSKey are the PEM files of one certificate (with its
+	// chain) and its key, served for every host, for example a wildcard
+	// certificate; both or neither. They are read once, when Run starts.
+	// They win over CADir.
+	TLSCert, TLSKey string
+	// CADir is the folder of the platform CA (package tlsca), which must
+	// already hold ca.crt and ca.key: without TLSCert, each routed host
+	// gets a certificate signed by it on first use, kept in memory and
+	// renewed within 30 days of its expiry. A server name that the table
+	// does not route gets no certificate (the handshake fails), so the
+	// router cannot be used to mint certificates for arbitrary names.
+	CADir string
+	// ConnectTimeout bounds each connection attempt to a backend; default
+	// 2s. A backend that lets it pass is passed over for 5 s (one that
+	// refuses, for 1 s) and the request goes to another backend; when none
+	// answers, the client gets 502.
+	ConnectTimeout time.Duration
+	// ClientWriteTimeout is how long a write to a client may block (a
+	// client that does not read) before the connection is closed; default
+	// 60s (nginx's send_timeout); negative: no limit. Waiting for a
+	// backend's answer has no time limit (long polls), nor have tunnels
+	// after a protocol upgrade.
+	ClientWriteTimeout time.Duration
+	// Now is the clock of backend down windows, idle connection ages and
+	// certificate renewal; default time.Now. Socket deadlines use the
+	// real clock.
+	Now func() time.Time
 	// StateDir is required. It holds routes.json (the last table, written
 	// atomically), admin.sock (the control socket, mode 0600) and
-	// router.json (pid, actual listen address, start time; written
+	// router.json (pid, actual listen addresses, start time; written
 	// atomically once listening, and rewritten with pid 0 on a clean stop).
 	// It is created with mode 0700 if missing.
 	StateDir string
@@ -56,11 +91,12 @@ var ErrAlreadyRunning = errors.New("a router is already running on this state fo
 
 // Status describes a running router.
 type Status struct {
-	PID      int            `json:"pid"`
-	Listen   string         `json:"listen"`   // actual address, e.g. "127.0.0.1:40123"
-	Version  uint64         `json:"version"`  // version of the table in use
-	Started  time.Time      `json:"started"`  //
-	Inflight map[string]int `json:"inflight"` // backend address -> requests in flight right now
+	PID       int            `json:"pid"`
+	Listen    string         `json:"listen"`               // actual address, e.g. "127.0.0.1:40123"
+	TLSListen string         `json:"tls_listen,omitempty"` // actual HTTPS address; "" when not serving HTTPS
+	Version   uint64         `json:"version"`              // version of the table in use
+	Started   time.Time      `json:"started"`              //
+	Inflight  map[string]int `json:"inflight"`             // backend address -> requests in flight right now
 }
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
@@ -73,14 +109,30 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Listen == "" {
 		cfg.Listen = ":8080"
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
+	if cfg.ClientWriteTimeout == 0 {
+		cfg.ClientWriteTimeout = defaultClientWriteTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("router: create state folder: %w", err)
 	}
-	s := &server{dir: cfg.StateDir, log: log, p: newProxy(log), started: time.Now().UTC().Truncate(time.Millisecond)}
+	s := &server{dir: cfg.StateDir, log: log, p: newProxy(cfg), started: cfg.Now().UTC().Truncate(time.Millisecond)}
+	var tlsConf *tls.Config
+	if cfg.TLSListen != "" {
+		var err error
+		if tlsConf, err = tlsConfig(cfg, &s.p.table); err != nil {
+			return fmt.Errorf("router: https: %w", err)
+		}
+	}
 	if err := s.loadTable(); err != nil {
 		log.Error("routes file unreadable; starting with an empty table", "err", err)
 	}
@@ -98,6 +150,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("router: listen: %w", err)
 	}
 	defer ln.Close()
+	var tln net.Listener
+	if tlsConf != nil {
+		if tln, err = net.Listen("tcp", cfg.TLSListen); err != nil {
+			return fmt.Errorf("router: listen https: %w", err)
+		}
+		defer tln.Close()
+		s.tlsListen = tln.Addr().String()
+	}
 	al, err := net.Listen("unix", sock)
 	if err != nil {
 		return fmt.Errorf("router: admin socket: %w", err)
@@ -108,27 +168,31 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	s.listen = ln.Addr().String()
 	infoPath := filepath.Join(cfg.StateDir, infoFile)
-	info, _ := json.Marshal(Status{PID: os.Getpid(), Listen: s.listen, Started: s.started})
+	info, _ := json.Marshal(Status{PID: os.Getpid(), Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
 	if err := writeFileAtomic(infoPath, info); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	defer func() {
 		// A clean stop keeps the address (a restart may want it back) but
 		// clears the PID, so that nobody signals a recycled one.
-		info, _ := json.Marshal(Status{Listen: s.listen, Started: s.started})
+		info, _ := json.Marshal(Status{Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
 		if err := writeFileAtomic(infoPath, info); err != nil {
 			log.Warn("clear the pid in router.json", "err", err)
 		}
 	}()
 	defer os.Remove(sock)
-	log.Info("router listening", "addr", s.listen, "version", s.p.table.Load().version)
+	log.Info("router listening", "addr", s.listen, "https_addr", s.tlsListen, "version", s.p.table.Load().version)
 
 	admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	stopSweep := make(chan struct{})
 	wg.Add(3)
-	go func() { defer wg.Done(); serveErr <- s.p.serve(ln) }()
+	go func() { defer wg.Done(); serveErr <- s.p.serve(ln, nil) }()
+	if tln != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); serveErr <- s.p.serve(tln, tlsConf) }()
+	}
 	go func() {
 		defer wg.Done()
 		if err := admin.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -160,6 +224,9 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("router shutting down")
 	s.p.shutting.Store(true)
 	ln.Close()
+	if tln != nil {
+		tln.Close()
+	}
 	close(stopSweep)
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
@@ -171,12 +238,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 // server holds the state behind the admin socket.
 type server struct {
-	dir     string
-	log     *slog.Logger
-	p       *proxy
-	started time.Time
-	listen  string
-	mu      sync.Mutex // serializes pushes
+	dir       string
+	log       *slog.Logger
+	p         *proxy
+	started   time.Time
+	listen    string
+	tlsListen string
+	mu        sync.Mutex // serializes pushes
 }
 
 func (s *server) loadTable() error {
@@ -233,11 +301,12 @@ func (s *server) apply(t Table) {
 
 func (s *server) status() Status {
 	return Status{
-		PID:      os.Getpid(),
-		Listen:   s.listen,
-		Version:  s.p.table.Load().version,
-		Started:  s.started,
-		Inflight: s.p.set.inflight(),
+		PID:       os.Getpid(),
+		Listen:    s.listen,
+		TLSListen: s.tlsListen,
+		Version:   s.p.table.Load().version,
+		Started:   s.started,
+		Inflight:  s.p.set.inflight(),
 	}
 }
 

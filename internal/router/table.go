@@ -36,6 +36,8 @@ type route struct {
 	backends  []*backend
 	next      atomic.Uint32 // round-robin cursor
 	msg503    string        // the body of the 503 answer when there is no backend
+	msg502    string        // the body of the 502 answer when no backend could be reached
+	msg502bad string        // the body of the 502 answer when a backend failed to answer
 }
 
 // pick chooses a backend: the two next ones in round-robin order, and of
@@ -106,6 +108,9 @@ func (t Table) validate() (Table, error) {
 // backendSet keeps one *backend per address, shared by every route that
 // names it, and remembers removed ones while requests to them drain.
 type backendSet struct {
+	dialer net.Dialer   // Timeout is the connect timeout
+	now    func() int64 // the clock of down windows and idle ages, unix nanoseconds
+
 	mu sync.Mutex
 	m  map[string]*backend
 }
@@ -126,7 +131,7 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 		for _, addr := range r.Backends {
 			b := s.m[addr]
 			if b == nil {
-				b = newBackend(addr)
+				b = newBackend(addr, s)
 				s.m[addr] = b
 			}
 			if !used[b] {
@@ -136,6 +141,8 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 			rt.backends = append(rt.backends, b)
 		}
 		rt.msg503 = fmt.Sprintf("app %s has no healthy instance; check `paddock ps %s` and `paddock logs %s`\n", r.App, r.App, r.App)
+		rt.msg502 = fmt.Sprintf("bad gateway: no instance of app %s could be reached (connections refused, timed out or closed); check `paddock ps %s` and `paddock logs %s`\n", r.App, r.App, r.App)
+		rt.msg502bad = fmt.Sprintf("bad gateway: an instance of app %s closed the connection or sent an invalid response; check `paddock logs %s`\n", r.App, r.App)
 		rs.byHost[r.Host] = rt
 	}
 	var removed []*backend
@@ -175,7 +182,7 @@ func (s *backendSet) sweep(maxIdle time.Duration) {
 		bs = append(bs, b)
 	}
 	s.mu.Unlock()
-	cutoff := time.Now().Add(-maxIdle).UnixNano()
+	cutoff := s.now() - int64(maxIdle)
 	for _, b := range bs {
 		b.closeIdleBefore(cutoff)
 	}
