@@ -42,6 +42,9 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.Data, "data", defaultDataDir(), "data folder ($PADDOCK_DATA)")
 	f.StringVar(&cfg.API, "api", "127.0.0.1:7070", "API listen address")
 	f.StringVar(&cfg.HTTP, "http", ":8080", "router listen address for app traffic")
+	f.StringVar(&cfg.HTTPS, "https", "", "router listen address for app traffic over TLS, e.g. :8443 (default: none)")
+	f.StringVar(&cfg.HTTPSCert, "https-cert", "", "certificate file for app domains (default: one per app from the platform's CA)")
+	f.StringVar(&cfg.HTTPSKey, "https-key", "", "key file of --https-cert")
 	f.StringVar(&cfg.Domain, "domain", "localhost", "apps are served at APP.DOMAIN")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the API's certificate file (default: one from the platform's own CA)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the API's key file")
@@ -115,7 +118,12 @@ func (e *env) routerCmd() *cobra.Command {
 			return router.Run(ctx, cfg)
 		},
 	}
-	cmd.Flags().StringVar(&cfg.StateDir, "state", "", "state folder")
-	cmd.Flags().StringVar(&cfg.Listen, "listen", ":8080", "listen address")
+	f := cmd.Flags()
+	f.StringVar(&cfg.StateDir, "state", "", "state folder")
+	f.StringVar(&cfg.Listen, "listen", ":8080", "listen address")
+	f.StringVar(&cfg.TLSListen, "tls-listen", "", "HTTPS listen address")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file served for every host")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "key file of --tls-cert")
+	f.StringVar(&cfg.CADir, "ca-dir", "", "the platform CA's folder, to sign a certificate per routed host")
 	return cmd
 }

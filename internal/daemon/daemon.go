@@ -39,6 +39,11 @@ type Config struct {
 	Data   string // required: the data folder
 	API    string // API listen address; default "127.0.0.1:7070"
 	HTTP   string // router listen address; default ":8080"
+	// HTTPS is the router's listen address for app traffic over TLS; ""
+	// serves none. Certificates come from HTTPSCert and HTTPSKey, else
+	// from the platform CA, one per routed host.
+	HTTPS               string
+	HTTPSCert, HTTPSKey string
 	Domain string // apps are served at APP.Domain; default "localhost"
 	// TLSCert and TLSKey are the API's certificate and key files; empty:
 	// a certificate from the platform's own CA, made on first start.
@@ -125,6 +130,19 @@ func Run(ctx context.Context, cfg Config) error {
 		client: router.Client{StateDir: filepath.Join(cfg.Data, "router")},
 		binary: cfg.Binary, listen: cfg.HTTP, log: log,
 	}
+	if cfg.HTTPS != "" {
+		rtr.args = []string{"--tls-listen", cfg.HTTPS}
+		if cfg.HTTPSCert != "" || cfg.HTTPSKey != "" {
+			rtr.args = append(rtr.args, "--tls-cert", cfg.HTTPSCert, "--tls-key", cfg.HTTPSKey)
+		} else {
+			// The router signs with the CA, which must exist first.
+			caDir := filepath.Join(cfg.Data, "tls")
+			if _, err := tlsca.Ensure(caDir, []string{"127.0.0.1", "localhost"}, time.Now()); err != nil {
+				return fmt.Errorf("make the platform CA: %w", err)
+			}
+			rtr.args = append(rtr.args, "--ca-dir", caDir)
+		}
+	}
 	if err := rtr.ensure(ctx); err != nil {
 		return err
 	}
@@ -187,8 +205,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if httpPort != "80" {
 		port = ":" + httpPort
 	}
-	fmt.Fprintf(cfg.Stderr, "Paddock %s is up.\n  API:    %s\n  apps:   http://APP.%s%s\n  data:   %s\n",
-		cfg.Version, apiURL, cfg.Domain, port, cfg.Data)
+	fmt.Fprintf(cfg.Stderr, "Paddock %s is up.\n  API:    %s\n  apps:   http://APP.%s%s\n",
+		cfg.Version, apiURL, cfg.Domain, port)
+	if info.TLSListen != "" {
+		_, tlsPort, _ := net.SplitHostPort(info.TLSListen)
+		fmt.Fprintf(cfg.Stderr, "          https://APP.%s:%s\n", cfg.Domain, tlsPort)
+	}
+	fmt.Fprintf(cfg.Stderr, "  data:   %s\n", cfg.Data)
 	if len(caPEM) > 0 {
 		fp, _ := tlsca.Fingerprint(caPEM)
 		fmt.Fprintf(cfg.Stderr, "  CA:     %s (elsewhere: paddock login %s --ca-fingerprint %s)\n", fp, apiURL, fp)
@@ -366,6 +389,7 @@ type routerProcess struct {
 	client router.Client
 	binary string
 	listen string
+	args   []string // more flags for `paddock router`
 	log    *slog.Logger
 }
 
@@ -388,7 +412,14 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 		// A port the kernel picked last time is the port clients know.
 		listen = prev.Listen
 	}
-	cmd := exec.Command(r.binary, "router", "--state", r.client.StateDir, "--listen", listen)
+	if prev, err := router.ReadInfo(r.client.StateDir); err == nil && prev.TLSListen != "" {
+		for i, a := range r.args {
+			if a == "--tls-listen" && strings.HasSuffix(r.args[i+1], ":0") {
+				r.args[i+1] = prev.TLSListen
+			}
+		}
+	}
+	cmd := exec.Command(r.binary, append([]string{"router", "--state", r.client.StateDir, "--listen", listen}, r.args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

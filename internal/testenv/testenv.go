@@ -64,6 +64,7 @@ type Platform struct {
 	Token  string
 	CA     string // PEM of the API's CA
 
+	upArgs []string
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *bytes.Buffer
@@ -71,10 +72,10 @@ type Platform struct {
 }
 
 // Start starts a platform and stops it, its apps and its router when the
-// test ends.
-func Start(t testing.TB) *Platform {
+// test ends. Extra arguments go to `paddock up`.
+func Start(t testing.TB, upArgs ...string) *Platform {
 	t.Helper()
-	p := &Platform{t: t, Bin: Binary(t), Dir: t.TempDir()}
+	p := &Platform{t: t, Bin: Binary(t), Dir: t.TempDir(), upArgs: upArgs}
 	p.Data = filepath.Join(p.Dir, "data")
 	p.Up()
 	t.Cleanup(p.cleanup)
@@ -100,7 +101,7 @@ func (p *Platform) Up() {
 	if p.API != "" {
 		_, api, _ = strings.Cut(p.API, "://") // keep the address the CLI config has
 	}
-	p.cmd = exec.Command(p.Bin, "up", "--api", api, "--http", "127.0.0.1:0")
+	p.cmd = exec.Command(p.Bin, append([]string{"up", "--api", api, "--http", "127.0.0.1:0"}, p.upArgs...)...)
 	p.cmd.Env = p.Env()
 	p.log, p.logMu = &bytes.Buffer{}, &sync.Mutex{}
 	w := &lockedWriter{mu: p.logMu, w: p.log}
