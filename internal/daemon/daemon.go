@@ -36,15 +36,15 @@ import (
 
 // Config configures the platform on this machine.
 type Config struct {
-	Data   string // required: the data folder
-	API    string // API listen address; default "127.0.0.1:7070"
-	HTTP   string // router listen address; default ":8080"
+	Data string // required: the data folder
+	API  string // API listen address; default "127.0.0.1:7070"
+	HTTP string // router listen address; default ":8080"
 	// HTTPS is the router's listen address for app traffic over TLS; ""
 	// serves none. Certificates come from HTTPSCert and HTTPSKey, else
 	// from the platform CA, one per routed host.
 	HTTPS               string
 	HTTPSCert, HTTPSKey string
-	Domain string // apps are served at APP.Domain; default "localhost"
+	Domain              string // apps are served at APP.Domain; default "localhost"
 	// TLSCert and TLSKey are the API's certificate and key files; empty:
 	// a certificate from the platform's own CA, made on first start.
 	TLSCert, TLSKey string
