@@ -338,5 +338,11 @@ func TestCoreLoop(t *testing.T) {
 		if len(entries) != 0 {
 			t.Errorf("instance folders left after destroy: %d", len(entries))
 		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if _, err := os.Stat(filepath.Join(p.Data, "logs", "hello")); err == nil {
+				return fmt.Errorf("the logs of the destroyed app are still on disk")
+			}
+			return nil
+		})
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -617,8 +618,17 @@ func (s *Service) pruneLogs(ctx context.Context, app string) {
 		return
 	}
 	keep := map[string]bool{app + ".build": true}
+	left := 0
 	for _, in := range insts {
 		keep[in.ID] = true
+		if in.App == app {
+			left++
+		}
+	}
+	if _, err := s.st.GetApp(ctx, app); errors.Is(err, store.ErrNotFound) && left == 0 {
+		// The app was destroyed and its last instance is gone: so are its logs.
+		os.RemoveAll(s.logDir(app))
+		return
 	}
 	logs.Prune(s.logDir(app), appLogLimit, keep)
 }

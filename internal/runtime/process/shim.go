@@ -116,13 +116,10 @@ func (sh *shim) start() (<-chan error, time.Time) {
 	cmd := exec.Command("/bin/sh", "-c", sh.spec.Command)
 	if sh.st.Cgroup != "" {
 		// Join the cgroup between fork and exec, through this binary, so
-		// that no process of the instance ever runs outside it.
-		self, err := os.Executable()
-		if err != nil {
-			exited <- err
-			return exited, time.Now()
-		}
-		cmd = exec.Command(self, "cgexec", sh.st.Cgroup, "/bin/sh", "-c", sh.spec.Command)
+		// that no process of the instance ever runs outside it. The shim
+		// may outlive its binary's file (`go run` deletes it, an upgrade
+		// replaces it): /proc/self/exe still opens the running one.
+		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup, "/bin/sh", "-c", sh.spec.Command)
 	}
 	cmd.Dir = filepath.Join(sh.dir, "app")
 	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port))
