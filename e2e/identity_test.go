@@ -83,6 +83,15 @@ func TestIdentity(t *testing.T) {
 		if err == nil || !strings.Contains(stderr, "never has more rights than its user") {
 			t.Errorf("token above its user: got %v %q", err, stderr)
 		}
+		// A capped token makes no token with more rights than its own.
+		ro := strings.TrimSpace(p.MustRun("tokens", "create", "--name", "ro", "--role", "viewer"))
+		made, err := p.ClientWith(ro).CreateToken(context.Background(), client.TokenRequest{Name: "from-ro"})
+		if err != nil || made.Role != "viewer" {
+			t.Errorf("token made by a viewer-capped token: got role %q (%v), want viewer", made.Role, err)
+		}
+		if _, err := p.ClientWith(ro).CreateToken(context.Background(), client.TokenRequest{Name: "up", Role: "admin"}); err == nil {
+			t.Errorf("a viewer-capped token made an admin token")
+		}
 	})
 
 	ctx := context.Background()

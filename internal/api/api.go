@@ -236,7 +236,7 @@ func (s *Server) guard(rt route) http.Handler {
 			ev.Action = "read"
 		}
 		if wait, ok := s.cfg.Limiter.Check("addr:" + ev.Source); !ok {
-			s.tooMany(w, r, ev, wait)
+			s.tooMany(w, r, ev, "addr:"+ev.Source, wait)
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -250,7 +250,7 @@ func (s *Server) guard(rt route) http.Handler {
 		if p.User != "" {
 			ev.Actor, ev.Token = p.User, p.Token
 			if wait, ok := s.cfg.Limiter.Check("user:" + p.User); !ok {
-				s.tooMany(w, r, ev, wait)
+				s.tooMany(w, r, ev, "user:"+p.User, wait)
 				return
 			}
 		}
@@ -316,11 +316,19 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, ev audit.Event, ac
 	s.writeError(w, r, err)
 }
 
-func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, ev audit.Event, wait time.Duration) {
+// tooMany refuses a request over the failed-authentication limit. Only the
+// first refusal of a key in a window is audited: the limit bounds how many
+// events failures can write, so a flood cannot fill the audit log's disk.
+func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, ev audit.Event, key string, wait time.Duration) {
 	secs := int(wait.Seconds()) + 1
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	s.deny(w, r, ev, "auth.rate-limited", &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
-		Message: fmt.Sprintf("too many failed authentications from here or for this account: try again in %ds", secs)})
+	err := &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Message: fmt.Sprintf("too many failed authentications from here or for this account: try again in %ds", secs)}
+	if s.cfg.Limiter.FirstRefusal(key) {
+		s.deny(w, r, ev, "auth.rate-limited", err)
+		return
+	}
+	s.writeError(w, r, err)
 }
 
 // statusWriter remembers the status a handler sent.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -41,7 +42,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) reloadPolicy(r *http.Request) error {
-	if err := s.cfg.Authz.Reload(r.Context()); err != nil {
+	// The change is committed: the policy must follow even if the client left.
+	if err := s.cfg.Authz.Reload(context.WithoutCancel(r.Context())); err != nil {
 		return fmt.Errorf("reload policy: %w", err)
 	}
 	return nil
@@ -166,14 +168,22 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	userRole, _ := auth.ParseRole(u.Role)
+	// A token never has more rights than its user, nor than the token
+	// that makes it.
+	limit, _ := auth.ParseRole(u.Role)
+	if req.User == p.User && p.Role < limit {
+		limit = p.Role
+		if req.Role == "" {
+			req.Role = limit.String()
+		}
+	}
 	if req.Role != "" {
 		role, err := auth.ParseRole(req.Role)
 		if err != nil {
 			return invalid("%v", err)
 		}
-		if role > userRole {
-			return invalid("a token never has more rights than its user: %s is %s, the token asks for %s", u.Name, userRole, role)
+		if role > limit {
+			return invalid("a token never has more rights than its user or the token that makes it: at most %s here, not %s", limit, role)
 		}
 	}
 	if req.User == p.User && len(p.Apps) > 0 {

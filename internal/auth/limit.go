@@ -16,8 +16,9 @@ type Limiter struct {
 	Window time.Duration    // e.g. an hour
 	Now    func() time.Time // default time.Now
 
-	mu   sync.Mutex
-	hits map[string][]time.Time
+	mu      sync.Mutex
+	hits    map[string][]time.Time
+	refused map[string]time.Time
 }
 
 const maxLimiterKeys = 100_000
@@ -41,6 +42,25 @@ func (l *Limiter) Check(keys ...string) (retryAfter time.Duration, ok bool) {
 		}
 	}
 	return retryAfter, retryAfter == 0
+}
+
+// FirstRefusal reports whether key's refusal is the first since it reached
+// its limit, so that a flood of refused attempts is recorded once.
+func (l *Limiter) FirstRefusal(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.refused == nil {
+		l.refused = map[string]time.Time{}
+	}
+	now := l.now()
+	if t, ok := l.refused[key]; ok && now.Sub(t) < l.Window {
+		return false
+	}
+	if len(l.refused) > maxLimiterKeys {
+		clear(l.refused)
+	}
+	l.refused[key] = now
+	return true
 }
 
 // Fail records a failure against every key.
@@ -84,11 +104,14 @@ func (l *Limiter) prune(k string, now time.Time) []time.Time {
 // store after every change that affects it.
 type Authorizer struct {
 	Store  store.Store
+	mu     sync.Mutex // serialises reloads, so an older snapshot never lands last
 	policy atomic.Pointer[Policy]
 }
 
 // Reload compiles the policy from the store's current state.
 func (a *Authorizer) Reload(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	acc, err := a.Store.Access(ctx)
 	if err != nil {
 		return err

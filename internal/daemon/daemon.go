@@ -188,7 +188,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Requests end with the server: a follower of logs or a deploy
+		// waiting for its rollout does not hold the shutdown up.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -231,7 +234,8 @@ func Run(ctx context.Context, cfg Config) error {
 	mu.Unlock()
 	if all {
 		log.Info("stopping every app and the router")
-		stopAll(shutdownCtx, rt, log)
+		// Each stop waits for its instance's own stop timeout.
+		stopAll(context.WithoutCancel(ctx), rt, log)
 		rtr.stop()
 	}
 	log.Info("paddock stopped")
@@ -345,16 +349,16 @@ func bootstrap(ctx context.Context, st *sqlite.DB, apiURL string, caPEM []byte, 
 		return err
 	}
 	if len(users) == 0 {
+		// The config first: a crash before the store has the token leaves
+		// an empty store, and the next start bootstraps again.
 		now := time.Now().UTC()
-		if err := st.CreateUser(ctx, store.User{Name: "admin", Role: "admin", CreatedAt: now}); err != nil {
-			return err
-		}
 		value, id, hash := auth.NewToken()
-		if err := st.AddToken(ctx, store.Token{ID: id, Name: "admin-bootstrap", User: "admin", Hash: hash, CreatedAt: now}); err != nil {
-			return err
-		}
 		if err := client.SaveConfig(client.Config{Server: apiURL, CA: string(caPEM), Token: value}); err != nil {
 			return fmt.Errorf("write CLI config %s: %w", path, err)
+		}
+		if err := st.Bootstrap(ctx, store.User{Name: "admin", Role: "admin", CreatedAt: now},
+			store.Token{ID: id, Name: "admin-bootstrap", User: "admin", Hash: hash, CreatedAt: now}); err != nil {
+			return err
 		}
 		log.Info("created the admin user and token; the CLI config has them", "config", path)
 		return nil
@@ -468,6 +472,11 @@ func (r *routerProcess) supervise(ctx context.Context) {
 func (r *routerProcess) stop() {
 	info, err := router.ReadInfo(r.client.StateDir)
 	if err != nil || info.PID <= 0 {
+		return
+	}
+	// The PID is the router's only while its command line names its folder.
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/cmdline")
+	if err != nil || !strings.Contains(string(cmdline), r.client.StateDir) {
 		return
 	}
 	if syscall.Kill(info.PID, syscall.SIGTERM) != nil {

@@ -390,6 +390,9 @@ func (s *Service) Instances(ctx context.Context, app string) ([]Instance, error)
 		if in.App != app {
 			continue
 		}
+		// The environment holds the config; it is shown by the config
+		// route, to those allowed to see it, not with every instance.
+		in.Env = nil
 		out = append(out, s.rec.describe(in))
 	}
 	sort.Slice(out, func(i, j int) bool {

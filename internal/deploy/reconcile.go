@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"sort"
@@ -321,6 +322,7 @@ func (s *Service) healthy(in runtime.Instance, spec manifest.Process) (bool, str
 // fail marks rel failed and points the app back at the release that ran
 // before it.
 func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why string) error {
+	defer s.lock(a.Name)()
 	reason := why
 	if tail := s.lastLines(ctx, a.Name, rel.Version, 10); tail != "" {
 		reason += "\nlast output:\n" + tail
@@ -339,7 +341,11 @@ func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why 
 			break
 		}
 	}
-	if err := s.st.SetRelease(ctx, a.Name, prev); err != nil {
+	// Only if nothing newer was released meanwhile: that one rolls out instead.
+	if err := s.st.SetRelease(ctx, a.Name, rel.Version, prev); errors.Is(err, store.ErrConflict) {
+		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d failed: %s; superseded meanwhile", rel.Version, why))
+		return nil
+	} else if err != nil {
 		return err
 	}
 	back := "no release runs"
@@ -441,7 +447,7 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	port := spec.Port
 	if port == 0 {
 		var err error
-		if port, err = freePort(); err != nil {
+		if port, err = s.freePort(ctx); err != nil {
 			return runtime.Instance{}, err
 		}
 	}
@@ -470,13 +476,39 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	return in, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// Instance ports come from a range below Linux's ephemeral ports (32768
+// and up by default), so that no outgoing connection, the router's to
+// other instances included, can hold the port an instance is about to bind.
+const (
+	portLow  = 20000
+	portHigh = 30000
+)
+
+// freePort picks a port in the instance range that no instance has and
+// nothing listens on.
+func (s *Service) freePort(ctx context.Context) (int, error) {
+	insts, err := s.rt.List(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	taken := map[int]bool{}
+	for _, in := range insts {
+		taken[in.Port] = true
+	}
+	start := portLow + mrand.IntN(portHigh-portLow)
+	for i := 0; i < portHigh-portLow; i++ {
+		port := portLow + (start-portLow+i)%(portHigh-portLow)
+		if taken[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free port between %d and %d", portLow, portHigh)
 }
 
 // retire takes an instance out of the router table at the next push and

@@ -17,6 +17,7 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
+	ErrConflict = errors.New("changed meanwhile")
 )
 
 // App is a named unit with a current release and a formation.
@@ -139,8 +140,9 @@ type Store interface {
 	DeleteApp(ctx context.Context, name string) error
 	// SetFormation merges counts into the app's formation.
 	SetFormation(ctx context.Context, app string, counts map[string]int) (App, error)
-	// SetRelease points the app at an existing release without creating one.
-	SetRelease(ctx context.Context, app string, version int) error
+	// SetRelease points the app at an existing release without creating
+	// one, if the app still points at from; else it returns ErrConflict.
+	SetRelease(ctx context.Context, app string, from, to int) error
 
 	CreateBuild(ctx context.Context, b Build) error
 	GetBuild(ctx context.Context, id string) (Build, error)
@@ -158,6 +160,8 @@ type Store interface {
 	AddEvent(ctx context.Context, e Event) error
 	ListEvents(ctx context.Context, app string, since time.Time, afterID int64) ([]Event, error)
 
+	// Bootstrap creates the first user and its token in one transaction.
+	Bootstrap(ctx context.Context, u User, t Token) error
 	CreateUser(ctx context.Context, u User) error
 	GetUser(ctx context.Context, name string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error)

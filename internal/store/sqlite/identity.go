@@ -11,6 +11,19 @@ import (
 	"paddock.dev/paddock/internal/store"
 )
 
+// Bootstrap creates the first user with its first token, atomically.
+func (s *DB) Bootstrap(ctx context.Context, u store.User, t store.Token) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users(name, role, disabled, created_at) VALUES (?, ?, ?, ?)`,
+			u.Name, u.Role, u.Disabled, ms(u.CreatedAt)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens(id, name, user, hash, role, apps, created_at) VALUES (?, ?, ?, ?, ?, '[]', ?)`,
+			t.ID, t.Name, t.User, t.Hash, t.Role, ms(t.CreatedAt))
+		return err
+	})
+}
+
 // CreateUser adds a user; store.ErrExists if the name is taken.
 func (s *DB) CreateUser(ctx context.Context, u store.User) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO users(name, role, disabled, created_at) VALUES (?, ?, ?, ?)`,

@@ -282,22 +282,23 @@ func (s *DB) SetFormation(ctx context.Context, app string, counts map[string]int
 	return a, err
 }
 
-// SetRelease points app at an existing release.
-func (s *DB) SetRelease(ctx context.Context, app string, version int) error {
+// SetRelease points app at release to if it still points at from.
+func (s *DB) SetRelease(ctx context.Context, app string, from, to int) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if version != 0 {
-			if _, err := getRelease(ctx, tx, app, version); err != nil {
+		if to != 0 {
+			if _, err := getRelease(ctx, tx, app, to); err != nil {
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, version, app)
+		a, err := getApp(ctx, tx, app)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return notFound("app", app)
+		if a.Release != from {
+			return fmt.Errorf("app %s: current release is v%d, not v%d: %w", app, a.Release, from, store.ErrConflict)
 		}
-		return nil
+		_, err = tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, to, app)
+		return err
 	})
 }
 
@@ -482,12 +483,22 @@ func (s *DB) ListDomains(ctx context.Context, app string) ([]store.Domain, error
 	return out, rows.Err()
 }
 
+// maxEvents bounds the events kept per app.
+const maxEvents = 10000
+
 // AddEvent appends a platform event to an app's history.
 func (s *DB) AddEvent(ctx context.Context, e store.Event) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO events(app, time, process, instance, message) VALUES (?, ?, ?, ?, ?)`,
+	res, err := s.db.ExecContext(ctx, `INSERT INTO events(app, time, process, instance, message) VALUES (?, ?, ?, ?, ?)`,
 		e.App, e.Time.UnixMicro(), e.Process, e.Instance, e.Message)
 	if isForeignKey(err) {
 		return notFound("app", e.App)
+	}
+	if err != nil {
+		return err
+	}
+	// Now and then, drop what is past an app's bound.
+	if id, _ := res.LastInsertId(); id%100 == 0 {
+		_, err = s.db.ExecContext(ctx, `DELETE FROM events WHERE app = ? AND id <= ?`, e.App, id-maxEvents)
 	}
 	return err
 }
@@ -495,8 +506,14 @@ func (s *DB) AddEvent(ctx context.Context, e store.Event) error {
 // ListEvents returns app's events at or after since with an ID above
 // afterID, oldest first.
 func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterID int64) ([]store.Event, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, app, time, process, instance, message FROM events
-		WHERE app = ? AND time >= ? AND id > ? ORDER BY id LIMIT 10000`, app, since.UnixMicro(), afterID)
+	// From the start, the newest maxEvents; after an ID, what follows it.
+	q := `SELECT * FROM (SELECT id, app, time, process, instance, message FROM events
+		WHERE app = ? AND time >= ? AND id > ? ORDER BY id DESC LIMIT ?) ORDER BY id`
+	if afterID > 0 {
+		q = `SELECT id, app, time, process, instance, message FROM events
+		WHERE app = ? AND time >= ? AND id > ? ORDER BY id LIMIT ?`
+	}
+	rows, err := s.db.QueryContext(ctx, q, app, since.UnixMicro(), afterID, maxEvents)
 	if err != nil {
 		return nil, err
 	}

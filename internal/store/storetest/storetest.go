@@ -108,10 +108,13 @@ func testReleases(t *testing.T, s store.Store) {
 	if err := s.SetReleaseStatus(ctx, "a", 1, store.StatusFailed, "why"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetRelease(ctx, "a", 1); err != nil {
+	if err := s.SetRelease(ctx, "a", 2, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetRelease(ctx, "a", 9); !errors.Is(err, store.ErrNotFound) {
+	if err := s.SetRelease(ctx, "a", 2, 1); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("SetRelease from a release no longer current: got %v, want ErrConflict", err)
+	}
+	if err := s.SetRelease(ctx, "a", 1, 9); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("SetRelease to a missing version: got %v, want ErrNotFound", err)
 	}
 	rels, err := s.ListReleases(ctx, "a")
@@ -180,6 +183,13 @@ func testEvents(t *testing.T, s store.Store) {
 	evs, _ = s.ListEvents(ctx, "a", time.Time{}, evs[0].ID)
 	if len(evs) != 1 || evs[0].Message != "e2" {
 		t.Errorf("ListEvents after an ID: got %+v", evs)
+	}
+	for i := 3; i < 10200; i++ {
+		s.AddEvent(ctx, store.Event{App: "a", Time: now.Add(time.Duration(i) * time.Minute), Message: fmt.Sprint("e", i)})
+	}
+	evs, _ = s.ListEvents(ctx, "a", time.Time{}, 0)
+	if n := len(evs); n == 0 || n > 10000 || evs[n-1].Message != "e10199" {
+		t.Errorf("ListEvents of a long history: got %d events ending %+v, want at most 10000 ending with the newest", n, evs[len(evs)-1])
 	}
 }
 
