@@ -75,6 +75,8 @@ func TestLogin(t *testing.T) {
 func TestPlainHTTPOnlyOnLoopback(t *testing.T) {
 	bin := testenv.Binary(t)
 	dir := t.TempDir()
+	os.Chmod(dir, 0o711)
+	os.Chmod(filepath.Dir(dir), 0o711)
 	cmd := exec.Command(bin, "up", "--insecure-http", "--api", "0.0.0.0:0", "--http", "127.0.0.1:0", "--data", filepath.Join(dir, "data"))
 	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 	out, err := cmd.CombinedOutput()

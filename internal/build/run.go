@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +36,9 @@ type Spec struct {
 	Timeout time.Duration // kill the whole process group after this; 0: no timeout but ctx's
 	Env     []string      // the full environment; nil means empty, never the server's own
 	Output  io.Writer     // combined stdout and stderr, streamed as it comes; nil: discarded
+	// UID and GID run the command as that user, who is given Dir and
+	// everything in it first; 0 runs it as this process.
+	UID, GID uint32
 }
 
 // outputDrain bounds how long Run waits, after the build is over and its
@@ -57,6 +62,17 @@ func Run(ctx context.Context, s Spec) error {
 	out := s.Output
 	if out == nil {
 		out = io.Discard
+	}
+	if s.UID != 0 {
+		err := filepath.WalkDir(s.Dir, func(path string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(path, int(s.UID), int(s.GID))
+		})
+		if err != nil {
+			return fmt.Errorf("build: give the source to uid %d: %w", s.UID, err)
+		}
 	}
 	runCtx := ctx
 	if s.Timeout > 0 {
@@ -84,6 +100,9 @@ func Run(ctx context.Context, s Spec) error {
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if s.UID != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: s.UID, Gid: s.GID, Groups: []uint32{}}
+	}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"paddock.dev/paddock/internal/client"
 )
 
 func (e *env) appsCmd() *cobra.Command {
@@ -14,11 +16,7 @@ func (e *env) appsCmd() *cobra.Command {
 		Use:   "apps",
 		Short: "List apps; create, inspect and destroy them",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			apps, err := c.Apps(cmd.Context())
 			if err != nil {
 				return err
@@ -35,7 +33,7 @@ func (e *env) appsCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Name, rel, a.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 
@@ -43,28 +41,20 @@ func (e *env) appsCmd() *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create an app",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			a, err := c.CreateApp(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Created %s. Deploy it with `paddock deploy DIR --app %s`.\n", a.Name, a.Name)
 			return nil
-		},
+		}),
 	}
 	info := &cobra.Command{
 		Use:   "info NAME",
 		Short: "Show an app's release, processes and domains",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			a, err := c.App(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -88,7 +78,7 @@ func (e *env) appsCmd() *cobra.Command {
 				fmt.Fprintf(e.stdout, "domain:    %s\n", d.Host)
 			}
 			return nil
-		},
+		}),
 	}
 	e.addJSON(info)
 	var yes bool
@@ -96,11 +86,7 @@ func (e *env) appsCmd() *cobra.Command {
 		Use:   "destroy NAME",
 		Short: "Destroy an app, its releases and instances",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := e.confirm(yes, "destroy app "+args[0]+" with its releases and instances", args[0]); err != nil {
 				return err
 			}
@@ -109,7 +95,7 @@ func (e *env) appsCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "Destroyed %s.\n", args[0])
 			return nil
-		},
+		}),
 	}
 	destroy.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	cmd.AddCommand(create, info, destroy, e.grantCmd())
@@ -121,11 +107,7 @@ func (e *env) domainsCmd() *cobra.Command {
 		Use:   "domains APP",
 		Short: "List an app's custom domains; add and remove them",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ds, err := c.Domains(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -138,41 +120,33 @@ func (e *env) domainsCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\n", d.Host, d.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	add := &cobra.Command{
 		Use:   "add APP HOST",
 		Short: "Route a host name to an app",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			d, err := c.AddDomain(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Routing %s to %s.\n", d.Host, d.App)
 			return nil
-		},
+		}),
 	}
 	remove := &cobra.Command{
 		Use:   "remove APP HOST",
 		Short: "Stop routing a host name to an app",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.RemoveDomain(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "No longer routing %s.\n", args[1])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(add, remove)
 	return cmd

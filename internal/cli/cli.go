@@ -89,6 +89,17 @@ func (e *env) client() (*client.Client, error) {
 	return client.New(c)
 }
 
+// withClient gives a command a client of the configured server.
+func (e *env) withClient(fn func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		return fn(cmd, c, args)
+	}
+}
+
 // addJSON adds --json to a listing.
 func (e *env) addJSON(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&e.jsonOut, "json", false, "print JSON instead of a table")
@@ -128,11 +139,15 @@ func (e *env) confirm(yes bool, what, answer string) error {
 	return nil
 }
 
-// defaultDataDir is $PADDOCK_DATA, else $XDG_DATA_HOME/paddock, else
-// ~/.local/share/paddock.
+// defaultDataDir is $PADDOCK_DATA, else for root /var/lib/paddock (apps run
+// as users of their own, who cannot enter /root), else
+// $XDG_DATA_HOME/paddock, else ~/.local/share/paddock.
 func defaultDataDir() string {
 	if v := os.Getenv("PADDOCK_DATA"); v != "" {
 		return v
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/paddock"
 	}
 	if v := os.Getenv("XDG_DATA_HOME"); v != "" {
 		return filepath.Join(v, "paddock")

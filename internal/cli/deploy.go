@@ -137,11 +137,7 @@ func (e *env) psCmd() *cobra.Command {
 		Use:   "ps APP",
 		Short: "List an app's instances as they run",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			list, err := c.Instances(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -181,7 +177,7 @@ func (e *env) psCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", shortID(in.ID), in.Release, state, health, in.Port, in.PID, in.Restarts, up, mem)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	return cmd
@@ -199,11 +195,7 @@ func (e *env) releasesCmd() *cobra.Command {
 		Use:   "releases APP",
 		Short: "List an app's releases, newest first",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			rels, err := c.Releases(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -224,7 +216,7 @@ func (e *env) releasesCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v, r.Status, r.CreatedAt.Local().Format(time.DateTime), r.CreatedBy, r.Description)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	return cmd
@@ -285,11 +277,7 @@ func (e *env) configCmd() *cobra.Command {
 		Use:   "config APP",
 		Short: "Show an app's config vars; set and unset them",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			cfg, err := c.Config(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -306,18 +294,14 @@ func (e *env) configCmd() *cobra.Command {
 				fmt.Fprintf(e.stdout, "%s=%s\n", k, cfg[k])
 			}
 			return nil
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	get := &cobra.Command{
 		Use:   "get APP KEY",
 		Short: "Print one config var's value",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			cfg, err := c.Config(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -328,7 +312,7 @@ func (e *env) configCmd() *cobra.Command {
 			}
 			fmt.Fprintln(e.stdout, v)
 			return nil
-		},
+		}),
 	}
 	set := &cobra.Command{
 		Use:   "set APP KEY=VALUE...",
@@ -380,11 +364,7 @@ func (e *env) logsCmd() *cobra.Command {
 		Use:   "logs APP",
 		Short: "Show an app's output, build output and platform events in time order",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			return c.Logs(cmd.Context(), args[0], q, func(l logs.Line) {
 				if e.jsonOut {
 					e.printJSON(l)
@@ -392,7 +372,7 @@ func (e *env) logsCmd() *cobra.Command {
 				}
 				fmt.Fprintf(e.stdout, "%s %s: %s\n", l.Time.Local().Format("2006-01-02T15:04:05.000"), l.Source, l.Text)
 			})
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVarP(&q.Follow, "follow", "f", false, "keep printing new lines")

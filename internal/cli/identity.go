@@ -18,11 +18,7 @@ func (e *env) usersCmd() *cobra.Command {
 		Use:   "users",
 		Short: "List users; create and disable them (admins)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			users, err := c.Users(cmd.Context())
 			if err != nil {
 				return err
@@ -39,7 +35,7 @@ func (e *env) usersCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Name, u.Role, state, u.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	var role string
@@ -47,18 +43,14 @@ func (e *env) usersCmd() *cobra.Command {
 		Use:   "create NAME --role ROLE",
 		Short: "Create a user with a role: admin, developer or viewer",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			u, err := c.CreateUser(cmd.Context(), args[0], role)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Created user %s (%s). Give them a token with `paddock tokens create --user %s --name NAME`.\n", u.Name, u.Role, u.Name)
 			return nil
-		},
+		}),
 	}
 	create.Flags().StringVar(&role, "role", "", "admin, developer or viewer")
 	create.MarkFlagRequired("role")
@@ -66,17 +58,13 @@ func (e *env) usersCmd() *cobra.Command {
 		Use:   "disable NAME",
 		Short: "Disable a user: every token of theirs stops working at once",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.DisableUser(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Disabled %s.\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(create, disable)
 	return cmd
@@ -88,11 +76,7 @@ func (e *env) tokensCmd() *cobra.Command {
 		Use:   "tokens",
 		Short: "List your API tokens (never their values); create and revoke them",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			toks, err := c.Tokens(cmd.Context(), all)
 			if err != nil {
 				return err
@@ -118,7 +102,7 @@ func (e *env) tokensCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.User, role, apps, t.CreatedAt.Local().Format(time.DateTime), used, exp)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "every user's tokens (admins)")
 	e.addJSON(cmd)
@@ -127,11 +111,7 @@ func (e *env) tokensCmd() *cobra.Command {
 		Use:   "create --name NAME [--user USER] [--expires 30d] [--role ROLE] [--app APP]...",
 		Short: "Create a token; prints its value alone on stdout, once",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			tok, err := c.CreateToken(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -147,7 +127,7 @@ func (e *env) tokensCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stderr, "Token %s for user %s: %s; %s. It is shown only this once.\n", tok.Name, tok.User, scope, exp)
 			return nil
-		},
+		}),
 	}
 	f := create.Flags()
 	f.StringVar(&req.Name, "name", "", "the token's name, unique")
@@ -160,17 +140,13 @@ func (e *env) tokensCmd() *cobra.Command {
 		Use:   "revoke NAME",
 		Short: "Revoke a token; it stops working at the next request",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Revoked %s.\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(create, revoke)
 	return cmd
@@ -181,11 +157,7 @@ func (e *env) teamsCmd() *cobra.Command {
 		Use:   "teams",
 		Short: "List teams; create them and manage members (admins)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			teams, err := c.Teams(cmd.Context())
 			if err != nil {
 				return err
@@ -198,56 +170,44 @@ func (e *env) teamsCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\n", t.Name, strings.Join(t.Members, ", "))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a team",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if _, err := c.CreateTeam(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Created team %s. Add people with `paddock teams add-member %s USER`.\n", args[0], args[0])
 			return nil
-		},
+		}),
 	}
 	add := &cobra.Command{
 		Use:   "add-member TEAM USER",
 		Short: "Add a user to a team",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.AddTeamMember(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Added %s to %s.\n", args[1], args[0])
 			return nil
-		},
+		}),
 	}
 	remove := &cobra.Command{
 		Use:   "remove-member TEAM USER",
 		Short: "Remove a user from a team",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.RemoveTeamMember(cmd.Context(), args[0], args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "Removed %s from %s.\n", args[1], args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(create, add, remove)
 	return cmd
@@ -258,11 +218,7 @@ func (e *env) grantCmd() *cobra.Command {
 		Use:   "grant APP TEAM ROLE",
 		Short: "Give a team a role on an app: viewer or developer (none takes it away)",
 		Args:  cobra.ExactArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			role := args[2]
 			if role == "none" {
 				role = ""
@@ -272,7 +228,7 @@ func (e *env) grantCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "Team %s has %s on %s.\n", args[1], args[2], args[0])
 			return nil
-		},
+		}),
 	}
 }
 
@@ -373,11 +329,7 @@ func (e *env) whoamiCmd() *cobra.Command {
 		Use:   "whoami",
 		Short: "Show the user, token, role and scope the CLI acts as",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			p, err := c.WhoAmI(cmd.Context())
 			if err != nil {
 				return err
@@ -391,7 +343,7 @@ func (e *env) whoamiCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "user:  %s\ntoken: %s\nrole:  %s\napps:  %s\n", p.User, p.Token, p.Role, scope)
 			return nil
-		},
+		}),
 	}
 	e.addJSON(cmd)
 	return cmd
@@ -407,11 +359,7 @@ func (e *env) auditCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List audit events, oldest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			evs, err := c.Audit(cmd.Context(), q)
 			if err != nil {
 				return err
@@ -424,7 +372,7 @@ func (e *env) auditCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format(time.DateTime), dash(ev.Actor), dash(ev.Token), ev.Source, ev.Action, dash(ev.Target), ev.Outcome, ev.RequestID)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	lf := list.Flags()
 	lf.StringVar(&q.Since, "since", "", "events since this long ago (1h) or this time (RFC 3339)")
@@ -435,11 +383,7 @@ func (e *env) auditCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Check the hash chain and the signed checkpoints; exit 1 naming the first bad event",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			rep, err := c.AuditVerify(cmd.Context())
 			if err != nil {
 				return err
@@ -449,19 +393,15 @@ func (e *env) auditCmd() *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "audit log intact: %d events, %d signed checkpoints, head %s\n", rep.Events, rep.Checkpoints, rep.Head)
 			return nil
-		},
+		}),
 	}
 	export := &cobra.Command{
 		Use:   "export",
 		Short: "Write every audit event as JSON lines to stdout",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			return c.AuditExport(cmd.Context(), e.stdout)
-		},
+		}),
 	}
 	cmd.AddCommand(list, verify, export)
 	return cmd

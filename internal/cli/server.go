@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"paddock.dev/paddock/internal/client"
+
 	"paddock.dev/paddock/internal/daemon"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
@@ -59,11 +61,7 @@ func (e *env) downCmd() *cobra.Command {
 		Use:   "down",
 		Short: "Stop the platform and every app on this machine",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := e.client()
-			if err != nil {
-				return err
-			}
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			if err := e.confirm(yes, "stop the platform and every app", "down"); err != nil {
 				return err
 			}
@@ -72,7 +70,7 @@ func (e *env) downCmd() *cobra.Command {
 			}
 			fmt.Fprintln(e.stderr, "Paddock is stopping its apps, the router and itself.")
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	return cmd
@@ -93,12 +91,12 @@ func (e *env) shimCmd() *cobra.Command {
 // cgexecCmd starts an instance's process inside its cgroup; shims run it.
 func (e *env) cgexecCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                "cgexec CGROUP COMMAND...",
+		Use:                "cgexec CGROUP UID GID COMMAND...",
 		Hidden:             true,
-		Args:               cobra.MinimumNArgs(2),
+		Args:               cobra.MinimumNArgs(4),
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return process.CgroupExec(args[0], args[1:])
+			return process.CgroupExec(args[0], args[1], args[2], args[3:])
 		},
 	}
 }

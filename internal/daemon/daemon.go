@@ -87,8 +87,25 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Binary = exe
 	}
 	log := cfg.Logger
+	isolate := os.Geteuid() == 0
+	if isolate {
+		// Everything the server writes is its own unless said otherwise:
+		// apps and builds run as other users and must not read it.
+		syscall.Umask(0o077)
+	} else {
+		log.Warn("not running as root: apps and builds run as this user and can read the platform's data")
+	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
+	}
+	if isolate {
+		// Apps and builds pass through to their own folders, no further.
+		if err := os.Chmod(cfg.Data, 0o711); err != nil {
+			return err
+		}
+		if err := searchable(cfg.Data); err != nil {
+			return err
+		}
 	}
 	unlock, err := lockData(cfg.Data)
 	if err != nil {
@@ -161,10 +178,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	svc, err := deploy.New(deploy.Config{
 		Store: st, Runtime: rt, Router: &rtr.client, Artifacts: artifacts,
-		BuildDir:  filepath.Join(cfg.Data, "builds"),
-		BuildHome: filepath.Join(cfg.Data, "cache", "build-home"),
-		Logs:      filepath.Join(cfg.Data, "logs"),
-		Domain:    cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(), Logger: log,
+		BuildDir:   filepath.Join(cfg.Data, "builds"),
+		BuildHome:  filepath.Join(cfg.Data, "cache", "build-home"),
+		Logs:       filepath.Join(cfg.Data, "logs"),
+		AppUIDBase: appUIDBase(isolate), BuildUID: buildUID(isolate),
+		Domain: cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolate), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -262,15 +280,60 @@ func stopAll(ctx context.Context, rt *process.Runtime, log *slog.Logger) {
 	wg.Wait()
 }
 
-// buildEnv passes the Go toolchain's settings on to build commands, and
-// points them at this user's Go build cache, which is content-addressed and
-// safe to share.
-func buildEnv() []string {
+// searchable checks that other users can pass through every folder above
+// dir, as apps and builds running as their own users must to reach theirs.
+func searchable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("apps and builds run as users of their own and must pass through %s to reach the data folder %s, but others may not enter it: choose a --data elsewhere (the default for root is /var/lib/paddock) or run chmod o+x %s", d, abs, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// Users of apps and builds when the server runs as root: app N runs as
+// AppUIDBase+N, every build as BuildUID. No /etc/passwd entry is needed.
+const (
+	AppUIDBase = 100000
+	BuildUID   = 99999
+)
+
+func appUIDBase(isolate bool) uint32 {
+	if isolate {
+		return AppUIDBase
+	}
+	return 0
+}
+
+func buildUID(isolate bool) uint32 {
+	if isolate {
+		return BuildUID
+	}
+	return 0
+}
+
+// buildEnv passes the Go toolchain's settings on to build commands. Run as
+// this user, builds share its Go build cache (content-addressed); run as
+// the build user, they keep theirs in the build home.
+func buildEnv(isolate bool) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "GO") || strings.HasPrefix(kv, "CGO_") {
 			env = append(env, kv)
 		}
+	}
+	if isolate {
+		return env
 	}
 	if os.Getenv("GOCACHE") == "" {
 		if dir, err := os.UserCacheDir(); err == nil {

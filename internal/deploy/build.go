@@ -112,10 +112,18 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 	id := s.now().UTC().Format("20060102150405") + "-" + randomID(6)
 	dir := filepath.Join(s.cfg.BuildDir, id)
 	src := filepath.Join(dir, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
+	if err := os.MkdirAll(src, 0o700); err != nil {
 		return store.Build{}, fmt.Errorf("build %s: %w", id, err)
 	}
 	defer os.RemoveAll(dir)
+	if s.cfg.BuildUID != 0 {
+		// The build user passes through to its folder and no further.
+		for _, d := range []string{s.cfg.BuildDir, dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				return store.Build{}, err
+			}
+		}
+	}
 
 	if err := archive.Unpack(ctx, upload, src, archive.Limits{MaxBytes: s.cfg.Upload}); err != nil {
 		if errors.Is(err, archive.ErrUnsafePath) || errors.Is(err, archive.ErrTooLarge) {
@@ -133,8 +141,16 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 	if m.Build.Command != "" {
 		p.Step("building: " + m.Build.Command)
 		home := s.cfg.BuildHome
-		if err := os.MkdirAll(home, 0o755); err != nil {
+		if err := os.MkdirAll(home, 0o700); err != nil {
 			return store.Build{}, err
+		}
+		if uid := s.cfg.BuildUID; uid != 0 {
+			if err := os.Chmod(filepath.Dir(home), 0o711); err != nil {
+				return store.Build{}, err
+			}
+			if err := os.Chown(home, int(uid), int(uid)); err != nil {
+				return store.Build{}, err
+			}
 		}
 		env := []string{
 			"PATH=" + os.Getenv("PATH"),
@@ -155,6 +171,7 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 		}}
 		err = build.Run(ctx, build.Spec{
 			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
+			UID: s.cfg.BuildUID, GID: s.cfg.BuildUID,
 		})
 		out.Flush()
 		if err != nil {

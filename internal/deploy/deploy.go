@@ -59,6 +59,11 @@ type Config struct {
 	Now       func() time.Time  // default time.Now
 	Logger    *slog.Logger      // default: discard
 	AppEnv    map[string]string // base environment of every instance (PATH…); default a minimal PATH
+	// AppUIDBase, when not 0, runs each app's instances as a user of its
+	// own, AppUIDBase + the app's ID, and BuildUID runs build commands:
+	// neither can read the platform's data. 0 runs both as the server's user.
+	AppUIDBase uint32
+	BuildUID   uint32
 }
 
 // Service manages apps, releases and their rollouts.

@@ -24,6 +24,10 @@ type Spec struct {
 	Port        int           `json:"port"`     // given to the process as $PORT
 	Memory      int64         `json:"memory"`   // bytes; 0 means no limit
 	StopTimeout time.Duration `json:"stop_timeout"`
+	// UID and GID run the process as that user, owner of its working
+	// folder; 0 runs it as the runtime's own user.
+	UID uint32 `json:"uid,omitempty"`
+	GID uint32 `json:"gid,omitempty"`
 }
 
 // State is what an instance is doing, as last reported by its supervisor.

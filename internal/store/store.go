@@ -22,6 +22,7 @@ var (
 
 // App is a named unit with a current release and a formation.
 type App struct {
+	ID        int64     `json:"id"` // unique among existing apps, assigned by the store
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	// Release is the version that should run; 0 before the first release.

@@ -76,17 +76,31 @@ type Platform struct {
 func Start(t testing.TB, upArgs ...string) *Platform {
 	t.Helper()
 	p := &Platform{t: t, Bin: Binary(t), Dir: t.TempDir(), upArgs: upArgs}
+	// Apps and builds run as users of their own: they pass through the
+	// test's folders to reach theirs.
+	os.Chmod(p.Dir, 0o711)
+	os.Chmod(filepath.Dir(p.Dir), 0o711)
 	p.Data = filepath.Join(p.Dir, "data")
 	p.Up()
 	t.Cleanup(p.cleanup)
 	return p
 }
 
+// goCache is a Go build cache shared by the builds of every test platform,
+// so that each does not compile the standard library again: builds run as
+// another user, hence the open mode. For tests only.
+func goCache() string {
+	dir := filepath.Join(os.TempDir(), "paddock-test-gocache")
+	os.MkdirAll(dir, 0o777)
+	os.Chmod(dir, 0o777)
+	return dir
+}
+
 // Env is the environment the server and CLI run with.
 func (p *Platform) Env() []string {
-	env := []string{"XDG_CONFIG_HOME=" + filepath.Join(p.Dir, "config"), "PADDOCK_DATA=" + p.Data}
+	env := []string{"XDG_CONFIG_HOME=" + filepath.Join(p.Dir, "config"), "PADDOCK_DATA=" + p.Data, "GOCACHE=" + goCache()}
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "XDG_") || strings.HasPrefix(kv, "PADDOCK_") {
+		if strings.HasPrefix(kv, "XDG_") || strings.HasPrefix(kv, "PADDOCK_") || strings.HasPrefix(kv, "GOCACHE=") {
 			continue
 		}
 		env = append(env, kv)

@@ -72,9 +72,14 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	for _, d := range []string{cfg.Dir, cfg.Logs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("process runtime: %w", err)
 		}
+	}
+	// Instances running as other users pass through to their own folder,
+	// and see nothing else: no listing, no other instance's files.
+	if err := os.Chmod(cfg.Dir, 0o711); err != nil {
+		return nil, fmt.Errorf("process runtime: %w", err)
 	}
 	return &Runtime{cfg: cfg, log: cfg.Logger}, nil
 }
@@ -107,7 +112,7 @@ func (r *Runtime) LogFile(app, id string) string {
 // Start prepares the instance's folder and starts its shim.
 func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, error) {
 	dir := filepath.Join(r.cfg.Dir, s.ID)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return runtime.Instance{}, fmt.Errorf("start %s: %w", s.ID, err)
 	}
 	fail := func(err error) (runtime.Instance, error) {
@@ -123,6 +128,14 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			return fail(errors.New("no artifact extractor configured"))
 		}
 		if err := r.cfg.Extract(ctx, s.Artifact, appDir); err != nil {
+			return fail(err)
+		}
+	}
+	if s.UID != 0 {
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return fail(err)
+		}
+		if err := ChownTree(appDir, int(s.UID), int(s.GID)); err != nil {
 			return fail(err)
 		}
 	}
@@ -246,6 +259,17 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stop %s: remove folder: %w", id, err)
 	}
 	return nil
+}
+
+// ChownTree gives a folder and everything in it to uid and gid, without
+// following symlinks.
+func ChownTree(dir string, uid, gid int) error {
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
 }
 
 // shimAlive reports whether pid is a shim serving dir: the pid alone could

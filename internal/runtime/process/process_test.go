@@ -22,8 +22,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	if len(os.Args) > 3 && os.Args[1] == "cgexec" {
-		fmt.Fprintln(os.Stderr, CgroupExec(os.Args[2], os.Args[3:]))
+	if len(os.Args) > 5 && os.Args[1] == "cgexec" {
+		fmt.Fprintln(os.Stderr, CgroupExec(os.Args[2], os.Args[3], os.Args[4], os.Args[5:]))
 		os.Exit(127)
 	}
 	os.Exit(m.Run())

@@ -119,13 +119,20 @@ func (sh *shim) start() (<-chan error, time.Time) {
 		// that no process of the instance ever runs outside it. The shim
 		// may outlive its binary's file (`go run` deletes it, an upgrade
 		// replaces it): /proc/self/exe still opens the running one.
-		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup, "/bin/sh", "-c", sh.spec.Command)
+		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup,
+			strconv.FormatUint(uint64(sh.spec.UID), 10), strconv.FormatUint(uint64(sh.spec.GID), 10),
+			"/bin/sh", "-c", sh.spec.Command)
+	} else if sh.spec.UID != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sh.spec.UID, Gid: sh.spec.GID, Groups: []uint32{}}}
 	}
 	cmd.Dir = filepath.Join(sh.dir, "app")
-	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port))
+	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
 	cmd.Stdout = sh.logs.Stream("out")
 	cmd.Stderr = sh.logs.Stream("err")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	// Output still held open by a stray grandchild must not keep the shim
 	// from seeing the exit.
 	cmd.WaitDelay = time.Second
@@ -192,11 +199,31 @@ func (sh *shim) stopped() {
 	sh.save()
 }
 
-// CgroupExec runs as `paddock cgexec CGROUP ARGV...`: it moves itself into
-// the cgroup, then replaces itself with ARGV.
-func CgroupExec(cgroup string, argv []string) error {
+// CgroupExec runs as `paddock cgexec CGROUP UID GID ARGV...`: it moves
+// itself into the cgroup, becomes UID and GID unless they are 0, then
+// replaces itself with ARGV.
+func CgroupExec(cgroup, uid, gid string, argv []string) error {
 	if err := joinCgroup(cgroup, os.Getpid()); err != nil {
 		return err
+	}
+	u, err := strconv.Atoi(uid)
+	if err != nil {
+		return fmt.Errorf("cgexec: uid %q: %w", uid, err)
+	}
+	g, err := strconv.Atoi(gid)
+	if err != nil {
+		return fmt.Errorf("cgexec: gid %q: %w", gid, err)
+	}
+	if u != 0 {
+		if err := syscall.Setgroups(nil); err != nil {
+			return fmt.Errorf("cgexec: %w", err)
+		}
+		if err := syscall.Setgid(g); err != nil {
+			return fmt.Errorf("cgexec: %w", err)
+		}
+		if err := syscall.Setuid(u); err != nil {
+			return fmt.Errorf("cgexec: %w", err)
+		}
 	}
 	return syscall.Exec(argv[0], argv, os.Environ())
 }

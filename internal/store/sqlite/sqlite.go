@@ -199,7 +199,7 @@ func scanApp(r scanner) (store.App, error) {
 	var a store.App
 	var created int64
 	var formation string
-	if err := r.Scan(&a.Name, &created, &a.Release, &formation, &a.Owner); err != nil {
+	if err := r.Scan(&a.ID, &a.Name, &created, &a.Release, &formation, &a.Owner); err != nil {
 		return a, err
 	}
 	a.CreatedAt = fromMS(created)
@@ -212,7 +212,7 @@ func scanApp(r scanner) (store.App, error) {
 	return a, nil
 }
 
-const appCols = `name, created_at, release, formation, owner`
+const appCols = `rowid, name, created_at, release, formation, owner`
 
 // GetApp returns the named app.
 func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {
