@@ -282,7 +282,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 			}
 			q.Since = t
 		} else {
-			q.Since = time.Now().Add(-d)
+			q.Since = s.now().Add(-d)
 		}
 	}
 	if v := r.URL.Query().Get("tail"); v != "" {

@@ -39,6 +39,9 @@ type Spec struct {
 	// UID and GID run the command as that user, who is given Dir and
 	// everything in it first; 0 runs it as this process.
 	UID, GID uint32
+	// Started, if set, learns the process group of the running build, so
+	// that a later process can end it if this one dies first.
+	Started func(pgid int)
 }
 
 // outputDrain bounds how long Run waits, after the build is over and its
@@ -109,6 +112,9 @@ func Run(ctx context.Context, s Spec) error {
 		return fmt.Errorf("build: start: %w", err)
 	}
 	pgid := cmd.Process.Pid
+	if s.Started != nil {
+		s.Started(pgid)
+	}
 
 	copied := make(chan struct{})
 	go func() {

@@ -188,6 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	svc.CleanBuilds()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stopApps bool

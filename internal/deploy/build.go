@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"paddock.dev/paddock/internal/archive"
@@ -127,13 +129,13 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 
 	if err := archive.Unpack(ctx, upload, src, archive.Limits{MaxBytes: s.cfg.Upload}); err != nil {
 		if errors.Is(err, archive.ErrUnsafePath) || errors.Is(err, archive.ErrTooLarge) {
-			return store.Build{}, fmt.Errorf("%w: upload rejected: %v", ErrInvalid, err)
+			return store.Build{}, fmt.Errorf("%w: upload rejected: %w", ErrInvalid, err)
 		}
-		return store.Build{}, fmt.Errorf("%w: upload unreadable: %v (send a gzip-compressed tar, as `paddock deploy` does)", ErrInvalid, err)
+		return store.Build{}, fmt.Errorf("%w: upload unreadable: %w (send a gzip-compressed tar, as `paddock deploy` does)", ErrInvalid, err)
 	}
 	m, err := manifest.Load(src)
 	if err != nil {
-		return store.Build{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return store.Build{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if len(m.Processes) == 0 {
 		return store.Build{}, fmt.Errorf("%w: the manifest declares no process types: add [processes.web] to paddock.toml or a line `web: COMMAND` to the Procfile", ErrInvalid)
@@ -172,10 +174,13 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 		err = build.Run(ctx, build.Spec{
 			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
 			UID: s.cfg.BuildUID, GID: s.cfg.BuildUID,
+			Started: func(pgid int) {
+				os.WriteFile(filepath.Join(dir, "pgid"), []byte(strconv.Itoa(pgid)), 0o600)
+			},
 		})
 		out.Flush()
 		if err != nil {
-			return store.Build{}, fmt.Errorf("%w: %v", ErrBuild, err)
+			return store.Build{}, fmt.Errorf("%w: %w", ErrBuild, err)
 		}
 	}
 	p.Step("storing artifact")
@@ -220,5 +225,22 @@ func (w *lineWriter) Flush() {
 	if len(w.partial) > 0 {
 		w.fn(string(w.partial))
 		w.partial = nil
+	}
+}
+
+// CleanBuilds ends what builds a previous server left running when it died
+// (their process groups, by the ID each recorded) and removes their folders.
+func (s *Service) CleanBuilds() {
+	entries, _ := os.ReadDir(s.cfg.BuildDir)
+	for _, e := range entries {
+		dir := filepath.Join(s.cfg.BuildDir, e.Name())
+		if b, err := os.ReadFile(filepath.Join(dir, "pgid")); err == nil {
+			pgid, _ := strconv.Atoi(string(b))
+			// Only while the group's leader still works in this build's folder.
+			if cwd, err := os.Readlink("/proc/" + strconv.Itoa(pgid) + "/cwd"); pgid > 0 && err == nil && strings.HasPrefix(cwd, dir+"/") {
+				syscall.Kill(-pgid, syscall.SIGKILL)
+			}
+		}
+		os.RemoveAll(dir)
 	}
 }

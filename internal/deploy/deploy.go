@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"sort"
 	"strings"
@@ -68,13 +69,14 @@ type Config struct {
 
 // Service manages apps, releases and their rollouts.
 type Service struct {
-	cfg   Config
-	st    store.Store
-	rt    runtime.Runtime
-	log   *slog.Logger
-	now   func() time.Time
-	kick  chan struct{}
-	locks sync.Map // app name -> *sync.Mutex, serialises release changes per app
+	cfg    Config
+	st     store.Store
+	rt     runtime.Runtime
+	log    *slog.Logger
+	now    func() time.Time
+	kick   chan struct{}
+	locks  sync.Map // app name -> *sync.Mutex, serialises release changes per app
+	probes *http.Client
 
 	rec reconcilerState
 }
@@ -105,7 +107,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.AppEnv == nil {
 		cfg.AppEnv = map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"}
 	}
-	s := &Service{cfg: cfg, st: cfg.Store, rt: cfg.Runtime, log: cfg.Logger, now: cfg.Now, kick: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, st: cfg.Store, rt: cfg.Runtime, log: cfg.Logger, now: cfg.Now, kick: make(chan struct{}, 1), probes: newProbeClient()}
 	s.rec.init()
 	return s, nil
 }

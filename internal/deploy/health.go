@@ -16,11 +16,16 @@ import (
 // the router; one success puts it (back) in.
 const unhealthyAfter = 3
 
-var probeClient = &http.Client{
-	Transport: &http.Transport{DisableKeepAlives: true},
-	CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	},
+// newProbeClient returns the HTTP client of health checks: a new
+// connection each time (a check proves the instance accepts them) and
+// redirects taken as answers.
+func newProbeClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
 
 // probe starts the health checks that are due. Each runs on its own and
@@ -66,7 +71,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 		s.rec.wg.Add(1)
 		go func() {
 			defer s.rec.wg.Done()
-			err := check(ctx, in, spec)
+			err := check(ctx, s.probes, in, spec)
 			s.record(ctx, in, err)
 		}()
 	}
@@ -75,7 +80,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 // check runs one health check: an HTTP GET of the health path for web
 // processes and any process that declares one, a TCP connect for other web
 // processes, and for the rest, being up.
-func check(ctx context.Context, in runtime.Instance, spec manifest.Process) error {
+func check(ctx context.Context, probes *http.Client, in runtime.Instance, spec manifest.Process) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(in.Port))
 	ctx, cancel := context.WithTimeout(ctx, spec.Health.Timeout)
 	defer cancel()
@@ -86,7 +91,7 @@ func check(ctx context.Context, in runtime.Instance, spec manifest.Process) erro
 			return err
 		}
 		req.Header.Set("User-Agent", "paddock-health-check")
-		resp, err := probeClient.Do(req)
+		resp, err := probes.Do(req)
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", spec.Health.Path, unwrapURL(err))
 		}

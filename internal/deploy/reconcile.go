@@ -285,7 +285,7 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 	if rel.Status != store.StatusPending {
 		return nil
 	}
-	if settled && !s.anyRetiringApp(insts) {
+	if settled && !s.anyRetiring(insts, "") {
 		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d rolled out", rel.Version))
 		return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, "")
 	}
@@ -390,22 +390,13 @@ func lineTime(l string) string {
 	return ""
 }
 
+// anyRetiring reports whether an instance of process ("" for any) is
+// being stopped.
 func (s *Service) anyRetiring(insts []runtime.Instance, process string) bool {
 	s.rec.mu.Lock()
 	defer s.rec.mu.Unlock()
 	for _, in := range insts {
-		if in.Process == process && s.rec.retiring[in.ID] {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Service) anyRetiringApp(insts []runtime.Instance) bool {
-	s.rec.mu.Lock()
-	defer s.rec.mu.Unlock()
-	for _, in := range insts {
-		if s.rec.retiring[in.ID] {
+		if (process == "" || in.Process == process) && s.rec.retiring[in.ID] {
 			return true
 		}
 	}
