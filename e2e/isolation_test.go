@@ -38,7 +38,7 @@ command = %q
 		}
 		return nil
 	})
-	for _, want := range []string{"build-uid=99999", "app-uid=100001"} {
+	for _, want := range []string{"build-uid=100001", "app-uid=100001"} {
 		if !strings.Contains(stderr+out, want) {
 			t.Errorf("missing %q in the build output and logs:\n%s\n%s", want, stderr, out)
 		}

@@ -48,6 +48,7 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.HTTPSCert, "https-cert", "", "certificate file for app domains (default: one per app from the platform's CA)")
 	f.StringVar(&cfg.HTTPSKey, "https-key", "", "key file of --https-cert")
 	f.StringVar(&cfg.Domain, "domain", "localhost", "apps are served at APP.DOMAIN")
+	f.StringVar(&cfg.BuildHome, "build-home", "", "folder of the apps' build homes, their build caches (default DATA/cache/build-home)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the API's certificate file (default: one from the platform's own CA)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the API's key file")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (loopback addresses only)")

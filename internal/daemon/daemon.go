@@ -44,7 +44,10 @@ type Config struct {
 	// from the platform CA, one per routed host.
 	HTTPS               string
 	HTTPSCert, HTTPSKey string
-	Domain              string // apps are served at APP.Domain; default "localhost"
+	// BuildHome holds one home folder per app for its build commands, the
+	// build tools' caches between builds; default DATA/cache/build-home.
+	BuildHome string
+	Domain    string // apps are served at APP.Domain; default "localhost"
 	// TLSCert and TLSKey are the API's certificate and key files; empty:
 	// a certificate from the platform's own CA, made on first start.
 	TLSCert, TLSKey string
@@ -72,6 +75,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
+	}
+	if cfg.BuildHome == "" {
+		cfg.BuildHome = filepath.Join(cfg.Data, "cache", "build-home")
 	}
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
@@ -179,10 +185,10 @@ func Run(ctx context.Context, cfg Config) error {
 	svc, err := deploy.New(deploy.Config{
 		Store: st, Runtime: rt, Router: &rtr.client, Artifacts: artifacts,
 		BuildDir:   filepath.Join(cfg.Data, "builds"),
-		BuildHome:  filepath.Join(cfg.Data, "cache", "build-home"),
+		BuildHome:  cfg.BuildHome,
 		Logs:       filepath.Join(cfg.Data, "logs"),
-		AppUIDBase: appUIDBase(isolate), BuildUID: buildUID(isolate),
-		Domain: cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolate), Logger: log,
+		AppUIDBase: appUIDBase(isolate),
+		Domain:     cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolate), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -302,12 +308,10 @@ func searchable(dir string) error {
 	}
 }
 
-// Users of apps and builds when the server runs as root: app N runs as
-// AppUIDBase+N, every build as BuildUID. No /etc/passwd entry is needed.
-const (
-	AppUIDBase = 100000
-	BuildUID   = 99999
-)
+// AppUIDBase is where the users of apps start when the server runs as
+// root: app N builds and runs as AppUIDBase+N. No /etc/passwd entry is
+// needed.
+const AppUIDBase = 100000
 
 func appUIDBase(isolate bool) uint32 {
 	if isolate {
@@ -316,16 +320,9 @@ func appUIDBase(isolate bool) uint32 {
 	return 0
 }
 
-func buildUID(isolate bool) uint32 {
-	if isolate {
-		return BuildUID
-	}
-	return 0
-}
-
 // buildEnv passes the Go toolchain's settings on to build commands. Run as
 // this user, builds share its Go build cache (content-addressed); run as
-// the build user, they keep theirs in the build home.
+// their app's user, they keep theirs in the app's build home.
 func buildEnv(isolate bool) []string {
 	var env []string
 	for _, kv := range os.Environ() {

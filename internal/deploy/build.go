@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,10 +37,11 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 	if err := ValidateAppName(app); err != nil {
 		return store.Release{}, err
 	}
-	if _, err := s.st.GetApp(ctx, app); err != nil {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
 		return store.Release{}, err
 	}
-	b, err := s.build(ctx, app, upload, p)
+	b, err := s.build(ctx, a, upload, p)
 	if err != nil {
 		return store.Release{}, err
 	}
@@ -110,7 +112,8 @@ func (s *Service) WaitRollout(ctx context.Context, app string, version int, p Pr
 }
 
 // build unpacks, builds and stores an upload as a build of app.
-func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Progress) (store.Build, error) {
+func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Progress) (store.Build, error) {
+	app := a.Name
 	id := s.now().UTC().Format("20060102150405") + "-" + randomID(6)
 	dir := filepath.Join(s.cfg.BuildDir, id)
 	src := filepath.Join(dir, "src")
@@ -118,7 +121,8 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 		return store.Build{}, fmt.Errorf("build %s: %w", id, err)
 	}
 	defer os.RemoveAll(dir)
-	if s.cfg.BuildUID != 0 {
+	uid := s.appUID(a)
+	if uid != 0 {
 		// The build user passes through to its folder and no further.
 		for _, d := range []string{s.cfg.BuildDir, dir} {
 			if err := os.Chmod(d, 0o711); err != nil {
@@ -142,16 +146,21 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 	}
 	if m.Build.Command != "" {
 		p.Step("building: " + m.Build.Command)
-		home := s.cfg.BuildHome
+		// Each app's builds keep their own home, their cache between builds.
+		home := filepath.Join(s.cfg.BuildHome, app)
 		if err := os.MkdirAll(home, 0o700); err != nil {
 			return store.Build{}, err
 		}
-		if uid := s.cfg.BuildUID; uid != 0 {
+		if uid != 0 {
 			if err := os.Chmod(filepath.Dir(home), 0o711); err != nil {
 				return store.Build{}, err
 			}
-			if err := os.Chown(home, int(uid), int(uid)); err != nil {
-				return store.Build{}, err
+			// A home left by an app of the same name but another user (a
+			// destroyed app's) changes hands whole.
+			if fi, err := os.Stat(home); err == nil && fi.Sys().(*syscall.Stat_t).Uid != uid {
+				if err := chownTree(home, int(uid)); err != nil {
+					return store.Build{}, err
+				}
 			}
 		}
 		env := []string{
@@ -173,7 +182,7 @@ func (s *Service) build(ctx context.Context, app string, upload io.Reader, p Pro
 		}}
 		err = build.Run(ctx, build.Spec{
 			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
-			UID: s.cfg.BuildUID, GID: s.cfg.BuildUID,
+			UID: uid, GID: uid,
 			Started: func(pgid int) {
 				os.WriteFile(filepath.Join(dir, "pgid"), []byte(strconv.Itoa(pgid)), 0o600)
 			},
@@ -243,4 +252,14 @@ func (s *Service) CleanBuilds() {
 		}
 		os.RemoveAll(dir)
 	}
+}
+
+// chownTree gives dir and everything in it to uid, without following links.
+func chownTree(dir string, uid int) error {
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
 }

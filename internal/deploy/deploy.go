@@ -60,11 +60,10 @@ type Config struct {
 	Now       func() time.Time  // default time.Now
 	Logger    *slog.Logger      // default: discard
 	AppEnv    map[string]string // base environment of every instance (PATH…); default a minimal PATH
-	// AppUIDBase, when not 0, runs each app's instances as a user of its
-	// own, AppUIDBase + the app's ID, and BuildUID runs build commands:
-	// neither can read the platform's data. 0 runs both as the server's user.
+	// AppUIDBase, when not 0, runs each app's builds and instances as a
+	// user of its own, AppUIDBase + the app's ID, who can read neither the
+	// platform's data nor other apps'. 0 runs them as the server's user.
 	AppUIDBase uint32
-	BuildUID   uint32
 }
 
 // Service manages apps, releases and their rollouts.
@@ -196,6 +195,14 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 		return info, err
 	}
 	return info, nil
+}
+
+// appUID is the user app's builds and instances run as; 0 for the server's.
+func (s *Service) appUID(a store.App) uint32 {
+	if s.cfg.AppUIDBase == 0 {
+		return 0
+	}
+	return s.cfg.AppUIDBase + uint32(a.ID)
 }
 
 func wantCount(a store.App, process string, p manifest.Process) int {

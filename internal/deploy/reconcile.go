@@ -459,10 +459,8 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 		ID: id, App: a.Name, Process: process, Release: rel.Version, Artifact: rel.Artifact,
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
 	}
-	if s.cfg.AppUIDBase != 0 {
-		rs.UID = s.cfg.AppUIDBase + uint32(a.ID)
-		rs.GID = rs.UID
-	}
+	rs.UID = s.appUID(a)
+	rs.GID = rs.UID
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {
 		s.forget(id)
