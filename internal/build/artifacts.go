@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"paddock.dev/paddock/internal/archive"
 )
@@ -127,6 +128,30 @@ func (a *Artifacts) Extract(ctx context.Context, digest, dst string) error {
 		return fmt.Errorf("extract artifact %s: %w", digest, unpackErr)
 	}
 	return nil
+}
+
+// Prune removes the artifacts whose digest keep lacks and that were stored
+// before cutoff (a newer one may belong to a release being made).
+func (a *Artifacts) Prune(keep map[string]bool, cutoff time.Time) (removed int, err error) {
+	entries, err := os.ReadDir(a.Dir)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		sum, ok := strings.CutPrefix(e.Name(), "sha256-")
+		if !ok {
+			continue
+		}
+		sum, ok = strings.CutSuffix(sum, ".tar.gz")
+		fi, ierr := e.Info()
+		if !ok || ierr != nil || keep["sha256:"+sum] || !fi.ModTime().Before(cutoff) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(a.Dir, e.Name())); err == nil {
+			removed++
+		}
+	}
+	return removed, nil
 }
 
 func (a *Artifacts) path(sum string) string {

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"maps"
@@ -278,5 +279,37 @@ func overwrite(t *testing.T, path string, b []byte) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	a := &Artifacts{Dir: t.TempDir()}
+	var digests []string
+	for _, content := range []string{"one", "two", "three"} {
+		src := t.TempDir()
+		if err := os.WriteFile(filepath.Join(src, "f"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := a.Store(ctx, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, d := range digests[:2] {
+		os.Chtimes(a.path(strings.TrimPrefix(d, "sha256:")), old, old)
+	}
+	// digests[0] is kept, [1] is unused and old, [2] unused but new.
+	n, err := a.Prune(map[string]bool{digests[0]: true}, time.Now().Add(-time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("Prune: removed %d (%v), want 1", n, err)
+	}
+	for i, want := range []bool{true, false, true} {
+		_, err := os.Stat(a.path(strings.TrimPrefix(digests[i], "sha256:")))
+		if got := err == nil; got != want {
+			t.Errorf("artifact %d present: got %v, want %v", i, got, want)
+		}
 	}
 }

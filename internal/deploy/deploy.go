@@ -155,7 +155,29 @@ func (s *Service) DestroyApp(ctx context.Context, name string) error {
 		return err
 	}
 	s.Kick()
+	s.pruneArtifacts(ctx)
 	return nil
+}
+
+// pruneArtifacts removes the build artifacts no release refers to any more.
+func (s *Service) pruneArtifacts(ctx context.Context) {
+	apps, err := s.st.ListApps(ctx)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, a := range apps {
+		rels, err := s.st.ListReleases(ctx, a.Name)
+		if err != nil {
+			return // keep everything rather than guess
+		}
+		for _, r := range rels {
+			keep[r.Artifact] = true
+		}
+	}
+	if n, err := s.cfg.Artifacts.Prune(keep, s.now().Add(-time.Hour)); err == nil && n > 0 {
+		s.log.Info("removed unused build artifacts", "count", n)
+	}
 }
 
 // AppInfo is an app with its current release and URL.
