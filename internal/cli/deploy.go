@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -78,10 +77,6 @@ lines. The app is --app, else the manifest's name, else the folder's name.`,
 						return perr
 					}
 				default:
-				}
-				var ce *client.Error
-				if errors.As(err, &ce) && ce.Code == "not_found" && strings.HasPrefix(ce.Message, "app ") {
-					return fmt.Errorf("%s: create it first with `paddock apps create %s`", err, app)
 				}
 				return err
 			}
@@ -166,7 +161,7 @@ func (e *env) psCmd() *cobra.Command {
 					if in.MemoryUsed > 0 {
 						mem = fmt.Sprintf("%d MiB of %s", in.MemoryUsed>>20, in.MemoryLimit)
 					}
-					if !strings.Contains(in.MemoryLimit, "cgroup") {
+					if !in.MemoryEnforced {
 						mem = fmt.Sprintf("%d MiB NOT ENFORCED: %s", in.Memory>>20, in.MemoryLimit)
 					}
 				}

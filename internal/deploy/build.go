@@ -38,6 +38,9 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 		return store.Release{}, err
 	}
 	a, err := s.st.GetApp(ctx, app)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Release{}, fmt.Errorf("%w: create it first with `paddock apps create %s`", err, app)
+	}
 	if err != nil {
 		return store.Release{}, err
 	}

@@ -58,8 +58,9 @@ type Instance struct {
 	StartedAt time.Time `json:"started_at"` // when the current process started
 	LastExit  string    `json:"last_exit,omitempty"`
 	// MemoryLimit says how the memory limit is enforced, or why it is not.
-	MemoryLimit string `json:"memory_limit,omitempty"`
-	MemoryUsed  int64  `json:"memory_used,omitempty"`
+	MemoryLimit    string `json:"memory_limit,omitempty"`
+	MemoryEnforced bool   `json:"memory_enforced"`
+	MemoryUsed     int64  `json:"memory_used,omitempty"`
 }
 
 // Runtime starts, stops and reports instances.

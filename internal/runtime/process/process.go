@@ -217,6 +217,8 @@ func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instan
 		StartedAt:   st.StartedAt,
 		LastExit:    st.LastExit,
 		MemoryLimit: st.MemoryLimit,
+		// The shim made a cgroup for the limit: it holds.
+		MemoryEnforced: st.Cgroup != "",
 	}
 	if st.State != runtime.StateStopped && !shimAlive(st.ShimPID, dir) {
 		inst.State = runtime.StateLost
