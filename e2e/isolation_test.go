@@ -13,7 +13,8 @@ import (
 // TestIsolation: builds and apps run as users of their own and cannot read
 // the platform's store, keys or another app's files.
 func TestIsolation(t *testing.T) {
-	p := testenv.Start(t)
+	// The default build home, inside the data folder, as a user has it.
+	p := testenv.Start(t, "--build-home", "")
 	db := filepath.Join(p.Data, "paddock.db")
 	key := filepath.Join(p.Data, "tls", "ca.key")
 	probe := func(who string) string {
@@ -24,7 +25,7 @@ func TestIsolation(t *testing.T) {
 command = %q
 [processes.worker]
 command = %q
-`, probe("build")+"; echo secret > mine", probe("app")+"; exec sleep 100")})
+`, probe("build")+"; echo secret > mine; echo cached > $HOME/cache && echo build-home-ok", probe("app")+"; exec sleep 100")})
 	p.MustRun("apps", "create", "iso")
 	stdout, stderr, err := p.Run("deploy", dir, "--app", "iso")
 	if err != nil {
@@ -38,7 +39,7 @@ command = %q
 		}
 		return nil
 	})
-	for _, want := range []string{"build-uid=100001", "app-uid=100001"} {
+	for _, want := range []string{"build-uid=100001", "app-uid=100001", "build-home-ok\n"} {
 		if !strings.Contains(stderr+out, want) {
 			t.Errorf("missing %q in the build output and logs:\n%s\n%s", want, stderr, out)
 		}

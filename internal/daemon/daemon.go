@@ -112,6 +112,21 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := searchable(cfg.Data); err != nil {
 			return err
 		}
+		// Builds reach their homes the same way.
+		if err := os.MkdirAll(cfg.BuildHome, 0o700); err != nil {
+			return err
+		}
+		for d := cfg.BuildHome; d != cfg.Data && d != filepath.Dir(d); d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o711); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(d, cfg.Data+string(filepath.Separator)) {
+				break // outside the data folder: only the home itself
+			}
+		}
+		if err := searchable(cfg.BuildHome); err != nil {
+			return err
+		}
 	}
 	unlock, err := lockData(cfg.Data)
 	if err != nil {
