@@ -206,6 +206,12 @@ func (p *Platform) cleanup() {
 		}
 	}
 	KillLeftovers(p.Data)
+	// Nothing the platform started may outlive it: a process still working
+	// in its folders is a leak.
+	for _, pid := range processesIn(p.Dir) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		p.t.Errorf("process %d was left running in %s", pid, p.Dir)
+	}
 	if p.t.Failed() {
 		p.t.Logf("server log:\n%s", p.ServerLog())
 	}
@@ -237,6 +243,30 @@ func KillLeftovers(data string) {
 	if info, err := router.ReadInfo(state); err == nil && info.PID > 0 && cmdlineHas(info.PID, state) {
 		syscall.Kill(info.PID, syscall.SIGKILL)
 	}
+}
+
+// processesIn lists the processes whose working folder is inside dir,
+// waiting a moment for those already stopping.
+func processesIn(dir string) []int {
+	var pids []int
+	for try := 0; try < 50; try++ {
+		pids = pids[:0]
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, dir+"/") {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return pids
 }
 
 func cmdlineHas(pid int, s string) bool {

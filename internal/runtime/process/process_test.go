@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,6 +112,36 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	b, _ := os.ReadFile(r.LogFile("a", in.ID))
 	if !strings.Contains(string(b), "restarting in 2s") {
 		t.Errorf("log does not show the backoff growing:\n%s", b)
+	}
+}
+
+func TestCrashTakesItsChildrenAlong(t *testing.T) {
+	r := newRuntime(t)
+	in, err := r.Start(context.Background(), runtime.Spec{ID: "a.web.7", App: "a", Process: "web",
+		Command: "sleep 1000 & echo $! > child.pid; wait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	pidFile := filepath.Join(r.cfg.Dir, in.ID, "app", "child.pid")
+	var child int
+	deadline := time.Now().Add(5 * time.Second)
+	for child == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(pidFile)
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !alive(child) {
+		t.Fatalf("the child did not start (pid %d)", child)
+	}
+	syscall.Kill(in.PID, syscall.SIGKILL) // the main process only
+	waitFor(t, r, in.ID, "restarted", func(in runtime.Instance) bool { return in.Restarts == 1 })
+	deadline = time.Now().Add(5 * time.Second)
+	for alive(child) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if alive(child) {
+		t.Errorf("child %d of the killed process survived its restart", child)
 	}
 }
 

@@ -70,6 +70,12 @@ func RunShim(ctx context.Context, dir string) error {
 			sh.terminate(exited)
 			return nil
 		}
+		// The instance is its process group: whatever the main process
+		// leaves behind goes with it, or it would hold the port against
+		// the restart.
+		if sh.st.PID > 0 {
+			syscall.Kill(-sh.st.PID, syscall.SIGKILL)
+		}
 		desc := sh.describe(exit)
 		if time.Since(started) >= stableAfter {
 			crashes = 0
