@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/client"
 )
@@ -276,7 +278,10 @@ comes from --token, PADDOCK_TOKEN, or a prompt.`,
 			}
 			if token == "" {
 				fmt.Fprint(e.stderr, "Token: ")
+				restore := noEcho(e.stdin)
 				line, err := bufio.NewReader(e.stdin).ReadString('\n')
+				restore()
+				fmt.Fprintln(e.stderr)
 				if err != nil && line == "" {
 					return errors.New("no token given: pass --token or PADDOCK_TOKEN, or type it at the prompt")
 				}
@@ -412,4 +417,22 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// noEcho turns off echoing of what is typed when r is a terminal, so a
+// token typed at a prompt is not shown; it returns what puts echo back.
+func noEcho(r io.Reader) (restore func()) {
+	f, ok := r.(*os.File)
+	if !ok {
+		return func() {}
+	}
+	fd := int(f.Fd())
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return func() {}
+	}
+	quiet := *t
+	quiet.Lflag &^= unix.ECHO
+	unix.IoctlSetTermios(fd, unix.TCSETS, &quiet)
+	return func() { unix.IoctlSetTermios(fd, unix.TCSETS, t) }
 }
