@@ -105,26 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("create data folder: %w", err)
 	}
 	if isolate {
-		// Apps and builds pass through to their own folders, no further.
-		if err := os.Chmod(cfg.Data, 0o711); err != nil {
-			return err
-		}
-		if err := searchable(cfg.Data); err != nil {
-			return err
-		}
-		// Builds reach their homes the same way.
-		if err := os.MkdirAll(cfg.BuildHome, 0o700); err != nil {
-			return err
-		}
-		for d := cfg.BuildHome; d != cfg.Data && d != filepath.Dir(d); d = filepath.Dir(d) {
-			if err := os.Chmod(d, 0o711); err != nil {
-				return err
-			}
-			if !strings.HasPrefix(d, cfg.Data+string(filepath.Separator)) {
-				break // outside the data folder: only the home itself
-			}
-		}
-		if err := searchable(cfg.BuildHome); err != nil {
+		if err := openPaths(cfg.Data, cfg.BuildHome); err != nil {
 			return err
 		}
 	}
@@ -300,6 +281,30 @@ func stopAll(ctx context.Context, rt *process.Runtime, log *slog.Logger) {
 		}()
 	}
 	wg.Wait()
+}
+
+// openPaths lets apps and builds, running as users of their own, pass
+// through the data folder and into the build home, and no further: the
+// folders between are 0711, and every folder above must let others pass.
+func openPaths(data, buildHome string) error {
+	if err := os.Chmod(data, 0o711); err != nil {
+		return err
+	}
+	if err := searchable(data); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(buildHome, 0o700); err != nil {
+		return err
+	}
+	for d := buildHome; d != data && d != filepath.Dir(d); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(d, data+string(filepath.Separator)) {
+			break // outside the data folder: only the home itself
+		}
+	}
+	return searchable(buildHome)
 }
 
 // searchable checks that other users can pass through every folder above
