@@ -56,25 +56,8 @@ func (s *DB) ListUsers(ctx context.Context) ([]store.User, error) {
 	return listUsers(ctx, s.db)
 }
 
-type rowsQuerier interface {
-	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-}
-
 func listUsers(ctx context.Context, q rowsQuerier) ([]store.User, error) {
-	rows, err := q.QueryContext(ctx, `SELECT name, role, disabled, created_at FROM users ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, q, `SELECT name, role, disabled, created_at FROM users ORDER BY name`, scanUser)
 }
 
 // SetUserDisabled disables or enables a user.
@@ -148,20 +131,7 @@ func (s *DB) GetToken(ctx context.Context, id string) (store.Token, error) {
 
 // ListTokens returns the tokens of user, or every token when user is "".
 func (s *DB) ListTokens(ctx context.Context, user string) ([]store.Token, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE ? = '' OR user = ? ORDER BY user, name`, user, user)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Token
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT `+tokenCols+` FROM tokens WHERE ? = '' OR user = ? ORDER BY user, name`, scanToken, user, user)
 }
 
 // RevokeToken deletes the token called name, of owner unless owner is "".
@@ -246,72 +216,53 @@ func (s *DB) SetGrant(ctx context.Context, g store.Grant) error {
 // Access reads everything authorization needs in one transaction.
 func (s *DB) Access(ctx context.Context) (store.Access, error) {
 	var a store.Access
+	pair := func(r scanner) ([2]string, error) {
+		var p [2]string
+		err := r.Scan(&p[0], &p[1])
+		return p, err
+	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
 		if a.Users, err = listUsers(ctx, tx); err != nil {
 			return err
 		}
-		teams := map[string]*store.Team{}
-		rows, err := tx.QueryContext(ctx, `SELECT name, created_at FROM teams ORDER BY name`)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
+		a.Teams, err = queryAll(ctx, tx, `SELECT name, created_at FROM teams ORDER BY name`, func(r scanner) (store.Team, error) {
 			var t store.Team
 			var created int64
-			if err := rows.Scan(&t.Name, &created); err != nil {
-				rows.Close()
-				return err
-			}
+			err := r.Scan(&t.Name, &created)
 			t.CreatedAt = fromMS(created)
-			a.Teams = append(a.Teams, t)
-		}
-		rows.Close()
-		for i := range a.Teams {
-			teams[a.Teams[i].Name] = &a.Teams[i]
-		}
-		rows, err = tx.QueryContext(ctx, `SELECT team, user FROM team_members ORDER BY team, user`)
+			return t, err
+		})
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var team, user string
-			if err := rows.Scan(&team, &user); err != nil {
-				rows.Close()
-				return err
-			}
-			if t := teams[team]; t != nil {
-				t.Members = append(t.Members, user)
-			}
-		}
-		rows.Close()
-		rows, err = tx.QueryContext(ctx, `SELECT app, team, role FROM grants ORDER BY app, team`)
+		members, err := queryAll(ctx, tx, `SELECT team, user FROM team_members ORDER BY team, user`, pair)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
+		index := map[string]int{}
+		for i, t := range a.Teams {
+			index[t.Name] = i
+		}
+		for _, m := range members {
+			if i, ok := index[m[0]]; ok {
+				a.Teams[i].Members = append(a.Teams[i].Members, m[1])
+			}
+		}
+		a.Grants, err = queryAll(ctx, tx, `SELECT app, team, role FROM grants ORDER BY app, team`, func(r scanner) (store.Grant, error) {
 			var g store.Grant
-			if err := rows.Scan(&g.App, &g.Team, &g.Role); err != nil {
-				rows.Close()
-				return err
-			}
-			a.Grants = append(a.Grants, g)
-		}
-		rows.Close()
-		a.Owners = map[string]string{}
-		rows, err = tx.QueryContext(ctx, `SELECT name, owner FROM apps`)
+			err := r.Scan(&g.App, &g.Team, &g.Role)
+			return g, err
+		})
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var app, owner string
-			if err := rows.Scan(&app, &owner); err != nil {
-				return err
-			}
-			a.Owners[app] = owner
+		owners, err := queryAll(ctx, tx, `SELECT name, owner FROM apps`, pair)
+		a.Owners = map[string]string{}
+		for _, o := range owners {
+			a.Owners[o[0]] = o[1]
 		}
-		return rows.Err()
+		return err
 	})
 	return a, err
 }

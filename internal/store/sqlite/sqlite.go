@@ -198,6 +198,28 @@ func (s *DB) CreateApp(ctx context.Context, a store.App) error {
 
 type scanner interface{ Scan(...any) error }
 
+type rowsQuerier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// queryAll runs query and scans every row it returns.
+func queryAll[T any](ctx context.Context, q rowsQuerier, query string, scan func(scanner) (T, error), args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 func scanApp(r scanner) (store.App, error) {
 	var a store.App
 	var created int64
@@ -236,20 +258,7 @@ func getApp(ctx context.Context, q querier, name string) (store.App, error) {
 
 // ListApps returns every app by name.
 func (s *DB) ListApps(ctx context.Context) ([]store.App, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+appCols+` FROM apps ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.App
-	for rows.Next() {
-		a, err := scanApp(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT `+appCols+` FROM apps ORDER BY name`, scanApp)
 }
 
 // DeleteApp removes the app and everything that belongs to it.
@@ -414,20 +423,7 @@ func (s *DB) ListReleases(ctx context.Context, app string) ([]store.Release, err
 	if _, err := s.GetApp(ctx, app); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE app = ? ORDER BY version DESC`, app)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Release
-	for rows.Next() {
-		r, err := scanRelease(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT `+releaseCols+` FROM releases WHERE app = ? ORDER BY version DESC`, scanRelease, app)
 }
 
 // SetReleaseStatus records the outcome of a rollout.
@@ -468,22 +464,14 @@ func (s *DB) RemoveDomain(ctx context.Context, app, host string) error {
 
 // ListDomains returns the domains of app, or of every app when app is "".
 func (s *DB) ListDomains(ctx context.Context, app string) ([]store.Domain, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT host, app, created_at FROM domains WHERE ? = '' OR app = ? ORDER BY host`, app, app)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Domain
-	for rows.Next() {
-		var d store.Domain
-		var created int64
-		if err := rows.Scan(&d.Host, &d.App, &created); err != nil {
-			return nil, err
-		}
-		d.CreatedAt = fromMS(created)
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db, `SELECT host, app, created_at FROM domains WHERE ? = '' OR app = ? ORDER BY host`,
+		func(r scanner) (store.Domain, error) {
+			var d store.Domain
+			var created int64
+			err := r.Scan(&d.Host, &d.App, &created)
+			d.CreatedAt = fromMS(created)
+			return d, err
+		}, app, app)
 }
 
 // maxEvents bounds the events kept per app.
@@ -516,20 +504,11 @@ func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterI
 		q = `SELECT id, app, time, process, instance, message FROM events
 		WHERE app = ? AND time >= ? AND id > ? ORDER BY id LIMIT ?`
 	}
-	rows, err := s.db.QueryContext(ctx, q, app, since.UnixMicro(), afterID, maxEvents)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.Event
-	for rows.Next() {
+	return queryAll(ctx, s.db, q, func(r scanner) (store.Event, error) {
 		var e store.Event
 		var t int64
-		if err := rows.Scan(&e.ID, &e.App, &t, &e.Process, &e.Instance, &e.Message); err != nil {
-			return nil, err
-		}
+		err := r.Scan(&e.ID, &e.App, &t, &e.Process, &e.Instance, &e.Message)
 		e.Time = time.UnixMicro(t).UTC()
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	}, app, since.UnixMicro(), afterID, maxEvents)
 }
