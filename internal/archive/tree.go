@@ -108,6 +108,10 @@ func (r *resolver) walk(cur []string, target string) ([]string, error) {
 	return cur, nil
 }
 
+// ContextReader returns a reader of r that stops once ctx is done, so that
+// a long copy can be cancelled.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 // ctxReader stops reading once ctx is done.
 type ctxReader struct {
 	ctx context.Context

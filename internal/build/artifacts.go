@@ -187,22 +187,10 @@ func fileHasDigest(ctx context.Context, path, sum string) (bool, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+	if _, err := io.Copy(h, archive.ContextReader(ctx, f)); err != nil {
 		return false, err
 	}
 	return hex.EncodeToString(h.Sum(nil)) == sum, nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 func syncDir(dir string) error {
