@@ -39,7 +39,8 @@ command = %q
 		}
 		return nil
 	})
-	for _, want := range []string{"build-uid=100001", "app-uid=100001", "build-home-ok\n"} {
+	uid := p.AppUsers().Base + 1 // the first app's user
+	for _, want := range []string{fmt.Sprintf("build-uid=%d", uid), fmt.Sprintf("app-uid=%d", uid), "build-home-ok\n"} {
 		if !strings.Contains(stderr+out, want) {
 			t.Errorf("missing %q in the build output and logs:\n%s\n%s", want, stderr, out)
 		}

@@ -15,6 +15,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,6 +23,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -36,15 +38,28 @@ import (
 // are an error naming the link when they point outside it (absolute, or
 // escaping with ".."). Sockets, devices and fifos are skipped.
 func Pack(ctx context.Context, dir string, w io.Writer) error {
-	return pack(ctx, dir, w, true)
+	return pack(ctx, dir, w, true, -1)
 }
 
 // PackAll is Pack without ignore rules: it packs every regular file, folder
 // and symlink under dir, .git included. It is meant for build artifacts,
 // whose output is usually git-ignored.
 func PackAll(ctx context.Context, dir string, w io.Writer) error {
-	return pack(ctx, dir, w, false)
+	return pack(ctx, dir, w, false, -1)
 }
+
+// PackOwned is PackAll for a tree that a user could write, read by a
+// process that may read more than that user (root packing a build's
+// output): every regular file packed must be owned by uid, as the opened
+// file itself says, or PackOwned fails with ErrNotOwned. A hard link to a
+// file of another user (which the kernel allows where protected_hardlinks
+// is off) or a file swapped in meanwhile is refused, never read.
+func PackOwned(ctx context.Context, dir string, w io.Writer, uid uint32) error {
+	return pack(ctx, dir, w, false, int64(uid))
+}
+
+// ErrNotOwned is a file that PackOwned found owned by another user.
+var ErrNotOwned = errors.New("file not owned by the folder's user")
 
 // entry is one file, folder or symlink to pack.
 type entry struct {
@@ -57,17 +72,18 @@ type entry struct {
 type packer struct {
 	root      *os.Root
 	useIgnore bool
+	owner     int64 // every file's owner must be this uid; -1: anyone
 	entries   []entry
 }
 
-func pack(ctx context.Context, dir string, w io.Writer, useIgnore bool) error {
+func pack(ctx context.Context, dir string, w io.Writer, useIgnore bool, owner int64) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("pack: %w", err)
 	}
 	defer root.Close()
 
-	p := &packer{root: root, useIgnore: useIgnore}
+	p := &packer{root: root, useIgnore: useIgnore, owner: owner}
 	if err := p.walk(ctx, "", nil); err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
@@ -219,6 +235,9 @@ func (p *packer) write(ctx context.Context, tw *tar.Writer, e entry) error {
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("changed while packing: no longer a regular file")
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); p.owner >= 0 && (!ok || int64(st.Uid) != p.owner) {
+		return fmt.Errorf("%w: owned by uid %d, not %d (a hard link to another user's file?)", ErrNotOwned, st.Uid, p.owner)
 	}
 	hdr.Typeflag = tar.TypeReg
 	hdr.Mode = 0o644

@@ -39,7 +39,11 @@ const digestPrefix = "sha256:"
 // artifact with the same digest is kept, unless its content no longer
 // matches, in which case it is replaced. Store returns the digest,
 // "sha256:<hex>".
-func (a *Artifacts) Store(ctx context.Context, srcDir string) (digest string, err error) {
+//
+// With owner other than 0, srcDir is a tree that user could write (a
+// build's output) and every file in it must be owned by owner
+// (archive.PackOwned): root stores nothing the user could not read.
+func (a *Artifacts) Store(ctx context.Context, srcDir string, owner uint32) (digest string, err error) {
 	if err := os.MkdirAll(a.Dir, 0o755); err != nil {
 		return "", fmt.Errorf("store artifact: %w", err)
 	}
@@ -56,7 +60,11 @@ func (a *Artifacts) Store(ctx context.Context, srcDir string) (digest string, er
 
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(tmp, h), 1<<16)
-	if err := archive.PackAll(ctx, srcDir, bw); err != nil {
+	pack := archive.PackAll
+	if owner != 0 {
+		pack = func(ctx context.Context, dir string, w io.Writer) error { return archive.PackOwned(ctx, dir, w, owner) }
+	}
+	if err := pack(ctx, srcDir, bw); err != nil {
 		return "", fmt.Errorf("store artifact: %w", err)
 	}
 	if err := bw.Flush(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"paddock.dev/paddock/internal/archive"
 )
 
 // writeTree creates files under dir; a value starting with "-> " is a symlink.
@@ -73,11 +75,11 @@ func TestStoreIsDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d1, err := a.Store(t.Context(), src1)
+	d1, err := a.Store(t.Context(), src1, 0)
 	if err != nil {
 		t.Fatalf("Store: %v", err)
 	}
-	d2, err := a.Store(t.Context(), src2)
+	d2, err := a.Store(t.Context(), src2, 0)
 	if err != nil {
 		t.Fatalf("Store: %v", err)
 	}
@@ -109,7 +111,7 @@ func TestStoreIsDeterministic(t *testing.T) {
 	}
 
 	writeTree(t, src2, map[string]string{"extra": "x"})
-	d3, err := a.Store(t.Context(), src2)
+	d3, err := a.Store(t.Context(), src2, 0)
 	if err != nil {
 		t.Fatalf("Store: %v", err)
 	}
@@ -122,7 +124,7 @@ func TestExtractRoundTrip(t *testing.T) {
 	a := &Artifacts{Dir: t.TempDir()}
 	src := t.TempDir()
 	writeTree(t, src, appTree)
-	digest, err := a.Store(t.Context(), src)
+	digest, err := a.Store(t.Context(), src, 0)
 	if err != nil {
 		t.Fatalf("Store: %v", err)
 	}
@@ -169,11 +171,11 @@ func TestExtractDetectsCorruption(t *testing.T) {
 			src, other := t.TempDir(), t.TempDir()
 			writeTree(t, src, appTree)
 			writeTree(t, other, map[string]string{"evil": "replaced"})
-			digest, err := a.Store(t.Context(), src)
+			digest, err := a.Store(t.Context(), src, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			otherDigest, err := a.Store(t.Context(), other)
+			otherDigest, err := a.Store(t.Context(), other, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +191,7 @@ func TestExtractDetectsCorruption(t *testing.T) {
 			}
 
 			// Storing the same tree again repairs the artifact.
-			if _, err := a.Store(t.Context(), src); err != nil {
+			if _, err := a.Store(t.Context(), src, 0); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.Extract(t.Context(), digest, t.TempDir()); err != nil {
@@ -232,7 +234,7 @@ func TestExtractIntoNonEmptyFolder(t *testing.T) {
 	a := &Artifacts{Dir: t.TempDir()}
 	src := t.TempDir()
 	writeTree(t, src, appTree)
-	digest, err := a.Store(t.Context(), src)
+	digest, err := a.Store(t.Context(), src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +252,7 @@ func TestStoreRejectsOutsideSymlink(t *testing.T) {
 	a := &Artifacts{Dir: t.TempDir()}
 	src := t.TempDir()
 	writeTree(t, src, map[string]string{"a": "a", "escape": "-> /etc/passwd"})
-	_, err := a.Store(t.Context(), src)
+	_, err := a.Store(t.Context(), src, 0)
 	if err == nil || !strings.Contains(err.Error(), `symlink "escape"`) {
 		t.Fatalf("Store: got %v, want an error naming symlink \"escape\"", err)
 	}
@@ -291,7 +293,7 @@ func TestPrune(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(src, "f"), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		d, err := a.Store(ctx, src)
+		d, err := a.Store(ctx, src, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,5 +313,40 @@ func TestPrune(t *testing.T) {
 		if got := err == nil; got != want {
 			t.Errorf("artifact %d present: got %v, want %v", i, got, want)
 		}
+	}
+}
+
+// TestStoreRefusesAnotherUsersFile: a build's output, stored as its app's
+// user, may not hold a hard link to a file of another user (the kernel
+// allows one where protected_hardlinks is off): root would read it.
+func TestStoreRefusesAnotherUsersFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (the tests run as root, as CI does)")
+	}
+	const app = 123458
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("root only"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"bin/app": "ok"})
+	if err := os.Link(secret, filepath.Join(src, "bin", "loot")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{src, filepath.Join(src, "bin"), filepath.Join(src, "bin", "app")} {
+		os.Lchown(p, app, app)
+	}
+	a := &Artifacts{Dir: t.TempDir()}
+	_, err := a.Store(t.Context(), src, app)
+	if !errors.Is(err, archive.ErrNotOwned) || !strings.Contains(err.Error(), "loot") {
+		t.Fatalf("Store: got %v, want ErrNotOwned naming loot", err)
+	}
+	if entries, _ := os.ReadDir(a.Dir); len(entries) != 0 {
+		t.Errorf("artifact folder after a refused Store: got %d entries, want none", len(entries))
+	}
+	// The same tree without the link is stored.
+	os.Remove(filepath.Join(src, "bin", "loot"))
+	if _, err := a.Store(t.Context(), src, app); err != nil {
+		t.Fatalf("Store of the app's own files: %v", err)
 	}
 }

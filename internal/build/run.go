@@ -4,9 +4,9 @@
 // Artifacts keeps the result as a content-addressed, deterministic
 // tar.gz that any number of releases can share.
 //
-// Isolation of the build (its own user, cgroup limits, namespaces) is the
-// caller's business: Run takes the full environment and nothing else from
-// the server's process.
+// Isolation of the build (its own user, its cgroup) is the caller's to set
+// up: Run takes the full environment and nothing else from the server's
+// process.
 package build
 
 import (
@@ -14,13 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
+
+	"paddock.dev/paddock/internal/isolate"
 )
 
 // Sentinel errors of Run, for errors.Is.
@@ -37,8 +37,13 @@ type Spec struct {
 	Env     []string      // the full environment; nil means empty, never the server's own
 	Output  io.Writer     // combined stdout and stderr, streamed as it comes; nil: discarded
 	// UID and GID run the command as that user, who is given Dir and
-	// everything in it first; 0 runs it as this process.
+	// everything in it first (Dir must be out of the user's reach until
+	// then: see isolate.GiveTree); 0 runs it as this process.
 	UID, GID uint32
+	// Cgroup is a fresh cgroup (v2) to run the build in: every process it
+	// starts stays there, however it detaches, and all of them end with the
+	// build. "" tracks the build by its process group only.
+	Cgroup string
 	// Started, if set, learns the process group of the running build, so
 	// that a later process can end it if this one dies first.
 	Started func(pgid int)
@@ -67,14 +72,8 @@ func Run(ctx context.Context, s Spec) error {
 		out = io.Discard
 	}
 	if s.UID != 0 {
-		err := filepath.WalkDir(s.Dir, func(path string, _ fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(path, int(s.UID), int(s.GID))
-		})
-		if err != nil {
-			return fmt.Errorf("build: give the source to uid %d: %w", s.UID, err)
+		if err := isolate.GiveTree(s.Dir, int(s.UID), int(s.GID)); err != nil {
+			return fmt.Errorf("build: %w", err)
 		}
 	}
 	runCtx := ctx
@@ -106,6 +105,16 @@ func Run(ctx context.Context, s Spec) error {
 	if s.UID != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: s.UID, Gid: s.GID, Groups: []uint32{}}
 	}
+	if s.Cgroup != "" {
+		cg, err := isolate.Open(s.Cgroup)
+		if err != nil {
+			pw.Close()
+			return fmt.Errorf("build: %w", err)
+		}
+		defer cg.Close()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -130,7 +139,12 @@ func Run(ctx context.Context, s Spec) error {
 	kill := func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if !done {
+		if done {
+			return
+		}
+		if s.Cgroup != "" {
+			_ = isolate.Kill(s.Cgroup, 10*time.Second)
+		} else {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"paddock.dev/paddock/internal/isolate"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while Run writes to it.
@@ -220,5 +222,48 @@ func waitDead(t *testing.T, pid int) {
 			t.Fatalf("process %d still runs after the build: got alive, want killed", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRunInCgroupEndsEverything: in a cgroup, a process that starts a
+// session of its own ends with the build, on success and on timeout alike.
+func TestRunInCgroupEndsEverything(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (the tests run as root, as CI does): it makes cgroups")
+	}
+	tr, err := isolate.NewTracker("paddock-test-build-" + strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { isolate.Kill(tr.Dir(), 5*time.Second); isolate.Remove(tr.Dir()) })
+	for i, tc := range []struct {
+		name    string
+		command string
+		timeout time.Duration
+		want    error
+	}{
+		{"success", "setsid sleep 100 & echo $! > escaped.pid; while [ ! -s escaped.pid ]; do sleep 0.01; done", 0, nil},
+		{"timeout", "setsid sleep 100 & echo $! > escaped.pid; sleep 100", 500 * time.Millisecond, ErrTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cg, err := tr.Group(1, "build-"+strconv.Itoa(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			err = Run(t.Context(), Spec{Dir: dir, Command: tc.command, Timeout: tc.timeout, Cgroup: cg, Env: []string{"PATH=/usr/bin:/bin"}})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Run: got %v, want %v", err, tc.want)
+			}
+			pid := readPid(t, filepath.Join(dir, "escaped.pid"))
+			waitDead(t, pid)
+			if d := time.Since(start); d > outputDrain {
+				t.Errorf("Run took %v: it waited for the output of a process it could have killed", d)
+			}
+			if isolate.Populated(cg) {
+				t.Errorf("processes are left in the build's cgroup")
+			}
+		})
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"paddock.dev/paddock/internal/build"
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
 	"paddock.dev/paddock/internal/store"
@@ -53,6 +54,9 @@ type Config struct {
 	TLSCert, TLSKey string
 	// InsecureHTTP serves the API over plain HTTP; allowed on loopback only.
 	InsecureHTTP bool
+	// UIDRegistry is the machine-wide folder where platforms claim their
+	// blocks of app users; default isolate.DefaultRegistry. Used as root.
+	UIDRegistry string
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
@@ -93,8 +97,8 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Binary = exe
 	}
 	log := cfg.Logger
-	isolate := os.Geteuid() == 0
-	if isolate {
+	isolated := os.Geteuid() == 0
+	if isolated {
 		// Everything the server writes is its own unless said otherwise:
 		// apps and builds run as other users and must not read it.
 		syscall.Umask(0o077)
@@ -104,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("create data folder: %w", err)
 	}
-	if isolate {
+	if isolated {
 		if err := openPaths(cfg.Data, cfg.BuildHome); err != nil {
 			return err
 		}
@@ -114,6 +118,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer unlock()
+	var users *isolate.Range
+	var tracker *isolate.Tracker
+	if isolated {
+		if cfg.UIDRegistry == "" {
+			cfg.UIDRegistry = isolate.DefaultRegistry
+		}
+		r, err := isolate.Claim(cfg.UIDRegistry, cfg.Data)
+		if err != nil {
+			return err
+		}
+		users = &r
+		if tracker, err = isolate.NewTracker(r.Cgroup()); err != nil {
+			log.Warn("processes are tracked by process group only: one that starts a session of its own survives its app's stop and destruction", "err", err)
+			tracker = nil
+		}
+	}
 
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "paddock.db"))
 	if err != nil {
@@ -173,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 	artifacts := &build.Artifacts{Dir: filepath.Join(cfg.Data, "artifacts")}
 	rt, err := process.New(process.Config{
 		Dir: filepath.Join(cfg.Data, "instances"), Logs: filepath.Join(cfg.Data, "logs"),
-		Binary: cfg.Binary, Extract: artifacts.Extract, Logger: log,
+		Binary: cfg.Binary, Extract: artifacts.Extract, Tracker: tracker, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -183,8 +203,8 @@ func Run(ctx context.Context, cfg Config) error {
 		BuildDir:   filepath.Join(cfg.Data, "builds"),
 		BuildHome:  cfg.BuildHome,
 		Logs:       filepath.Join(cfg.Data, "logs"),
-		AppUIDBase: appUIDBase(isolate),
-		Domain:     cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolate), Logger: log,
+		Users:      users, Tracker: tracker,
+		Domain:     cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolated), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -326,18 +346,6 @@ func searchable(dir string) error {
 			return nil
 		}
 	}
-}
-
-// AppUIDBase is where the users of apps start when the server runs as
-// root: app N builds and runs as AppUIDBase+N. No /etc/passwd entry is
-// needed.
-const AppUIDBase = 100000
-
-func appUIDBase(isolate bool) uint32 {
-	if isolate {
-		return AppUIDBase
-	}
-	return 0
 }
 
 // buildEnv passes the Go toolchain's settings on to build commands. Run as

@@ -17,6 +17,7 @@ import (
 
 	"paddock.dev/paddock/internal/archive"
 	"paddock.dev/paddock/internal/build"
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/store"
@@ -124,9 +125,13 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 		return store.Build{}, fmt.Errorf("build %s: %w", id, err)
 	}
 	defer os.RemoveAll(dir)
-	uid := s.appUID(a)
+	uid, err := s.appUID(a)
+	if err != nil {
+		return store.Build{}, err
+	}
 	if uid != 0 {
-		// The build user passes through to its folder and no further.
+		// The build user passes through to its folder and no further; src
+		// stays root's (0700) until the build gets it whole.
 		for _, d := range []string{s.cfg.BuildDir, dir} {
 			if err := os.Chmod(d, 0o711); err != nil {
 				return store.Build{}, err
@@ -149,22 +154,9 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 	}
 	if m.Build.Command != "" {
 		p.Step("building: " + m.Build.Command)
-		// Each app's builds keep their own home, their cache between builds.
-		home := filepath.Join(s.cfg.BuildHome, app)
-		if err := os.MkdirAll(home, 0o700); err != nil {
+		home, err := s.buildHome(a.Name, uid)
+		if err != nil {
 			return store.Build{}, err
-		}
-		if uid != 0 {
-			if err := os.Chmod(filepath.Dir(home), 0o711); err != nil {
-				return store.Build{}, err
-			}
-			// A home left by an app of the same name but another user (a
-			// destroyed app's) changes hands whole.
-			if fi, err := os.Stat(home); err == nil && fi.Sys().(*syscall.Stat_t).Uid != uid {
-				if err := chownTree(home, int(uid)); err != nil {
-					return store.Build{}, err
-				}
-			}
 		}
 		env := []string{
 			"PATH=" + os.Getenv("PATH"),
@@ -183,9 +175,16 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 			buildLog.Line("out", line)
 			p.Output(line)
 		}}
+		var cgroup string
+		if s.cfg.Tracker != nil {
+			if cgroup, err = s.cfg.Tracker.Group(a.ID, buildGroup+id); err != nil {
+				return store.Build{}, err
+			}
+			defer isolate.Remove(cgroup)
+		}
 		err = build.Run(ctx, build.Spec{
 			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
-			UID: uid, GID: uid,
+			UID: uid, GID: uid, Cgroup: cgroup,
 			Started: func(pgid int) {
 				os.WriteFile(filepath.Join(dir, "pgid"), []byte(strconv.Itoa(pgid)), 0o600)
 			},
@@ -196,7 +195,16 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 		}
 	}
 	p.Step("storing artifact")
-	digest, err := s.cfg.Artifacts.Store(ctx, src)
+	// What the build command wrote is the app user's, and read as such;
+	// without a build command the tree is as root unpacked it.
+	owner := uint32(0)
+	if m.Build.Command != "" {
+		owner = uid
+	}
+	digest, err := s.cfg.Artifacts.Store(ctx, src, owner)
+	if errors.Is(err, archive.ErrNotOwned) {
+		return store.Build{}, fmt.Errorf("%w: the build's output holds a file that is not the app's: %w", ErrBuild, err)
+	}
 	if err != nil {
 		return store.Build{}, fmt.Errorf("build %s: store artifact: %w", id, err)
 	}
@@ -243,6 +251,11 @@ func (w *lineWriter) Flush() {
 // CleanBuilds ends what builds a previous server left running when it died
 // (their process groups, by the ID each recorded) and removes their folders.
 func (s *Service) CleanBuilds() {
+	if s.cfg.Tracker != nil {
+		if err := s.cfg.Tracker.KillGroups(0, buildGroup); err != nil {
+			s.log.Warn("end the builds a previous server left running", "err", err)
+		}
+	}
 	entries, _ := os.ReadDir(s.cfg.BuildDir)
 	for _, e := range entries {
 		dir := filepath.Join(s.cfg.BuildDir, e.Name())
@@ -257,12 +270,51 @@ func (s *Service) CleanBuilds() {
 	}
 }
 
-// chownTree gives dir and everything in it to uid, without following links.
-func chownTree(dir string, uid int) error {
-	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+// buildGroup starts the names of builds' cgroups.
+const buildGroup = "build-"
+
+// buildHome returns the HOME of app's builds, their cache between builds,
+// made on first use. Each app user has a fresh one of its own: a home is
+// never handed from one user to another, since root would have to re-own a
+// tree that its old owner could still be changing.
+func (s *Service) buildHome(app string, uid uint32) (string, error) {
+	home := filepath.Join(s.cfg.BuildHome, app)
+	if uid == 0 {
+		return home, os.MkdirAll(home, 0o700)
+	}
+	home += "." + strconv.FormatUint(uint64(uid), 10)
+	if err := os.MkdirAll(s.cfg.BuildHome, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(s.cfg.BuildHome, 0o711); err != nil {
+		return "", err
+	}
+	err := os.Mkdir(home, 0o700)
+	switch {
+	case err == nil:
+		if err := os.Chown(home, int(uid), int(uid)); err != nil {
+			os.Remove(home)
+			return "", err
 		}
-		return os.Lchown(path, uid, uid)
-	})
+		return home, nil
+	case !errors.Is(err, fs.ErrExist):
+		return "", err
+	}
+	fi, err := os.Lstat(home)
+	if err != nil {
+		return "", err
+	}
+	if st := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || st.Uid != uid {
+		return "", fmt.Errorf("build home %s is not a folder of uid %d: remove it", home, uid)
+	}
+	return home, nil
+}
+
+// removeBuildHomes removes the build homes of a destroyed app's user.
+func (s *Service) removeBuildHomes(app string, uid uint32) {
+	if uid == 0 {
+		return
+	}
+	// RemoveAll works through file descriptors and follows no link.
+	os.RemoveAll(filepath.Join(s.cfg.BuildHome, app+"."+strconv.FormatUint(uint64(uid), 10)))
 }

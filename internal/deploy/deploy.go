@@ -16,12 +16,14 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"paddock.dev/paddock/internal/build"
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
@@ -60,10 +62,14 @@ type Config struct {
 	Now       func() time.Time  // default time.Now
 	Logger    *slog.Logger      // default: discard
 	AppEnv    map[string]string // base environment of every instance (PATH…); default a minimal PATH
-	// AppUIDBase, when not 0, runs each app's builds and instances as a
-	// user of its own, AppUIDBase + the app's ID, who can read neither the
-	// platform's data nor other apps'. 0 runs them as the server's user.
-	AppUIDBase uint32
+	// Users, when set, runs each app's builds and instances as a user of
+	// its own, Users.App(the app's ID), who can read neither the platform's
+	// data nor other apps'. Nil runs them as the server's user.
+	Users *isolate.Range
+	// Tracker, when set, keeps every process of an app's builds in a
+	// cgroup, so that a timeout or the app's destruction ends all of them;
+	// the runtime does the same for instances.
+	Tracker *isolate.Tracker
 }
 
 // Service manages apps, releases and their rollouts.
@@ -140,19 +146,33 @@ func (s *Service) CreateApp(ctx context.Context, name, owner string) (store.App,
 	if err := ValidateAppName(name); err != nil {
 		return store.App{}, err
 	}
-	a := store.App{Name: name, Owner: owner, CreatedAt: s.now().UTC(), Formation: map[string]int{}}
-	if err := s.st.CreateApp(ctx, a); err != nil {
+	a, err := s.st.CreateApp(ctx, store.App{Name: name, Owner: owner, CreatedAt: s.now().UTC(), Formation: map[string]int{}})
+	if err != nil {
 		return store.App{}, err
 	}
 	s.event(ctx, name, "", "", "app created by "+owner)
 	return a, nil
 }
 
-// DestroyApp removes an app; the reconciler stops its instances.
+// DestroyApp removes an app and ends its builds; the reconciler stops its
+// instances, and once the last is gone, whatever else of the app runs.
 func (s *Service) DestroyApp(ctx context.Context, name string) error {
 	defer s.lock(name)()
+	a, err := s.st.GetApp(ctx, name)
+	if err != nil {
+		return err
+	}
 	if err := s.st.DeleteApp(ctx, name); err != nil {
 		return err
+	}
+	if s.cfg.Tracker != nil {
+		if err := s.cfg.Tracker.KillGroups(a.ID, buildGroup); err != nil {
+			s.log.Warn("end the builds of a destroyed app", "app", name, "err", err)
+		}
+	}
+	if insts, err := s.rt.List(ctx); err == nil && !slices.ContainsFunc(insts, func(in runtime.Instance) bool { return in.App == name }) {
+		uid, _ := s.appUID(a)
+		s.endApp(name, a.ID, uid)
 	}
 	s.Kick()
 	s.pruneArtifacts(ctx)
@@ -220,11 +240,11 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 }
 
 // appUID is the user app's builds and instances run as; 0 for the server's.
-func (s *Service) appUID(a store.App) uint32 {
-	if s.cfg.AppUIDBase == 0 {
-		return 0
+func (s *Service) appUID(a store.App) (uint32, error) {
+	if s.cfg.Users == nil {
+		return 0, nil
 	}
-	return s.cfg.AppUIDBase + uint32(a.ID)
+	return s.cfg.Users.App(a.ID)
 }
 
 func wantCount(a store.App, process string, p manifest.Process) int {

@@ -435,9 +435,12 @@ func (s *Service) crashEvents(ctx context.Context, insts []runtime.Instance) {
 }
 
 func (s *Service) start(ctx context.Context, a store.App, rel store.Release, process string, spec manifest.Process) (runtime.Instance, error) {
+	uid, err := s.appUID(a)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
 	port := spec.Port
 	if port == 0 {
-		var err error
 		if port, err = s.freePort(ctx); err != nil {
 			return runtime.Instance{}, err
 		}
@@ -456,11 +459,9 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	s.rec.health[id] = &health{firstSeen: s.now()}
 	s.rec.mu.Unlock()
 	rs := runtime.Spec{
-		ID: id, App: a.Name, Process: process, Release: rel.Version, Artifact: rel.Artifact,
+		ID: id, App: a.Name, AppID: a.ID, Process: process, UID: uid, GID: uid, Release: rel.Version, Artifact: rel.Artifact,
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
 	}
-	rs.UID = s.appUID(a)
-	rs.GID = rs.UID
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {
 		s.forget(id)
@@ -533,7 +534,7 @@ func (s *Service) stopRetired(ctx context.Context) {
 			if err := s.rt.Stop(context.WithoutCancel(ctx), in.ID); err != nil {
 				s.log.Warn("stop instance", "instance", in.ID, "err", err)
 			}
-			s.pruneLogs(ctx, in.App)
+			s.afterStop(ctx, in)
 			s.forget(in.ID)
 			s.Kick()
 		}()
@@ -636,27 +637,39 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 	return nil
 }
 
-// pruneLogs keeps app's log folder within its bound, deleting the oldest
-// files of instances that no longer run.
-func (s *Service) pruneLogs(ctx context.Context, app string) {
+// afterStop keeps the log folder of a stopped instance's app within its
+// bound, deleting the oldest files of instances that no longer run; once
+// the last instance of a destroyed app is gone, it ends the app for good.
+func (s *Service) afterStop(ctx context.Context, in runtime.Instance) {
 	insts, err := s.rt.List(ctx)
 	if err != nil {
 		return
 	}
-	keep := map[string]bool{app + ".build": true}
+	keep := map[string]bool{in.App + ".build": true}
 	left := 0
-	for _, in := range insts {
-		keep[in.ID] = true
-		if in.App == app {
+	for _, other := range insts {
+		keep[other.ID] = true
+		if other.App == in.App {
 			left++
 		}
 	}
-	if _, err := s.st.GetApp(ctx, app); errors.Is(err, store.ErrNotFound) && left == 0 {
-		// The app was destroyed and its last instance is gone: so are its logs.
-		os.RemoveAll(s.logDir(app))
+	if _, err := s.st.GetApp(ctx, in.App); errors.Is(err, store.ErrNotFound) && left == 0 {
+		s.endApp(in.App, in.AppID, in.UID)
 		return
 	}
-	logs.Prune(s.logDir(app), appLogLimit, keep)
+	logs.Prune(s.logDir(in.App), appLogLimit, keep)
+}
+
+// endApp removes what is left of a destroyed app with no instance left:
+// every process still in its cgroup, its build home and its logs.
+func (s *Service) endApp(name string, id int64, uid uint32) {
+	if s.cfg.Tracker != nil && id != 0 {
+		if err := s.cfg.Tracker.KillApp(id); err != nil {
+			s.log.Warn("end the processes of a destroyed app", "app", name, "err", err)
+		}
+	}
+	s.removeBuildHomes(name, uid)
+	os.RemoveAll(s.logDir(name))
 }
 
 func short(id string) string {

@@ -16,6 +16,7 @@ var ErrNotFound = errors.New("instance not found")
 type Spec struct {
 	ID          string        `json:"id"`
 	App         string        `json:"app"`
+	AppID       int64         `json:"app_id"` // store.App.ID: never reused, unlike the name
 	Process     string        `json:"process"`
 	Release     int           `json:"release"`
 	Artifact    string        `json:"artifact"` // content digest of the build artifact; "" runs the command in an empty folder

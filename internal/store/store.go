@@ -22,7 +22,10 @@ var (
 
 // App is a named unit with a current release and a formation.
 type App struct {
-	ID        int64     `json:"id"` // unique among existing apps, assigned by the store
+	// ID is assigned by CreateApp from a counter: never 0 and never given
+	// to another app, even after this one is deleted (it names the app's
+	// user on the machine).
+	ID        int64     `json:"id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	// Release is the version that should run; 0 before the first release.
@@ -134,7 +137,8 @@ type NewRelease func(app App, current *Release) (Release, error)
 // Store is the platform's declared state. Every method that changes state
 // has committed durably when it returns nil.
 type Store interface {
-	CreateApp(ctx context.Context, a App) error
+	// CreateApp adds a with the next app ID and returns it as stored.
+	CreateApp(ctx context.Context, a App) (App, error)
 	GetApp(ctx context.Context, name string) (App, error)
 	ListApps(ctx context.Context) ([]App, error)
 	// DeleteApp removes the app with its releases, builds, domains and events.

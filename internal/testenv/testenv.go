@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"paddock.dev/paddock/internal/client"
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/router"
 )
 
@@ -205,12 +206,13 @@ func (p *Platform) cleanup() {
 			<-p.exited
 		}
 	}
+	users := p.AppUsers()
 	KillLeftovers(p.Data)
 	// Nothing the platform started may outlive it: a process still working
-	// in its folders is a leak.
-	for _, pid := range processesIn(p.Dir) {
+	// in its folders, or running as one of its app users, is a leak.
+	for _, pid := range processesIn(p.Dir, users) {
 		syscall.Kill(pid, syscall.SIGKILL)
-		p.t.Errorf("process %d was left running in %s", pid, p.Dir)
+		p.t.Errorf("process %d was left running in %s or as an app user (%s)", pid, p.Dir, users)
 	}
 	if p.t.Failed() {
 		p.t.Logf("server log:\n%s", p.ServerLog())
@@ -239,15 +241,33 @@ func KillLeftovers(data string) {
 			}
 		}
 	}
+	// Every app process is in the platform's cgroup, whatever it did.
+	var r isolate.Range
+	if b, err := os.ReadFile(filepath.Join(data, "uid-range.json")); err == nil && json.Unmarshal(b, &r) == nil {
+		if tr, err := isolate.NewTracker(r.Cgroup()); err == nil {
+			isolate.Kill(tr.Dir(), 10*time.Second)
+			isolate.Remove(tr.Dir())
+		}
+	}
 	state := filepath.Join(data, "router")
 	if info, err := router.ReadInfo(state); err == nil && info.PID > 0 && cmdlineHas(info.PID, state) {
 		syscall.Kill(info.PID, syscall.SIGKILL)
 	}
 }
 
-// processesIn lists the processes whose working folder is inside dir,
-// waiting a moment for those already stopping.
-func processesIn(dir string) []int {
+// AppUsers returns the block of users the platform's apps run as.
+func (p *Platform) AppUsers() isolate.Range {
+	var r isolate.Range
+	b, err := os.ReadFile(filepath.Join(p.Data, "uid-range.json"))
+	if err != nil || json.Unmarshal(b, &r) != nil {
+		p.t.Errorf("the data folder records no block of app users: %v", err)
+	}
+	return r
+}
+
+// processesIn lists the processes whose working folder is inside dir or
+// that run as a user of users, waiting a moment for those already stopping.
+func processesIn(dir string, users isolate.Range) []int {
 	var pids []int
 	for try := 0; try < 50; try++ {
 		pids = pids[:0]
@@ -258,6 +278,8 @@ func processesIn(dir string) []int {
 				continue
 			}
 			if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, dir+"/") {
+				pids = append(pids, pid)
+			} else if fi, err := os.Stat("/proc/" + e.Name()); err == nil && users.Size > 0 && users.Contains(fi.Sys().(*syscall.Stat_t).Uid) {
 				pids = append(pids, pid)
 			}
 		}

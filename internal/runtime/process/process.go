@@ -10,6 +10,10 @@
 //	Dir/ID/state.json   what runs (written atomically by the shim)
 //	Dir/ID/app/         the instance's working folder, the release's artifact
 //	Logs/APP/ID.log     the instance's output, one timestamped line each
+//
+// With a Tracker, every process of an instance starts inside a cgroup of
+// its own (isolate.Tracker.Group): whatever it forks, however it detaches,
+// a stop or a crash of the main process ends all of it.
 package process
 
 import (
@@ -27,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/runtime"
 )
 
@@ -44,7 +49,11 @@ type Config struct {
 	Extract func(ctx context.Context, digest, dst string) error
 	// LogLimit bounds one instance log file before it rotates; default 8 MiB.
 	LogLimit int64
-	Logger   *slog.Logger // default: discard
+	// Tracker holds each instance's processes in a cgroup of its own; nil
+	// tracks them by process group only, which a process that starts a
+	// session of its own leaves.
+	Tracker *isolate.Tracker
+	Logger  *slog.Logger // default: discard
 }
 
 // Runtime runs instances as supervised local processes.
@@ -90,6 +99,9 @@ type shimSpec struct {
 	runtime.Spec
 	LogFile  string `json:"log_file"`
 	LogLimit int64  `json:"log_limit"`
+	// Track is the instance's cgroup (v2), which holds all its processes;
+	// "" without a Tracker.
+	Track string `json:"track,omitempty"`
 }
 
 // shimState is state.json.
@@ -132,10 +144,11 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 		}
 	}
 	if s.UID != 0 {
-		if err := os.Chmod(dir, 0o711); err != nil {
+		// Given away while dir (0700) keeps the app out, then opened.
+		if err := isolate.GiveTree(appDir, int(s.UID), int(s.GID)); err != nil {
 			return fail(err)
 		}
-		if err := ChownTree(appDir, int(s.UID), int(s.GID)); err != nil {
+		if err := os.Chmod(dir, 0o711); err != nil {
 			return fail(err)
 		}
 	}
@@ -143,6 +156,13 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 		return fail(err)
 	}
 	ss := shimSpec{Spec: s, LogFile: r.LogFile(s.App, s.ID), LogLimit: r.cfg.LogLimit}
+	if r.cfg.Tracker != nil {
+		track, err := r.cfg.Tracker.Group(s.AppID, s.ID)
+		if err != nil {
+			return fail(err)
+		}
+		ss.Track = track
+	}
 	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
 		return fail(err)
 	}
@@ -249,9 +269,16 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 			syscall.Kill(st.ShimPID, syscall.SIGKILL)
 		}
 	}
-	// Whatever the shim did, nothing of the instance may survive it: kill
-	// the app's process group if it is still there and still ours.
-	if st.PID > 0 && ownsProcess(st.PID, filepath.Join(dir, "app")) {
+	// Whatever the shim did, nothing of the instance may survive it: end
+	// its cgroup, or its process group if it is still there and still ours.
+	if ss.Track != "" {
+		if err := isolate.Kill(ss.Track, 10*time.Second); err != nil {
+			return fmt.Errorf("stop %s: %w", id, err)
+		}
+		if err := isolate.Remove(ss.Track); err != nil {
+			r.log.Warn("remove the instance's cgroup", "instance", id, "err", err)
+		}
+	} else if st.PID > 0 && ownsProcess(st.PID, filepath.Join(dir, "app")) {
 		syscall.Kill(-st.PID, syscall.SIGKILL)
 	}
 	if st.Cgroup != "" {
@@ -261,17 +288,6 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stop %s: remove folder: %w", id, err)
 	}
 	return nil
-}
-
-// ChownTree gives a folder and everything in it to uid and gid, without
-// following symlinks.
-func ChownTree(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, uid, gid)
-	})
 }
 
 // shimAlive reports whether pid is a shim serving dir: the pid alone could

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/runtime"
 )
 
@@ -37,7 +38,14 @@ func newRuntime(t *testing.T) *Runtime {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	r, err := New(Config{Dir: filepath.Join(dir, "instances"), Logs: filepath.Join(dir, "logs"), Binary: exe})
+	if os.Geteuid() != 0 {
+		t.Fatal("the runtime's tests need root (they run as root, as CI does): they check cgroups")
+	}
+	tr, err := isolate.NewTracker(fmt.Sprintf("paddock-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Dir: filepath.Join(dir, "instances"), Logs: filepath.Join(dir, "logs"), Binary: exe, Tracker: tr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +54,68 @@ func newRuntime(t *testing.T) *Runtime {
 		for _, in := range insts {
 			r.Stop(context.Background(), in.ID)
 		}
+		if isolate.Populated(tr.Dir()) {
+			t.Errorf("processes were left in the runtime's cgroup %s", tr.Dir())
+		}
+		isolate.Kill(tr.Dir(), 5*time.Second)
+		isolate.Remove(tr.Dir())
 	})
 	return r
+}
+
+// daemonPID starts an instance whose command leaves a daemon behind, in a
+// session of its own, and returns the instance and the daemon's pid.
+func daemonPID(t *testing.T, r *Runtime, id string) (runtime.Instance, int) {
+	t.Helper()
+	in, err := r.Start(context.Background(), runtime.Spec{ID: id, App: "a", AppID: 1, Process: "web",
+		Command: "setsid sleep 1000 & echo $! > child.pid; exec sleep 1000", StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	pidFile := filepath.Join(r.cfg.Dir, in.ID, "app", "child.pid")
+	var child int
+	deadline := time.Now().Add(5 * time.Second)
+	for child == 0 && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(pidFile)
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !alive(child) {
+		t.Fatalf("the daemon did not start (pid %d)", child)
+	}
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	return in, child
+}
+
+func waitGoneT(t *testing.T, pid int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) is still running", what, pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStopEndsDaemons: a process that starts a session of its own leaves
+// the process group, not the instance.
+func TestStopEndsDaemons(t *testing.T) {
+	r := newRuntime(t)
+	in, child := daemonPID(t, r, "a.web.8")
+	if err := r.Stop(context.Background(), in.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneT(t, child, "a daemon of a stopped instance")
+}
+
+func TestCrashEndsDaemons(t *testing.T) {
+	r := newRuntime(t)
+	in, child := daemonPID(t, r, "a.web.9")
+	syscall.Kill(in.PID, syscall.SIGKILL) // the main process only
+	waitFor(t, r, in.ID, "restarted", func(in runtime.Instance) bool { return in.Restarts == 1 })
+	waitGoneT(t, child, "a daemon of a crashed process")
 }
 
 func waitFor(t *testing.T, r *Runtime, id string, what string, ok func(runtime.Instance) bool) runtime.Instance {

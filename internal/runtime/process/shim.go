@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/runtime"
 )
@@ -70,12 +71,9 @@ func RunShim(ctx context.Context, dir string) error {
 			sh.terminate(exited)
 			return nil
 		}
-		// The instance is its process group: whatever the main process
-		// leaves behind goes with it, or it would hold the port against
-		// the restart.
-		if sh.st.PID > 0 {
-			syscall.Kill(-sh.st.PID, syscall.SIGKILL)
-		}
+		// Whatever the main process leaves behind goes with it, or it
+		// would hold the port against the restart.
+		sh.killAll()
 		desc := sh.describe(exit)
 		if time.Since(started) >= stableAfter {
 			crashes = 0
@@ -109,6 +107,7 @@ type shim struct {
 	logs      *logs.File
 	st        shimState
 	oomBefore int64
+	runs      int // processes started, each in a cgroup of its own
 }
 
 func (sh *shim) save() error {
@@ -139,6 +138,26 @@ func (sh *shim) start() (<-chan error, time.Time) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	if sh.spec.Track != "" {
+		// Born inside the instance's cgroup: no process of it ever runs
+		// outside, whatever it forks or however it detaches. Each start
+		// gets a fresh cgroup below it: this kernel kills whatever is
+		// cloned into a cgroup that was killed once.
+		sh.runs++
+		run := filepath.Join(sh.spec.Track, "run-"+strconv.Itoa(sh.runs))
+		if err := os.Mkdir(run, 0o755); err != nil {
+			exited <- fmt.Errorf("create cgroup: %w", err)
+			return exited, time.Now()
+		}
+		fd, err := isolate.Open(run)
+		if err != nil {
+			exited <- err
+			return exited, time.Now()
+		}
+		defer fd.Close()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+	}
 	// Output still held open by a stray grandchild must not keep the shim
 	// from seeing the exit.
 	cmd.WaitDelay = time.Second
@@ -174,13 +193,36 @@ func (sh *shim) describe(err error) string {
 	return "failed to start: " + err.Error()
 }
 
-// terminate stops the running process group: SIGTERM, then SIGKILL after
-// the stop timeout.
+// killAll kills every process of the instance: its cgroup, else its
+// process group.
+func (sh *shim) killAll() {
+	if sh.spec.Track != "" {
+		if err := isolate.Kill(sh.spec.Track, 10*time.Second); err != nil {
+			sh.logs.Line("paddock", err.Error())
+			return
+		}
+		// The killed runs' cgroups go; the instance's stays for the next.
+		ents, _ := os.ReadDir(sh.spec.Track)
+		for _, e := range ents {
+			if e.IsDir() {
+				isolate.Remove(filepath.Join(sh.spec.Track, e.Name()))
+			}
+		}
+	} else if sh.st.PID > 0 {
+		syscall.Kill(-sh.st.PID, syscall.SIGKILL)
+	}
+}
+
+// terminate stops the instance: SIGTERM to all its processes, then SIGKILL
+// after the stop timeout.
 func (sh *shim) terminate(exited <-chan error) {
 	sh.st.State = runtime.StateStopping
 	sh.save()
 	if pid := sh.st.PID; pid > 0 {
 		syscall.Kill(-pid, syscall.SIGTERM)
+		if sh.spec.Track != "" {
+			isolate.Signal(sh.spec.Track, syscall.SIGTERM)
+		}
 		timeout := sh.spec.StopTimeout
 		if timeout <= 0 {
 			timeout = 10 * time.Second
@@ -193,8 +235,8 @@ func (sh *shim) terminate(exited <-chan error) {
 			<-exited
 			sh.logs.Line("paddock", fmt.Sprintf("stopped with SIGKILL after %s", timeout))
 		}
-		// Children that left the group's leader behind go too.
-		syscall.Kill(-pid, syscall.SIGKILL)
+		// Children that left the main process behind go too.
+		sh.killAll()
 	}
 	sh.stopped()
 }

@@ -106,6 +106,14 @@ var schema = []string{
 		PRIMARY KEY (app, team)
 	)`,
 	`ALTER TABLE apps ADD COLUMN owner TEXT NOT NULL DEFAULT ''`,
+	// App IDs come from a counter, never from the rowid, which SQLite
+	// hands out again once the newest app is deleted: an ID names the
+	// app's user on the machine and must never pass to another app.
+	`CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
+	`ALTER TABLE apps ADD COLUMN id INTEGER NOT NULL DEFAULT 0`,
+	`UPDATE apps SET id = rowid`,
+	`INSERT INTO counters(name, value) VALUES ('app_id', (SELECT COALESCE(MAX(id), 0) FROM apps))`,
+	`CREATE UNIQUE INDEX apps_id ON apps(id)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.
@@ -182,18 +190,25 @@ func notFound(what, name string) error {
 	return fmt.Errorf("%s %q: %w", what, name, store.ErrNotFound)
 }
 
-// CreateApp adds an app; store.ErrExists if the name is taken.
-func (s *DB) CreateApp(ctx context.Context, a store.App) error {
+// CreateApp adds an app with the next app ID; store.ErrExists if the name
+// is taken.
+func (s *DB) CreateApp(ctx context.Context, a store.App) (store.App, error) {
 	f, err := json.Marshal(a.Formation)
 	if err != nil {
+		return a, err
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `UPDATE counters SET value = value + 1 WHERE name = 'app_id' RETURNING value`).Scan(&a.ID); err != nil {
+			return fmt.Errorf("next app id: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO apps(id, name, created_at, release, formation, owner) VALUES (?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Name, ms(a.CreatedAt), a.Release, string(f), a.Owner)
 		return err
-	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO apps(name, created_at, release, formation, owner) VALUES (?, ?, ?, ?, ?)`,
-		a.Name, ms(a.CreatedAt), a.Release, string(f), a.Owner)
+	})
 	if isUnique(err) {
-		return fmt.Errorf("app %q: %w", a.Name, store.ErrExists)
+		return a, fmt.Errorf("app %q: %w", a.Name, store.ErrExists)
 	}
-	return err
+	return a, err
 }
 
 type scanner interface{ Scan(...any) error }
@@ -237,7 +252,7 @@ func scanApp(r scanner) (store.App, error) {
 	return a, nil
 }
 
-const appCols = `rowid, name, created_at, release, formation, owner`
+const appCols = `id, name, created_at, release, formation, owner`
 
 // GetApp returns the named app.
 func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {

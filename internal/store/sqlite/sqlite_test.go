@@ -26,7 +26,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.CreateApp(ctx, store.App{Name: "a"}); err != nil {
+	if _, err := db.CreateApp(ctx, store.App{Name: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"users and tokens", testTokens},
 		{"teams and grants", testTeams},
 		{"delete cascades", testDeleteCascades},
+		{"app IDs are never reused", testAppIDs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,10 +44,14 @@ var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func testApps(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	if err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+	a, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
+	if a.ID == 0 {
+		t.Errorf("CreateApp: got ID 0, want one assigned")
+	}
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); !errors.Is(err, store.ErrExists) {
 		t.Errorf("second CreateApp: got %v, want ErrExists", err)
 	}
 	if _, err := s.GetApp(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
@@ -298,5 +303,30 @@ func testDeleteCascades(t *testing.T, s store.Store) {
 	}
 	if evs, _ := s.ListEvents(ctx, "a", time.Time{}, 0); len(evs) != 0 {
 		t.Errorf("a recreated app has %d old events", len(evs))
+	}
+}
+
+// testAppIDs: an app's ID names its user on the machine, so no app ever
+// gets the ID of another, deleted or not, not even the newest one's.
+func testAppIDs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	seen := map[int64]string{}
+	for i, name := range []string{"a", "b", "a", "c", "c", "b"} {
+		a, err := s.CreateApp(ctx, store.App{Name: name, CreatedAt: now})
+		if err != nil {
+			t.Fatalf("create %s (#%d): %v", name, i, err)
+		}
+		if prev, ok := seen[a.ID]; ok {
+			t.Fatalf("app %s (#%d) got ID %d, already given to %s", name, i, a.ID, prev)
+		}
+		seen[a.ID] = name
+		got, err := s.GetApp(ctx, name)
+		if err != nil || got.ID != a.ID {
+			t.Fatalf("GetApp(%s): got ID %d (%v), want %d", name, got.ID, err, a.ID)
+		}
+		// Delete the newest app each time: a rowid would come back.
+		if err := s.DeleteApp(ctx, name); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

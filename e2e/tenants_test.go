@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/testenv"
+)
+
+// The attacks of a hostile app on the machine it shares: each test plays
+// the attacker and checks that the wall holds.
+
+// logValue waits until the app's logs show "KEY=VALUE" and returns VALUE.
+func logValue(t *testing.T, p *testenv.Platform, app, key string) string {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(key) + `=(\S+)`)
+	var v string
+	testenv.Eventually(t, 20*time.Second, func() error {
+		m := re.FindAllStringSubmatch(p.MustRun("logs", app, "-n", "0"), -1)
+		if len(m) == 0 {
+			return fmt.Errorf("no %s= in the logs of %s yet", key, app)
+		}
+		v = m[len(m)-1][1]
+		return nil
+	})
+	return v
+}
+
+// deployWorker deploys an app whose worker runs command.
+func deployWorker(t *testing.T, p *testenv.Platform, app, command string) {
+	t.Helper()
+	dir := writeApp(t, map[string]string{"paddock.toml": fmt.Sprintf("[processes.worker]\ncommand = %q\n", command)})
+	if _, err := p.Client().CreateApp(t.Context(), app); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, err := p.Run("deploy", dir, "--app", app); err != nil {
+		t.Fatalf("deploy %s: %v\n%s\n%s", app, err, out, errOut)
+	}
+}
+
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+func waitPidGone(t *testing.T, pid int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("%s (pid %d) is still running", what, pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAppUsersAreNeverReused: the user of a destroyed app, whose processes
+// could still run, is never given to a new app, not even when the newest
+// app is the one destroyed; and two platforms on the machine never share
+// app users.
+func TestAppUsersAreNeverReused(t *testing.T) {
+	p := testenv.Start(t)
+	deployWorker(t, p, "old", "echo uid=$(id -u); exec sleep 1000")
+	oldUID := logValue(t, p, "old", "uid")
+	p.MustRun("apps", "destroy", "old", "--yes")
+	deployWorker(t, p, "new", "echo uid=$(id -u); exec sleep 1000")
+	if newUID := logValue(t, p, "new", "uid"); newUID == oldUID {
+		t.Errorf("the new app runs as %s, the user of the destroyed app", newUID)
+	}
+
+	other := testenv.Start(t)
+	deployWorker(t, other, "new", "echo uid=$(id -u); exec sleep 1000")
+	if otherUID := logValue(t, other, "new", "uid"); otherUID == oldUID || otherUID == logValue(t, p, "new", "uid") {
+		t.Errorf("two platforms on one machine share the app user %s", otherUID)
+	}
+}
+
+// TestDestroyEndsEveryProcess: a process that starts a session of its own
+// (a daemonising server) leaves its process group, but not its app: the
+// app's destruction, and a build's timeout, end it.
+func TestDestroyEndsEveryProcess(t *testing.T) {
+	p := testenv.Start(t)
+	deployWorker(t, p, "daemon", "setsid sleep 1000 & echo daemon=$!; exec sleep 1000")
+	pid, err := strconv.Atoi(logValue(t, p, "daemon", "daemon"))
+	if err != nil || !pidAlive(pid) {
+		t.Fatalf("the daemon did not start: %v", err)
+	}
+	p.MustRun("apps", "destroy", "daemon", "--yes")
+	waitPidGone(t, pid, "a daemon of a destroyed app")
+
+	// A build that daemonises and then hangs past its timeout.
+	dir := writeApp(t, map[string]string{"paddock.toml": `
+[build]
+command = "setsid sleep 1000 & echo daemon=$!; sleep 1000"
+timeout = "2s"
+[processes.worker]
+command = "true"
+`})
+	p.MustRun("apps", "create", "slow")
+	_, stderr, err := p.Run("deploy", dir, "--app", "slow")
+	if err == nil || !strings.Contains(stderr, "timed out") {
+		t.Fatalf("deploy of a hanging build: got %v, want a timeout\n%s", err, stderr)
+	}
+	m := regexp.MustCompile(`daemon=(\d+)`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("the build printed no pid:\n%s", stderr)
+	}
+	pid, _ = strconv.Atoi(m[1])
+	waitPidGone(t, pid, "a daemon of a timed-out build")
+}
+
+// TestBuildHomeIsNeverHandedOver: a new app of a destroyed app's name does
+// not inherit its build home, and root does not walk a home the old app's
+// daemon keeps rigging with links to a file of root's.
+func TestBuildHomeIsNeverHandedOver(t *testing.T) {
+	p := testenv.Start(t)
+	// A file of root's, where the old app's links point.
+	victimDir := filepath.Join(p.Dir, "victim")
+	os.MkdirAll(victimDir, 0o755)
+	victim := filepath.Join(victimDir, "precious")
+	os.WriteFile(victim, []byte("root's"), 0o644)
+
+	// The old app leaves a folder in its build home, and a daemon (which
+	// would have outlived the app) that swaps it for a link to the victim's
+	// folder, over and over.
+	rig := fmt.Sprintf(`mkdir -p $HOME/d/e && echo mine > $HOME/cache.txt && (setsid sh -c 'while true; do mv $HOME/d $HOME/d.x 2>/dev/null; ln -sfn %s $HOME/d; rm -f $HOME/d; mv $HOME/d.x $HOME/d 2>/dev/null; done' >/dev/null 2>&1 &) && echo home=$HOME`, victimDir)
+	dir := writeApp(t, map[string]string{"paddock.toml": fmt.Sprintf("[build]\ncommand = %q\n[processes.worker]\ncommand = \"exec sleep 1000\"\n", rig)})
+	p.MustRun("apps", "create", "twin")
+	if out, errOut, err := p.Run("deploy", dir, "--app", "twin"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	p.MustRun("apps", "destroy", "twin", "--yes")
+
+	dir = writeApp(t, map[string]string{"paddock.toml": "[build]\ncommand = \"ls -A $HOME; echo home=$HOME; test ! -e $HOME/cache.txt\"\n[processes.worker]\ncommand = \"exec sleep 1000\"\n"})
+	p.MustRun("apps", "create", "twin")
+	if out, errOut, err := p.Run("deploy", dir, "--app", "twin"); err != nil {
+		t.Fatalf("deploy of the new app: %v (did it inherit the old app's home?)\n%s\n%s", err, out, errOut)
+	}
+	fi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+		t.Errorf("root's file behind the old app's link now belongs to uid %d", uid)
+	}
+}

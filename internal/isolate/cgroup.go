@@ -1,0 +1,209 @@
+package isolate
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoCgroup2 means the machine has no cgroup v2 hierarchy to track
+// processes in.
+var ErrNoCgroup2 = errors.New("no cgroup v2 hierarchy is mounted")
+
+// Tracker keeps every process an app starts, builds included, in a cgroup
+// of the cgroup v2 hierarchy (the "unified" tree on machines that mount v1
+// controllers beside it; no controller is needed):
+//
+//	ROOT/NAME/app-ID/INSTANCE    one instance's processes
+//	ROOT/NAME/app-ID/build-ID    one build's processes
+//
+// A process cannot leave its cgroup by forking, changing its session or
+// daemonising, and writing 1 to cgroup.kill ends every process in a cgroup
+// and the cgroups below it at once: a stop, a build timeout or the
+// destruction of an app leaves nothing behind.
+type Tracker struct {
+	dir string // ROOT/NAME
+}
+
+// NewTracker makes the platform's cgroup, ROOT/name.
+func NewTracker(name string) (*Tracker, error) {
+	root, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err != nil {
+		return nil, fmt.Errorf("cgroup %s has no cgroup.kill (Linux 5.14 or later is needed): %w", dir, err)
+	}
+	return &Tracker{dir: dir}, nil
+}
+
+// Dir returns the platform's cgroup.
+func (t *Tracker) Dir() string { return t.dir }
+
+// AppDir returns the cgroup of every process of the app with the given ID.
+func (t *Tracker) AppDir(appID int64) string {
+	return filepath.Join(t.dir, "app-"+strconv.FormatInt(appID, 10))
+}
+
+// Group makes a fresh cgroup for one instance or build of an app and
+// returns its folder.
+func (t *Tracker) Group(appID int64, name string) (string, error) {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return "", fmt.Errorf("cgroup name %q", name)
+	}
+	app := t.AppDir(appID)
+	if err := os.MkdirAll(app, 0o755); err != nil {
+		return "", fmt.Errorf("create cgroup %s: %w", app, err)
+	}
+	dir := filepath.Join(app, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	return dir, nil
+}
+
+// KillApp ends every process of an app, its builds' included, and removes
+// its cgroups.
+func (t *Tracker) KillApp(appID int64) error {
+	dir := t.AppDir(appID)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := Kill(dir, 10*time.Second); err != nil {
+		return err
+	}
+	return Remove(dir)
+}
+
+// KillGroups ends the processes of an app's cgroups whose names start with
+// prefix, and removes those cgroups; appID 0 means every app's.
+func (t *Tracker) KillGroups(appID int64, prefix string) error {
+	pattern := filepath.Join(t.AppDir(appID), prefix+"*")
+	if appID == 0 {
+		pattern = filepath.Join(t.dir, "app-*", prefix+"*")
+	}
+	dirs, err := filepath.Glob(pattern)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := Kill(d, 10*time.Second); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, Remove(d))
+	}
+	return errors.Join(errs...)
+}
+
+// cgroup2Root finds where the cgroup v2 hierarchy is mounted.
+func cgroup2Root() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok || !strings.HasPrefix(post, "cgroup2 ") {
+			continue
+		}
+		if f := strings.Fields(pre); len(f) >= 5 && f[3] == "/" {
+			return f[4], nil
+		}
+	}
+	return "", ErrNoCgroup2
+}
+
+// Populated reports whether any process is left in the cgroup dir or
+// below it. A cgroup that does not exist holds none.
+func Populated(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(b), "populated 1")
+}
+
+// Kill ends every process in the cgroup dir and below it with SIGKILL, and
+// waits up to wait for them to be gone.
+//
+// A killed cgroup is done with: on some kernels every process later cloned
+// into it (CgroupFD) is killed at birth, so each start takes a fresh one.
+func Kill(dir string, wait time.Duration) error {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("kill cgroup %s: %w", dir, err)
+	}
+	deadline := time.Now().Add(wait)
+	for Populated(dir) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill cgroup %s: processes still there after %s", dir, wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// Signal sends sig to every process in the cgroup dir and below it: a
+// graceful stop reaches the processes that left their group too.
+func Signal(dir string, sig syscall.Signal) {
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		b, _ := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				syscall.Kill(pid, sig)
+			}
+		}
+		return nil
+	})
+}
+
+// Remove removes the cgroup dir and those below it, which must hold no
+// process any more. One that is already gone is no error.
+func Remove(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove cgroup %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Open opens a cgroup for SysProcAttr.CgroupFD, so that a child process
+// starts inside it (clone3 with CLONE_INTO_CGROUP): it never runs a single
+// instruction outside.
+func Open(dir string) (*os.File, error) {
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cgroup: %w", err)
+	}
+	return f, nil
+}

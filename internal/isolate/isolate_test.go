@@ -1,0 +1,257 @@
+package isolate
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the tests start this binary as a helper process: with
+// ISOLATE_TEST_LISTEN it listens on a port and prints it; with
+// ISOLATE_TEST_DAEMON it starts a child in a new session that prints its
+// pid and sleeps.
+func TestMain(m *testing.M) {
+	switch {
+	case os.Getenv("ISOLATE_TEST_LISTEN") != "":
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	case os.Getenv("ISOLATE_TEST_DAEMON") != "":
+		cmd := exec.Command("sleep", "300")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println(cmd.Process.Pid)
+		os.Exit(0) // the daemon is orphaned, in a session of its own
+	}
+	os.Exit(m.Run())
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (the tests run as root, as CI does): it checks users and cgroups only root can set up")
+	}
+}
+
+func TestClaim(t *testing.T) {
+	reg := t.TempDir()
+	a, b := t.TempDir(), t.TempDir()
+	ra, err := Claim(reg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := Claim(reg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.Slot == rb.Slot || ra.Contains(rb.Base) || rb.Contains(ra.Base) {
+		t.Fatalf("two data folders share app users: %s and %s", ra, rb)
+	}
+	if again, err := Claim(reg, a); err != nil || again != ra {
+		t.Errorf("second start of the same data folder: got %s, %v; want %s", again, err, ra)
+	}
+	uid, err := ra.App(7)
+	if err != nil || uid != ra.Base+7 {
+		t.Errorf("App(7): got %d, %v; want %d", uid, err, ra.Base+7)
+	}
+	if _, err := ra.App(int64(RangeSize)); err == nil {
+		t.Errorf("App(%d): an app id past the block got a user", RangeSize)
+	}
+
+	t.Run("a copied data folder is refused", func(t *testing.T) {
+		c := t.TempDir()
+		rec, err := os.ReadFile(filepath.Join(a, rangeFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(c, rangeFile), rec, 0o644)
+		_, err = Claim(reg, c)
+		if err == nil || !strings.Contains(err.Error(), a) {
+			t.Fatalf("got %v, want a refusal naming %s", err, a)
+		}
+	})
+
+	t.Run("a stale claim is taken over only without processes", func(t *testing.T) {
+		needRoot(t)
+		gone := filepath.Join(t.TempDir(), "gone")
+		os.Mkdir(gone, 0o700)
+		rg, err := Claim(reg, gone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.RemoveAll(gone)
+		// A process still runs as one of the gone platform's app users.
+		sleeper := exec.Command("sleep", "60")
+		sleeper.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: rg.Base + 3, Gid: rg.Base + 3}}
+		if err := sleeper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		d := t.TempDir()
+		rd, err := Claim(reg, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rd.Slot == rg.Slot {
+			t.Errorf("the block of a gone platform went to a new one while its app user still ran a process")
+		}
+		sleeper.Process.Kill()
+		sleeper.Wait()
+		e := t.TempDir()
+		re, err := Claim(reg, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if re.Slot != rg.Slot {
+			t.Errorf("a stale block with no process left was not reused: got slot %d, want %d", re.Slot, rg.Slot)
+		}
+	})
+}
+
+func TestTrackerKillsDaemons(t *testing.T) {
+	needRoot(t)
+	tr, err := NewTracker("paddock-test-" + strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Kill(tr.Dir(), 5*time.Second); Remove(tr.Dir()) })
+	dir, err := tr.Group(42, "web.abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "ISOLATE_TEST_DAEMON=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd()), Setpgid: true}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("helper printed %q", out)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	if syscall.Kill(pid, 0) != nil {
+		t.Fatal("the daemon is not running")
+	}
+	if !Populated(dir) {
+		t.Fatal("the daemon left the cgroup")
+	}
+	if err := tr.KillApp(42); err != nil {
+		t.Fatal(err)
+	}
+	// Reaped by init: gone, or a zombie for a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon (pid %d) survived the app's kill", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(tr.AppDir(42)); !os.IsNotExist(err) {
+		t.Errorf("the app's cgroup is still there: %v", err)
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+func TestGiveTreeFollowsNoLink(t *testing.T) {
+	needRoot(t)
+	outside := filepath.Join(t.TempDir(), "precious")
+	os.WriteFile(outside, []byte("x"), 0o600)
+	dir := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o700)
+	os.WriteFile(filepath.Join(dir, "a", "b", "f"), []byte("y"), 0o600)
+	os.Symlink(outside, filepath.Join(dir, "a", "link"))
+	os.Symlink(filepath.Dir(outside), filepath.Join(dir, "dirlink"))
+	if err := GiveTree(dir, 123456, 123456); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"", "a", "a/b", "a/b/f", "a/link", "dirlink"} {
+		fi, err := os.Lstat(filepath.Join(dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 123456 {
+			t.Errorf("%s: owner %d, want 123456", p, uid)
+		}
+	}
+	fi, _ := os.Stat(outside)
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+		t.Errorf("a file outside the tree, behind a link, was given away: owner %d", uid)
+	}
+}
+
+func TestListenerOwners(t *testing.T) {
+	needRoot(t)
+	cmd := exec.Command(publicCopy(t))
+	cmd.Env = append(os.Environ(), "ISOLATE_TEST_LISTEN=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 123457, Gid: 123457}}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	port, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper printed %q", line)
+	}
+	owners, err := ListenerOwners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owners[port]; len(got) != 1 || got[0] != 123457 {
+		t.Errorf("owners of port %d: got %v, want [123457]", port, got)
+	}
+}
+
+// publicCopy copies the test binary where any user may run it.
+func publicCopy(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "isolate-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "helper")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
