@@ -200,11 +200,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	svc, err := deploy.New(deploy.Config{
 		Store: st, Runtime: rt, Router: &rtr.client, Artifacts: artifacts,
-		BuildDir:   filepath.Join(cfg.Data, "builds"),
-		BuildHome:  cfg.BuildHome,
-		Logs:       filepath.Join(cfg.Data, "logs"),
-		Users:      users, Tracker: tracker,
-		Domain:     cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolated), Logger: log,
+		BuildDir:  filepath.Join(cfg.Data, "builds"),
+		BuildHome: cfg.BuildHome,
+		Logs:      filepath.Join(cfg.Data, "logs"),
+		Users:     users, Tracker: tracker,
+		Domain: cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolated), Logger: log,
 	})
 	if err != nil {
 		return err
