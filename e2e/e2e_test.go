@@ -101,6 +101,7 @@ type psRow struct {
 	Healthy  bool   `json:"healthy"`
 	Restarts int    `json:"restarts"`
 	Process  string `json:"process"`
+	Port     int    `json:"port"`
 }
 
 func ps(t *testing.T, p *testenv.Platform, app string) []psRow {

@@ -3,10 +3,12 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,5 +156,82 @@ func TestBuildHomeIsNeverHandedOver(t *testing.T) {
 	}
 	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
 		t.Errorf("root's file behind the old app's link now belongs to uid %d", uid)
+	}
+}
+
+var (
+	tenantOnce sync.Once
+	tenantBin  string
+	tenantErr  error
+)
+
+// tenantApp returns a folder with the tenant program (testdata/tenant)
+// built, and a paddock.toml.
+func tenantApp(t *testing.T, manifest string) string {
+	t.Helper()
+	tenantOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "paddock-tenant-")
+		if err != nil {
+			tenantErr = err
+			return
+		}
+		tenantBin = filepath.Join(dir, "tenant")
+		out, err := exec.Command("go", "build", "-o", tenantBin, "./testdata/tenant").CombinedOutput()
+		if err != nil {
+			tenantErr = fmt.Errorf("go build ./testdata/tenant: %v\n%s", err, out)
+		}
+	})
+	if tenantErr != nil {
+		t.Fatal(tenantErr)
+	}
+	b, err := os.ReadFile(tenantBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeApp(t, map[string]string{"tenant": string(b), "paddock.toml": manifest})
+}
+
+// TestPortSquatting: an app that binds the port of another app's instance
+// while it restarts gets none of its traffic, and the victim is moved to a
+// port of its own.
+func TestPortSquatting(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "vic")
+	p.MustRun("config", "set", "vic", "NAME=vic")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "vic"); err != nil {
+		t.Fatalf("deploy vic: %v\n%s\n%s", err, out, errOut)
+	}
+	serving(t, p, "vic.localhost", "vic")
+	rows := ps(t, p, "vic")
+	port, pid := rows[0].Port, rows[0].PID
+
+	p.MustRun("apps", "create", "evil")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, fmt.Sprintf("[processes.worker]\ncommand = \"./tenant squat %d\"\n", port)), "--app", "evil"); err != nil {
+		t.Fatalf("deploy evil: %v\n%s\n%s", err, out, errOut)
+	}
+	// The victim crashes; the squatter binds its port before it restarts.
+	syscall.Kill(pid, syscall.SIGKILL)
+	var stolen, served int
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && served < 20 {
+		code, body, err := p.Get("vic.localhost", "/")
+		switch {
+		case err == nil && strings.Contains(body, "STOLEN"):
+			stolen++
+		case err == nil && code == 200 && body == "vic":
+			if rows := ps(t, p, "vic"); len(rows) == 1 && rows[0].Port != port {
+				served++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if stolen > 0 {
+		t.Errorf("%d requests for vic were answered by the app squatting its port", stolen)
+	}
+	if served == 0 {
+		t.Fatalf("vic never served again from another port; ps: %+v", ps(t, p, "vic"))
+	}
+	if logs := p.MustRun("logs", "vic", "-n", "0"); !strings.Contains(logs, fmt.Sprintf("port %d is held by a process of another user", port)) {
+		t.Errorf("no event says why the instance moved:\n%s", logs)
 	}
 }

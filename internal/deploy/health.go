@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/runtime"
 )
@@ -57,6 +59,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 			// the router as soon as it is ready.
 			interval = min(interval, 250*time.Millisecond)
 		}
+		admitting := !h.ok
 		due := in.State == runtime.StateRunning && !h.probing && now.Sub(h.lastProbe) >= interval
 		if in.State != runtime.StateRunning {
 			h.ok = false
@@ -72,6 +75,11 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 		go func() {
 			defer s.rec.wg.Done()
 			err := check(ctx, s.probes, in, spec)
+			if err == nil && admitting && in.Process == "web" {
+				// What answered must be the instance, not another app
+				// that took its port.
+				err = portOwner(in)
+			}
 			s.record(ctx, in, err)
 		}()
 	}
@@ -161,4 +169,29 @@ func (s *Service) record(ctx context.Context, in runtime.Instance, err error) {
 		s.event(ctx, in.App, in.Process, in.ID, msg)
 		s.Kick()
 	}
+}
+
+// portOwner checks that every listener on the instance's port belongs to
+// the instance's user.
+func portOwner(in runtime.Instance) error {
+	owners, err := isolate.ListenerOwners()
+	if err != nil {
+		return err
+	}
+	return ownedBy(owners, in)
+}
+
+// ownedBy checks that every listener on the instance's port, among owners
+// (isolate.ListenerOwners), belongs to the instance's user.
+func ownedBy(owners map[int][]uint32, in runtime.Instance) error {
+	want := in.UID
+	if want == 0 {
+		want = uint32(os.Getuid())
+	}
+	for _, uid := range owners[in.Port] {
+		if uid != want {
+			return fmt.Errorf("port %d is held by a process of another user (uid %d)", in.Port, uid)
+		}
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/router"
@@ -134,6 +135,7 @@ func (s *Service) reconcile(ctx context.Context) error {
 		}
 	}
 	s.probe(ctx, insts)
+	s.evictSquatted(ctx, insts)
 	for _, a := range apps {
 		if err := s.reconcileApp(ctx, a, byApp[a.Name]); err != nil {
 			s.log.Warn("reconcile app", "app", a.Name, "err", err)
@@ -145,6 +147,33 @@ func (s *Service) reconcile(ctx context.Context) error {
 		return fmt.Errorf("list instances: %w", err)
 	}
 	return s.route(ctx, apps, domains, insts)
+}
+
+// evictSquatted replaces the web instances whose port another user's
+// process listens on: apps share the machine's loopback, and one that binds
+// another's port while it restarts would get its traffic and keep it from
+// ever serving again. The router sends nothing to a listener of the wrong
+// user; this moves the victim to a port of its own.
+func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
+	var owners map[int][]uint32
+	for _, in := range insts {
+		if in.Process != "web" || in.Port == 0 || in.State == runtime.StateStopped || in.State == runtime.StateLost {
+			continue
+		}
+		if owners == nil {
+			var err error
+			if owners, err = isolate.ListenerOwners(); err != nil {
+				s.log.Warn("list listening sockets", "err", err)
+				return
+			}
+		}
+		if m, _, err := s.manifest(ctx, in.App, in.Release); err != nil || m.Processes[in.Process].Port != 0 {
+			continue // a fixed port cannot move
+		}
+		if err := ownedBy(owners, in); err != nil {
+			s.retire(ctx, in, err.Error()+"; a replacement starts on another port")
+		}
+	}
 }
 
 // live drops instances that are retiring, and cleans up those whose
