@@ -235,3 +235,36 @@ func TestPortSquatting(t *testing.T) {
 		t.Errorf("no event says why the instance moved:\n%s", logs)
 	}
 }
+
+// TestOverlongBuildLine: a build that prints without newlines costs the
+// server bounded memory, not the size of its output.
+func TestOverlongBuildLine(t *testing.T) {
+	p := testenv.Start(t)
+	dir := writeApp(t, map[string]string{"paddock.toml": `
+[build]
+command = "head -c 120000000 /dev/zero | tr '\\0' x; echo; echo built"
+[processes.worker]
+command = "exec sleep 1000"
+`})
+	p.MustRun("apps", "create", "chatty")
+	if out, errOut, err := p.Run("deploy", dir, "--app", "chatty"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut[:min(len(errOut), 2000)])
+	}
+	hwm := peakRSS(t, p.PID())
+	t.Logf("server peak RSS: %d MiB", hwm>>20)
+	if hwm > 100<<20 {
+		t.Errorf("the server's peak memory reached %d MiB streaming a 120 MB build line", hwm>>20)
+	}
+}
+
+// peakRSS returns a process's peak resident memory in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), "VmHWM:")
+	kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+	return kb << 10
+}

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -171,10 +170,10 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 		}
 		defer buildLog.Close()
 		buildLog.Line("paddock", "build "+id+": "+m.Build.Command)
-		out := &lineWriter{fn: func(line string) {
-			buildLog.Line("out", line)
-			p.Output(line)
-		}}
+		out := logs.NewLines(func(line []byte) {
+			buildLog.Line("out", string(line))
+			p.Output(string(line))
+		})
 		var cgroup string
 		if s.cfg.Tracker != nil {
 			if cgroup, err = s.cfg.Tracker.Group(a.ID, buildGroup+id); err != nil {
@@ -222,31 +221,6 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 
 // ErrBuild is a build command that failed or timed out.
 var ErrBuild = errors.New("build failed")
-
-// lineWriter calls fn for each complete line written; Flush sends the rest.
-type lineWriter struct {
-	fn      func(string)
-	partial []byte
-}
-
-func (w *lineWriter) Write(b []byte) (int, error) {
-	w.partial = append(w.partial, b...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		w.fn(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
-	}
-}
-
-func (w *lineWriter) Flush() {
-	if len(w.partial) > 0 {
-		w.fn(string(w.partial))
-		w.partial = nil
-	}
-}
 
 // CleanBuilds ends what builds a previous server left running when it died
 // (their process groups, by the ID each recorded) and removes their folders.

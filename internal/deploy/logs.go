@@ -29,7 +29,7 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 	if _, err := s.st.GetApp(ctx, app); err != nil {
 		return err
 	}
-	lq := logs.Query{Since: q.Since}
+	lq := logs.Query{Since: q.Since, Tail: q.Tail}
 	if q.Process != "" {
 		lq.Source = q.Process + "."
 	}
@@ -37,10 +37,7 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 	if q.Follow {
 		follower = logs.NewFollower(s.logDir(app), lq)
 	}
-	lines, err := logs.Read(s.logDir(app), lq)
-	if err != nil {
-		return err
-	}
+	var events []logs.Line
 	var lastEvent int64
 	if q.Process == "" {
 		evs, err := s.st.ListEvents(ctx, app, q.Since, 0)
@@ -48,18 +45,12 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 			return err
 		}
 		for _, e := range evs {
-			lines = append(lines, eventLine(e))
+			events = append(events, eventLine(e))
 			lastEvent = e.ID
 		}
-		sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
 	}
-	if q.Tail > 0 && len(lines) > q.Tail {
-		lines = lines[len(lines)-q.Tail:]
-	}
-	for _, l := range lines {
-		if err := emit(l); err != nil {
-			return err
-		}
+	if err := logs.Read(s.logDir(app), lq, events, emit); err != nil {
+		return err
 	}
 	if !q.Follow {
 		return nil

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -391,33 +390,24 @@ func (s *Service) lastLines(ctx context.Context, app string, version int, n int)
 	if err != nil {
 		return ""
 	}
-	var lines []string
+	var lines []logs.Line
 	for _, in := range insts {
 		if in.App != app || in.Release != version {
 			continue
 		}
-		b, err := os.ReadFile(s.rt.LogFile(app, in.ID))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			lines = append(lines, short(in.ID)+" "+sc.Text())
-		}
+		logs.Read(s.logDir(app), logs.Query{Source: short(in.ID), Tail: n}, nil, func(l logs.Line) error {
+			lines = append(lines, l)
+			return nil
+		})
 	}
-	sort.SliceStable(lines, func(i, j int) bool { return lineTime(lines[i]) < lineTime(lines[j]) })
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })
+	var out []string
+	for _, l := range lines[max(0, len(lines)-n):] {
+		out = append(out, l.Source+" "+l.String())
 	}
-	return strings.Join(lines, "\n")
+	return strings.Join(out, "\n")
 }
 
-func lineTime(l string) string {
-	if f := strings.Fields(l); len(f) > 1 {
-		return f[1]
-	}
-	return ""
-}
 
 // anyRetiring reports whether an instance of process ("" for any) is
 // being stopped.

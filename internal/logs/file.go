@@ -92,29 +92,38 @@ func (l *File) Close() error {
 
 // Stream returns a writer that splits what it gets into lines of stream.
 func (l *File) Stream(stream string) io.Writer {
-	return &lineWriter{log: l, stream: stream}
+	return NewLines(func(line []byte) { l.write(stream, line) })
 }
 
-// lineWriter holds a partial line until its end arrives. Lines longer than
-// maxLine are cut into pieces.
-type lineWriter struct {
-	log     *File
-	stream  string
+// MaxLine is the longest line kept whole: a longer one is cut into pieces
+// of MaxLine bytes, so that output without newlines costs bounded memory.
+const MaxLine = 16 << 10
+
+// Lines is a writer that calls a function with each line written to it,
+// without its newline or a carriage return before it.
+type Lines struct {
+	fn      func(line []byte)
 	partial []byte
 }
 
-const maxLine = 16 << 10
+// NewLines returns a Lines that calls fn, which must not keep the slice.
+func NewLines(fn func(line []byte)) *Lines { return &Lines{fn: fn} }
 
-func (w *lineWriter) Write(p []byte) (int, error) {
+// Write passes on the complete lines of p and holds the rest, at most
+// MaxLine bytes, until its end arrives.
+func (w *Lines) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			w.partial = append(w.partial, p...)
-			if len(w.partial) >= maxLine {
-				w.log.write(w.stream, w.partial)
+			for len(w.partial)+len(p) >= MaxLine {
+				k := MaxLine - len(w.partial)
+				w.partial = append(w.partial, p[:k]...)
+				p = p[k:]
+				w.fn(w.partial)
 				w.partial = w.partial[:0]
 			}
+			w.partial = append(w.partial, p...)
 			break
 		}
 		line := p[:i]
@@ -122,8 +131,20 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 			line = append(w.partial, line...)
 			w.partial = w.partial[:0]
 		}
-		w.log.write(w.stream, bytes.TrimSuffix(line, []byte("\r")))
+		for len(line) > MaxLine {
+			w.fn(line[:MaxLine])
+			line = line[MaxLine:]
+		}
+		w.fn(bytes.TrimSuffix(line, []byte("\r")))
 		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// Flush passes on what is held of a line without its newline.
+func (w *Lines) Flush() {
+	if len(w.partial) > 0 {
+		w.fn(w.partial)
+		w.partial = w.partial[:0]
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestReadMergesInTimeOrder(t *testing.T) {
 	write(t, filepath.Join(dir, "a.web.x1.log"), "2026-01-01T00:00:01.000000Z out one", "2026-01-01T00:00:03.000000Z out three", "garbage line")
 	write(t, filepath.Join(dir, "a.worker.y2.log"), "2026-01-01T00:00:02.000000Z err two")
 	write(t, filepath.Join(dir, "a.build.log"), "2026-01-01T00:00:00.000000Z out zero")
-	got, err := Read(dir, Query{})
+	got, err := readAll(dir, Query{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,9 +38,110 @@ func TestReadMergesInTimeOrder(t *testing.T) {
 	if want := "build:zero web.x1:one worker.y2:two web.x1:three"; strings.Join(texts, " ") != want {
 		t.Errorf("got %q, want %q", strings.Join(texts, " "), want)
 	}
-	got, _ = Read(dir, Query{Source: "web.", Since: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)})
+	got, _ = readAll(dir, Query{Source: "web.", Since: time.Date(2026, 1, 1, 0, 0, 2, 0, time.UTC)}, nil)
 	if len(got) != 1 || got[0].Text != "three" {
 		t.Errorf("web since :02: got %+v, want only three", got)
+	}
+}
+
+func readAll(dir string, q Query, extra []Line) ([]Line, error) {
+	var out []Line
+	err := Read(dir, q, extra, func(l Line) error { out = append(out, l); return nil })
+	return out, err
+}
+
+func texts(lines []Line) string {
+	var s []string
+	for _, l := range lines {
+		s = append(s, l.Source+":"+l.Text)
+	}
+	return strings.Join(s, " ")
+}
+
+// TestReadTail: the last lines come from the ends of the files, the
+// rotated one too, merged with the extra lines; since still applies.
+func TestReadTail(t *testing.T) {
+	dir := t.TempDir()
+	ts := func(s int) string { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC).Format(timeFormat) }
+	write(t, filepath.Join(dir, "a.web.x1.log.1"), ts(1)+" out w1", ts(3)+" out w3")
+	write(t, filepath.Join(dir, "a.web.x1.log"), ts(5)+" out w5", "damaged", ts(8)+" out w8")
+	write(t, filepath.Join(dir, "a.worker.y2.log"), ts(2)+" out k2", ts(6)+" out k6", ts(7)+" err k7")
+	events := []Line{{Time: time.Date(2026, 1, 1, 0, 0, 4, 0, time.UTC), Source: "paddock", Text: "e4"}, {Time: time.Date(2026, 1, 1, 0, 0, 9, 0, time.UTC), Source: "paddock", Text: "e9"}}
+	for _, tc := range []struct {
+		q    Query
+		want string
+	}{
+		{Query{Tail: 3}, "worker.y2:k7 web.x1:w8 paddock:e9"},
+		{Query{Tail: 6}, "paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+		{Query{Tail: 100}, "web.x1:w1 worker.y2:k2 web.x1:w3 paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+		{Query{Tail: 100, Source: "web."}, "web.x1:w1 web.x1:w3 paddock:e4 web.x1:w5 web.x1:w8 paddock:e9"},
+		// The extra lines are the caller's to filter.
+		{Query{Tail: 100, Since: time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC)}, "paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+		{Query{Since: time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC)}, "paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+		{Query{}, "web.x1:w1 worker.y2:k2 web.x1:w3 paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+	} {
+		got, err := readAll(dir, tc.q, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if texts(got) != tc.want {
+			t.Errorf("%+v: got %q, want %q", tc.q, texts(got), tc.want)
+		}
+	}
+}
+
+// TestReadTailOfALargeLog: the tail of a log reads its end, not all of it.
+func TestReadTailOfALargeLog(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(filepath.Join(dir, "a.web.x1.log"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("x", 1000)
+	for i := 0; i < 20000; i++ { // 20 MB
+		f.Line("out", line)
+	}
+	f.Line("out", "last")
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got, err := readAll(dir, Query{Tail: 2}, nil)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[1].Text != "last" {
+		t.Fatalf("got %d lines ending %q, want 2 ending \"last\"", len(got), got[len(got)-1].Text)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("reading the last 2 lines of a 20 MB log allocated %d bytes", alloc)
+	}
+}
+
+// TestLinesAreBounded: output without newlines is cut into lines of at
+// most MaxLine bytes as it comes, never held whole.
+func TestLinesAreBounded(t *testing.T) {
+	var got []int
+	w := NewLines(func(line []byte) { got = append(got, len(line)) })
+	chunk := []byte(strings.Repeat("y", 1000))
+	for i := 0; i < 100; i++ {
+		w.Write(chunk)
+	}
+	w.Write([]byte("tail\nnext"))
+	w.Flush()
+	total := 0
+	for i, n := range got {
+		if n > MaxLine {
+			t.Fatalf("line %d: %d bytes, over MaxLine", i, n)
+		}
+		total += n
+	}
+	if total != 100*1000+4+4 || got[len(got)-1] != 4 {
+		t.Errorf("got lines of %v bytes, want 100,008 bytes in all, the last 4", got)
+	}
+	if cap(w.partial) > 2*MaxLine {
+		t.Errorf("the writer holds %d bytes", cap(w.partial))
 	}
 }
 

@@ -2,8 +2,8 @@ package logs
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,6 +19,11 @@ type Line struct {
 	Source string    `json:"source"` // "web.x1y2z3", "build", "paddock"
 	Stream string    `json:"stream"` // "out", "err", "paddock"
 	Text   string    `json:"text"`
+}
+
+// String is the line as a log file has it, "TIME STREAM TEXT".
+func (l Line) String() string {
+	return l.Time.UTC().Format(timeFormat) + " " + l.Stream + " " + l.Text
 }
 
 // ParseLine parses one line of a log file; ok is false for a line that is
@@ -40,6 +45,7 @@ func ParseLine(s string) (l Line, ok bool) {
 type Query struct {
 	Source string    // only files whose source starts with this ("web." for web instances); "" for all
 	Since  time.Time // only lines at or after this; zero for all
+	Tail   int       // only the last Tail lines; 0 for all
 }
 
 // source names a file's lines: "web.x1y2z3" for APP.web.x1y2z3.log.
@@ -58,43 +64,204 @@ func (q Query) match(name string) bool {
 	return strings.HasPrefix(source(name), q.Source)
 }
 
-// Read returns the lines of dir's files that q selects, in time order.
-func Read(dir string, q Query) ([]Line, error) {
+// maxReadLine bounds a line read back: the writer cuts lines at maxLine,
+// so a longer one is damage, skipped rather than held.
+const maxReadLine = 1 << 20
+
+// Read calls emit with the lines of dir's files that q selects, merged in
+// time order with extra (lines from elsewhere, in time order, which q does
+// not filter). It holds one line per file at a time, or with q.Tail, the
+// last Tail lines of each file, read from the end: a log of any size
+// costs no more memory than that.
+func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return nil, nil
+	if err != nil && !os.IsNotExist(err) {
+		return err
 	}
-	if err != nil {
-		return nil, err
-	}
-	var out []Line
+	// Each source is its rotated file, then its current one.
+	bySource := map[string][]string{}
+	var order []string
 	for _, e := range entries {
 		if e.IsDir() || !q.match(e.Name()) {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // removed meanwhile
+		base := strings.TrimSuffix(e.Name(), ".1")
+		if _, ok := bySource[base]; !ok {
+			order = append(order, base)
 		}
-		out = appendLines(out, f, source(e.Name()), q.Since)
-		f.Close()
+		if strings.HasSuffix(e.Name(), ".1") {
+			bySource[base] = append([]string{filepath.Join(dir, e.Name())}, bySource[base]...)
+		} else {
+			bySource[base] = append(bySource[base], filepath.Join(dir, e.Name()))
+		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
-	return out, nil
+	sort.Strings(order)
+	if q.Tail > 0 {
+		var all []Line
+		for _, base := range order {
+			all = append(all, tail(bySource[base], source(base), q.Since, q.Tail)...)
+		}
+		all = append(all, extra[max(0, len(extra)-q.Tail):]...)
+		sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
+		for _, l := range all[max(0, len(all)-q.Tail):] {
+			if err := emit(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	streams := make([]*lineStream, 0, len(order)+1)
+	for _, base := range order {
+		st := &lineStream{files: bySource[base], src: source(base), since: q.Since}
+		defer st.close()
+		streams = append(streams, st)
+	}
+	streams = append(streams, &lineStream{extra: extra})
+	heads := make([]*Line, len(streams))
+	for i, st := range streams {
+		heads[i] = st.next()
+	}
+	for {
+		min := -1
+		for i, h := range heads {
+			if h != nil && (min < 0 || h.Time.Before(heads[min].Time)) {
+				min = i
+			}
+		}
+		if min < 0 {
+			return nil
+		}
+		if err := emit(*heads[min]); err != nil {
+			return err
+		}
+		heads[min] = streams[min].next()
+	}
 }
 
-func appendLines(out []Line, r io.Reader, src string, since time.Time) []Line {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l, ok := ParseLine(sc.Text())
-		if !ok || l.Time.Before(since) {
+// lineStream reads the lines of a source's files in order, or extra.
+type lineStream struct {
+	files []string
+	src   string
+	since time.Time
+	f     *os.File
+	sc    *bufio.Scanner
+	extra []Line
+}
+
+func (s *lineStream) next() *Line {
+	if s.files == nil && s.f == nil {
+		if len(s.extra) == 0 {
+			return nil
+		}
+		l := s.extra[0]
+		s.extra = s.extra[1:]
+		return &l
+	}
+	for {
+		if s.sc == nil {
+			if len(s.files) == 0 {
+				return nil
+			}
+			f, err := os.Open(s.files[0])
+			s.files = s.files[1:]
+			if err != nil {
+				continue // removed meanwhile
+			}
+			s.f = f
+			s.sc = bufio.NewScanner(f)
+			s.sc.Buffer(make([]byte, 0, 64<<10), maxReadLine)
+		}
+		if !s.sc.Scan() {
+			s.close()
+			if len(s.files) == 0 {
+				s.files = []string{} // done, but not the extra kind
+				return nil
+			}
 			continue
 		}
-		l.Source = src
-		out = append(out, l)
+		l, ok := ParseLine(s.sc.Text())
+		if !ok || l.Time.Before(s.since) {
+			continue
+		}
+		l.Source = s.src
+		return &l
+	}
+}
+
+func (s *lineStream) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f, s.sc = nil, nil
+	}
+}
+
+// tail returns the last n lines at or after since of files (older first),
+// reading each from its end.
+func tail(files []string, src string, since time.Time, n int) []Line {
+	var out []Line
+	for i := len(files) - 1; i >= 0 && len(out) < n; i-- {
+		lines, done := tailFile(files[i], src, since, n-len(out))
+		out = append(lines, out...)
+		if done {
+			break // reached a line before since
+		}
 	}
 	return out
+}
+
+// tailFile returns the last n lines of path at or after since, and whether
+// it met an older line (so older files need not be read).
+func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false
+	}
+	const block = 64 << 10
+	pos := fi.Size()
+	var rest []byte // the start of a line whose beginning is not read yet
+	var rev []Line  // newest first
+	for pos > 0 && len(rev) < n && !done {
+		size := min(block, pos)
+		pos -= size
+		buf := make([]byte, size, size+int64(len(rest)))
+		if _, err := f.ReadAt(buf, pos); err != nil {
+			break
+		}
+		buf = append(buf, rest...)
+		end := len(buf)
+		for len(rev) < n {
+			i := bytes.LastIndexByte(buf[:end], '\n')
+			if i < 0 && pos > 0 {
+				break // the line goes on in the block before
+			}
+			line := buf[i+1 : end]
+			end = max(i, 0)
+			if l, ok := ParseLine(string(bytes.TrimSuffix(line, []byte("\n")))); ok {
+				if l.Time.Before(since) {
+					done = true
+					break
+				}
+				l.Source = src
+				rev = append(rev, l)
+			}
+			if i < 0 {
+				break
+			}
+		}
+		rest = buf[:end]
+		if len(rest) > maxReadLine {
+			rest = nil // damage: skip the over-long line
+		}
+	}
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	return rev, done
 }
 
 // Follower reads what is appended to a log folder's files after it starts.
@@ -141,13 +308,17 @@ func (f *Follower) Poll(ctx context.Context) []Line {
 		if err != nil {
 			continue
 		}
-		b := make([]byte, fi.Size()-off)
+		// At most a megabyte a file each time: the rest comes next time.
+		b := make([]byte, min(fi.Size()-off, maxReadLine))
 		n, _ := file.ReadAt(b, off)
 		file.Close()
 		b = b[:n]
 		// Only whole lines: the rest is read next time.
-		end := strings.LastIndexByte(string(b), '\n') + 1
-		out = appendLines(out, strings.NewReader(string(b[:end])), source(name), time.Time{})
+		end := bytes.LastIndexByte(b, '\n') + 1
+		if end == 0 && n == maxReadLine {
+			end = n // damage: a line longer than any written, skipped
+		}
+		out = appendLines(out, b[:end], source(name))
 		f.offsets[name] = off + int64(end)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
@@ -189,4 +360,16 @@ func Prune(dir string, max int64, keep map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+func appendLines(out []Line, b []byte, src string) []Line {
+	for len(b) > 0 {
+		line, rest, _ := bytes.Cut(b, []byte("\n"))
+		b = rest
+		if l, ok := ParseLine(string(line)); ok {
+			l.Source = src
+			out = append(out, l)
+		}
+	}
+	return out
 }

@@ -165,6 +165,9 @@ func (p *Platform) config() (client.Config, error) {
 	return c, json.Unmarshal(b, &c)
 }
 
+// PID is the server's process ID.
+func (p *Platform) PID() int { return p.cmd.Process.Pid }
+
 // ServerLog returns what the server printed.
 func (p *Platform) ServerLog() string {
 	p.logMu.Lock()
