@@ -408,7 +408,6 @@ func (s *Service) lastLines(ctx context.Context, app string, version int, n int)
 	return strings.Join(out, "\n")
 }
 
-
 // anyRetiring reports whether an instance of process ("" for any) is
 // being stopped.
 func (s *Service) anyRetiring(insts []runtime.Instance, process string) bool {
