@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listen for the API on %s: %w (another paddock running? choose another with --api)", cfg.API, err)
 	}
 	defer ln.Close()
-	apiURL, caPEM, ln, err := secure(cfg, ln)
+	apiURL, caPEM, apiHosts, ln, err := secure(cfg, ln)
 	if err != nil {
 		return err
 	}
@@ -174,10 +174,11 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.HTTPSCert != "" || cfg.HTTPSKey != "" {
 			rtr.args = append(rtr.args, "--tls-cert", cfg.HTTPSCert, "--tls-key", cfg.HTTPSKey)
 		} else {
-			// The router signs with the CA, which must exist first.
-			caDir := filepath.Join(cfg.Data, "tls")
-			if _, err := tlsca.Ensure(caDir, []string{"127.0.0.1", "localhost"}, time.Now()); err != nil {
-				return fmt.Errorf("make the platform CA: %w", err)
+			// App domains get certificates from a CA of their own: the CA
+			// the CLI pins for the API signs nothing the router serves.
+			caDir := filepath.Join(cfg.Data, "router-ca")
+			if _, err := tlsca.EnsureCA(caDir, tlsca.AppsCAName, time.Now()); err != nil {
+				return fmt.Errorf("make the apps' CA: %w", err)
 			}
 			rtr.args = append(rtr.args, "--ca-dir", caDir)
 		}
@@ -204,7 +205,10 @@ func Run(ctx context.Context, cfg Config) error {
 		BuildHome: cfg.BuildHome,
 		Logs:      filepath.Join(cfg.Data, "logs"),
 		Users:     users, Tracker: tracker,
-		Domain: cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolated), Logger: log,
+		// No app may route a name of the API's: its requests would reach
+		// the app.
+		ReservedHosts: apiHosts,
+		Domain:        cfg.Domain, URLPort: httpPort, BuildEnv: buildEnv(isolated), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -254,6 +258,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if info.TLSListen != "" {
 		_, tlsPort, _ := net.SplitHostPort(info.TLSListen)
 		fmt.Fprintf(cfg.Stderr, "          https://APP.%s:%s\n", cfg.Domain, tlsPort)
+		if cfg.HTTPSCert == "" {
+			fmt.Fprintf(cfg.Stderr, "  apps CA: %s (for HTTPS clients of the apps; the CLI does not trust it)\n", filepath.Join(cfg.Data, "router-ca", "ca.crt"))
+		}
 	}
 	fmt.Fprintf(cfg.Stderr, "  data:   %s\n", cfg.Data)
 	if len(caPEM) > 0 {
@@ -388,33 +395,35 @@ func lockData(dir string) (func(), error) {
 }
 
 // secure wraps the API listener in TLS unless plain HTTP was asked for (on
-// loopback only), and returns the API's URL and the PEM of the CA to pin.
-func secure(cfg Config, ln net.Listener) (string, []byte, net.Listener, error) {
+// loopback only), and returns the API's URL, the PEM of the CA to pin and
+// the host names and addresses the API answers to.
+func secure(cfg Config, ln net.Listener) (string, []byte, []string, net.Listener, error) {
 	addr := ln.Addr().(*net.TCPAddr)
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	if !addr.IP.IsUnspecified() && !addr.IP.IsLoopback() {
+		hosts = append(hosts, addr.IP.String())
+	}
 	if cfg.InsecureHTTP {
 		if !addr.IP.IsLoopback() {
-			return "", nil, nil, fmt.Errorf("--insecure-http serves tokens in clear text: it is allowed on a loopback address only, not %s", addr)
+			return "", nil, nil, nil, fmt.Errorf("--insecure-http serves tokens in clear text: it is allowed on a loopback address only, not %s", addr)
 		}
-		return "http://" + addr.String(), nil, ln, nil
+		return "http://" + addr.String(), nil, hosts, ln, nil
 	}
 	var cert tls.Certificate
 	var caPEM []byte
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		var err error
 		if cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
-			return "", nil, nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+			return "", nil, nil, nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
 		}
+		hosts = append(hosts, cert.Leaf.DNSNames...)
 	} else {
-		hosts := []string{"127.0.0.1", "::1", "localhost"}
-		if h, err := os.Hostname(); err == nil {
-			hosts = append(hosts, h)
-		}
-		if !addr.IP.IsUnspecified() && !addr.IP.IsLoopback() {
-			hosts = append(hosts, addr.IP.String())
-		}
 		ca, err := tlsca.Ensure(filepath.Join(cfg.Data, "tls"), hosts, time.Now())
 		if err != nil {
-			return "", nil, nil, fmt.Errorf("make the API's certificate: %w", err)
+			return "", nil, nil, nil, fmt.Errorf("make the API's certificate: %w", err)
 		}
 		cert, caPEM = ca.Server, ca.CertPEM
 	}
@@ -423,7 +432,7 @@ func secure(cfg Config, ln net.Listener) (string, []byte, net.Listener, error) {
 		host = net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port))
 	}
 	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	return "https://" + host, caPEM, tl, nil
+	return "https://" + host, caPEM, hosts, tl, nil
 }
 
 // bootstrap makes the admin user and its first token on a new store, and

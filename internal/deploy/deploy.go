@@ -66,6 +66,9 @@ type Config struct {
 	// its own, Users.App(the app's ID), who can read neither the platform's
 	// data nor other apps'. Nil runs them as the server's user.
 	Users *isolate.Range
+	// ReservedHosts are names and addresses no app may add as a domain:
+	// the API's own.
+	ReservedHosts []string
 	// Tracker, when set, keeps every process of an app's builds in a
 	// cgroup, so that a timeout or the app's destruction ends all of them;
 	// the runtime does the same for instances.
@@ -408,8 +411,21 @@ func (s *Service) AddDomain(ctx context.Context, app, host string) (store.Domain
 	if len(host) > 253 || !hostName.MatchString(host) {
 		return store.Domain{}, fmt.Errorf("%w: %q is not a host name (example: shop.example.com)", ErrInvalid, host)
 	}
-	if strings.HasSuffix(host, "."+s.cfg.Domain) {
-		return store.Domain{}, fmt.Errorf("%w: %s is under the platform domain %s, whose names belong to apps", ErrInvalid, host, s.cfg.Domain)
+	if host == s.cfg.Domain || strings.HasSuffix(host, "."+s.cfg.Domain) {
+		return store.Domain{}, fmt.Errorf("%w: %s is the platform domain %s or under it, whose names belong to apps", ErrInvalid, host, s.cfg.Domain)
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return store.Domain{}, fmt.Errorf("%w: %s names this machine; add a domain of your own (example: shop.example.com)", ErrInvalid, host)
+	}
+	// No public suffix is all digits: such a name is an address (127.1,
+	// 10.0.0.1) to a browser, not a domain.
+	if last := host[strings.LastIndexByte(host, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+		return store.Domain{}, fmt.Errorf("%w: %s is an IP address, not a domain: add a host name (example: shop.example.com)", ErrInvalid, host)
+	}
+	for _, h := range s.cfg.ReservedHosts {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), host) {
+			return store.Domain{}, fmt.Errorf("%w: %s is a name of the platform's API", ErrInvalid, host)
+		}
 	}
 	d := store.Domain{Host: host, App: app, CreatedAt: s.now().UTC()}
 	if _, err := s.st.GetApp(ctx, app); err != nil {

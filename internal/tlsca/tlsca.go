@@ -1,7 +1,9 @@
-// Package tlsca gives the API server its own certificate authority: on the
-// first start it makes a CA and a server certificate for the server's
-// addresses, kept in a folder with the keys readable by the owner only. The
-// CLI pins the CA, so a new machine needs no manual trust step.
+// Package tlsca gives the platform certificate authorities of its own: on
+// the first start it makes the API's CA and a server certificate for the
+// server's addresses, kept in a folder with the keys readable by the owner
+// only; the CLI pins that CA, so a new machine needs no manual trust step.
+// The router signs app domains' certificates with a second CA (EnsureCA,
+// Sign), so that no certificate an app's domain gets is one the CLI trusts.
 package tlsca
 
 import (
@@ -62,7 +64,7 @@ func Ensure(dir string, hosts []string, now time.Time) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	caCert, caKey, err := loadOrCreateCA(dir, now)
+	caCert, caKey, err := loadOrCreateCA(dir, "paddock CA", now)
 	if err != nil {
 		return nil, err
 	}
@@ -126,17 +128,45 @@ func covers(leaf *x509.Certificate, hosts []string, now time.Time) bool {
 	return true
 }
 
-func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
-		key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
-		if !ok {
-			return nil, nil, fmt.Errorf("%s: not an ECDSA key", keyPath)
+func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	keyPath := filepath.Join(dir, "ca.key")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "ca.crt"), keyPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, err
 		}
-		return pair.Leaf, key, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("load CA from %s: %w", dir, err)
 	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: not an ECDSA key", keyPath)
+	}
+	return pair.Leaf, key, nil
+}
+
+// AppsCAName starts the common name of the CA that signs app domains.
+const AppsCAName = "paddock apps CA"
+
+// EnsureCA loads the CA in dir, making it first if there is none, with name
+// as the start of its common name; it returns the CA certificate's PEM.
+func EnsureCA(dir, name string, now time.Time) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	cert, _, err := loadOrCreateCA(dir, name, now)
+	if err != nil {
+		return nil, err
+	}
+	return pemCert(cert.Raw), nil
+}
+
+func loadOrCreateCA(dir, name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	if cert, key, err := loadCA(dir); err == nil {
+		return cert, key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -144,7 +174,7 @@ func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.Privat
 	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "paddock CA " + host},
+		Subject:               pkix.Name{CommonName: name + " " + host},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(caLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -170,10 +200,10 @@ func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.Privat
 	return cert, key, err
 }
 
-// Sign makes a certificate for hosts signed by the CA in dir, for the
-// router's app domains.
+// Sign makes a certificate for hosts signed by the CA in dir (made first
+// if there is none, as EnsureCA would), for the router's app domains.
 func Sign(dir string, hosts []string, now time.Time) (tls.Certificate, error) {
-	caCert, caKey, err := loadOrCreateCA(dir, now)
+	caCert, caKey, err := loadOrCreateCA(dir, AppsCAName, now)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
