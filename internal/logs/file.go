@@ -23,6 +23,7 @@ type File struct {
 	limit int64
 	f     *os.File
 	size  int64
+	buf   []byte // the line being written
 }
 
 // Open opens path for appending, creating it and its folder as needed.
@@ -59,8 +60,9 @@ func (l *File) write(stream string, text []byte) {
 	if l.f == nil {
 		return
 	}
-	buf := make([]byte, 0, len(text)+48)
-	buf = time.Now().UTC().AppendFormat(buf, timeFormat)
+	// One buffer, reused: a supervisor writes lines all its life and
+	// should not make garbage doing it.
+	buf := time.Now().UTC().AppendFormat(l.buf[:0], timeFormat)
 	buf = append(buf, ' ')
 	buf = append(buf, stream...)
 	buf = append(buf, ' ')
@@ -76,6 +78,9 @@ func (l *File) write(stream string, text []byte) {
 	}
 	n, _ := l.f.Write(buf)
 	l.size += int64(n)
+	if cap(buf) <= 2*MaxLine {
+		l.buf = buf
+	}
 }
 
 // Close closes the file.
