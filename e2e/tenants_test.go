@@ -268,3 +268,36 @@ func peakRSS(t *testing.T, pid int) int64 {
 	kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
 	return kb << 10
 }
+
+// TestAppsMeetOnlyThroughTheRouter: an app cannot connect to another app's
+// instance directly (and so cannot hand it a forged X-Forwarded-For); it
+// reaches it through the router, like anyone else.
+func TestAppsMeetOnlyThroughTheRouter(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "vic")
+	p.MustRun("config", "set", "vic", "NAME=vic")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "vic"); err != nil {
+		t.Fatalf("deploy vic: %v\n%s\n%s", err, out, errOut)
+	}
+	serving(t, p, "vic.localhost", "vic")
+	direct := fmt.Sprintf("127.0.0.1:%d", ps(t, p, "vic")[0].Port)
+	manifest := fmt.Sprintf("[processes.worker]\ncommand = \"./tenant get %s vic.localhost; ./tenant get %s vic.localhost; exec sleep 1000\"\n", direct, p.Router)
+	p.MustRun("apps", "create", "evil")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest), "--app", "evil"); err != nil {
+		t.Fatalf("deploy evil: %v\n%s\n%s", err, out, errOut)
+	}
+	var logs string
+	testenv.Eventually(t, 20*time.Second, func() error {
+		logs = p.MustRun("logs", "evil", "-n", "0")
+		if strings.Count(logs, "get 127.0.0.1:") < 2 {
+			return fmt.Errorf("the probes have not run yet:\n%s", logs)
+		}
+		return nil
+	})
+	if !strings.Contains(logs, "get "+direct+": ") || !strings.Contains(logs, "operation not permitted") {
+		t.Errorf("evil reached vic's instance directly:\n%s", logs)
+	}
+	if !strings.Contains(logs, "get "+p.Router+": vic\n") {
+		t.Errorf("evil did not reach vic through the router:\n%s", logs)
+	}
+}

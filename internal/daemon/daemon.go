@@ -132,6 +132,8 @@ func Run(ctx context.Context, cfg Config) error {
 		if tracker, err = isolate.NewTracker(r.Cgroup()); err != nil {
 			log.Warn("processes are tracked by process group only: one that starts a session of its own survives its app's stop and destruction", "err", err)
 			tracker = nil
+		} else if err := tracker.Fence(); err != nil {
+			log.Warn("apps can reach each other's instances directly, not only through the router", "err", err)
 		}
 	}
 

@@ -489,14 +489,6 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	return in, nil
 }
 
-// Instance ports come from a range below Linux's ephemeral ports (32768
-// and up by default), so that no outgoing connection, the router's to
-// other instances included, can hold the port an instance is about to bind.
-const (
-	portLow  = 20000
-	portHigh = 30000
-)
-
 // freePort picks a port in the instance range that no instance has and
 // nothing listens on.
 func (s *Service) freePort(ctx context.Context) (int, error) {
@@ -508,9 +500,9 @@ func (s *Service) freePort(ctx context.Context) (int, error) {
 	for _, in := range insts {
 		taken[in.Port] = true
 	}
-	start := portLow + mrand.IntN(portHigh-portLow)
-	for i := 0; i < portHigh-portLow; i++ {
-		port := portLow + (start-portLow+i)%(portHigh-portLow)
+	start := isolate.PortLow + mrand.IntN(isolate.PortHigh-isolate.PortLow)
+	for i := 0; i < isolate.PortHigh-isolate.PortLow; i++ {
+		port := isolate.PortLow + (start-isolate.PortLow+i)%(isolate.PortHigh-isolate.PortLow)
 		if taken[port] {
 			continue
 		}
@@ -521,7 +513,7 @@ func (s *Service) freePort(ctx context.Context) (int, error) {
 		l.Close()
 		return port, nil
 	}
-	return 0, fmt.Errorf("no free port between %d and %d", portLow, portHigh)
+	return 0, fmt.Errorf("no free port between %d and %d", isolate.PortLow, isolate.PortHigh)
 }
 
 // retire takes an instance out of the router table at the next push and

@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,6 +29,33 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
 		time.Sleep(time.Minute)
+		os.Exit(0)
+	case os.Getenv("ISOLATE_TEST_NET") != "":
+		// One line per probe: "connect ADDR ok|refused|denied", "bind ADDR LOCAL".
+		for _, arg := range os.Args[1:] {
+			op, addr, _ := strings.Cut(arg, "=")
+			switch op {
+			case "connect":
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				switch {
+				case err == nil:
+					c.Close()
+					fmt.Println("connect", addr, "ok")
+				case errors.Is(err, syscall.EPERM):
+					fmt.Println("connect", addr, "denied")
+				default:
+					fmt.Println("connect", addr, "refused")
+				}
+			case "bind":
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					fmt.Println("bind", addr, "error", err)
+					continue
+				}
+				fmt.Println("bind", addr, ln.Addr())
+				ln.Close()
+			}
+		}
 		os.Exit(0)
 	case os.Getenv("ISOLATE_TEST_DAEMON") != "":
 		cmd := exec.Command("sleep", "300")
@@ -254,4 +282,91 @@ func publicCopy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// TestFence: an app's process reaches no instance port on this machine but
+// through the router, and its listeners on every address are on loopback
+// only; ports outside the range, and processes outside the platform's
+// cgroup, are untouched.
+func TestFence(t *testing.T) {
+	needRoot(t)
+	tr, err := NewTracker("paddock-test-fence-" + strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Kill(tr.Dir(), 5*time.Second); Remove(tr.Dir()) })
+	if err := tr.Fence(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Fence(); err != nil { // a restarted server fences again
+		t.Fatalf("second Fence: %v", err)
+	}
+	// A victim instance, outside the fence, listening in the range.
+	var ln net.Listener
+	for port := PortLow + os.Getpid()%1000; ln == nil && port < PortHigh; port += 7 {
+		ln, _ = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	}
+	if ln == nil {
+		t.Fatal("no free instance port")
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	outside, err := net.Listen("tcp", "127.0.0.1:0") // an ephemeral port, not an instance's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outside.Close()
+	free := strconv.Itoa(PortLow + 1 + os.Getpid()%5000)
+
+	dir, err := tr.Group(1, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	probes := []string{
+		"connect=127.0.0.1:" + port, "connect=127.0.0.2:" + port, "connect=0.0.0.0:" + port,
+		"connect=[::1]:" + port, "connect=[::ffff:127.0.0.1]:" + port,
+		"connect=" + outside.Addr().String(),
+		"bind=0.0.0.0:" + free, "bind=[::]:" + free, "bind=127.0.0.1:" + free,
+	}
+	run := func(inside bool) string {
+		cmd := exec.Command(os.Args[0], probes...)
+		cmd.Env = append(os.Environ(), "ISOLATE_TEST_NET=1")
+		if inside {
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	got := run(true)
+	for _, want := range []string{
+		"connect 127.0.0.1:" + port + " denied", "connect 127.0.0.2:" + port + " denied", "connect 0.0.0.0:" + port + " denied",
+		"connect [::1]:" + port + " denied", "connect [::ffff:127.0.0.1]:" + port + " denied",
+		"connect " + outside.Addr().String() + " ok",
+		"bind 0.0.0.0:" + free + " 127.0.0.1:" + free, "bind [::]:" + free + " 127.0.0.1:" + free,
+		"bind 127.0.0.1:" + free + " 127.0.0.1:" + free,
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("inside the fence: want %q in:\n%s", want, got)
+		}
+	}
+	if got := run(false); !strings.Contains(got, "connect 127.0.0.1:"+port+" ok") || !strings.Contains(got, "bind 0.0.0.0:"+free+" [::]:"+free) && !strings.Contains(got, "bind 0.0.0.0:"+free+" 0.0.0.0:"+free) {
+		t.Errorf("outside the fence, a process was fenced too:\n%s", got)
+	}
 }

@@ -2,10 +2,12 @@
 //
 //	tenant serve        answer every request with $NAME on $PORT; exit 1 if the port is taken
 //	tenant squat PORT   bind PORT as soon as it is free, and answer STOLEN there
+//	tenant get ADDR HOST   GET / from ADDR with Host HOST, directly, and print "get ADDR: " and the body or the error
 package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +24,9 @@ func main() {
 		serve("127.0.0.1:"+os.Getenv("PORT"), os.Getenv("NAME"), false)
 	case "squat":
 		serve("127.0.0.1:"+os.Args[2], "STOLEN", true)
+	case "get":
+		get(os.Args[2], os.Args[3])
+		os.Exit(0)
 	}
 	os.Exit(2)
 }
@@ -42,4 +47,18 @@ func serve(addr, body string, retry bool) {
 			fmt.Fprint(w, body)
 		}))
 	}
+}
+
+func get(addr, host string) {
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	req.Host = host
+	req.Header.Set("X-Forwarded-For", "10.9.8.7")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		fmt.Printf("get %s: %v\n", addr, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Printf("get %s: %s\n", addr, b)
 }
