@@ -252,11 +252,10 @@ const buildGroup = "build-"
 // never handed from one user to another, since root would have to re-own a
 // tree that its old owner could still be changing.
 func (s *Service) buildHome(app string, uid uint32) (string, error) {
-	home := filepath.Join(s.cfg.BuildHome, app)
+	home := s.homePath(app, uid)
 	if uid == 0 {
 		return home, os.MkdirAll(home, 0o700)
 	}
-	home += "." + strconv.FormatUint(uint64(uid), 10)
 	if err := os.MkdirAll(s.cfg.BuildHome, 0o700); err != nil {
 		return "", err
 	}
@@ -284,11 +283,20 @@ func (s *Service) buildHome(app string, uid uint32) (string, error) {
 	return home, nil
 }
 
-// removeBuildHomes removes the build homes of a destroyed app's user.
-func (s *Service) removeBuildHomes(app string, uid uint32) {
+// homePath is where buildHome keeps the home of app's builds as uid: APP
+// when they run as the server's user, else APP.UID.
+func (s *Service) homePath(app string, uid uint32) string {
 	if uid == 0 {
-		return
+		return filepath.Join(s.cfg.BuildHome, app)
+	}
+	return filepath.Join(s.cfg.BuildHome, app+"."+strconv.FormatUint(uint64(uid), 10))
+}
+
+// removeBuildHome removes the build home of a destroyed app's user.
+func (s *Service) removeBuildHome(app string, uid uint32) {
+	if uid == 0 {
+		return // the server's user: the home may be another app's of that name
 	}
 	// RemoveAll works through file descriptors and follows no link.
-	os.RemoveAll(filepath.Join(s.cfg.BuildHome, app+"."+strconv.FormatUint(uint64(uid), 10)))
+	os.RemoveAll(s.homePath(app, uid))
 }

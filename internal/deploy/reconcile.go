@@ -678,7 +678,7 @@ func (s *Service) endApp(name string, id int64, uid uint32) {
 			s.log.Warn("end the processes of a destroyed app", "app", name, "err", err)
 		}
 	}
-	s.removeBuildHomes(name, uid)
+	s.removeBuildHome(name, uid)
 	os.RemoveAll(s.logDir(name))
 }
 
