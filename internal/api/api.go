@@ -68,6 +68,7 @@ type Server struct {
 	now    func() time.Time
 	mux    *http.ServeMux
 	routes []route
+	limits bodyLimits // time limits on reading bodies (body.go)
 	// rejected remembers token values that failed, so that a repeat is
 	// refused without a store lookup (see guard.go).
 	rejected *rejectedTokens
@@ -87,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limiter == nil {
 		cfg.Limiter = &auth.Limiter{Max: 100, Window: time.Hour, Now: cfg.Now}
 	}
-	s := &Server{cfg: cfg, d: cfg.Deploy, st: cfg.Store, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, d: cfg.Deploy, st: cfg.Store, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(), limits: defaultBodyLimits,
 		rejected: newRejectedTokens(maxRejectedTokens, cfg.Limiter.Window, cfg.Now)}
 	s.routes = s.table()
 	for _, rt := range s.routes {

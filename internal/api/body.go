@@ -18,29 +18,31 @@ import (
 // both a 1 KiB JSON body and a 512 MiB upload over a slow link:
 //
 //   - Nothing reads a body before the guard admits its request
-//     (authenticated and authorized); until then preAdmitTimeout bounds
-//     any read. The body of a request that is not admitted (no or a bad
+//     (authenticated and authorized); until then preAdmit bounds any read. The body of a request that is not admitted (no or a bad
 //     token, denied, no such route) is never read: the connection is cut
 //     after the answer instead of drained, so a client that sends a head
 //     and then stalls holds nothing past its answer.
-//   - An admitted JSON body must arrive whole within jsonBodyTimeout.
+//   - An admitted JSON body must arrive whole within json.
 //   - An admitted upload may take as long as it needs while it moves: each
-//     read must return within uploadIdleTimeout.
+//     read must return within uploadIdle.
 //
 // Once a body has been read to its end its deadline is lifted: net/http
 // then reads in the background to notice a client that goes away, and a
 // deadline would end a deploy or a log stream that is still wanted.
-const (
-	preAdmitTimeout   = 30 * time.Second
-	jsonBodyTimeout   = time.Minute
-	uploadIdleTimeout = time.Minute
-)
+// (net/http lifts it too when it starts that read; deadlineBody does not
+// rely on it.)
+type bodyLimits struct {
+	preAdmit, json, uploadIdle time.Duration
+}
+
+var defaultBodyLimits = bodyLimits{preAdmit: 30 * time.Second, json: time.Minute, uploadIdle: time.Minute}
 
 // reqInfo is what the API keeps of a request beside net/http's.
 type reqInfo struct {
 	id       string // the server's id of the request
 	clientID string // the X-Request-Id the client sent, if well-formed
 	rc       *http.ResponseController
+	limits   bodyLimits
 	body     bool // the request has a body
 	admitted bool // the guard let it through: its body may be read
 }
@@ -55,14 +57,15 @@ var clientRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 // X-Request-Id is kept beside it, never in its place), bounds the reading
 // of its body, and serves it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	info := &reqInfo{id: newRequestID(), rc: http.NewResponseController(w), body: r.Body != nil && r.Body != http.NoBody}
+	info := &reqInfo{id: newRequestID(), rc: http.NewResponseController(w), limits: s.limits,
+		body: r.Body != nil && r.Body != http.NoBody}
 	if id := r.Header.Get("X-Request-Id"); clientRequestID.MatchString(id) {
 		info.clientID = id
 	}
 	w.Header().Set("X-Request-Id", info.id)
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	if info.body {
-		info.rc.SetReadDeadline(time.Now().Add(preAdmitTimeout))
+		info.rc.SetReadDeadline(time.Now().Add(info.limits.preAdmit))
 	}
 	s.mux.ServeHTTP(w, r)
 	if info.body && !info.admitted {
@@ -98,9 +101,9 @@ func admit(r *http.Request, rt route) {
 	}
 	b := &deadlineBody{ReadCloser: r.Body, rc: info.rc}
 	if rt.Upload {
-		b.idle = uploadIdleTimeout
+		b.idle = info.limits.uploadIdle
 	} else {
-		info.rc.SetReadDeadline(time.Now().Add(jsonBodyTimeout))
+		info.rc.SetReadDeadline(time.Now().Add(info.limits.json))
 	}
 	r.Body = b
 }
