@@ -129,8 +129,8 @@ var errNoToken = fmt.Errorf("%w: missing token: send Authorization: Bearer TOKEN
 // fills in ev's actor and token when the token named an existing one.
 func (s *Server) authenticate(r *http.Request, ev *audit.Event) (auth.Principal, error) {
 	keys := []string{"addr:" + limitKey(ev.Source)}
-	value, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	scheme, value, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") { // the scheme is case-insensitive (RFC 9110 §11.1)
 		return auth.Principal{}, s.failed(keys, errNoToken)
 	}
 	value = strings.TrimSpace(value)
