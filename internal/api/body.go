@@ -30,7 +30,8 @@ import (
 // then reads in the background to notice a client that goes away, and a
 // deadline would end a deploy or a log stream that is still wanted.
 // (net/http lifts it too when it starts that read; deadlineBody does not
-// rely on it.)
+// rely on it.) Deadlines are the kernel's, in real time: they use
+// time.Now, not the Server's injected clock.
 type bodyLimits struct {
 	preAdmit, json, uploadIdle time.Duration
 }
