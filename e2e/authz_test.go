@@ -54,7 +54,7 @@ var expected = map[string][]string{
 	"POST /v1/users/{user}/disable":          admins,
 	"GET /v1/tokens":                         everyone,
 	"POST /v1/tokens":                        everyone,
-	"DELETE /v1/tokens/{token}":              everyone,
+	"DELETE /v1/tokens/{token}":              {"admin", "dev", "view", "other", "capped"}, // scoped revokes only itself
 	"GET /v1/teams":                          admins,
 	"POST /v1/teams":                         admins,
 	"PUT /v1/teams/{team}/members/{user}":    admins,

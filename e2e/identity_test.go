@@ -183,25 +183,34 @@ func TestIdentity(t *testing.T) {
 	})
 }
 
+// TestFailedAuthIsRateLimited fails 100 times with a token's id and a
+// wrong secret: the next failure is refused with 429 and Retry-After, and
+// the token itself still works.
 func TestFailedAuthIsRateLimited(t *testing.T) {
 	p := testenv.Start(t)
 	tok := strings.TrimSpace(p.MustRun("tokens", "create", "--name", "ci"))
 	id := tok[4:20]
-	wrong := "pdk_" + id + "_" + strings.Repeat("a", 52)
 	for i := 0; i < 100; i++ {
+		wrong := fmt.Sprintf("pdk_%s_%052d", id, i)
 		if code, _ := apiStatus(t, p, "GET", "/v1/apps", wrong, nil); code != 401 {
 			t.Fatalf("attempt %d: got %d, want 401", i, code)
 		}
 	}
-	req, _ := http.NewRequest("GET", p.API+"/v1/apps", nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := p.ClientWith("").HTTPClient().Do(req)
-	if err != nil {
-		t.Fatal(err)
+	do := func(token string) *http.Response {
+		req, _ := http.NewRequest("GET", p.API+"/v1/apps", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := p.ClientWith("").HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("after 100 failures: got %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	if resp := do("pdk_" + id + "_" + strings.Repeat("z", 52)); resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a failure after 100: got %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if resp := do(tok); resp.StatusCode != 200 {
+		t.Errorf("the valid token after 100 failures with its id: got %d, want 200", resp.StatusCode)
 	}
 }
 

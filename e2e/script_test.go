@@ -29,5 +29,16 @@ func TestScripts(t *testing.T) {
 			env.Setenv("ADMIN_TOKEN", p.Token)
 			return nil
 		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// setenv-file VAR FILE sets VAR to FILE's first line: a token
+			// a command printed, say.
+			"setenv-file": func(ts *testscript.TestScript, neg bool, args []string) {
+				if neg || len(args) != 2 {
+					ts.Fatalf("usage: setenv-file VAR FILE")
+				}
+				line, _, _ := strings.Cut(ts.ReadFile(args[1]), "\n")
+				ts.Setenv(args[0], strings.TrimSpace(line))
+			},
+		},
 	})
 }

@@ -1,6 +1,10 @@
 package api
 
 import (
+	"errors"
+	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,4 +51,145 @@ func FuzzParseExpiry(f *testing.F) {
 			t.Errorf("parseExpiry(%q) = %s: accepted out of range", s, d)
 		}
 	})
+}
+
+// goNames are what a message about JSON must not show: Go's names for types.
+var goNames = regexp.MustCompile(`\b(u?int(8|16|32|64)?|float(32|64)|struct|map\[|\*?string\b.*\bGo\b|Go (value|struct)|json: )`)
+
+func TestReadJSON(t *testing.T) {
+	type body struct {
+		Name  string         `json:"name"`
+		Count int            `json:"count"`
+		Apps  []string       `json:"apps"`
+		Vars  map[string]int `json:"vars"`
+	}
+	tests := []struct {
+		name, in string
+		want     string // "" accepted, else a piece of the bad_json message
+	}{
+		{"object", `{"name":"shop","count":2}`, ""},
+		{"trailing space", "{\"name\":\"shop\"}\n  ", ""},
+		{"trailing object", `{"name":"a"} {"name":"b"}`, "goes on after its JSON value"},
+		{"trailing garbage", `{"name":"a"}x`, "goes on after its JSON value"},
+		{"empty", ``, "empty"},
+		{"cut short", `{"name":"a"`, "ends in the middle"},
+		{"syntax", `{"name":}`, "not valid JSON at byte"},
+		{"string for number", `{"count":"two"}`, `field "count" is a string: it takes a whole number`},
+		{"float for int", `{"count":1.5}`, `field "count" is the number 1.5: it takes a whole number`},
+		{"number for string", `{"name":5}`, `field "name" is a number: it takes a string`},
+		{"object for list", `{"apps":{}}`, `field "apps" is an object: it takes a list of strings`},
+		{"wrong map value", `{"vars":{"web":true}}`, `a value in field "vars" is true or false: each must be a whole number`},
+		{"wrong list item", `{"apps":["a",1]}`, `a value in field "apps" is a number: each must be a string`},
+		{"list for object", `[1]`, `the request body is a list: send an object with the fields "apps", "count", "name", "vars"`},
+		{"unknown field", `{"nmae":"x"}`, `unknown field "nmae": this route takes the fields "apps", "count", "name", "vars"`},
+		{"invalid utf-8", "{\"name\":\"\xff\"}", "not valid UTF-8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(tc.in))
+			var v body
+			err := readJSON(httptest.NewRecorder(), r, &v)
+			if tc.want == "" {
+				if err != nil {
+					t.Errorf("got %v, want accepted", err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != "bad_json" || !strings.Contains(e.Message, tc.want) {
+				t.Fatalf("got %v, want bad_json with %q", err, tc.want)
+			}
+			if m := goNames.FindString(e.Message); m != "" {
+				t.Errorf("message %q shows Go's %q", e.Message, m)
+			}
+		})
+	}
+}
+
+func TestReadJSONTopLevelMap(t *testing.T) {
+	var counts map[string]int
+	err := readJSON(httptest.NewRecorder(), httptest.NewRequest("PATCH", "/", strings.NewReader(`{"web":"three"}`)), &counts)
+	var e *Error
+	if want := "a value in the request body is a string: each must be a whole number"; !errors.As(err, &e) || e.Message != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
+func FuzzReadJSON(f *testing.F) {
+	for _, s := range []string{`{"name":"a"}`, `{"name":"a"} x`, `{"role":1}`, `[]`, `{"apps":[1]}`, "\xff", `{"vars":{"a":null}}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var v struct {
+			Name string             `json:"name"`
+			Role string             `json:"role"`
+			Apps []string           `json:"apps"`
+			Vars map[string]*string `json:"vars"`
+		}
+		err := readJSON(httptest.NewRecorder(), httptest.NewRequest("POST", "/", strings.NewReader(in)), &v)
+		if err == nil {
+			return
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Code != "bad_json" {
+			t.Fatalf("readJSON(%q) = %v, want a bad_json error", in, err)
+		}
+		if m := goNames.FindString(e.Message); m != "" {
+			t.Errorf("readJSON(%q): message %q shows Go's %q", in, e.Message, m)
+		}
+	})
+}
+
+func TestCheckConfig(t *testing.T) {
+	s := func(v string) *string { return &v }
+	tests := []struct {
+		name string
+		in   map[string]*string
+		want string
+	}{
+		{"fine", map[string]*string{"LOG_LEVEL": s("debug"), "PEM": s("a\nb"), "OLD": nil}, ""},
+		{"NUL in a value", map[string]*string{"K": s("a\x00b")}, "NUL byte"},
+		{"NUL in a key", map[string]*string{"K\x00": s("x")}, `config key "K\x00"`},
+		{"equals in a key", map[string]*string{"A=B": s("x")}, "config key"},
+		{"empty key", map[string]*string{"": s("x")}, "config key"},
+	}
+	for _, tc := range tests {
+		err := checkConfig(tc.in)
+		var e *Error
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: got %v, want accepted", tc.name, err)
+		case tc.want != "" && (!errors.As(err, &e) || e.Code != "invalid" || !strings.Contains(e.Message, tc.want)):
+			t.Errorf("%s: got %v, want invalid with %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestLimitKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1":            "127.0.0.1",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
+		"::ffff:10.0.0.1":      "::ffff:10.0.0.1",
+		"not an address":       "not an address",
+		"fe80::1":              "fe80::/64",
+	} {
+		if got := limitKey(in); got != want {
+			t.Errorf("limitKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for in, want := range map[time.Duration]string{
+		30 * 24 * time.Hour: "30d",
+		29*24*time.Hour + 23*time.Hour + 59*time.Minute + 30*time.Second: "29d23h59m",
+		90 * time.Minute: "1h30m",
+		time.Hour:        "1h",
+		59 * time.Second: "0m (it has expired)",
+	} {
+		if got := shortDuration(in); got != want {
+			t.Errorf("shortDuration(%s) = %q, want %q", in, got, want)
+		}
+	}
 }

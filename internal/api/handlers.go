@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,23 +13,22 @@ import (
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/wire"
 )
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version, "user": principal(r).User})
+	return writeJSON(w, http.StatusOK, wire.Status{Version: s.cfg.Version, User: principal(r).User})
 }
 
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Apps bool `json:"apps"`
-	}
+	var req wire.ShutdownRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
 	if s.cfg.Shutdown == nil {
 		return &Error{Status: http.StatusNotImplemented, Code: "unsupported", Message: "this server cannot be shut down through the API"}
 	}
-	if err := writeJSON(w, http.StatusAccepted, map[string]bool{"apps": req.Apps}); err != nil {
+	if err := writeJSON(w, http.StatusAccepted, req); err != nil {
 		return err
 	}
 	w.(http.Flusher).Flush()
@@ -42,19 +42,17 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	pol, p := s.cfg.Authz.Policy(), principal(r)
-	visible := apps[:0]
+	visible := []wire.App{}
 	for _, a := range apps {
 		if pol.Visible(p, a.Name) {
-			visible = append(visible, a)
+			visible = append(visible, appOut(a))
 		}
 	}
 	return writeJSON(w, http.StatusOK, visible)
 }
 
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req wire.NameRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -65,7 +63,7 @@ func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
 	if err := s.reloadPolicy(r); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, a)
+	return writeJSON(w, http.StatusCreated, appOut(a))
 }
 
 func (s *Server) getApp(w http.ResponseWriter, r *http.Request) error {
@@ -73,7 +71,7 @@ func (s *Server) getApp(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, info)
+	return writeJSON(w, http.StatusOK, appInfoOut(info))
 }
 
 func (s *Server) destroyApp(w http.ResponseWriter, r *http.Request) error {
@@ -85,14 +83,6 @@ func (s *Server) destroyApp(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// DeployEvent is one line of a deploy's streamed response.
-type DeployEvent struct {
-	Type    string         `json:"type"` // "step", "output", "release" (last, on success), "error" (last, on failure)
-	Text    string         `json:"text,omitempty"`
-	Release *store.Release `json:"release,omitempty"`
-	Error   *Error         `json:"error,omitempty"`
 }
 
 // stream writes newline-delimited JSON, starting the response on the first
@@ -117,8 +107,8 @@ func (st *stream) send(v any) {
 	}
 }
 
-func (st *stream) Output(line string) { st.send(DeployEvent{Type: "output", Text: line}) }
-func (st *stream) Step(msg string)    { st.send(DeployEvent{Type: "step", Text: msg}) }
+func (st *stream) Output(line string) { st.send(wire.DeployEvent{Type: wire.DeployOutput, Text: line}) }
+func (st *stream) Step(msg string)    { st.send(wire.DeployEvent{Type: wire.DeployStep, Text: msg}) }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
 	body := http.MaxBytesReader(w, r.Body, maxUpload)
@@ -132,10 +122,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		e := s.toError(r, err)
-		st.send(DeployEvent{Type: "error", Error: e, Release: releaseOrNil(rel)})
+		st.send(wire.DeployEvent{Type: wire.DeployError, Error: s.wireError(r, err), Release: releaseOrNil(rel)})
 		return &streamedError{e}
 	}
-	st.send(DeployEvent{Type: "release", Release: &rel})
+	out := releaseOut(rel)
+	st.send(wire.DeployEvent{Type: wire.DeployRelease, Release: &out})
 	return nil
 }
 
@@ -144,11 +135,12 @@ type streamedError struct{ e *Error }
 
 func (s *streamedError) Error() string { return s.e.Message }
 
-func releaseOrNil(r store.Release) *store.Release {
+func releaseOrNil(r store.Release) *wire.Release {
 	if r.Version == 0 {
 		return nil
 	}
-	return &r
+	out := releaseOut(r)
+	return &out
 }
 
 func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) error {
@@ -156,7 +148,7 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, rels)
+	return writeJSON(w, http.StatusOK, listOut(rels, releaseOut))
 }
 
 func parseVersion(v string) (int, error) {
@@ -183,11 +175,8 @@ func (s *Server) getRelease(w http.ResponseWriter, r *http.Request) error {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		rel, err := s.d.WaitRollout(ctx, app, v, nil)
-		if err == nil || ctx.Err() != nil {
-			return writeJSON(w, http.StatusOK, rel)
-		}
-		if rel.Version != 0 {
-			return writeJSON(w, http.StatusOK, rel)
+		if err == nil || ctx.Err() != nil || rel.Version != 0 {
+			return writeJSON(w, http.StatusOK, releaseOut(rel))
 		}
 		return err
 	}
@@ -195,13 +184,11 @@ func (s *Server) getRelease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, rel)
+	return writeJSON(w, http.StatusOK, releaseOut(rel))
 }
 
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Version string `json:"version"`
-	}
+	var req wire.RollbackRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -213,7 +200,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, rel)
+	return writeJSON(w, http.StatusCreated, releaseOut(rel))
 }
 
 func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) error {
@@ -229,15 +216,18 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) setConfig(w http.ResponseWriter, r *http.Request) error {
-	var vars map[string]*string
+	var vars wire.ConfigPatch
 	if err := readJSON(w, r, &vars); err != nil {
+		return err
+	}
+	if err := checkConfig(vars); err != nil {
 		return err
 	}
 	rel, err := s.d.SetConfig(r.Context(), r.PathValue("app"), vars, principal(r).User)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, rel)
+	return writeJSON(w, http.StatusCreated, releaseOut(rel))
 }
 
 func (s *Server) getFormation(w http.ResponseWriter, r *http.Request) error {
@@ -249,7 +239,7 @@ func (s *Server) getFormation(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) scale(w http.ResponseWriter, r *http.Request) error {
-	var counts map[string]int
+	var counts wire.Formation
 	if err := readJSON(w, r, &counts); err != nil {
 		return err
 	}
@@ -264,10 +254,7 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if list == nil {
-		list = []deploy.Instance{}
-	}
-	return writeJSON(w, http.StatusOK, list)
+	return writeJSON(w, http.StatusOK, listOut(list, instanceOut))
 }
 
 // logs streams log lines as newline-delimited JSON.
@@ -294,7 +281,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	st := &stream{w: w}
 	err := s.d.Logs(r.Context(), r.PathValue("app"), q, func(l logs.Line) error {
-		st.send(l)
+		st.send(lineOut(l))
 		return r.Context().Err()
 	})
 	if err != nil && !st.started {
@@ -312,16 +299,11 @@ func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if info.Domains == nil {
-		info.Domains = []store.Domain{}
-	}
-	return writeJSON(w, http.StatusOK, info.Domains)
+	return writeJSON(w, http.StatusOK, listOut(info.Domains, domainOut))
 }
 
 func (s *Server) addDomain(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Host string `json:"host"`
-	}
+	var req wire.DomainRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -329,7 +311,7 @@ func (s *Server) addDomain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, d)
+	return writeJSON(w, http.StatusCreated, domainOut(d))
 }
 
 func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) error {
@@ -339,3 +321,19 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// checkConfig refuses config keys and values no process environment can
+// hold, before a release is made of them.
+func checkConfig(vars wire.ConfigPatch) error {
+	for k, v := range vars {
+		if !configKey.MatchString(k) {
+			return invalid("config key %q: use letters, digits and underscores, not starting with a digit", k)
+		}
+		if v != nil && strings.IndexByte(*v, 0) >= 0 {
+			return invalid("config var %s: the value holds a NUL byte (\\u0000), which no environment variable can hold: remove it", k)
+		}
+	}
+	return nil
+}
+
+var configKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,255}$`)

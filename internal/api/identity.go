@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"paddock.dev/paddock/internal/audit"
 	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/wire"
 )
 
 var identName = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`)
@@ -33,12 +35,12 @@ func (s *Server) ca(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, principal(r))
+	return writeJSON(w, http.StatusOK, principalOut(principal(r)))
 }
 
 // login records that a client stored this token; `paddock login` calls it.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, principal(r))
+	return writeJSON(w, http.StatusOK, principalOut(principal(r)))
 }
 
 func (s *Server) reloadPolicy(r *http.Request) error {
@@ -54,17 +56,11 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if users == nil {
-		users = []store.User{}
-	}
-	return writeJSON(w, http.StatusOK, users)
+	return writeJSON(w, http.StatusOK, listOut(users, userOut))
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name string `json:"name"`
-		Role string `json:"role"`
-	}
+	var req wire.UserRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -81,7 +77,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := s.reloadPolicy(r); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, u)
+	return writeJSON(w, http.StatusCreated, userOut(u))
 }
 
 func (s *Server) disableUser(w http.ResponseWriter, r *http.Request) error {
@@ -108,21 +104,20 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 		}
 		user = ""
 	}
+	if len(p.Apps) > 0 {
+		// An app-scoped token manages only itself: its user's other
+		// tokens are not its business.
+		tok, err := s.st.GetToken(r.Context(), p.TokenID)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, []wire.Token{tokenOut(tok)})
+	}
 	toks, err := s.st.ListTokens(r.Context(), user)
 	if err != nil {
 		return err
 	}
-	if toks == nil {
-		toks = []store.Token{}
-	}
-	return writeJSON(w, http.StatusOK, toks)
-}
-
-// CreatedToken is the answer to a token's creation: the only time its
-// value is shown.
-type CreatedToken struct {
-	store.Token
-	Value string `json:"value"`
+	return writeJSON(w, http.StatusOK, listOut(toks, tokenOut))
 }
 
 // parseExpiry reads "30d", "12h", "90m".
@@ -141,14 +136,11 @@ func parseExpiry(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// createToken makes a token. A token never has more rights than its user,
+// nor more than the token that makes it: not a higher role, not a wider
+// app scope, not a longer life.
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name    string   `json:"name"`
-		User    string   `json:"user"`
-		Expires string   `json:"expires"`
-		Role    string   `json:"role"`
-		Apps    []string `json:"apps"`
-	}
+	var req wire.TokenRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -168,14 +160,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// A token never has more rights than its user, nor than the token
-	// that makes it.
-	limit, _ := auth.ParseRole(u.Role)
-	if req.User == p.User && p.Role < limit {
-		limit = p.Role
-		if req.Role == "" {
-			req.Role = limit.String()
-		}
+	userRole, _ := auth.ParseRole(u.Role)
+	limit := min(userRole, p.Role)
+	if req.Role == "" && limit < userRole {
+		req.Role = limit.String()
 	}
 	if req.Role != "" {
 		role, err := auth.ParseRole(req.Role)
@@ -186,14 +174,13 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 			return invalid("a token never has more rights than its user or the token that makes it: at most %s here, not %s", limit, role)
 		}
 	}
-	if req.User == p.User && len(p.Apps) > 0 {
-		// A scoped token makes only tokens within its own scope.
+	if len(p.Apps) > 0 {
 		if len(req.Apps) == 0 {
 			req.Apps = p.Apps
 		}
 		for _, a := range req.Apps {
-			if !contains(p.Apps, a) {
-				return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("token %s is limited to the apps %s, not %s", p.Token, strings.Join(p.Apps, ", "), a)}
+			if !slices.Contains(p.Apps, a) {
+				return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf("token %s is limited to the apps %s, so the tokens it makes are too: not %s", p.Token, strings.Join(p.Apps, ", "), a)}
 			}
 		}
 	}
@@ -202,38 +189,67 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	value, id, hash := auth.NewToken()
-	tok := store.Token{ID: id, Name: req.Name, User: req.User, Hash: hash, Role: req.Role, Apps: req.Apps, CreatedAt: s.now().UTC()}
+	now := s.now().UTC()
+	var expires *time.Time
 	if req.Expires != "" {
 		d, err := parseExpiry(req.Expires)
 		if err != nil {
 			return err
 		}
-		exp := tok.CreatedAt.Add(d)
-		tok.ExpiresAt = &exp
+		t := now.Add(d)
+		expires = &t
 	}
+	if p.ExpiresAt != nil {
+		switch {
+		case expires == nil:
+			t := p.ExpiresAt.UTC()
+			expires = &t
+		case expires.After(*p.ExpiresAt):
+			return invalid("a token never outlives the token that makes it: %s expires at %s, so give --expires %s or less",
+				p.Token, p.ExpiresAt.UTC().Format(time.RFC3339), shortDuration(p.ExpiresAt.Sub(now)))
+		}
+	}
+	value, id, hash := auth.NewToken()
+	tok := store.Token{ID: id, Name: req.Name, User: req.User, Hash: hash, Role: req.Role, Apps: req.Apps, CreatedAt: now, ExpiresAt: expires}
 	if err := s.st.AddToken(r.Context(), tok); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, CreatedToken{Token: tok, Value: value})
+	return writeJSON(w, http.StatusCreated, wire.CreatedToken{Token: tokenOut(tok), Value: value})
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+// shortDuration writes d rounded down to whole minutes, like 29d23h59m.
+func shortDuration(d time.Duration) string {
+	d = d.Truncate(time.Minute)
+	if d <= 0 {
+		return "0m (it has expired)"
 	}
-	return false
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	out := strings.TrimSuffix(d.String(), "0s")
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	if days > 0 {
+		out = strconv.Itoa(int(days)) + "d" + out
+	}
+	return out
 }
 
+// revokeToken revokes one of the caller's tokens, or anyone's for an
+// admin. An app-scoped token revokes only itself.
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	p := principal(r)
+	name := r.PathValue("token")
+	if len(p.Apps) > 0 && name != p.Token {
+		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: fmt.Sprintf(
+			"token %s is limited to the apps %s: it may revoke only itself; revoke %s with a token of %s's that is not limited to apps",
+			p.Token, strings.Join(p.Apps, ", "), name, p.User)}
+	}
 	owner := p.User
 	if s.cfg.Authz.Policy().Decide(p, auth.UsersAdmin, "") == nil {
 		owner = "" // an admin revokes anyone's token
 	}
-	if err := s.st.RevokeToken(r.Context(), r.PathValue("token"), owner); err != nil {
+	if err := s.st.RevokeToken(r.Context(), name, owner); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -245,17 +261,11 @@ func (s *Server) listTeams(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	teams := acc.Teams
-	if teams == nil {
-		teams = []store.Team{}
-	}
-	return writeJSON(w, http.StatusOK, teams)
+	return writeJSON(w, http.StatusOK, listOut(acc.Teams, teamOut))
 }
 
 func (s *Server) createTeam(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req wire.NameRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -266,7 +276,7 @@ func (s *Server) createTeam(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.CreateTeam(r.Context(), t); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, t)
+	return writeJSON(w, http.StatusCreated, teamOut(t))
 }
 
 func (s *Server) addMember(w http.ResponseWriter, r *http.Request) error {
@@ -292,9 +302,7 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) grant(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Role string `json:"role"`
-	}
+	var req wire.GrantRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
@@ -314,7 +322,7 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request) error {
 	if err := s.reloadPolicy(r); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, g)
+	return writeJSON(w, http.StatusOK, grantOut(g))
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
@@ -346,10 +354,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if evs == nil {
-		evs = []audit.Event{}
-	}
-	return writeJSON(w, http.StatusOK, evs)
+	return writeJSON(w, http.StatusOK, listOut(evs, eventOut))
 }
 
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
@@ -357,19 +362,9 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request) error {
 	return s.cfg.Audit.Export(r.Context(), w)
 }
 
-// VerifyReport is the answer of /v1/audit/verify.
-type VerifyReport struct {
-	Events      uint64 `json:"events"`
-	Checkpoints int    `json:"checkpoints"`
-	Head        string `json:"head"`
-	OK          bool   `json:"ok"`
-	FirstBad    uint64 `json:"first_bad,omitempty"`
-	Error       string `json:"error,omitempty"`
-}
-
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	rep := s.cfg.Audit.Verify(r.Context())
-	out := VerifyReport{Events: rep.Events, Checkpoints: rep.Checkpoints, Head: rep.Head, OK: rep.Err == nil, FirstBad: rep.FirstBad}
+	out := wire.VerifyReport{Events: rep.Events, Checkpoints: rep.Checkpoints, Head: rep.Head, OK: rep.Err == nil, FirstBad: rep.FirstBad}
 	if rep.Err != nil {
 		out.Error = rep.Err.Error()
 	}

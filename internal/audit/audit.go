@@ -106,18 +106,21 @@ var (
 // to MaxField (on a rune boundary) and invalid UTF-8 is replaced by U+FFFD,
 // so what is hashed is exactly what is stored.
 type Event struct {
-	Seq       uint64    `json:"seq"`              // 1, 2, 3 … assigned by Append
-	Time      time.Time `json:"time"`             // UTC, assigned by Append from Config.Now
-	Actor     string    `json:"actor"`            // user name ("" for an unauthenticated request)
-	Token     string    `json:"token"`            // token name, never its value
-	Source    string    `json:"source"`           // client address
-	Action    string    `json:"action"`           // required, e.g. "apps.create", "auth.login", "secrets.reveal"
-	Target    string    `json:"target"`           // e.g. "app/shop"
-	Outcome   string    `json:"outcome"`          // required: "ok", "allowed", "denied", "failed" or "error"
-	RequestID string    `json:"request_id"`       // the API's request id
-	Detail    string    `json:"detail,omitempty"` // short, never a secret
-	Prev      string    `json:"prev"`             // hex SHA-256 of the previous event ("" for seq 1)
-	Hash      string    `json:"hash"`             // hex SHA-256 of HashEvent's encoding
+	Seq       uint64    `json:"seq"`        // 1, 2, 3 … assigned by Append
+	Time      time.Time `json:"time"`       // UTC, assigned by Append from Config.Now
+	Actor     string    `json:"actor"`      // user name ("" for an unauthenticated request)
+	Token     string    `json:"token"`      // token name, never its value
+	Source    string    `json:"source"`     // client address
+	Action    string    `json:"action"`     // required, e.g. "apps.create", "auth.login", "secrets.reveal"
+	Target    string    `json:"target"`     // e.g. "app/shop"
+	Outcome   string    `json:"outcome"`    // required: "ok", "allowed", "denied", "failed" or "error"
+	RequestID string    `json:"request_id"` // the API's request id
+	// ClientRequestID is the request id the client sent, recorded beside
+	// the server's own and never in its place; "" when none was sent.
+	ClientRequestID string `json:"client_request_id,omitempty"`
+	Detail          string `json:"detail,omitempty"` // short, never a secret
+	Prev            string `json:"prev"`             // hex SHA-256 of the previous event ("" for seq 1)
+	Hash            string `json:"hash"`             // hex SHA-256 of HashEvent's encoding
 }
 
 // Config configures a Log.

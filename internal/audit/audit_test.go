@@ -39,6 +39,21 @@ func TestAppendAssignsSeqTimeAndChain(t *testing.T) {
 	}
 }
 
+// TestHashEventKeepsOldEvents pins the hash of an event without a client
+// request id, computed before that field existed: logs written by earlier
+// versions must still verify.
+func TestHashEventKeepsOldEvents(t *testing.T) {
+	e := Event{Seq: 7, Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Actor: "ann", Token: "cli", Source: "127.0.0.1",
+		Action: "apps.create", Target: "app/shop", Outcome: "allowed", RequestID: "0123456789abcdef", Prev: strings.Repeat("a", 64)}
+	if got, want := HashEvent(e), "c2f871a1c1db770bbca4dd1085984bdbf90654c2174b6531341eac59ecd07847"; got != want {
+		t.Errorf("HashEvent = %s, want %s (the hash of events without a client request id must not change)", got, want)
+	}
+	b, err := marshalEvent(e)
+	if err != nil || strings.Contains(string(b), "client_request_id") {
+		t.Errorf("marshalEvent = %s, %v; want no client_request_id key when it is empty", b, err)
+	}
+}
+
 func TestHashEventCoversEveryField(t *testing.T) {
 	base := Event{Seq: 1, Time: time.Unix(0, 0).UTC(), Actor: "a", Token: "t", Source: "s", Action: "x", Target: "g",
 		Outcome: "ok", RequestID: "r", Detail: "d", Prev: strings.Repeat("0", 64)}
@@ -53,6 +68,7 @@ func TestHashEventCoversEveryField(t *testing.T) {
 		"target":     func(e *Event) { e.Target = "h" },
 		"outcome":    func(e *Event) { e.Outcome = "denied" },
 		"request id": func(e *Event) { e.RequestID = "q" },
+		"client id":  func(e *Event) { e.ClientRequestID = "c" },
 		"detail":     func(e *Event) { e.Detail = "" },
 		"prev":       func(e *Event) { e.Prev = "" },
 		"boundary":   func(e *Event) { e.Actor, e.Token = "at", "" }, // "a"+"t" vs "at"+"": length prefixes tell them apart

@@ -25,9 +25,10 @@ const eventDomain = "paddock.audit.event.v1"
 // string "paddock.audit.event.v1", then Seq as 8 bytes big-endian, then each
 // of Time (formatted with time.RFC3339Nano, as stored), Actor, Token, Source,
 // Action, Target, Outcome, RequestID, Detail and Prev as a 4-byte big-endian
-// length followed by its bytes. Length prefixes make the encoding
-// unambiguous: no two different events encode the same. Hash itself is not
-// covered.
+// length followed by its bytes, then ClientRequestID the same way if it is
+// not empty (so events written before it existed keep their hashes).
+// Length prefixes make the encoding unambiguous: no two different events
+// encode the same. Hash itself is not covered.
 func HashEvent(e Event) string {
 	var buf [512]byte
 	b := append(buf[:0], eventDomain...)
@@ -35,6 +36,9 @@ func HashEvent(e Event) string {
 	b = appendField(b, e.Time.Format(time.RFC3339Nano))
 	for _, s := range [...]string{e.Actor, e.Token, e.Source, e.Action, e.Target, e.Outcome, e.RequestID, e.Detail, e.Prev} {
 		b = appendField(b, s)
+	}
+	if e.ClientRequestID != "" {
+		b = appendField(b, e.ClientRequestID)
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -49,7 +53,7 @@ func appendField(b []byte, s string) []byte {
 // UTF-8 (each invalid byte becomes U+FFFD, as json.Marshal does) and at most
 // MaxField bytes.
 func normalize(e Event) Event {
-	for _, p := range [...]*string{&e.Actor, &e.Token, &e.Source, &e.Action, &e.Target, &e.Outcome, &e.RequestID, &e.Detail} {
+	for _, p := range [...]*string{&e.Actor, &e.Token, &e.Source, &e.Action, &e.Target, &e.Outcome, &e.RequestID, &e.ClientRequestID, &e.Detail} {
 		*p = clean(*p)
 	}
 	return e

@@ -35,6 +35,9 @@ type Principal struct {
 	TokenID string   `json:"-"`              // the token's public ID
 	Role    Role     `json:"role"`           // the token's cap, or the user's role
 	Apps    []string `json:"apps,omitempty"` // the token's app scope; empty for all
+	// ExpiresAt is when the token stops working; nil if it never does.
+	// A token it makes expires no later.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -105,7 +108,7 @@ func (t *Tokens) Authenticate(ctx context.Context, value string) (Principal, err
 	if err != nil {
 		return Principal{}, err
 	}
-	p := Principal{User: tok.User, Token: tok.Name, TokenID: tok.ID, Apps: tok.Apps}
+	p := Principal{User: tok.User, Token: tok.Name, TokenID: tok.ID, Apps: tok.Apps, ExpiresAt: tok.ExpiresAt}
 	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(tok.Hash)) != 1 {
 		return p, fmt.Errorf("%w: wrong token secret", ErrUnauthenticated)
 	}

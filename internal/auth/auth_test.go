@@ -3,7 +3,9 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,21 +133,55 @@ func TestLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := &Limiter{Max: 3, Window: time.Hour, Now: func() time.Time { return now }}
 	for i := 0; i < 3; i++ {
-		if _, ok := l.Check("a"); !ok {
-			t.Fatalf("attempt %d refused before the limit", i)
+		if key, wait := l.Fail("a"); key != "" {
+			t.Fatalf("failure %d refused (%s, %s) within the burst of 3", i+1, key, wait)
 		}
-		l.Fail("a")
 		now = now.Add(time.Minute)
 	}
-	wait, ok := l.Check("a", "b")
-	if ok || wait != 57*time.Minute {
-		t.Errorf("at the limit: got ok=%v wait=%s, want refused for 57m", ok, wait)
+	// The burst is used: the next failure is refused until one failure's
+	// share of the window (20m) has passed since the burst's start.
+	key, wait := l.Fail("b", "a")
+	if key != "a" || wait != 17*time.Minute {
+		t.Errorf("after the burst: got %q %s, want a refused for 17m", key, wait)
 	}
-	if _, ok := l.Check("b"); !ok {
-		t.Errorf("another key is refused")
+	if key, _ := l.Fail("b"); key != "" {
+		t.Errorf("another key is refused: %q", key)
 	}
-	now = now.Add(58 * time.Minute)
-	if _, ok := l.Check("a"); !ok {
-		t.Errorf("after the window: still refused")
+	// Refusals count, but never push a key more than a window ahead.
+	for i := 0; i < 1000; i++ {
+		l.Fail("a")
+	}
+	if _, wait := l.Fail("a"); wait > 20*time.Minute {
+		t.Errorf("after a flood: refused for %s, want at most one failure's share of the window (20m)", wait)
+	}
+	now = now.Add(time.Hour)
+	for i := 0; i < 3; i++ {
+		if key, _ := l.Fail("a"); key != "" {
+			t.Errorf("after a rested window: failure %d refused", i+1)
+		}
+	}
+}
+
+func TestLimiterAuditsOneRefusalAWindow(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &Limiter{Max: 1, Window: time.Hour, Now: func() time.Time { return now }}
+	var got []bool
+	for _, step := range []time.Duration{0, time.Minute, 58 * time.Minute, time.Minute} {
+		now = now.Add(step)
+		got = append(got, l.FirstRefusal("a"))
+	}
+	if want := []bool{true, false, false, true}; !slices.Equal(got, want) {
+		t.Errorf("FirstRefusal over 0, 1, 59, 60 minutes: got %v, want %v", got, want)
+	}
+}
+
+func TestLimiterMemoryIsBounded(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &Limiter{Max: 100, Window: time.Hour, Now: func() time.Time { return now }}
+	for i := 0; i < 3*maxLimiterKeys; i++ {
+		l.Fail(fmt.Sprintf("addr:%d", i))
+	}
+	if n := len(l.keys); n > maxLimiterKeys {
+		t.Errorf("keys kept: %d, want at most %d", n, maxLimiterKeys)
 	}
 }

@@ -9,18 +9,33 @@ import (
 	"paddock.dev/paddock/internal/store"
 )
 
-// Limiter counts failed authentications per key (a source address, an
-// account) over a sliding window and refuses a key that reached its limit.
+// Limiter slows down failed authentications per key (a source address, an
+// account): each key may fail Max times in a burst, and after that once
+// every Window/Max, the rate of Max failures a Window. It only ever sees
+// failures, so it can refuse what fails and never what succeeds: a caller
+// checks a credential first and asks the Limiter only about the ones that
+// failed.
+//
+// It keeps one entry per key with a fixed size (the generic cell rate
+// algorithm: one time per key, not one per failure), and at most
+// maxLimiterKeys keys.
 type Limiter struct {
-	Max    int              // failures allowed per key in Window
+	Max    int              // failures allowed per key in a burst, and per Window
 	Window time.Duration    // e.g. an hour
 	Now    func() time.Time // default time.Now
 
-	mu      sync.Mutex
-	hits    map[string][]time.Time
-	refused map[string]time.Time
+	mu   sync.Mutex
+	keys map[string]*limitEntry
 }
 
+type limitEntry struct {
+	// tat is the theoretical arrival time: the key is over its limit while
+	// tat is more than Window-Window/Max ahead of now.
+	tat     time.Time
+	refused time.Time // the first refusal of the current refusal window
+}
+
+// maxLimiterKeys bounds the Limiter's memory (about 100 bytes a key).
 const maxLimiterKeys = 100_000
 
 func (l *Limiter) now() time.Time {
@@ -30,74 +45,77 @@ func (l *Limiter) now() time.Time {
 	return time.Now()
 }
 
-// Check returns how long to wait if any key is over its limit.
-func (l *Limiter) Check(keys ...string) (retryAfter time.Duration, ok bool) {
+// Fail records a failure against every key. If a key had already used its
+// burst, Fail returns the key furthest over its limit and how long until it
+// may fail again; otherwise it returns "" and 0. Refused failures count too
+// (so that a client that keeps failing stays refused), but never push a key
+// more than one Window ahead.
+func (l *Limiter) Fail(keys ...string) (over string, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	interval := l.Window / time.Duration(max(l.Max, 1))
+	tolerance := l.Window - interval
 	for _, k := range keys {
-		h := l.prune(k, now)
-		if len(h) >= l.Max {
-			retryAfter = max(retryAfter, h[0].Add(l.Window).Sub(now))
+		e := l.entry(k, now)
+		if e.tat.Before(now) {
+			e.tat = now
+		}
+		if ahead := e.tat.Sub(now); ahead > tolerance && ahead-tolerance > retryAfter {
+			over, retryAfter = k, ahead-tolerance
+		}
+		e.tat = e.tat.Add(interval)
+		if limit := now.Add(l.Window); e.tat.After(limit) {
+			e.tat = limit
 		}
 	}
-	return retryAfter, retryAfter == 0
+	return over, retryAfter
 }
 
-// FirstRefusal reports whether key's refusal is the first since it reached
-// its limit, so that a flood of refused attempts is recorded once.
+// FirstRefusal reports whether this is the first refusal of key in a
+// Window, so that a flood of refused attempts is recorded once a Window.
 func (l *Limiter) FirstRefusal(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.refused == nil {
-		l.refused = map[string]time.Time{}
-	}
 	now := l.now()
-	if t, ok := l.refused[key]; ok && now.Sub(t) < l.Window {
+	e := l.entry(key, now)
+	if !e.refused.IsZero() && now.Sub(e.refused) < l.Window {
 		return false
 	}
-	if len(l.refused) > maxLimiterKeys {
-		clear(l.refused)
-	}
-	l.refused[key] = now
+	e.refused = now
 	return true
 }
 
-// Fail records a failure against every key.
-func (l *Limiter) Fail(keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.hits == nil {
-		l.hits = map[string][]time.Time{}
+// entry returns key's entry, making room for it if needed: first by
+// forgetting keys that are fully rested (nothing left to remember), then,
+// if every key is busy, half of them at random. An attacker who makes
+// enough keys to force the latter (100,000 addresses; IPv6 clients are
+// counted by /64) earns some of them a fresh burst, nothing more.
+func (l *Limiter) entry(key string, now time.Time) *limitEntry {
+	if e, ok := l.keys[key]; ok {
+		return e
 	}
-	now := l.now()
-	if len(l.hits) > maxLimiterKeys {
-		for k := range l.hits {
-			l.prune(k, now)
+	if l.keys == nil {
+		l.keys = map[string]*limitEntry{}
+	}
+	if len(l.keys) >= maxLimiterKeys {
+		for k, e := range l.keys {
+			if !e.tat.After(now) && now.Sub(e.refused) >= l.Window {
+				delete(l.keys, k)
+			}
+		}
+		if len(l.keys) >= maxLimiterKeys {
+			for k := range l.keys {
+				if len(l.keys) < maxLimiterKeys/2 {
+					break
+				}
+				delete(l.keys, k)
+			}
 		}
 	}
-	for _, k := range keys {
-		h := l.prune(k, now)
-		if len(h) >= l.Max {
-			h = h[1:] // bounded memory: the oldest falls out
-		}
-		l.hits[k] = append(h, now)
-	}
-}
-
-func (l *Limiter) prune(k string, now time.Time) []time.Time {
-	h := l.hits[k]
-	i := 0
-	for i < len(h) && now.Sub(h[i]) >= l.Window {
-		i++
-	}
-	if i == len(h) {
-		delete(l.hits, k)
-		return nil
-	}
-	h = h[i:]
-	l.hits[k] = h
-	return h
+	e := &limitEntry{}
+	l.keys[key] = e
+	return e
 }
 
 // Authorizer holds the current compiled policy and recompiles it from the

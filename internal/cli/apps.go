@@ -69,7 +69,7 @@ func (e *env) appsCmd() *cobra.Command {
 				fmt.Fprintln(e.stdout, "release:   none yet")
 			}
 			var procs []string
-			for p, n := range a.Process {
+			for p, n := range a.Processes {
 				procs = append(procs, fmt.Sprintf("%s=%d", p, n))
 			}
 			sort.Strings(procs)

@@ -11,12 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"paddock.dev/paddock/internal/api"
 	"paddock.dev/paddock/internal/archive"
 	"paddock.dev/paddock/internal/client"
-	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/manifest"
-	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/wire"
 )
 
 func (e *env) deployCmd() *cobra.Command {
@@ -61,9 +59,9 @@ lines. The app is --app, else the manifest's name, else the folder's name.`,
 				pw.CloseWithError(err)
 			}()
 			fmt.Fprintf(e.stderr, "-----> Deploying %s to %s\n", dir, app)
-			rel, err := c.Deploy(cmd.Context(), app, pr, func(ev api.DeployEvent) {
+			rel, err := c.Deploy(cmd.Context(), app, pr, func(ev wire.DeployEvent) {
 				switch ev.Type {
-				case "output":
+				case wire.DeployOutput:
 					fmt.Fprintf(e.stderr, "       %s\n", ev.Text)
 				default:
 					fmt.Fprintf(e.stderr, "-----> %s\n", ev.Text)
@@ -249,9 +247,9 @@ func (e *env) rollbackCmd() *cobra.Command {
 }
 
 // waitRelease waits for a release's rollout and says how it ended.
-func (e *env) waitRelease(cmd *cobra.Command, c *client.Client, rel store.Release) error {
+func (e *env) waitRelease(cmd *cobra.Command, c *client.Client, rel wire.Release) error {
 	fmt.Fprintf(e.stderr, "Created v%d (%s); rolling out...\n", rel.Version, rel.Description)
-	for rel.Status == store.StatusPending {
+	for rel.Status == wire.ReleasePending {
 		var err error
 		if rel, err = c.Release(cmd.Context(), rel.App, rel.Version, time.Minute); err != nil {
 			return err
@@ -260,7 +258,7 @@ func (e *env) waitRelease(cmd *cobra.Command, c *client.Client, rel store.Releas
 			return fmt.Errorf("v%d was superseded by v%d", rel.Version, a.Release)
 		}
 	}
-	if rel.Status == store.StatusFailed {
+	if rel.Status == wire.ReleaseFailed {
 		return fmt.Errorf("v%d failed: %s", rel.Version, rel.Reason)
 	}
 	fmt.Fprintf(e.stdout, "v%d of %s is live.\n", rel.Version, rel.App)
@@ -360,7 +358,7 @@ func (e *env) logsCmd() *cobra.Command {
 		Short: "Show an app's output, build output and platform events in time order",
 		Args:  cobra.ExactArgs(1),
 		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			return c.Logs(cmd.Context(), args[0], q, func(l logs.Line) {
+			return c.Logs(cmd.Context(), args[0], q, func(l wire.LogLine) {
 				if e.jsonOut {
 					e.printJSON(l)
 					return

@@ -134,7 +134,7 @@ func (e *env) tokensCmd() *cobra.Command {
 	f := create.Flags()
 	f.StringVar(&req.Name, "name", "", "the token's name, unique")
 	f.StringVar(&req.User, "user", "", "whose token (admins; default: yours)")
-	f.StringVar(&req.Expires, "expires", "", "lifetime, like 30d or 12h (default: never)")
+	f.StringVar(&req.Expires, "expires", "", "lifetime, like 30d or 12h (default: never, or when the token making it expires)")
 	f.StringVar(&req.Role, "role", "", "a role below the user's, to cap the token")
 	f.StringArrayVar(&req.Apps, "app", nil, "limit the token to this app (repeat for more)")
 	create.MarkFlagRequired("name")

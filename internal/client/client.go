@@ -1,5 +1,7 @@
 // Package client is the Go client of the Paddock API. The CLI and the tests
-// use it; it holds no logic the API does not.
+// use it; it holds no logic the API does not. It speaks the types of
+// internal/wire and imports none of the server's packages (a test keeps it
+// so): a client depends on the protocol only.
 package client
 
 import (
@@ -8,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,13 +19,8 @@ import (
 	"strings"
 	"time"
 
-	"paddock.dev/paddock/internal/api"
-	"paddock.dev/paddock/internal/audit"
-	"paddock.dev/paddock/internal/auth"
-	"paddock.dev/paddock/internal/deploy"
-	"paddock.dev/paddock/internal/logs"
-	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/tlsca"
+	"paddock.dev/paddock/internal/wire"
 )
 
 // Client calls one Paddock server.
@@ -76,13 +74,17 @@ func FetchCA(ctx context.Context, server string) ([]byte, string, error) {
 
 // Error is an error answer of the API.
 type Error struct {
-	Status    int    `json:"-"`
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	RequestID string `json:"request_id"`
+	Status    int    // the HTTP status; 0 for an error inside a stream
+	Code      string // stable, e.g. "not_found"
+	Message   string
+	RequestID string // the server's id of the request
 }
 
 func (e *Error) Error() string { return e.Message }
+
+func errorOf(status int, e *wire.Error) *Error {
+	return &Error{Status: status, Code: e.Code, Message: e.Message, RequestID: e.RequestID}
+}
 
 func (c *Client) request(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
@@ -99,15 +101,12 @@ func (c *Client) request(ctx context.Context, method, path string, body io.Reade
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
-		var wrap struct {
-			Error *Error `json:"error"`
-		}
+		var wrap wire.ErrorBody
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		if json.Unmarshal(b, &wrap) != nil || wrap.Error == nil {
 			return nil, &Error{Status: resp.StatusCode, Code: "http", Message: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
 		}
-		wrap.Error.Status = resp.StatusCode
-		return nil, wrap.Error
+		return nil, errorOf(resp.StatusCode, wrap.Error)
 	}
 	return resp, nil
 }
@@ -141,31 +140,31 @@ func appPath(app string, rest ...string) string {
 }
 
 // Status returns the server's version and who the token is.
-func (c *Client) Status(ctx context.Context) (map[string]string, error) {
-	var out map[string]string
+func (c *Client) Status(ctx context.Context) (wire.Status, error) {
+	var out wire.Status
 	return out, c.do(ctx, "GET", "/v1/status", nil, &out)
 }
 
 // Shutdown stops the server, and every app too when apps is true.
 func (c *Client) Shutdown(ctx context.Context, apps bool) error {
-	return c.do(ctx, "POST", "/v1/shutdown", map[string]bool{"apps": apps}, nil)
+	return c.do(ctx, "POST", "/v1/shutdown", wire.ShutdownRequest{Apps: apps}, nil)
 }
 
 // Apps lists apps.
-func (c *Client) Apps(ctx context.Context) ([]store.App, error) {
-	var out []store.App
+func (c *Client) Apps(ctx context.Context) ([]wire.App, error) {
+	var out []wire.App
 	return out, c.do(ctx, "GET", "/v1/apps", nil, &out)
 }
 
 // CreateApp creates an app.
-func (c *Client) CreateApp(ctx context.Context, name string) (store.App, error) {
-	var out store.App
-	return out, c.do(ctx, "POST", "/v1/apps", map[string]string{"name": name}, &out)
+func (c *Client) CreateApp(ctx context.Context, name string) (wire.App, error) {
+	var out wire.App
+	return out, c.do(ctx, "POST", "/v1/apps", wire.NameRequest{Name: name}, &out)
 }
 
 // App describes an app.
-func (c *Client) App(ctx context.Context, name string) (deploy.AppInfo, error) {
-	var out deploy.AppInfo
+func (c *Client) App(ctx context.Context, name string) (wire.AppInfo, error) {
+	var out wire.AppInfo
 	return out, c.do(ctx, "GET", appPath(name), nil, &out)
 }
 
@@ -176,47 +175,53 @@ func (c *Client) DestroyApp(ctx context.Context, name string) error {
 
 // Deploy uploads a Pack stream, passes each event of the build and rollout
 // to fn, and returns the release it made.
-func (c *Client) Deploy(ctx context.Context, app string, upload io.Reader, fn func(api.DeployEvent)) (store.Release, error) {
+func (c *Client) Deploy(ctx context.Context, app string, upload io.Reader, fn func(wire.DeployEvent)) (wire.Release, error) {
 	resp, err := c.request(ctx, "POST", appPath(app, "/deploys"), upload, "application/gzip")
 	if err != nil {
-		return store.Release{}, err
+		return wire.Release{}, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
-		var ev api.DeployEvent
+		var ev wire.DeployEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return store.Release{}, fmt.Errorf("deploy: unreadable event: %w", err)
+			return wire.Release{}, fmt.Errorf("deploy: unreadable event: %w", err)
 		}
 		switch ev.Type {
-		case "release":
+		case wire.DeployRelease:
+			if ev.Release == nil {
+				return wire.Release{}, errors.New("deploy: the server sent a release event without the release")
+			}
 			return *ev.Release, nil
-		case "error":
-			var rel store.Release
+		case wire.DeployError:
+			var rel wire.Release
 			if ev.Release != nil {
 				rel = *ev.Release
 			}
-			return rel, &Error{Status: ev.Error.Status, Code: ev.Error.Code, Message: ev.Error.Message}
+			if ev.Error == nil {
+				return rel, errors.New("deploy: the server sent an error event without the error")
+			}
+			return rel, errorOf(0, ev.Error)
 		default:
 			fn(ev)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return store.Release{}, fmt.Errorf("deploy: connection lost: %w", err)
+		return wire.Release{}, fmt.Errorf("deploy: connection lost: %w", err)
 	}
-	return store.Release{}, fmt.Errorf("deploy: the server closed the stream without a result; see `paddock releases %s`", app)
+	return wire.Release{}, fmt.Errorf("deploy: the server closed the stream without a result; see `paddock releases %s`", app)
 }
 
 // Releases lists an app's releases, newest first.
-func (c *Client) Releases(ctx context.Context, app string) ([]store.Release, error) {
-	var out []store.Release
+func (c *Client) Releases(ctx context.Context, app string) ([]wire.Release, error) {
+	var out []wire.Release
 	return out, c.do(ctx, "GET", appPath(app, "/releases"), nil, &out)
 }
 
 // Release returns one release, waiting up to wait for its rollout to end.
-func (c *Client) Release(ctx context.Context, app string, version int, wait time.Duration) (store.Release, error) {
-	var out store.Release
+func (c *Client) Release(ctx context.Context, app string, version int, wait time.Duration) (wire.Release, error) {
+	var out wire.Release
 	p := appPath(app, "/releases/", strconv.Itoa(version))
 	if wait > 0 {
 		p += "?wait=" + wait.String()
@@ -225,9 +230,9 @@ func (c *Client) Release(ctx context.Context, app string, version int, wait time
 }
 
 // Rollback makes a new release from an earlier one.
-func (c *Client) Rollback(ctx context.Context, app string, version int) (store.Release, error) {
-	var out store.Release
-	return out, c.do(ctx, "POST", appPath(app, "/rollback"), map[string]string{"version": strconv.Itoa(version)}, &out)
+func (c *Client) Rollback(ctx context.Context, app string, version int) (wire.Release, error) {
+	var out wire.Release
+	return out, c.do(ctx, "POST", appPath(app, "/rollback"), wire.RollbackRequest{Version: strconv.Itoa(version)}, &out)
 }
 
 // Config returns an app's config vars.
@@ -237,8 +242,8 @@ func (c *Client) Config(ctx context.Context, app string) (map[string]string, err
 }
 
 // SetConfig sets (non-nil) and unsets (nil) config vars in a new release.
-func (c *Client) SetConfig(ctx context.Context, app string, vars map[string]*string) (store.Release, error) {
-	var out store.Release
+func (c *Client) SetConfig(ctx context.Context, app string, vars wire.ConfigPatch) (wire.Release, error) {
+	var out wire.Release
 	return out, c.do(ctx, "PATCH", appPath(app, "/config"), vars, &out)
 }
 
@@ -255,8 +260,8 @@ func (c *Client) Scale(ctx context.Context, app string, counts map[string]int) (
 }
 
 // Instances lists an app's instances as they run.
-func (c *Client) Instances(ctx context.Context, app string) ([]deploy.Instance, error) {
-	var out []deploy.Instance
+func (c *Client) Instances(ctx context.Context, app string) ([]wire.Instance, error) {
+	var out []wire.Instance
 	return out, c.do(ctx, "GET", appPath(app, "/instances"), nil, &out)
 }
 
@@ -269,7 +274,7 @@ type LogQuery struct {
 }
 
 // Logs passes an app's log lines to fn; with Follow it returns when ctx ends.
-func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(logs.Line)) error {
+func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(wire.LogLine)) error {
 	v := url.Values{}
 	if q.Process != "" {
 		v.Set("process", q.Process)
@@ -291,7 +296,7 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(logs.
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
-		var l logs.Line
+		var l wire.LogLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return fmt.Errorf("logs: unreadable line: %w", err)
 		}
@@ -304,15 +309,15 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(logs.
 }
 
 // Domains lists an app's custom domains.
-func (c *Client) Domains(ctx context.Context, app string) ([]store.Domain, error) {
-	var out []store.Domain
+func (c *Client) Domains(ctx context.Context, app string) ([]wire.Domain, error) {
+	var out []wire.Domain
 	return out, c.do(ctx, "GET", appPath(app, "/domains"), nil, &out)
 }
 
 // AddDomain routes host to app.
-func (c *Client) AddDomain(ctx context.Context, app, host string) (store.Domain, error) {
-	var out store.Domain
-	return out, c.do(ctx, "POST", appPath(app, "/domains"), map[string]string{"host": host}, &out)
+func (c *Client) AddDomain(ctx context.Context, app, host string) (wire.Domain, error) {
+	var out wire.Domain
+	return out, c.do(ctx, "POST", appPath(app, "/domains"), wire.DomainRequest{Host: host}, &out)
 }
 
 // RemoveDomain stops routing host to app.
@@ -321,27 +326,27 @@ func (c *Client) RemoveDomain(ctx context.Context, app, host string) error {
 }
 
 // WhoAmI returns who the token is.
-func (c *Client) WhoAmI(ctx context.Context) (auth.Principal, error) {
-	var out auth.Principal
+func (c *Client) WhoAmI(ctx context.Context) (wire.Principal, error) {
+	var out wire.Principal
 	return out, c.do(ctx, "GET", "/v1/whoami", nil, &out)
 }
 
 // Login records a login with the token and returns who it is.
-func (c *Client) Login(ctx context.Context) (auth.Principal, error) {
-	var out auth.Principal
+func (c *Client) Login(ctx context.Context) (wire.Principal, error) {
+	var out wire.Principal
 	return out, c.do(ctx, "POST", "/v1/login", struct{}{}, &out)
 }
 
 // Users lists users.
-func (c *Client) Users(ctx context.Context) ([]store.User, error) {
-	var out []store.User
+func (c *Client) Users(ctx context.Context) ([]wire.User, error) {
+	var out []wire.User
 	return out, c.do(ctx, "GET", "/v1/users", nil, &out)
 }
 
 // CreateUser creates a user with a role.
-func (c *Client) CreateUser(ctx context.Context, name, role string) (store.User, error) {
-	var out store.User
-	return out, c.do(ctx, "POST", "/v1/users", map[string]string{"name": name, "role": role}, &out)
+func (c *Client) CreateUser(ctx context.Context, name, role string) (wire.User, error) {
+	var out wire.User
+	return out, c.do(ctx, "POST", "/v1/users", wire.UserRequest{Name: name, Role: role}, &out)
 }
 
 // DisableUser disables a user; their tokens stop working at once.
@@ -350,23 +355,17 @@ func (c *Client) DisableUser(ctx context.Context, name string) error {
 }
 
 // TokenRequest describes a token to create.
-type TokenRequest struct {
-	Name    string   `json:"name"`
-	User    string   `json:"user,omitempty"`
-	Expires string   `json:"expires,omitempty"` // "30d", "12h"
-	Role    string   `json:"role,omitempty"`
-	Apps    []string `json:"apps,omitempty"`
-}
+type TokenRequest = wire.TokenRequest
 
 // CreateToken creates a token; its value is in the answer and nowhere else.
-func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (api.CreatedToken, error) {
-	var out api.CreatedToken
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (wire.CreatedToken, error) {
+	var out wire.CreatedToken
 	return out, c.do(ctx, "POST", "/v1/tokens", req, &out)
 }
 
 // Tokens lists one's own tokens, or every token with all (admins).
-func (c *Client) Tokens(ctx context.Context, all bool) ([]store.Token, error) {
-	var out []store.Token
+func (c *Client) Tokens(ctx context.Context, all bool) ([]wire.Token, error) {
+	var out []wire.Token
 	p := "/v1/tokens"
 	if all {
 		p += "?all=true"
@@ -380,15 +379,15 @@ func (c *Client) RevokeToken(ctx context.Context, name string) error {
 }
 
 // Teams lists teams with their members.
-func (c *Client) Teams(ctx context.Context) ([]store.Team, error) {
-	var out []store.Team
+func (c *Client) Teams(ctx context.Context) ([]wire.Team, error) {
+	var out []wire.Team
 	return out, c.do(ctx, "GET", "/v1/teams", nil, &out)
 }
 
 // CreateTeam creates a team.
-func (c *Client) CreateTeam(ctx context.Context, name string) (store.Team, error) {
-	var out store.Team
-	return out, c.do(ctx, "POST", "/v1/teams", map[string]string{"name": name}, &out)
+func (c *Client) CreateTeam(ctx context.Context, name string) (wire.Team, error) {
+	var out wire.Team
+	return out, c.do(ctx, "POST", "/v1/teams", wire.NameRequest{Name: name}, &out)
 }
 
 // AddTeamMember adds a user to a team.
@@ -403,7 +402,7 @@ func (c *Client) RemoveTeamMember(ctx context.Context, team, user string) error 
 
 // Grant gives a team a role on an app; role "" takes it away.
 func (c *Client) Grant(ctx context.Context, app, team, role string) error {
-	return c.do(ctx, "PUT", appPath(app, "/grants/", url.PathEscape(team)), map[string]string{"role": role}, nil)
+	return c.do(ctx, "PUT", appPath(app, "/grants/", url.PathEscape(team)), wire.GrantRequest{Role: role}, nil)
 }
 
 // AuditQuery selects audit events.
@@ -415,7 +414,7 @@ type AuditQuery struct {
 }
 
 // Audit lists audit events, oldest first.
-func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]audit.Event, error) {
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]wire.AuditEvent, error) {
 	v := url.Values{}
 	if q.Since != "" {
 		v.Set("since", q.Since)
@@ -429,7 +428,7 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]audit.Event, error)
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
-	var out []audit.Event
+	var out []wire.AuditEvent
 	return out, c.do(ctx, "GET", "/v1/audit?"+v.Encode(), nil, &out)
 }
 
@@ -445,8 +444,8 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer) error {
 }
 
 // AuditVerify has the server check the audit chain and its checkpoints.
-func (c *Client) AuditVerify(ctx context.Context) (api.VerifyReport, error) {
-	var out api.VerifyReport
+func (c *Client) AuditVerify(ctx context.Context) (wire.VerifyReport, error) {
+	var out wire.VerifyReport
 	return out, c.do(ctx, "POST", "/v1/audit/verify", struct{}{}, &out)
 }
 

@@ -234,8 +234,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv := &http.Server{Handler: handler, MaxHeaderBytes: 64 << 10,
+		// A request's head (and the TLS handshake before it) must arrive
+		// within ReadHeaderTimeout and a kept-alive connection may idle for
+		// IdleTimeout. There is no ReadTimeout: it would cut uploads on slow
+		// links; the API bounds each body itself, and cuts the body of any
+		// request it refuses (internal/api/body.go).
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		// Requests end with the server: a follower of logs or a deploy
 		// waiting for its rollout does not hold the shutdown up.
 		BaseContext: func(net.Listener) context.Context { return ctx }}
