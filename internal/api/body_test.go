@@ -83,7 +83,10 @@ func answer(t *testing.T, c net.Conn, within time.Duration) (*http.Response, err
 }
 
 func TestBodyLimits(t *testing.T) {
-	limits := bodyLimits{preAdmit: 5 * time.Second, json: 300 * time.Millisecond, uploadIdle: 300 * time.Millisecond}
+	// The upload's read limit leaves a wide margin over the 250ms between
+	// its bytes: a loaded machine (the whole suite under -race) must not
+	// make a moving upload look stalled.
+	limits := bodyLimits{preAdmit: 5 * time.Second, json: 300 * time.Millisecond, uploadIdle: time.Second}
 	addr, results := bodyServer(t, limits)
 
 	t.Run("a refused request's stalled body is not waited for", func(t *testing.T) {
@@ -103,9 +106,9 @@ func TestBodyLimits(t *testing.T) {
 		}
 	})
 	t.Run("an upload that keeps moving may take longer than any one read", func(t *testing.T) {
-		// 40 bytes 50ms apart: 2s in all, more than six read limits.
-		c := send(t, addr, "/upload", 40, "", 40, 50*time.Millisecond)
-		if got, want := <-results, "read 40 bytes, context <nil>"; got != want {
+		// 12 bytes 250ms apart: 3s in all, three read limits.
+		c := send(t, addr, "/upload", 12, "", 12, 250*time.Millisecond)
+		if got, want := <-results, "read 12 bytes, context <nil>"; got != want {
 			t.Errorf("handler: %s, want %s (the request alive after its body was read)", got, want)
 		}
 		c.Close()
