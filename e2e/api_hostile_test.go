@@ -203,6 +203,23 @@ func TestTokensNeverOutgrowTheirMaker(t *testing.T) {
 	if _, err := ci.WhoAmI(ctx); !errors.As(err, &ce) || ce.Status != 401 {
 		t.Errorf("a revoked token: got %v, want 401", err)
 	}
+
+	// A stolen token mints a backdoor, then is revoked: the backdoor goes
+	// with it, and so does what the backdoor made.
+	stolen := p.ClientWith(mustToken(t, admin, client.TokenRequest{Name: "laptop"}))
+	backdoor := p.ClientWith(mustToken(t, stolen, client.TokenRequest{Name: "backdoor"}))
+	deeper := p.ClientWith(mustToken(t, backdoor, client.TokenRequest{Name: "deeper"}))
+	if err := admin.RevokeToken(ctx, "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client.Client{"backdoor": backdoor, "deeper": deeper} {
+		if _, err := c.WhoAmI(ctx); !errors.As(err, &ce) || ce.Status != 401 {
+			t.Errorf("%s, made by a revoked token: got %v, want 401", name, err)
+		}
+	}
+	if _, err := p.ClientWith(devMain).WhoAmI(ctx); err != nil {
+		t.Errorf("dev-main, which the admin made for dev, after the admin's other token was revoked: %v", err)
+	}
 }
 
 // TestRequestIDsAreTheServers sends forged request ids: the audit trail and

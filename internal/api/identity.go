@@ -210,7 +210,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	value, id, hash := auth.NewToken()
-	tok := store.Token{ID: id, Name: req.Name, User: req.User, Hash: hash, Role: req.Role, Apps: req.Apps, CreatedAt: now, ExpiresAt: expires}
+	tok := store.Token{ID: id, Name: req.Name, User: req.User, Hash: hash, Role: req.Role, Apps: req.Apps, CreatedAt: now, ExpiresAt: expires, Parent: p.TokenID}
 	if err := s.st.AddToken(r.Context(), tok); err != nil {
 		return err
 	}

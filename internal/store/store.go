@@ -104,6 +104,8 @@ type Token struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	LastUsed  *time.Time `json:"last_used,omitempty"`
+	// Parent is the ID of the token that made this one; "" for the first.
+	Parent string `json:"parent,omitempty"`
 }
 
 // Grant gives a team a role on an app.
@@ -175,7 +177,9 @@ type Store interface {
 	AddToken(ctx context.Context, t Token) error
 	GetToken(ctx context.Context, id string) (Token, error)
 	ListTokens(ctx context.Context, user string) ([]Token, error) // user "" lists all
-	// RevokeToken deletes the token called name; owner "" matches any user.
+	// RevokeToken deletes the token called name (owner "" matches any
+	// user) and the tokens it made for its own user, and theirs: a stolen
+	// token leaves no offspring behind once revoked.
 	RevokeToken(ctx context.Context, name, owner string) error
 	TouchToken(ctx context.Context, id string, at time.Time) error
 

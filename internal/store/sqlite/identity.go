@@ -86,9 +86,9 @@ func (s *DB) AddToken(ctx context.Context, t store.Token) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens(id, name, user, hash, role, apps, created_at, expires_at, last_used)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.User, t.Hash, t.Role, string(apps), ms(t.CreatedAt), msPtr(t.ExpiresAt), msPtr(t.LastUsed))
+	_, err = s.db.ExecContext(ctx, `INSERT INTO tokens(id, name, user, hash, role, apps, created_at, expires_at, last_used, parent)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.User, t.Hash, t.Role, string(apps), ms(t.CreatedAt), msPtr(t.ExpiresAt), msPtr(t.LastUsed), t.Parent)
 	if isUnique(err) {
 		return fmt.Errorf("token %q: %w", t.Name, store.ErrExists)
 	}
@@ -98,14 +98,14 @@ func (s *DB) AddToken(ctx context.Context, t store.Token) error {
 	return err
 }
 
-const tokenCols = `id, name, user, hash, role, apps, created_at, expires_at, last_used`
+const tokenCols = `id, name, user, hash, role, apps, created_at, expires_at, last_used, parent`
 
 func scanToken(r scanner) (store.Token, error) {
 	var t store.Token
 	var apps string
 	var created int64
 	var expires, used sql.NullInt64
-	if err := r.Scan(&t.ID, &t.Name, &t.User, &t.Hash, &t.Role, &apps, &created, &expires, &used); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &t.User, &t.Hash, &t.Role, &apps, &created, &expires, &used, &t.Parent); err != nil {
 		return t, err
 	}
 	t.CreatedAt = fromMS(created)
@@ -134,9 +134,13 @@ func (s *DB) ListTokens(ctx context.Context, user string) ([]store.Token, error)
 	return queryAll(ctx, s.db, `SELECT `+tokenCols+` FROM tokens WHERE ? = '' OR user = ? ORDER BY user, name`, scanToken, user, user)
 }
 
-// RevokeToken deletes the token called name, of owner unless owner is "".
+// RevokeToken deletes the token called name, of owner unless owner is "",
+// with the tokens it made for its own user, and theirs.
 func (s *DB) RevokeToken(ctx context.Context, name, owner string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM tokens WHERE name = ? AND (? = '' OR user = ?)`, name, owner, owner)
+	res, err := s.db.ExecContext(ctx, `WITH RECURSIVE gone(id, user) AS (
+			SELECT id, user FROM tokens WHERE name = ? AND (? = '' OR user = ?)
+			UNION SELECT t.id, t.user FROM tokens t JOIN gone g ON t.parent = g.id AND t.user = g.user)
+		DELETE FROM tokens WHERE id IN (SELECT id FROM gone)`, name, owner, owner)
 	if err != nil {
 		return err
 	}

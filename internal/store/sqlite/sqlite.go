@@ -114,6 +114,7 @@ var schema = []string{
 	`UPDATE apps SET id = rowid`,
 	`INSERT INTO counters(name, value) VALUES ('app_id', (SELECT COALESCE(MAX(id), 0) FROM apps))`,
 	`CREATE UNIQUE INDEX apps_id ON apps(id)`,
+	`ALTER TABLE tokens ADD COLUMN parent TEXT NOT NULL DEFAULT ''`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

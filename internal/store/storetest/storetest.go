@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"domains", testDomains},
 		{"events", testEvents},
 		{"users and tokens", testTokens},
+		{"revoking a token revokes its offspring", testTokenOffspring},
 		{"teams and grants", testTeams},
 		{"delete cascades", testDeleteCascades},
 		{"app IDs are never reused", testAppIDs},
@@ -241,6 +243,46 @@ func testTokens(t *testing.T, s store.Store) {
 	}
 	if u, _ := s.GetUser(ctx, "ann"); !u.Disabled {
 		t.Errorf("user not disabled")
+	}
+}
+
+// testTokenOffspring: revoking a token revokes the tokens it made for its
+// own user, and theirs, but not what it made for another user.
+func testTokenOffspring(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for _, u := range []string{"ann", "bob"} {
+		if err := s.CreateUser(ctx, store.User{Name: u, Role: "developer", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tok := range []store.Token{
+		{ID: "p", Name: "stolen", User: "ann"},
+		{ID: "c", Name: "child", User: "ann", Parent: "p"},
+		{ID: "g", Name: "grandchild", User: "ann", Parent: "c"},
+		{ID: "b", Name: "bobs", User: "bob", Parent: "p"},
+		{ID: "o", Name: "other", User: "ann"},
+	} {
+		tok.Hash, tok.CreatedAt = "h"+tok.ID, now
+		if err := s.AddToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeToken(ctx, "stolen", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListTokens(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, tok := range list {
+		left = append(left, tok.Name)
+	}
+	if got, want := strings.Join(left, " "), "other bobs"; got != want {
+		t.Errorf("tokens left: got %q, want %q", got, want)
+	}
+	if got, err := s.GetToken(ctx, "b"); err != nil || got.Parent != "p" {
+		t.Errorf("GetToken(b): got parent %q, %v; want p", got.Parent, err)
 	}
 }
 
