@@ -247,7 +247,7 @@ func TestRunInCgroupEndsEverything(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			cg, err := tr.Group(1, "build-"+strconv.Itoa(i))
+			cg, err := tr.Group(1, isolate.Builds, strconv.Itoa(i))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -52,6 +52,7 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the API's certificate file (default: one from the platform's own CA)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the API's key file")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (loopback addresses only)")
+	f.BoolVar(&cfg.WeakIsolation, "weak-isolation", false, "run as root even where apps' processes cannot be held in cgroups or fenced off each other's ports")
 	f.BoolVar(&debug, "debug", false, "log debug messages")
 	return cmd
 }

@@ -54,6 +54,9 @@ type Config struct {
 	TLSCert, TLSKey string
 	// InsecureHTTP serves the API over plain HTTP; allowed on loopback only.
 	InsecureHTTP bool
+	// WeakIsolation lets the server run as root where it cannot track an
+	// app's processes in cgroups or fence apps off each other's ports.
+	WeakIsolation bool
 	// UIDRegistry is the machine-wide folder where platforms claim their
 	// blocks of app users; default isolate.DefaultRegistry. Used as root.
 	UIDRegistry string
@@ -130,10 +133,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		users = &r
 		if tracker, err = isolate.NewTracker(r.Cgroup()); err != nil {
+			if !cfg.WeakIsolation {
+				return fmt.Errorf("%w: without a cgroup v2 hierarchy with cgroup.kill (Linux 5.14 or later; mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`), a process an app starts in a session of its own survives its stop and destruction; start with --weak-isolation to run anyway", err)
+			}
 			log.Warn("processes are tracked by process group only: one that starts a session of its own survives its app's stop and destruction", "err", err)
 			tracker = nil
-		} else if err := tracker.Fence(); err != nil {
-			log.Warn("apps can reach each other's instances directly, not only through the router", "err", err)
 		}
 	}
 
@@ -200,6 +204,14 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	if err != nil {
 		return err
+	}
+	if tracker != nil {
+		if err := fence(ctx, tracker, rt); err != nil {
+			if !cfg.WeakIsolation {
+				return fmt.Errorf("%w: apps could take each other's ports and reach each other's instances but through the router; the kernel needs CONFIG_CGROUP_BPF (and no exclusive eBPF program on a cgroup above); start with --weak-isolation to run anyway", err)
+			}
+			log.Warn("apps can take each other's ports and reach each other's instances directly", "err", err)
+		}
 	}
 	svc, err := deploy.New(deploy.Config{
 		Store: st, Runtime: rt, Router: &rtr.client, Artifacts: artifacts,
@@ -297,6 +309,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("paddock stopped")
 	return err
+}
+
+// fence fences apps off each other's ports, the instances running now
+// keeping theirs.
+func fence(ctx context.Context, tracker *isolate.Tracker, rt *process.Runtime) error {
+	insts, err := rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	ports := map[int]uint32{}
+	for _, in := range insts {
+		if in.UID != 0 {
+			ports[in.Port] = in.UID
+		}
+	}
+	return tracker.Fence(ports)
 }
 
 // stopAll stops every instance, in parallel.

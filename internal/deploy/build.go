@@ -176,10 +176,15 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 		})
 		var cgroup string
 		if s.cfg.Tracker != nil {
-			if cgroup, err = s.cfg.Tracker.Group(a.ID, buildGroup+id); err != nil {
+			if cgroup, err = s.cfg.Tracker.Group(a.ID, isolate.Builds, id); err != nil {
 				return store.Build{}, err
 			}
 			defer isolate.Remove(cgroup)
+			// A destroy that came meanwhile ended the builds it saw; this
+			// one it did not see.
+			if cur, err := s.st.GetApp(ctx, app); err != nil || cur.ID != a.ID {
+				return store.Build{}, fmt.Errorf("%w: app %s was destroyed during the build", ErrInvalid, app)
+			}
 		}
 		err = build.Run(ctx, build.Spec{
 			Dir: src, Command: m.Build.Command, Timeout: m.Build.Timeout, Env: env, Output: out,
@@ -226,7 +231,7 @@ var ErrBuild = errors.New("build failed")
 // (their process groups, by the ID each recorded) and removes their folders.
 func (s *Service) CleanBuilds() {
 	if s.cfg.Tracker != nil {
-		if err := s.cfg.Tracker.KillGroups(0, buildGroup); err != nil {
+		if err := s.cfg.Tracker.KillGroups(0, isolate.Builds); err != nil {
 			s.log.Warn("end the builds a previous server left running", "err", err)
 		}
 	}
@@ -243,9 +248,6 @@ func (s *Service) CleanBuilds() {
 		os.RemoveAll(dir)
 	}
 }
-
-// buildGroup starts the names of builds' cgroups.
-const buildGroup = "build-"
 
 // buildHome returns the HOME of app's builds, their cache between builds,
 // made on first use. Each app user has a fresh one of its own: a home is

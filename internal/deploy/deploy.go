@@ -169,7 +169,7 @@ func (s *Service) DestroyApp(ctx context.Context, name string) error {
 		return err
 	}
 	if s.cfg.Tracker != nil {
-		if err := s.cfg.Tracker.KillGroups(a.ID, buildGroup); err != nil {
+		if err := s.cfg.Tracker.KillGroups(a.ID, isolate.Builds); err != nil {
 			s.log.Warn("end the builds of a destroyed app", "app", name, "err", err)
 		}
 	}

@@ -181,16 +181,17 @@ func portOwner(in runtime.Instance) error {
 	return ownedBy(owners, in)
 }
 
-// ownedBy checks that every listener on the instance's port, among owners
+// ownedBy checks that every listener on the instance's port that takes the
+// router's and the health checks' connections (to 127.0.0.1), among owners
 // (isolate.ListenerOwners), belongs to the instance's user.
-func ownedBy(owners map[int][]uint32, in runtime.Instance) error {
+func ownedBy(owners map[int][]isolate.Listener, in runtime.Instance) error {
 	want := in.UID
 	if want == 0 {
 		want = uint32(os.Getuid())
 	}
-	for _, uid := range owners[in.Port] {
-		if uid != want {
-			return fmt.Errorf("port %d is held by a process of another user (uid %d)", in.Port, uid)
+	for _, l := range owners[in.Port] {
+		if l.Takes() && l.UID != want {
+			return fmt.Errorf("port %d is held by a process of another user (uid %d)", in.Port, l.UID)
 		}
 	}
 	return nil

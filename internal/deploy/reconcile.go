@@ -154,7 +154,7 @@ func (s *Service) reconcile(ctx context.Context) error {
 // ever serving again. The router sends nothing to a listener of the wrong
 // user; this moves the victim to a port of its own.
 func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
-	var owners map[int][]uint32
+	var owners map[int][]isolate.Listener
 	for _, in := range insts {
 		if in.Process != "web" || in.Port == 0 || in.State == runtime.StateStopped || in.State == runtime.StateLost {
 			continue
@@ -166,12 +166,14 @@ func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
 				return
 			}
 		}
-		if m, _, err := s.manifest(ctx, in.App, in.Release); err != nil || m.Processes[in.Process].Port != 0 {
+		err := ownedBy(owners, in)
+		if err == nil {
+			continue
+		}
+		if m, _, merr := s.manifest(ctx, in.App, in.Release); merr != nil || m.Processes[in.Process].Port != 0 {
 			continue // a fixed port cannot move
 		}
-		if err := ownedBy(owners, in); err != nil {
-			s.retire(ctx, in, err.Error()+"; a replacement starts on another port")
-		}
+		s.retire(ctx, in, err.Error()+"; a replacement starts on another port")
 	}
 }
 

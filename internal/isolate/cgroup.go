@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // ErrNoCgroup2 means the machine has no cgroup v2 hierarchy to track
@@ -20,8 +24,8 @@ var ErrNoCgroup2 = errors.New("no cgroup v2 hierarchy is mounted")
 // of the cgroup v2 hierarchy (the "unified" tree on machines that mount v1
 // controllers beside it; no controller is needed):
 //
-//	ROOT/NAME/app-ID/INSTANCE    one instance's processes
-//	ROOT/NAME/app-ID/build-ID    one build's processes
+//	ROOT/NAME/app-ID/instances/ID    one instance's processes
+//	ROOT/NAME/app-ID/builds/ID       one build's processes
 //
 // A process cannot leave its cgroup by forking, changing its session or
 // daemonising, and writing 1 to cgroup.kill ends every process in a cgroup
@@ -29,6 +33,9 @@ var ErrNoCgroup2 = errors.New("no cgroup v2 hierarchy is mounted")
 // destruction of an app leaves nothing behind.
 type Tracker struct {
 	dir string // ROOT/NAME
+
+	mu    sync.Mutex
+	ports *ebpf.Map // the fence's map of instance ports; nil before Fence
 }
 
 // NewTracker makes the platform's cgroup, ROOT/name.
@@ -55,17 +62,23 @@ func (t *Tracker) AppDir(appID int64) string {
 	return filepath.Join(t.dir, "app-"+strconv.FormatInt(appID, 10))
 }
 
-// Group makes a fresh cgroup for one instance or build of an app and
-// returns its folder.
-func (t *Tracker) Group(appID int64, name string) (string, error) {
+// Kinds of cgroups below an app's.
+const (
+	Instances = "instances"
+	Builds    = "builds"
+)
+
+// Group makes a fresh cgroup for one instance or build (kind) of an app
+// and returns its folder.
+func (t *Tracker) Group(appID int64, kind, name string) (string, error) {
 	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return "", fmt.Errorf("cgroup name %q", name)
+		return "", fmt.Errorf("cgroup name %q: a cgroup is named for its instance or build, a single folder name", name)
 	}
-	app := t.AppDir(appID)
-	if err := os.MkdirAll(app, 0o755); err != nil {
-		return "", fmt.Errorf("create cgroup %s: %w", app, err)
+	parent := filepath.Join(t.AppDir(appID), kind)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", fmt.Errorf("create cgroup %s: %w", parent, err)
 	}
-	dir := filepath.Join(app, name)
+	dir := filepath.Join(parent, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
@@ -85,12 +98,12 @@ func (t *Tracker) KillApp(appID int64) error {
 	return Remove(dir)
 }
 
-// KillGroups ends the processes of an app's cgroups whose names start with
-// prefix, and removes those cgroups; appID 0 means every app's.
-func (t *Tracker) KillGroups(appID int64, prefix string) error {
-	pattern := filepath.Join(t.AppDir(appID), prefix+"*")
+// KillGroups ends every process in the cgroups of one kind of an app
+// (appID 0: of every app), and removes those cgroups.
+func (t *Tracker) KillGroups(appID int64, kind string) error {
+	pattern := filepath.Join(t.AppDir(appID), kind)
 	if appID == 0 {
-		pattern = filepath.Join(t.dir, "app-*", prefix+"*")
+		pattern = filepath.Join(t.dir, "app-*", kind)
 	}
 	dirs, err := filepath.Glob(pattern)
 	if err != nil {
@@ -126,6 +139,36 @@ func cgroup2Root() (string, error) {
 		}
 	}
 	return "", ErrNoCgroup2
+}
+
+// EnableController makes controller (such as "memory") available in the
+// cgroup v2 dir: it enables it in the subtree_control of each cgroup above
+// dir, from the hierarchy's root down. Those cgroups hold no process of
+// their own (only the leaves do), as the kernel requires.
+func EnableController(dir, controller string) error {
+	root, err := cgroup2Root()
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(root, filepath.Dir(dir))
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return fmt.Errorf("%s is not in the cgroup v2 hierarchy at %s", dir, root)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(strings.Fields(string(b)), controller) {
+		return fmt.Errorf("the cgroup v2 hierarchy at %s has no %s controller (it may be mounted as v1)", root, controller)
+	}
+	d := root
+	for _, part := range append([]string{""}, strings.Split(rel, string(filepath.Separator))...) {
+		d = filepath.Join(d, part)
+		if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+"+controller), 0); err != nil {
+			return fmt.Errorf("enable %s in %s: %w", controller, d, err)
+		}
+	}
+	return nil
 }
 
 // Populated reports whether any process is left in the cgroup dir or

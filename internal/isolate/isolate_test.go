@@ -2,6 +2,7 @@ package isolate
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -31,30 +32,10 @@ func TestMain(m *testing.M) {
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	case os.Getenv("ISOLATE_TEST_NET") != "":
-		// One line per probe: "connect ADDR ok|refused|denied", "bind ADDR LOCAL".
+		// One line per probe: "OP ADDR ok|refused|denied|LOCAL".
 		for _, arg := range os.Args[1:] {
 			op, addr, _ := strings.Cut(arg, "=")
-			switch op {
-			case "connect":
-				c, err := net.DialTimeout("tcp", addr, time.Second)
-				switch {
-				case err == nil:
-					c.Close()
-					fmt.Println("connect", addr, "ok")
-				case errors.Is(err, syscall.EPERM):
-					fmt.Println("connect", addr, "denied")
-				default:
-					fmt.Println("connect", addr, "refused")
-				}
-			case "bind":
-				ln, err := net.Listen("tcp", addr)
-				if err != nil {
-					fmt.Println("bind", addr, "error", err)
-					continue
-				}
-				fmt.Println("bind", addr, ln.Addr())
-				ln.Close()
-			}
+			fmt.Println(op, addr, netProbe(op, addr))
 		}
 		os.Exit(0)
 	case os.Getenv("ISOLATE_TEST_DAEMON") != "":
@@ -68,6 +49,47 @@ func TestMain(m *testing.M) {
 		os.Exit(0) // the daemon is orphaned, in a session of its own
 	}
 	os.Exit(m.Run())
+}
+
+// netProbe tries one network operation and says how it went.
+func netProbe(op, addr string) string {
+	var err error
+	switch op {
+	case "connect":
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return "ok"
+		}
+	case "udp":
+		var c net.PacketConn
+		if c, err = net.ListenPacket("udp", "127.0.0.1:0"); err == nil {
+			dst, _ := net.ResolveUDPAddr("udp", addr)
+			_, err = c.WriteTo([]byte("x"), dst)
+			c.Close()
+			if err == nil {
+				return "ok"
+			}
+		}
+	case "bind", "bind6only":
+		lc := net.ListenConfig{}
+		if op == "bind6only" {
+			lc.Control = func(_, _ string, rc syscall.RawConn) error {
+				return rc.Control(func(fd uintptr) {
+					syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 1)
+				})
+			}
+		}
+		var ln net.Listener
+		if ln, err = lc.Listen(context.Background(), "tcp", addr); err == nil {
+			defer ln.Close()
+			return ln.Addr().String()
+		}
+	}
+	if errors.Is(err, syscall.EPERM) {
+		return "denied"
+	}
+	return "refused: " + err.Error()
 }
 
 func needRoot(t *testing.T) {
@@ -158,7 +180,7 @@ func TestTrackerKillsDaemons(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Kill(tr.Dir(), 5*time.Second); Remove(tr.Dir()) })
-	dir, err := tr.Group(42, "web.abc")
+	dir, err := tr.Group(42, Instances, "web.abc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +281,7 @@ func TestListenerOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := owners[port]; len(got) != 1 || got[0] != 123457 {
+	if got := owners[port]; len(got) != 1 || got[0].UID != 123457 || got[0].Addr.String() != "127.0.0.1" || !got[0].Takes() {
 		t.Errorf("owners of port %d: got %v, want [123457]", port, got)
 	}
 }
@@ -284,10 +306,11 @@ func publicCopy(t *testing.T) string {
 	return bin
 }
 
-// TestFence: an app's process reaches no instance port on this machine but
-// through the router, and its listeners on every address are on loopback
-// only; ports outside the range, and processes outside the platform's
-// cgroup, are untouched.
+// TestFence: an app's process cannot bind another app's instance port, nor
+// an instance port given to none, nor reach another app's instance on this
+// machine but through the router; its own port it binds on loopback only.
+// Local services in the instance range and processes outside the
+// platform's cgroup are left alone.
 func TestFence(t *testing.T) {
 	needRoot(t)
 	tr, err := NewTracker("paddock-test-fence-" + strconv.Itoa(os.Getpid()))
@@ -295,21 +318,104 @@ func TestFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Kill(tr.Dir(), 5*time.Second); Remove(tr.Dir()) })
-	if err := tr.Fence(); err != nil {
+	const app, other = 123460, 123461
+	// Ports in the instance range that nothing listens on yet.
+	free := freePorts(t, 4)
+	mine, theirs, nobodys, service := free[0], free[1], free[2], free[3]
+	if err := tr.Fence(map[int]uint32{mine: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Fence(); err != nil { // a restarted server fences again
+	// A restarted server fences again, with the ports given now.
+	if err := tr.Fence(map[int]uint32{theirs: other}); err != nil {
 		t.Fatalf("second Fence: %v", err)
 	}
-	// A victim instance, outside the fence, listening in the range.
-	var ln net.Listener
-	for port := PortLow + os.Getpid()%1000; ln == nil && port < PortHigh; port += 7 {
-		ln, _ = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err := tr.Assign(mine, app); err != nil {
+		t.Fatal(err)
 	}
-	if ln == nil {
-		t.Fatal("no free instance port")
+	// The other app's instance and a local service, outside the fence.
+	victim := listen(t, "127.0.0.1:"+strconv.Itoa(theirs))
+	local := listen(t, "127.0.0.1:"+strconv.Itoa(service))
+	outside := listen(t, "127.0.0.1:0") // not in the instance range
+
+	dir, err := tr.Group(1, Instances, "probe")
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer ln.Close()
+	cg, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	p := strconv.Itoa
+	run := func(inside bool, probes ...string) string {
+		cmd := exec.Command(publicCopy(t), probes...)
+		cmd.Env = append(os.Environ(), "ISOLATE_TEST_NET=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: app, Gid: app}}
+		if inside {
+			cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cg.Fd())
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	got := run(true,
+		"bind=0.0.0.0:"+p(mine), "bind=[::]:"+p(mine), "bind6only=[::]:"+p(mine), "bind=127.0.0.1:"+p(mine),
+		"bind=127.0.0.2:"+p(theirs), "bind=[::1]:"+p(theirs), "bind=0.0.0.0:"+p(nobodys),
+		"connect=127.0.0.1:"+p(theirs), "connect=127.0.0.2:"+p(theirs), "connect=0.0.0.0:"+p(theirs),
+		"connect=[::1]:"+p(theirs), "connect=[::ffff:127.0.0.1]:"+p(theirs), "udp=127.0.0.1:"+p(theirs),
+		"connect="+local, "connect="+outside)
+	for _, want := range []string{
+		"bind 0.0.0.0:" + p(mine) + " 127.0.0.1:" + p(mine), "bind [::]:" + p(mine) + " 127.0.0.1:" + p(mine),
+		"bind6only [::]:" + p(mine) + " refused: listen tcp 0.0.0.0:" + p(mine) + ": bind: invalid argument", "bind 127.0.0.1:" + p(mine) + " 127.0.0.1:" + p(mine),
+		"bind 127.0.0.2:" + p(theirs) + " denied", "bind [::1]:" + p(theirs) + " denied", "bind 0.0.0.0:" + p(nobodys) + " denied",
+		"connect 127.0.0.1:" + p(theirs) + " denied", "connect 127.0.0.2:" + p(theirs) + " denied", "connect 0.0.0.0:" + p(theirs) + " denied",
+		"connect [::1]:" + p(theirs) + " denied", "connect [::ffff:127.0.0.1]:" + p(theirs) + " denied", "udp 127.0.0.1:" + p(theirs) + " denied",
+		"connect " + local + " ok", "connect " + outside + " ok",
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("inside the fence: want %q in:\n%s", want, got)
+		}
+	}
+	got = run(false, "connect="+victim, "bind=0.0.0.0:"+p(nobodys))
+	if !strings.Contains(got, "connect "+victim+" ok\n") || !strings.Contains(got, "bind 0.0.0.0:"+p(nobodys)+" [::]:"+p(nobodys)+"\n") {
+		t.Errorf("outside the fence, a process was fenced too:\n%s", got)
+	}
+	tr.Release(mine)
+	if got := run(true, "bind=127.0.0.1:"+p(mine)); !strings.Contains(got, " denied\n") {
+		t.Errorf("a released port is still the app's:\n%s", got)
+	}
+}
+
+// freePorts returns n ports of the instance range that nothing listens on.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var out []int
+	for port := PortLow + os.Getpid()%5000; len(out) < n && port < PortHigh; port += 13 {
+		if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			ln.Close()
+			if ln6, err := net.Listen("tcp6", "[::1]:"+strconv.Itoa(port)); err == nil {
+				ln6.Close()
+				out = append(out, port)
+			}
+		}
+	}
+	if len(out) < n {
+		t.Fatal("no free instance ports")
+	}
+	return out
+}
+
+// listen listens on addr, accepting and closing connections, and returns
+// the address.
+func listen(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -319,54 +425,5 @@ func TestFence(t *testing.T) {
 			c.Close()
 		}
 	}()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	outside, err := net.Listen("tcp", "127.0.0.1:0") // an ephemeral port, not an instance's
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outside.Close()
-	free := strconv.Itoa(PortLow + 1 + os.Getpid()%5000)
-
-	dir, err := tr.Group(1, "probe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cg, err := Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cg.Close()
-	probes := []string{
-		"connect=127.0.0.1:" + port, "connect=127.0.0.2:" + port, "connect=0.0.0.0:" + port,
-		"connect=[::1]:" + port, "connect=[::ffff:127.0.0.1]:" + port,
-		"connect=" + outside.Addr().String(),
-		"bind=0.0.0.0:" + free, "bind=[::]:" + free, "bind=127.0.0.1:" + free,
-	}
-	run := func(inside bool) string {
-		cmd := exec.Command(os.Args[0], probes...)
-		cmd.Env = append(os.Environ(), "ISOLATE_TEST_NET=1")
-		if inside {
-			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
-		}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		return string(out)
-	}
-	got := run(true)
-	for _, want := range []string{
-		"connect 127.0.0.1:" + port + " denied", "connect 127.0.0.2:" + port + " denied", "connect 0.0.0.0:" + port + " denied",
-		"connect [::1]:" + port + " denied", "connect [::ffff:127.0.0.1]:" + port + " denied",
-		"connect " + outside.Addr().String() + " ok",
-		"bind 0.0.0.0:" + free + " 127.0.0.1:" + free, "bind [::]:" + free + " 127.0.0.1:" + free,
-		"bind 127.0.0.1:" + free + " 127.0.0.1:" + free,
-	} {
-		if !strings.Contains(got, want+"\n") {
-			t.Errorf("inside the fence: want %q in:\n%s", want, got)
-		}
-	}
-	if got := run(false); !strings.Contains(got, "connect 127.0.0.1:"+port+" ok") || !strings.Contains(got, "bind 0.0.0.0:"+free+" [::]:"+free) && !strings.Contains(got, "bind 0.0.0.0:"+free+" 0.0.0.0:"+free) {
-		t.Errorf("outside the fence, a process was fenced too:\n%s", got)
-	}
+	return ln.Addr().String()
 }

@@ -1,7 +1,7 @@
 // Command tenant is an app for the end-to-end tests, honest or hostile:
 //
 //	tenant serve        answer every request with $NAME on $PORT; exit 1 if the port is taken
-//	tenant squat PORT   bind PORT as soon as it is free, and answer STOLEN there
+//	tenant squat [ADDR:]PORT   bind it (127.0.0.1 by default) as soon as it can, and answer STOLEN there
 //	tenant get ADDR HOST   GET / from ADDR with Host HOST, directly, and print "get ADDR: " and the body or the error
 package main
 
@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -23,7 +24,11 @@ func main() {
 	case "serve":
 		serve("127.0.0.1:"+os.Getenv("PORT"), os.Getenv("NAME"), false)
 	case "squat":
-		serve("127.0.0.1:"+os.Args[2], "STOLEN", true)
+		addr := os.Args[2]
+		if !strings.Contains(addr, ":") {
+			addr = "127.0.0.1:" + addr
+		}
+		serve(addr, "STOLEN", true)
 	case "get":
 		get(os.Args[2], os.Args[3])
 		os.Exit(0)
@@ -32,12 +37,17 @@ func main() {
 }
 
 func serve(addr, body string, retry bool) {
+	var said string
 	for {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			if !retry {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
+			}
+			if err.Error() != said {
+				said = err.Error()
+				fmt.Fprintln(os.Stderr, said)
 			}
 			time.Sleep(2 * time.Millisecond)
 			continue

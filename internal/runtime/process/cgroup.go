@@ -2,27 +2,28 @@ package process
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"paddock.dev/paddock/internal/isolate"
 )
 
 // Memory limits use the kernel's memory cgroup: v1 (memory.limit_in_bytes)
-// where the memory controller is mounted on its own, else v2 (memory.max)
-// where the unified tree has it. Elsewhere the limit is reported as not
-// enforced, never silently dropped.
-const (
-	cgroupV1 = "/sys/fs/cgroup/memory"
-	cgroupV2 = "/sys/fs/cgroup"
-)
+// where the memory controller is mounted on its own, which the instance
+// joins between fork and exec (cgexec) while staying in its cgroup v2;
+// else v2 (memory.max) on the instance's own cgroup v2, which then holds
+// both. Elsewhere the limit is reported as not enforced, never silently
+// dropped.
+const cgroupV1 = "/sys/fs/cgroup/memory"
 
-// createCgroup makes a cgroup for instance id limited to limit bytes. It
-// returns the cgroup's folder and a description of the enforcement, or ""
-// and the reason the limit cannot be enforced.
-func createCgroup(id string, limit int64) (dir, desc string) {
+// createCgroup limits instance id to limit bytes. track is the instance's
+// cgroup v2 ("" if it has none). It returns the cgroup that holds the limit
+// and a description of the enforcement, or "" and the reason the limit
+// cannot be enforced.
+func createCgroup(id, track string, limit int64) (dir, desc string) {
 	if fi, err := os.Stat(filepath.Join(cgroupV1, "memory.limit_in_bytes")); err == nil && !fi.IsDir() {
 		dir = filepath.Join(cgroupV1, "paddock", id)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -36,26 +37,17 @@ func createCgroup(id string, limit int64) (dir, desc string) {
 		os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), []byte(strconv.FormatInt(limit, 10)), 0o644)
 		return dir, fmt.Sprintf("%d MiB (cgroup v1)", limit>>20)
 	}
-	ctrl, err := os.ReadFile(filepath.Join(cgroupV2, "cgroup.controllers"))
-	if err != nil || !bytes.Contains(ctrl, []byte("memory")) {
-		return "", "no memory cgroup controller on this machine"
+	if track == "" {
+		return "", "no memory cgroup: processes are not tracked in cgroups here"
 	}
-	parent := filepath.Join(cgroupV2, "paddock")
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return "", "cannot create memory cgroup: " + err.Error()
+	if err := isolate.EnableController(track, "memory"); err != nil {
+		return "", "no memory cgroup controller: " + err.Error()
 	}
-	os.WriteFile(filepath.Join(cgroupV2, "cgroup.subtree_control"), []byte("+memory"), 0o644)
-	os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte("+memory"), 0o644)
-	dir = filepath.Join(parent, id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "cannot create memory cgroup: " + err.Error()
-	}
-	if err := os.WriteFile(filepath.Join(dir, "memory.max"), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
-		os.Remove(dir)
+	if err := os.WriteFile(filepath.Join(track, "memory.max"), []byte(strconv.FormatInt(limit, 10)), 0o644); err != nil {
 		return "", "cannot set memory limit: " + err.Error()
 	}
-	os.WriteFile(filepath.Join(dir, "memory.swap.max"), []byte("0"), 0o644)
-	return dir, fmt.Sprintf("%d MiB (cgroup v2)", limit>>20)
+	os.WriteFile(filepath.Join(track, "memory.swap.max"), []byte("0"), 0o644)
+	return track, fmt.Sprintf("%d MiB (cgroup v2)", limit>>20)
 }
 
 func joinCgroup(dir string, pid int) error {

@@ -157,11 +157,22 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 	}
 	ss := shimSpec{Spec: s, LogFile: r.LogFile(s.App, s.ID), LogLimit: r.cfg.LogLimit}
 	if r.cfg.Tracker != nil {
-		track, err := r.cfg.Tracker.Group(s.AppID, s.ID)
+		track, err := r.cfg.Tracker.Group(s.AppID, isolate.Instances, s.ID)
 		if err != nil {
 			return fail(err)
 		}
 		ss.Track = track
+		fail = func(err error) (runtime.Instance, error) {
+			isolate.Remove(track)
+			r.cfg.Tracker.Release(s.Port)
+			os.RemoveAll(dir)
+			return runtime.Instance{}, fmt.Errorf("start %s: %w", s.ID, err)
+		}
+		// The port is the instance's own from now on: no other app may
+		// bind it or reach it but through the router.
+		if err := r.cfg.Tracker.Assign(s.Port, s.UID); err != nil {
+			return fail(err)
+		}
 	}
 	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
 		return fail(err)
@@ -278,11 +289,14 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		if err := isolate.Remove(ss.Track); err != nil {
 			r.log.Warn("remove the instance's cgroup", "instance", id, "err", err)
 		}
+		if r.cfg.Tracker != nil {
+			r.cfg.Tracker.Release(ss.Port)
+		}
 	} else if st.PID > 0 && ownsProcess(st.PID, filepath.Join(dir, "app")) {
 		syscall.Kill(-st.PID, syscall.SIGKILL)
 	}
-	if st.Cgroup != "" {
-		removeCgroup(st.Cgroup)
+	if st.Cgroup != "" && st.Cgroup != ss.Track {
+		removeCgroup(st.Cgroup) // a v1 memory cgroup
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("stop %s: remove folder: %w", id, err)

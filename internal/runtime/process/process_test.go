@@ -274,28 +274,35 @@ func TestLostShimIsReported(t *testing.T) {
 	}
 }
 
+// TestMemoryLimit: a memory-limited instance stays in its own cgroup v2
+// (joining a memory cgroup must not take it out of the one that ends all
+// its processes), and the limit is enforced.
 func TestMemoryLimit(t *testing.T) {
 	r := newRuntime(t)
-	in, err := r.Start(context.Background(), runtime.Spec{ID: "a.web.6", App: "a", Process: "web",
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.10", App: "a", AppID: 1, Process: "web", Command: "exec sleep 1000", Memory: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	if !in.MemoryEnforced || !strings.Contains(in.MemoryLimit, "32 MiB (cgroup") {
+		t.Fatalf("memory limit: got %q (enforced %v), want 32 MiB enforced by a cgroup", in.MemoryLimit, in.MemoryEnforced)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(in.PID) + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "/app-1/instances/a.web.10/run-1\n"; !strings.Contains(string(b), want) {
+		t.Errorf("the limited instance's cgroups:\n%s\nwant its own cgroup v2 (...%s)", b, want)
+	}
+
+	in, err = r.Start(ctx, runtime.Spec{ID: "a.web.6", App: "a", AppID: 1, Process: "web",
 		Command: "head -c 300000000 /dev/zero | tail", Memory: 32 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := waitFor(t, r, in.ID, "reported with a memory limit", func(in runtime.Instance) bool { return in.MemoryLimit != "" })
-	probe, _ := createCgroup("probe-"+in.ID, 32<<20)
-	if probe == "" {
-		// No memory cgroup here: the limit must be reported as not enforced.
-		if strings.Contains(got.MemoryLimit, "cgroup v") {
-			t.Errorf("memory limit: got %q on a machine without a memory cgroup", got.MemoryLimit)
-		}
-		return
-	}
-	removeCgroup(probe)
-	if !strings.Contains(got.MemoryLimit, "32 MiB (cgroup") {
-		t.Fatalf("memory limit: got %q, want 32 MiB enforced by a cgroup", got.MemoryLimit)
-	}
-	got = waitFor(t, r, in.ID, "OOM-killed", func(in runtime.Instance) bool { return strings.HasPrefix(in.LastExit, "OOM-killed") })
-	b, _ := os.ReadFile(r.LogFile("a", in.ID))
+	waitFor(t, r, in.ID, "OOM-killed", func(in runtime.Instance) bool { return strings.HasPrefix(in.LastExit, "OOM-killed") })
+	b, _ = os.ReadFile(r.LogFile("a", in.ID))
 	if !strings.Contains(string(b), "paddock process OOM-killed (memory limit 32 MiB)") {
 		t.Errorf("log does not say the process was OOM-killed:\n%s", b)
 	}

@@ -49,7 +49,7 @@ func RunShim(ctx context.Context, dir string) error {
 	sh := &shim{dir: dir, spec: ss, logs: out}
 	sh.st = shimState{ShimPID: os.Getpid(), State: runtime.StateStarting}
 	if ss.Memory > 0 {
-		sh.st.Cgroup, sh.st.MemoryLimit = createCgroup(ss.ID, ss.Memory)
+		sh.st.Cgroup, sh.st.MemoryLimit = createCgroup(ss.ID, ss.Track, ss.Memory)
 		if sh.st.Cgroup == "" {
 			out.Line("paddock", "memory limit not enforced: "+sh.st.MemoryLimit)
 		}
@@ -119,9 +119,10 @@ func (sh *shim) save() error {
 func (sh *shim) start() (<-chan error, time.Time) {
 	exited := make(chan error, 1)
 	cmd := exec.Command("/bin/sh", "-c", sh.spec.Command)
-	if sh.st.Cgroup != "" {
-		// Join the cgroup between fork and exec, through this binary, so
-		// that no process of the instance ever runs outside it. The shim
+	if sh.st.Cgroup != "" && sh.st.Cgroup != sh.spec.Track {
+		// Join the v1 memory cgroup between fork and exec, through this
+		// binary, so that no process of the instance ever runs outside it
+		// (the cgroup v2 it is born in stays its own). The shim
 		// may outlive its binary's file (`go run` deletes it, an upgrade
 		// replaces it): /proc/self/exe still opens the running one.
 		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup,
@@ -219,9 +220,12 @@ func (sh *shim) terminate(exited <-chan error) {
 	sh.st.State = runtime.StateStopping
 	sh.save()
 	if pid := sh.st.PID; pid > 0 {
-		syscall.Kill(-pid, syscall.SIGTERM)
+		// Every process of the instance gets SIGTERM once: through its
+		// cgroup, which holds those that left the process group too.
 		if sh.spec.Track != "" {
 			isolate.Signal(sh.spec.Track, syscall.SIGTERM)
+		} else {
+			syscall.Kill(-pid, syscall.SIGTERM)
 		}
 		timeout := sh.spec.StopTimeout
 		if timeout <= 0 {
