@@ -333,15 +333,15 @@ func TestCoreLoop(t *testing.T) {
 			if code, _, _ := p.Get(host, "/"); code != 404 {
 				return fmt.Errorf("GET after destroy: %d, want 404", code)
 			}
+			// The folders go once the supervisors have ended everything.
+			if entries, _ := os.ReadDir(filepath.Join(p.Data, "instances")); len(entries) != 0 {
+				return fmt.Errorf("instance folders left after destroy: %d", len(entries))
+			}
 			return nil
 		})
-		entries, _ := os.ReadDir(filepath.Join(p.Data, "instances"))
-		if len(entries) != 0 {
-			t.Errorf("instance folders left after destroy: %d", len(entries))
-		}
 		testenv.Eventually(t, 10*time.Second, func() error {
-			if _, err := os.Stat(filepath.Join(p.Data, "logs", "hello")); err == nil {
-				return fmt.Errorf("the logs of the destroyed app are still on disk")
+			if left, _ := filepath.Glob(filepath.Join(p.Data, "logs", "hello.*")); len(left) > 0 {
+				return fmt.Errorf("the logs of the destroyed app are still on disk: %s", left)
 			}
 			return nil
 		})

@@ -67,7 +67,7 @@ func TestAppsOverHTTPS(t *testing.T) {
 
 	// No app may route the API's names or the machine's.
 	host, _ := os.Hostname()
-	for _, d := range []string{"localhost", "127.0.0.1", "127.1", "api.localhost", "::1", host} {
+	for _, d := range []string{"localhost", "127.0.0.1", "127.1", "0x7f000001", "api.localhost", "::1", host} {
 		if _, _, err := p.Run("domains", "add", "hello", d); err == nil {
 			t.Errorf("domains add hello %s: accepted", d)
 		}

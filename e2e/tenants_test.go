@@ -263,8 +263,8 @@ func TestAppsMeetOnlyThroughTheRouter(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(logs, "get "+direct+": ") || !strings.Contains(logs, "operation not permitted") {
-		t.Errorf("evil reached vic's instance directly:\n%s", logs)
+	if !regexp.MustCompile(`get ` + regexp.QuoteMeta(direct) + `: .*connect: operation not permitted\n`).MatchString(logs) {
+		t.Errorf("evil reached vic's instance directly, or failed for another reason:\n%s", logs)
 	}
 	if !strings.Contains(logs, "get "+p.Router+": vic\n") {
 		t.Errorf("evil did not reach vic through the router:\n%s", logs)

@@ -164,7 +164,7 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 			"PADDOCK_APP=" + app,
 		}
 		env = append(env, s.cfg.BuildEnv...)
-		buildLog, err := logs.Open(filepath.Join(s.logDir(app), app+".build.log"), 8<<20)
+		buildLog, err := logs.Open(filepath.Join(s.logDir(app, a.ID), app+".build.log"), 8<<20)
 		if err != nil {
 			return store.Build{}, fmt.Errorf("build %s: open log: %w", id, err)
 		}

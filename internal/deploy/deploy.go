@@ -153,6 +153,11 @@ func (s *Service) CreateApp(ctx context.Context, name, owner string) (store.App,
 	if err != nil {
 		return store.App{}, err
 	}
+	if _, err := s.appUID(a); err != nil {
+		// An app that could never run is not made.
+		s.st.DeleteApp(context.WithoutCancel(ctx), name)
+		return store.App{}, err
+	}
 	s.event(ctx, name, "", "", "app created by "+owner)
 	return a, nil
 }
@@ -417,9 +422,10 @@ func (s *Service) AddDomain(ctx context.Context, app, host string) (store.Domain
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return store.Domain{}, fmt.Errorf("%w: %s names this machine; add a domain of your own (example: shop.example.com)", ErrInvalid, host)
 	}
-	// No public suffix is all digits: such a name is an address (127.1,
-	// 10.0.0.1) to a browser, not a domain.
-	if last := host[strings.LastIndexByte(host, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+	// No public suffix is a number: such a name is an address (127.1,
+	// 10.0.0.1, 0x7f000001) to a browser, not a domain.
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	if hex, ok := strings.CutPrefix(last, "0x"); strings.Trim(last, "0123456789") == "" || ok && strings.Trim(hex, "0123456789abcdef") == "" {
 		return store.Domain{}, fmt.Errorf("%w: %s is an IP address, not a domain: add a host name (example: shop.example.com)", ErrInvalid, host)
 	}
 	for _, h := range s.cfg.ReservedHosts {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
 )
 
@@ -21,21 +22,27 @@ type LogQuery struct {
 // appLogLimit bounds what an app's logs keep on disk.
 const appLogLimit = 64 << 20
 
-func (s *Service) logDir(app string) string { return filepath.Join(s.cfg.Logs, app) }
+// logDir is the folder of the logs of the app called app whose ID is id,
+// shared with the runtime.
+func (s *Service) logDir(app string, id int64) string {
+	return filepath.Join(s.cfg.Logs, runtime.LogFolder(app, id))
+}
 
 // Logs sends app's instance output, build output and platform events to
 // emit in time order.
 func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(logs.Line) error) error {
-	if _, err := s.st.GetApp(ctx, app); err != nil {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
 		return err
 	}
+	dir := s.logDir(app, a.ID)
 	lq := logs.Query{Since: q.Since, Tail: q.Tail}
 	if q.Process != "" {
 		lq.Source = q.Process + "."
 	}
 	var follower *logs.Follower
 	if q.Follow {
-		follower = logs.NewFollower(s.logDir(app), lq)
+		follower = logs.NewFollower(dir, lq)
 	}
 	var events []logs.Line
 	var lastEvent int64
@@ -49,7 +56,7 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 			lastEvent = e.ID
 		}
 	}
-	if err := logs.Read(s.logDir(app), lq, events, emit); err != nil {
+	if err := logs.Read(dir, lq, events, emit); err != nil {
 		return err
 	}
 	if !q.Follow {

@@ -170,7 +170,7 @@ func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
 		if err == nil {
 			continue
 		}
-		if m, _, merr := s.manifest(ctx, in.App, in.Release); merr != nil || m.Processes[in.Process].Port != 0 {
+		if m, _, merr := s.manifest(ctx, in.App, in.AppID, in.Release); merr != nil || m.Processes[in.Process].Port != 0 {
 			continue // a fixed port cannot move
 		}
 		s.retire(ctx, in, err.Error()+"; a replacement starts on another port")
@@ -210,12 +210,18 @@ func (s *Service) forget(id string) {
 	s.rec.mu.Unlock()
 }
 
-func (s *Service) manifest(ctx context.Context, app string, version int) (*manifest.Manifest, store.Release, error) {
+// manifest returns version of the app called app, whose ID is appID: an
+// instance of a destroyed app of the same name finds nothing, not the
+// manifest of the new app's release of that number.
+func (s *Service) manifest(ctx context.Context, app string, appID int64, version int) (*manifest.Manifest, store.Release, error) {
 	rel, err := s.st.GetRelease(ctx, app, version)
 	if err != nil {
 		return nil, rel, err
 	}
-	key := app + "/" + strconv.Itoa(version)
+	if a, err := s.st.GetApp(ctx, app); err != nil || a.ID != appID {
+		return nil, rel, fmt.Errorf("app %s (%d): %w", app, appID, store.ErrNotFound)
+	}
+	key := strconv.FormatInt(appID, 10) + "/" + strconv.Itoa(version)
 	s.rec.mu.Lock()
 	m := s.rec.manifests[key]
 	s.rec.mu.Unlock()
@@ -240,7 +246,7 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 		}
 		return nil
 	}
-	m, rel, err := s.manifest(ctx, a.Name, a.Release)
+	m, rel, err := s.manifest(ctx, a.Name, a.ID, a.Release)
 	if err != nil {
 		return err
 	}
@@ -354,7 +360,7 @@ func (s *Service) healthy(in runtime.Instance, spec manifest.Process) (bool, str
 func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why string) error {
 	defer s.lock(a.Name)()
 	reason := why
-	if tail := s.lastLines(ctx, a.Name, rel.Version, 10); tail != "" {
+	if tail := s.lastLines(ctx, a, rel.Version, 10); tail != "" {
 		reason += "\nlast output:\n" + tail
 	}
 	if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason); err != nil {
@@ -387,17 +393,17 @@ func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why 
 }
 
 // lastLines returns the last n lines of output of the instances of version.
-func (s *Service) lastLines(ctx context.Context, app string, version int, n int) string {
+func (s *Service) lastLines(ctx context.Context, a store.App, version int, n int) string {
 	insts, err := s.rt.List(ctx)
 	if err != nil {
 		return ""
 	}
 	var lines []logs.Line
 	for _, in := range insts {
-		if in.App != app || in.Release != version {
+		if in.AppID != a.ID || in.Release != version {
 			continue
 		}
-		logs.Read(s.logDir(app), logs.Query{Source: short(in.ID), Tail: n}, nil, func(l logs.Line) error {
+		logs.Read(s.logDir(a.Name, a.ID), logs.Query{Source: short(in.ID), Tail: n}, nil, func(l logs.Line) error {
 			lines = append(lines, l)
 			return nil
 		})
@@ -661,15 +667,17 @@ func (s *Service) afterStop(ctx context.Context, in runtime.Instance) {
 	left := 0
 	for _, other := range insts {
 		keep[other.ID] = true
-		if other.App == in.App {
+		if other.AppID == in.AppID {
 			left++
 		}
 	}
-	if _, err := s.st.GetApp(ctx, in.App); errors.Is(err, store.ErrNotFound) && left == 0 {
+	// Destroyed: gone, or its name taken by a new app since.
+	a, err := s.st.GetApp(ctx, in.App)
+	if (errors.Is(err, store.ErrNotFound) || err == nil && a.ID != in.AppID) && left == 0 {
 		s.endApp(in.App, in.AppID, in.UID)
 		return
 	}
-	logs.Prune(s.logDir(in.App), appLogLimit, keep)
+	logs.Prune(s.logDir(in.App, in.AppID), appLogLimit, keep)
 }
 
 // endApp removes what is left of a destroyed app with no instance left:
@@ -681,7 +689,7 @@ func (s *Service) endApp(name string, id int64, uid uint32) {
 		}
 	}
 	s.removeBuildHome(name, uid)
-	os.RemoveAll(s.logDir(name))
+	os.RemoveAll(s.logDir(name, id))
 }
 
 func short(id string) string {

@@ -79,7 +79,7 @@ func (f *fakeRuntime) List(ctx context.Context) ([]runtime.Instance, error) {
 	return out, nil
 }
 
-func (f *fakeRuntime) LogFile(app, id string) string { return filepath.Join("/nonexistent", id) }
+func (f *fakeRuntime) LogFile(s runtime.Spec) string { return filepath.Join("/nonexistent", s.ID) }
 
 // fakeRouter records the tables pushed to it.
 type fakeRouter struct {

@@ -196,7 +196,7 @@ func Kill(dir string, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for Populated(dir) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kill cgroup %s: processes still there after %s", dir, wait)
+			return fmt.Errorf("kill cgroup %s: processes still there after %s (stuck in the kernel? see %s)", dir, wait, filepath.Join(dir, "cgroup.procs"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -123,6 +123,11 @@ func TestClaim(t *testing.T) {
 	if _, err := ra.App(int64(RangeSize)); err == nil {
 		t.Errorf("App(%d): an app id past the block got a user", RangeSize)
 	}
+	for _, r := range []Range{ra, rb} {
+		if overlaps(r, systemIDs()) {
+			t.Errorf("block %s overlaps the system's users or subordinate IDs", r)
+		}
+	}
 
 	t.Run("a copied data folder is refused", func(t *testing.T) {
 		c := t.TempDir()

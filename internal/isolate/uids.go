@@ -16,10 +16,15 @@ import (
 // starting at FirstUID + k*RangeSize. A platform owns one block: its router
 // runs as the block's first user and app N as Base+N, so two platforms on
 // one machine never share a user.
+//
+// The blocks lie above where useradd hands out subordinate IDs (up to
+// 600,100,000 by default) and systemd-nspawn picks container ranges (up to
+// 0x6FFFFFFF), and below 2^31, which some tools mishandle; Claim also skips
+// a block that /etc/passwd, /etc/group, /etc/subuid or /etc/subgid use.
 const (
-	FirstUID  = 100000
+	FirstUID  = 0x70000000
 	RangeSize = 65536
-	maxSlots  = 30000 // FirstUID + maxSlots*RangeSize stays below 2^31
+	maxSlots  = 4094 // up to 0x7FFE0000
 )
 
 // DefaultRegistry is the machine-wide folder where platforms claim their
@@ -75,6 +80,10 @@ func Claim(registry, data string) (Range, error) {
 	if err != nil {
 		return Range{}, err
 	}
+	// One name for the folder, however it is reached.
+	if real, err := filepath.EvalSymlinks(data); err == nil {
+		data = real
+	}
 	if err := os.MkdirAll(registry, 0o755); err != nil {
 		return Range{}, fmt.Errorf("uid registry %s: %w", registry, err)
 	}
@@ -102,13 +111,14 @@ func Claim(registry, data string) (Range, error) {
 		return Range{}, err
 	}
 
+	used := systemIDs()
 	for k := 0; k < maxSlots; k++ {
 		owner, err := claimant(registry, k)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return Range{}, err
 		}
 		r := slotRange(k)
-		if err == nil && (recordsSlot(owner, k) || anyProcessIn(r)) {
+		if err == nil && (recordsSlot(owner, k) || len(ProcessesOf(r)) > 0) || overlaps(r, used) {
 			continue
 		}
 		if err := writeClaim(registry, k, data); err != nil {
@@ -123,7 +133,7 @@ func Claim(registry, data string) (Range, error) {
 		}
 		return r, nil
 	}
-	return Range{}, fmt.Errorf("uid registry %s: all %d blocks of app users are claimed by existing data folders", registry, maxSlots)
+	return Range{}, fmt.Errorf("uid registry %s: all %d blocks of app users are claimed by existing data folders or used by the system's users: remove the claims of data folders no longer in use", registry, maxSlots)
 }
 
 func readRange(data string) (Range, error) {
@@ -156,11 +166,14 @@ func writeClaim(registry string, k int, data string) error {
 	return writeFileAtomic(filepath.Join(registry, strconv.Itoa(k)), []byte(data+"\n"), 0o644)
 }
 
-// anyProcessIn reports whether a process runs as a user of r.
-func anyProcessIn(r Range) bool {
+// ProcessesOf lists the processes that run as a user of r, in any of
+// their real, effective, saved or file system IDs.
+func ProcessesOf(r Range) []int {
+	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		// The status file, not the folder's owner: a process that made
@@ -174,10 +187,53 @@ func anyProcessIn(r Range) bool {
 			continue
 		}
 		line, _, _ := strings.Cut(rest, "\n")
-		for _, f := range strings.Fields(line) { // real, effective, saved, fs
+		for _, f := range strings.Fields(line) {
 			if uid, err := strconv.ParseUint(f, 10, 32); err == nil && r.Contains(uint32(uid)) {
-				return true
+				pids = append(pids, pid)
+				break
 			}
+		}
+	}
+	return pids
+}
+
+// idSpan is a run of IDs [from, to) that the system uses.
+type idSpan struct{ from, to uint64 }
+
+// systemIDs lists the IDs of the machine's users and groups, and the
+// subordinate ID ranges given to them.
+func systemIDs() []idSpan {
+	var out []idSpan
+	for _, f := range []string{"/etc/passwd", "/etc/group"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n") {
+			if fs := strings.Split(line, ":"); len(fs) > 2 {
+				if id, err := strconv.ParseUint(fs[2], 10, 32); err == nil {
+					out = append(out, idSpan{id, id + 1})
+				}
+			}
+		}
+	}
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(b), "\n") {
+			if fs := strings.Split(line, ":"); len(fs) == 3 {
+				from, err1 := strconv.ParseUint(fs[1], 10, 32)
+				n, err2 := strconv.ParseUint(fs[2], 10, 32)
+				if err1 == nil && err2 == nil {
+					out = append(out, idSpan{from, from + n})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func overlaps(r Range, used []idSpan) bool {
+	lo, hi := uint64(r.Base), uint64(r.Base)+uint64(r.Size)
+	for _, u := range used {
+		if u.from < hi && lo < u.to {
+			return true
 		}
 	}
 	return false

@@ -121,7 +121,7 @@ func (w *Lines) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			for len(w.partial)+len(p) >= MaxLine {
+			for len(w.partial)+len(p) > MaxLine {
 				k := MaxLine - len(w.partial)
 				w.partial = append(w.partial, p[:k]...)
 				p = p[k:]

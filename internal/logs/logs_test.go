@@ -211,3 +211,20 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+// TestReadSkipsDamage: a line longer than any the writer makes is damage:
+// both ways of reading skip it whole and go on with the rest of the file.
+func TestReadSkipsDamage(t *testing.T) {
+	dir := t.TempDir()
+	ts := func(s int) string { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC).Format(timeFormat) }
+	write(t, filepath.Join(dir, "a.web.x1.log"), ts(1)+" out first", ts(2)+" out "+strings.Repeat("z", 3*maxReadLine), ts(3)+" out last")
+	for _, q := range []Query{{}, {Tail: 10}} {
+		got, err := readAll(dir, q, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if texts(got) != "web.x1:first web.x1:last" {
+			t.Errorf("%+v: got %.200q, want first and last", q, texts(got))
+		}
+	}
+}

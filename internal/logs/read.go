@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -64,15 +66,15 @@ func (q Query) match(name string) bool {
 	return strings.HasPrefix(source(name), q.Source)
 }
 
-// maxReadLine bounds a line read back: the writer cuts lines at maxLine,
+// maxReadLine bounds a line read back: the writer cuts lines at MaxLine,
 // so a longer one is damage, skipped rather than held.
 const maxReadLine = 1 << 20
 
 // Read calls emit with the lines of dir's files that q selects, merged in
 // time order with extra (lines from elsewhere, in time order, which q does
-// not filter). It holds one line per file at a time, or with q.Tail, the
-// last Tail lines of each file, read from the end: a log of any size
-// costs no more memory than that.
+// not filter). It holds one line and a small buffer per file at a time,
+// or with q.Tail, the last Tail lines of each file, read from the end: a
+// log of any size costs no more memory than that.
 func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
@@ -110,13 +112,14 @@ func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 		}
 		return nil
 	}
-	streams := make([]*lineStream, 0, len(order)+1)
+	streams := make([]stream, 0, len(order)+1)
 	for _, base := range order {
-		st := &lineStream{files: bySource[base], src: source(base), since: q.Since}
+		st := &fileStream{files: bySource[base], src: source(base), since: q.Since}
 		defer st.close()
 		streams = append(streams, st)
 	}
-	streams = append(streams, &lineStream{extra: extra})
+	ex := sliceStream(extra)
+	streams = append(streams, &ex)
 	heads := make([]*Line, len(streams))
 	for i, st := range streams {
 		heads[i] = st.next()
@@ -138,27 +141,34 @@ func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 	}
 }
 
-// lineStream reads the lines of a source's files in order, or extra.
-type lineStream struct {
+// stream yields lines in time order, or nil at its end.
+type stream interface{ next() *Line }
+
+// sliceStream yields lines from a slice.
+type sliceStream []Line
+
+func (s *sliceStream) next() *Line {
+	if len(*s) == 0 {
+		return nil
+	}
+	l := (*s)[0]
+	*s = (*s)[1:]
+	return &l
+}
+
+// fileStream reads the lines of a source's files in order, one at a time.
+type fileStream struct {
 	files []string
 	src   string
 	since time.Time
 	f     *os.File
-	sc    *bufio.Scanner
-	extra []Line
+	br    *bufio.Reader
+	line  []byte
 }
 
-func (s *lineStream) next() *Line {
-	if s.files == nil && s.f == nil {
-		if len(s.extra) == 0 {
-			return nil
-		}
-		l := s.extra[0]
-		s.extra = s.extra[1:]
-		return &l
-	}
+func (s *fileStream) next() *Line {
 	for {
-		if s.sc == nil {
+		if s.br == nil {
 			if len(s.files) == 0 {
 				return nil
 			}
@@ -167,19 +177,14 @@ func (s *lineStream) next() *Line {
 			if err != nil {
 				continue // removed meanwhile
 			}
-			s.f = f
-			s.sc = bufio.NewScanner(f)
-			s.sc.Buffer(make([]byte, 0, 64<<10), maxReadLine)
+			s.f, s.br = f, bufio.NewReaderSize(f, 4<<10)
 		}
-		if !s.sc.Scan() {
+		line, err := s.readLine()
+		if err != nil {
 			s.close()
-			if len(s.files) == 0 {
-				s.files = []string{} // done, but not the extra kind
-				return nil
-			}
 			continue
 		}
-		l, ok := ParseLine(s.sc.Text())
+		l, ok := ParseLine(string(line))
 		if !ok || l.Time.Before(s.since) {
 			continue
 		}
@@ -188,10 +193,40 @@ func (s *lineStream) next() *Line {
 	}
 }
 
-func (s *lineStream) close() {
+// readLine returns the next line without its newline; a line longer than
+// maxReadLine, which the writer never writes, is damage and skipped.
+func (s *fileStream) readLine() ([]byte, error) {
+	s.line = s.line[:0]
+	for {
+		part, err := s.br.ReadSlice('\n')
+		if len(s.line)+len(part) <= maxReadLine {
+			s.line = append(s.line, part...)
+		} else {
+			s.line = s.line[:0]
+			for errors.Is(err, bufio.ErrBufferFull) { // skip to its end
+				_, err = s.br.ReadSlice('\n')
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		switch {
+		case err == nil:
+			return bytes.TrimSuffix(s.line, []byte("\n")), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+		case errors.Is(err, io.EOF) && len(s.line) > 0:
+			return s.line, nil // a last line without its newline
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *fileStream) close() {
 	if s.f != nil {
 		s.f.Close()
-		s.f, s.sc = nil, nil
+		s.f, s.br = nil, nil
 	}
 }
 
@@ -223,7 +258,8 @@ func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool
 	}
 	const block = 64 << 10
 	pos := fi.Size()
-	var rest []byte // the start of a line whose beginning is not read yet
+	var rest []byte // the end of a line whose start is in a block not read yet
+	skip := false   // rest is the end of a line too long to be one: drop it whole
 	var rev []Line  // newest first
 	for pos > 0 && len(rev) < n && !done {
 		size := min(block, pos)
@@ -241,7 +277,9 @@ func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool
 			}
 			line := buf[i+1 : end]
 			end = max(i, 0)
-			if l, ok := ParseLine(string(bytes.TrimSuffix(line, []byte("\n")))); ok {
+			if skip {
+				skip = false
+			} else if l, ok := ParseLine(string(line)); ok {
 				if l.Time.Before(since) {
 					done = true
 					break
@@ -255,7 +293,7 @@ func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool
 		}
 		rest = buf[:end]
 		if len(rest) > maxReadLine {
-			rest = nil // damage: skip the over-long line
+			rest, skip = nil, true
 		}
 	}
 	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {

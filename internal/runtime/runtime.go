@@ -6,6 +6,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -74,6 +75,14 @@ type Runtime interface {
 	// List reports every instance the runtime knows, including ones started
 	// by an earlier server process.
 	List(ctx context.Context) ([]Instance, error)
-	// LogFile returns the path of an instance's output log.
-	LogFile(app, id string) string
+	// LogFile returns the path of an instance's output log: in a folder
+	// of its app's (by name and ID: a new app of a destroyed one's name
+	// gets a folder of its own).
+	LogFile(s Spec) string
+}
+
+// LogFolder names the folder of an app's logs, APP.ID: apps' names are
+// used again after they are destroyed, their IDs never.
+func LogFolder(app string, appID int64) string {
+	return app + "." + strconv.FormatInt(appID, 10)
 }

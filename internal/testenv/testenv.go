@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,9 +283,12 @@ func processesIn(dir string, users isolate.Range) []int {
 			}
 			if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err == nil && strings.HasPrefix(cwd, dir+"/") {
 				pids = append(pids, pid)
-			} else if fi, err := os.Stat("/proc/" + e.Name()); err == nil && users.Size > 0 && users.Contains(fi.Sys().(*syscall.Stat_t).Uid) {
-				pids = append(pids, pid)
 			}
+		}
+		if users.Size > 0 {
+			pids = append(pids, isolate.ProcessesOf(users)...)
+			slices.Sort(pids)
+			pids = slices.Compact(pids)
 		}
 		if len(pids) == 0 {
 			return nil

@@ -117,8 +117,8 @@ type shimState struct {
 }
 
 // LogFile returns where the instance's output goes.
-func (r *Runtime) LogFile(app, id string) string {
-	return filepath.Join(r.cfg.Logs, app, id+".log")
+func (r *Runtime) LogFile(s runtime.Spec) string {
+	return filepath.Join(r.cfg.Logs, runtime.LogFolder(s.App, s.AppID), s.ID+".log")
 }
 
 // Start prepares the instance's folder and starts its shim.
@@ -152,10 +152,10 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			return fail(err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(r.cfg.Logs, s.App), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(r.LogFile(s)), 0o755); err != nil {
 		return fail(err)
 	}
-	ss := shimSpec{Spec: s, LogFile: r.LogFile(s.App, s.ID), LogLimit: r.cfg.LogLimit}
+	ss := shimSpec{Spec: s, LogFile: r.LogFile(s), LogLimit: r.cfg.LogLimit}
 	if r.cfg.Tracker != nil {
 		track, err := r.cfg.Tracker.Group(s.AppID, isolate.Instances, s.ID)
 		if err != nil {

@@ -116,6 +116,13 @@ func TestCrashEndsDaemons(t *testing.T) {
 	syscall.Kill(in.PID, syscall.SIGKILL) // the main process only
 	waitFor(t, r, in.ID, "restarted", func(in runtime.Instance) bool { return in.Restarts == 1 })
 	waitGoneT(t, child, "a daemon of a crashed process")
+	// The restart runs in a fresh cgroup and lives on: the killed one
+	// would kill it at birth.
+	again := waitFor(t, r, in.ID, "running again", func(in runtime.Instance) bool { return in.State == runtime.StateRunning && in.Restarts == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if !alive(again.PID) {
+		t.Errorf("the restarted process %d died", again.PID)
+	}
 }
 
 func waitFor(t *testing.T, r *Runtime, id string, what string, ok func(runtime.Instance) bool) runtime.Instance {
@@ -153,7 +160,7 @@ func TestStartLogStop(t *testing.T) {
 	}
 	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
 	waitFor(t, r, in.ID, "logged", func(runtime.Instance) bool {
-		b, _ := os.ReadFile(r.LogFile("a", in.ID))
+		b, _ := os.ReadFile(r.LogFile(in.Spec))
 		return strings.Contains(string(b), " out hello 4321 hi\n") && strings.Contains(string(b), " err oops\n")
 	})
 	if err := r.Stop(ctx, in.ID); err != nil {
@@ -177,7 +184,7 @@ func TestCrashRestartsWithBackoff(t *testing.T) {
 	if got.Restarts != crashLoopAfter || got.LastExit != "exited with code 3" {
 		t.Errorf("got %d restarts, last exit %q; want %d and \"exited with code 3\"", got.Restarts, got.LastExit, crashLoopAfter)
 	}
-	b, _ := os.ReadFile(r.LogFile("a", in.ID))
+	b, _ := os.ReadFile(r.LogFile(in.Spec))
 	if !strings.Contains(string(b), "restarting in 2s") {
 		t.Errorf("log does not show the backoff growing:\n%s", b)
 	}
@@ -302,7 +309,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, r, in.ID, "OOM-killed", func(in runtime.Instance) bool { return strings.HasPrefix(in.LastExit, "OOM-killed") })
-	b, _ = os.ReadFile(r.LogFile("a", in.ID))
+	b, _ = os.ReadFile(r.LogFile(in.Spec))
 	if !strings.Contains(string(b), "paddock process OOM-killed (memory limit 32 MiB)") {
 		t.Errorf("log does not say the process was OOM-killed:\n%s", b)
 	}
