@@ -258,3 +258,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// be makes the backends of a route from addresses of listeners this test
+// process owns.
+func be(addrs ...string) []Backend {
+	bs := make([]Backend, len(addrs))
+	for i, a := range addrs {
+		bs[i] = Backend{Addr: a, UID: uint32(os.Geteuid())}
+	}
+	return bs
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"time"
 )
 
 // This file holds the HTTP/1.1 wire primitives of the forwarding path: a
@@ -41,6 +42,37 @@ type bufReader struct {
 	buf   []byte
 	r, w  int
 	nread int64 // bytes received since the last resetCount
+
+	// partial, when set, is called by readHead before it waits for more
+	// of a head that has begun to arrive (once per head): the client
+	// connection arms its header timeout there.
+	partial func() error
+	// bodyTimeout, when not 0, bounds each read while a body is copied
+	// from c (nanoseconds): fill and the body copiers re-arm the read
+	// deadline before reading, lazily (see arm).
+	bodyTimeout int64
+	// rdl is the read deadline last set on c (unix nanoseconds); 0: none.
+	rdl int64
+}
+
+// arm sets the read deadline of c to about now+d: unless the one set
+// already ends between d minus a slack (a second, or a quarter of d) and
+// d from now, so that most calls cost no more than the clock read.
+func (b *bufReader) arm(now, d int64) {
+	left := b.rdl - now
+	if b.rdl != 0 && left <= d && left >= d-min(int64(time.Second), d/4) {
+		return
+	}
+	b.rdl = now + d
+	b.c.SetReadDeadline(time.Unix(0, b.rdl))
+}
+
+// disarm clears the read deadline of c.
+func (b *bufReader) disarm() {
+	if b.rdl != 0 {
+		b.rdl = 0
+		b.c.SetReadDeadline(time.Time{})
+	}
 }
 
 func (b *bufReader) buffered() []byte { return b.buf[b.r:b.w] }
@@ -72,6 +104,9 @@ func (b *bufReader) fill(max int) error {
 		b.r = 0
 		b.buf = nb
 	}
+	if b.bodyTimeout != 0 {
+		b.arm(time.Now().UnixNano(), b.bodyTimeout)
+	}
 	n, err := b.c.Read(b.buf[b.w:])
 	b.w += n
 	b.nread += int64(n)
@@ -89,6 +124,7 @@ func (b *bufReader) fill(max int) error {
 // line are skipped, as RFC 9112 asks. The slice is valid until the next fill.
 func (b *bufReader) readHead() ([]byte, error) {
 	scanned := 0
+	partial := b.partial
 	for {
 		// Skip leading CRLFs (between pipelined requests).
 		for b.r < b.w && (b.buf[b.r] == '\r' || b.buf[b.r] == '\n') && scanned == 0 {
@@ -104,6 +140,12 @@ func (b *bufReader) readHead() ([]byte, error) {
 		}
 		if len(data) >= maxHeadBytes {
 			return nil, errHeadTooLarge
+		}
+		if len(data) > 0 && partial != nil {
+			if err := partial(); err != nil {
+				return nil, err
+			}
+			partial = nil
 		}
 		if err := b.fill(maxHeadBytes); err != nil {
 			if err == io.EOF && b.r < b.w {
@@ -319,15 +361,14 @@ func forEachToken(v []byte, f func(tok []byte)) {
 }
 
 // connInfo is what the Connection, Transfer-Encoding and Content-Length
-// fields of a message say, plus the names the Connection field lists as
-// hop-by-hop.
+// fields of a message say. Any other name the Connection field lists is
+// hop-by-hop too (see hopByHop).
 type connInfo struct {
 	close, keepAlive, upgrade bool
 	chunked                   bool
 	hasLength                 bool
 	length                    int64
-	extra                     [8][]byte // further hop-by-hop names from Connection
-	nextra                    int
+	listsNames                bool // Connection lists names besides close, keep-alive and upgrade
 	upgradeValue              []byte
 }
 
@@ -352,10 +393,7 @@ func (ci *connInfo) scan(fields []field) error {
 					case eqFold(tok, "upgrade"):
 						ci.upgrade = true
 					default:
-						if ci.nextra < len(ci.extra) {
-							ci.extra[ci.nextra] = tok
-							ci.nextra++
-						}
+						ci.listsNames = true
 					}
 				})
 			}
@@ -389,12 +427,17 @@ func (ci *connInfo) scan(fields []field) error {
 }
 
 // hopByHop reports whether the field must not be forwarded: the fixed
-// hop-by-hop set, the framing fields (re-emitted by the proxy), and any name
-// listed in the Connection field.
-func (ci *connInfo) hopByHop(name []byte) bool {
+// hop-by-hop set, the framing fields (re-emitted by the proxy), and any
+// name listed in a Connection field of fields, except Host and the
+// framing fields: those a Connection field cannot remove.
+func (ci *connInfo) hopByHop(name []byte, fields []field) bool {
 	switch len(name) {
 	case 2:
 		return eqFold(name, "te")
+	case 4:
+		if eqFold(name, "host") {
+			return false
+		}
 	case 7:
 		return eqFold(name, "upgrade")
 	case 10:
@@ -410,10 +453,60 @@ func (ci *connInfo) hopByHop(name []byte) bool {
 	case 19:
 		return eqFold(name, "proxy-authorization")
 	}
-	for i := 0; i < ci.nextra; i++ {
-		if eqFoldBytes(name, ci.extra[i]) {
+	if !ci.listsNames {
+		return false
+	}
+	for i := range fields {
+		if len(fields[i].name) == 10 && eqFold(fields[i].name, "connection") && listsToken(fields[i].value, name) {
 			return true
 		}
+	}
+	return false
+}
+
+// listsToken reports whether the comma-separated list v holds tok,
+// ignoring case.
+func listsToken(v, tok []byte) bool {
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		var t []byte
+		if i < 0 {
+			t, v = v, nil
+		} else {
+			t, v = v[:i], v[i+1:]
+		}
+		if eqFoldBytes(trimOWS(t), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// badTrailer reports whether a trailer field must be dropped: the fields
+// that frame, route or control the message (Host, Content-Length,
+// Transfer-Encoding, Trailer) and the hop-by-hop ones have no place in a
+// trailer, where a recipient that merges trailers into the head could act
+// on them.
+func badTrailer(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return eqFold(name, "te")
+	case 4:
+		return eqFold(name, "host")
+	case 7:
+		return eqFold(name, "upgrade") || eqFold(name, "trailer")
+	case 10:
+		return eqFold(name, "connection") || eqFold(name, "keep-alive")
+	case 14:
+		return eqFold(name, "content-length")
+	case 16:
+		return eqFold(name, "proxy-connection")
+	case 17:
+		return eqFold(name, "transfer-encoding")
+	case 18:
+		return eqFold(name, "proxy-authenticate")
+	case 19:
+		return eqFold(name, "proxy-authorization")
 	}
 	return false
 }
@@ -460,16 +553,27 @@ func parseHex(b []byte) (int64, bool) {
 // yet written to dst (for example the message head); the copier writes them
 // together with the first body bytes so a small message costs one write.
 type bodyCopier struct {
-	dst io.Writer
-	src *bufReader
-	out []byte
+	dst             io.Writer
+	src             *bufReader
+	out             []byte
+	dropUnderscores bool   // drop trailer fields whose name has an underscore (requests)
+	scratch         []byte // with src.bodyTimeout: the buffer of reads past src's buffer
+	werr            error  // the first error writing to dst; other errors came from src
+}
+
+func (bc *bodyCopier) write(b []byte) error {
+	_, err := bc.dst.Write(b)
+	if err != nil && bc.werr == nil {
+		bc.werr = err
+	}
+	return err
 }
 
 func (bc *bodyCopier) flush() error {
 	if len(bc.out) == 0 {
 		return nil
 	}
-	_, err := bc.dst.Write(bc.out)
+	err := bc.write(bc.out)
 	bc.out = bc.out[:0]
 	return err
 }
@@ -486,7 +590,7 @@ func (bc *bodyCopier) take(n int64) (int64, error) {
 		if err := bc.flush(); err != nil {
 			return 0, err
 		}
-		if _, err := bc.dst.Write(avail); err != nil {
+		if err := bc.write(avail); err != nil {
 			return 0, err
 		}
 	}
@@ -507,8 +611,31 @@ func (bc *bodyCopier) copyLength(n int64) error {
 	if n == 0 {
 		return nil
 	}
+	if bc.src.bodyTimeout != 0 && bc.scratch != nil {
+		// Each read within the body timeout: through a buffer, since a
+		// splice is one call that no deadline could re-arm.
+		for n > 0 {
+			bc.src.arm(time.Now().UnixNano(), bc.src.bodyTimeout)
+			k, err := bc.src.c.Read(bc.scratch[:min(int64(len(bc.scratch)), n)])
+			bc.src.nread += int64(k)
+			n -= int64(k)
+			if k > 0 {
+				if err := bc.write(bc.scratch[:k]); err != nil {
+					return err
+				}
+			}
+			if err == io.EOF && n > 0 {
+				return errUnexpectedEOF
+			}
+			if err != nil && n > 0 {
+				return err
+			}
+		}
+		return nil
+	}
 	// The rest comes straight from the socket; between two TCP connections
-	// io.CopyN splices in the kernel.
+	// io.CopyN splices in the kernel (a write error is then not told apart
+	// from a read error).
 	m, err := io.CopyN(bc.dst, bc.src.c, n)
 	bc.src.nread += m
 	if err == io.EOF {
@@ -563,6 +690,9 @@ func (bc *bodyCopier) copyChunked(dechunk bool) error {
 				colon := bytes.IndexByte(tl, ':')
 				if colon <= 0 || !isToken(tl[:colon]) || !validFieldValue(tl[colon+1:]) {
 					return errMalformed
+				}
+				if badTrailer(tl[:colon]) || bc.dropUnderscores && bytes.IndexByte(tl[:colon], '_') >= 0 {
+					continue
 				}
 				if !dechunk {
 					bc.out = append(bc.out, tl...)
