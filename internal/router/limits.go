@@ -66,6 +66,13 @@ func (l *connList) remove(c *clientConn, which int) {
 	l.n--
 }
 
+// conns returns the number of client connections.
+func (p *proxy) conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.all.n
+}
+
 // admitLocked lists c if the limits allow it, after evicting an idle
 // connection if one is needed and can be found.
 func (p *proxy) admitLocked(c *clientConn) bool {

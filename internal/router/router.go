@@ -138,6 +138,8 @@ type Status struct {
 	Version   uint64         `json:"version"`              // version of the table in use
 	Started   time.Time      `json:"started"`              //
 	Inflight  map[string]int `json:"inflight"`             // backend address -> requests in flight right now
+	// Connections is the number of client connections open now.
+	Connections int `json:"connections"`
 	// Impostors lists the backends whose port another user holds: address
 	// -> the uid that owns the listener there. The router sends them no
 	// traffic; the server should move the instance to another port.
@@ -439,6 +441,8 @@ func (s *server) status() Status {
 		Instance:  s.instance,
 		Inflight:  s.p.set.inflight(),
 		Impostors: s.p.set.impostors(),
+
+		Connections: s.p.conns(),
 	}
 }
 
