@@ -67,7 +67,8 @@ func TestAbsoluteFormSetsHost(t *testing.T) {
 		wantURI, wantHst string
 	}{
 		{"path", "http://vic.localhost/reset?user=1", 200, "/reset?user=1", "vic.localhost"},
-		{"with port and userinfo", "http://someone@VIC.localhost:8080/x", 200, "/x", "VIC.localhost:8080"},
+		{"with port", "http://VIC.localhost:8080/x", 200, "/x", "VIC.localhost:8080"},
+		{"userinfo", "http://vic.localhost@attacker.example/x", 400, "", ""},
 		{"no path", "http://vic.localhost", 200, "/", "vic.localhost"},
 		{"query only", "http://vic.localhost?a=b", 200, "/?a=b", "vic.localhost"},
 		{"https scheme", "https://vic.localhost/s", 200, "/s", "vic.localhost"},

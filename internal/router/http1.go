@@ -174,9 +174,11 @@ func headEnd(data []byte, from int) int {
 	}
 }
 
-// readLine returns the next line without its line end, for chunk framing.
-// Before it has to block on the connection it calls flush, so that bytes
-// already gathered reach the other side without delay (streaming).
+// readLine returns the next line without its CRLF, for chunk framing (a
+// bare LF or CR is refused: RFC 9112 7.1 allows no leniency there, and
+// net/http has none). Before it has to block on the connection it calls
+// flush, so that bytes already gathered reach the other side without delay
+// (streaming).
 func (b *bufReader) readLine(flush func() error) ([]byte, error) {
 	for {
 		data := b.buf[b.r:b.w]
@@ -185,6 +187,8 @@ func (b *bufReader) readLine(flush func() error) ([]byte, error) {
 			b.discard(i + 1)
 			if n := len(line); n > 0 && line[n-1] == '\r' {
 				line = line[:n-1]
+			} else {
+				return nil, errMalformed
 			}
 			if bytes.IndexByte(line, '\r') >= 0 {
 				return nil, errMalformed
@@ -527,6 +531,21 @@ func appendHex(b []byte, n uint64) []byte {
 	return append(b, tmp[i:]...)
 }
 
+// parseChunkSize reads a chunk-size line (without its CRLF): hex digits,
+// then nothing, whitespace, or ";" and extensions (dropped). Leading
+// whitespace and whitespace before ";" are refused, as net/http does.
+func parseChunkSize(line []byte) (int64, bool) {
+	end := 0
+	for end < len(line) && (lower(line[end]) >= 'a' && lower(line[end]) <= 'f' || '0' <= line[end] && line[end] <= '9') {
+		end++
+	}
+	rest := line[end:]
+	if len(rest) > 0 && rest[0] != ';' && len(trimOWS(rest)) != 0 {
+		return 0, false
+	}
+	return parseHex(line[:end])
+}
+
 func parseHex(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 15 {
 		return 0, false
@@ -668,10 +687,7 @@ func (bc *bodyCopier) copyChunked(dechunk bool) error {
 		if err != nil {
 			return err
 		}
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		size, ok := parseHex(trimOWS(line))
+		size, ok := parseChunkSize(line)
 		if !ok {
 			return errMalformed
 		}

@@ -59,10 +59,13 @@ func parseRequestHead(head []byte, h *reqHead) (int, string) {
 	target, version := rest[:sp2], rest[sp2+1:]
 	h.req = request{}
 	req := &h.req
-	switch string(version) {
-	case "HTTP/1.1":
-	case "HTTP/1.0":
+	switch {
+	case string(version) == "HTTP/1.1":
+	case string(version) == "HTTP/1.0":
 		req.http10 = true
+	case len(version) == 8 && string(version[:7]) == "HTTP/1." && '2' <= version[7] && version[7] <= '9':
+		// A later minor version is read as the highest one known (RFC
+		// 9112 2.3), and forwarded as HTTP/1.1.
 	default:
 		if len(version) == 8 && bytes.HasPrefix(version, []byte("HTTP/")) && '0' <= version[5] && version[5] <= '9' &&
 			version[6] == '.' && '0' <= version[7] && version[7] <= '9' {
@@ -139,9 +142,9 @@ var (
 )
 
 // splitAbsolute splits an absolute-form target ("http://authority/path?q"
-// or https) into its authority, without userinfo, and the rest: a path
-// and query, a query alone (forwarded after a "/"), or nothing (forwarded
-// as "/"). Other schemes, fragments and empty authorities are refused.
+// or https) into its authority and the rest: a path and query, a query
+// alone (forwarded after a "/"), or nothing (forwarded as "/"). Other
+// schemes, fragments, userinfo and empty authorities are refused.
 func splitAbsolute(t []byte) (auth, rest []byte, ok bool) {
 	switch {
 	case len(t) > 7 && eqFold(t[:7], "http://"):
@@ -160,18 +163,17 @@ func splitAbsolute(t []byte) (auth, rest []byte, ok bool) {
 	} else {
 		rest = nil
 	}
-	if i := bytes.LastIndexByte(auth, '@'); i >= 0 {
-		auth = auth[i+1:]
-	}
-	if len(auth) == 0 {
+	if len(auth) == 0 || bytes.IndexByte(auth, '@') >= 0 {
+		// Userinfo in a request target is an error (RFC 9110 4.2.4).
 		return nil, nil, false
 	}
 	return auth, rest, true
 }
 
 // validHost accepts a host, an optional port: a registered name of
-// letters, digits and -._~!$&'()*+,;=% (RFC 3986 reg-name), or an IPv6
-// literal in brackets; a port of digits.
+// letters, digits and -._~!$&'()*+,;= (RFC 3986 reg-name, without
+// percent-encoding, which net/http refuses in an absolute-form target),
+// or an IPv6 literal in brackets; a port of digits.
 func validHost(h []byte) bool {
 	if h[0] == '[' {
 		end := bytes.IndexByte(h, ']')
@@ -223,7 +225,7 @@ var hostTable = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "-._~!$&'()*+,;=%" {
+	for _, c := range "-._~!$&'()*+,;=" {
 		t[c] = true
 	}
 	return t
@@ -338,17 +340,31 @@ func appendForwardHead(out []byte, h *reqHead, fi forwardInfo, newID func([]byte
 	return append(out, "\r\n\r\n"...)
 }
 
-// validTarget checks a request target: visible ASCII and obs-text only.
+// validTarget checks a request target: visible ASCII and obs-text only,
+// and in its path (before any "?") a "%" only as a percent-encoded byte,
+// as net/http requires.
 func validTarget(t []byte) bool {
 	if len(t) == 0 {
 		return false
 	}
-	for _, c := range t {
-		if c <= ' ' || c == 0x7f {
+	inPath := true
+	for i, c := range t {
+		switch {
+		case c <= ' ' || c == 0x7f:
 			return false
+		case c == '?':
+			inPath = false
+		case c == '%' && inPath:
+			if i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2]) {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= lower(c) && lower(c) <= 'f'
 }
 
 // hostKey turns a Host value into the table key: port stripped, lower
