@@ -145,7 +145,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 			bc.r.arm(now, rht)
 		}
 	}
-	if _, err := bc.c.Write(c.out); err != nil {
+	if _, err := bc.write(c.out); err != nil {
 		if req.replayable {
 			return resRetry, false, err
 		}

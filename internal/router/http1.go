@@ -53,6 +53,8 @@ type bufReader struct {
 	bodyTimeout int64
 	// rdl is the read deadline last set on c (unix nanoseconds); 0: none.
 	rdl int64
+	// raw, when set, reads c (see rawio.go).
+	raw *rawIO
 }
 
 // arm sets the read deadline of c to about now+d: unless the one set
@@ -107,7 +109,13 @@ func (b *bufReader) fill(max int) error {
 	if b.bodyTimeout != 0 {
 		b.arm(time.Now().UnixNano(), b.bodyTimeout)
 	}
-	n, err := b.c.Read(b.buf[b.w:])
+	var n int
+	var err error
+	if b.raw != nil {
+		n, err = b.raw.read(b.buf[b.w:])
+	} else {
+		n, err = b.c.Read(b.buf[b.w:])
+	}
 	b.w += n
 	b.nread += int64(n)
 	if n > 0 {

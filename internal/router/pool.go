@@ -66,7 +66,8 @@ func newBackend(addr string, set *backendSet) *backend {
 // bconn is a connection to a backend with its read buffer.
 type bconn struct {
 	c      *net.TCPConn
-	fd     int // c's descriptor, for the idle check; valid while c is open
+	fd     int    // c's descriptor, for the idle check; valid while c is open
+	raw    *rawIO // raw reads and writes of c (see rawio.go)
 	r      bufReader
 	b      *backend
 	reused bool
@@ -157,8 +158,8 @@ func (b *backend) dial() (*bconn, error) {
 		}
 	}
 	b.downUntil.Store(0)
-	bc := &bconn{c: tc, b: b, fd: -1}
-	bc.r = bufReader{c: tc, buf: make([]byte, backendBufSize)}
+	bc := &bconn{c: tc, b: b, fd: -1, raw: newRawIO(tc)}
+	bc.r = bufReader{c: tc, buf: make([]byte, backendBufSize), raw: bc.raw}
 	if rc, err := tc.SyscallConn(); err == nil {
 		rc.Control(func(fd uintptr) { bc.fd = int(fd) })
 	}
@@ -285,4 +286,12 @@ func (bc *bconn) peek() peekResult {
 		return peekClosed
 	}
 	return peekStray
+}
+
+// write writes b to the backend.
+func (bc *bconn) write(b []byte) (int, error) {
+	if bc.raw != nil {
+		return bc.raw.write(b)
+	}
+	return bc.c.Write(b)
 }

@@ -233,6 +233,7 @@ type clientConn struct {
 	c         net.Conn     // a *net.TCPConn or a *tls.Conn
 	tcp       *net.TCPConn // c over plain HTTP; nil over TLS
 	raw       *net.TCPConn // the TCP connection under c
+	rawio     *rawIO       // raw reads and writes of c over plain HTTP; nil over TLS
 	addr      netip.Addr   // the client's address
 	r         bufReader
 	bufp      *[]byte
@@ -275,6 +276,10 @@ func (c *clientConn) serve() {
 	}
 	c.bufp = p.bufs.Get().(*[]byte)
 	c.r = bufReader{c: c.c, buf: *c.bufp}
+	if c.tcp != nil {
+		c.rawio = newRawIO(c.tcp)
+		c.r.raw = c.rawio
+	}
 	if p.headerTimeout != 0 {
 		c.r.partial = c.headPartial
 	}
@@ -456,6 +461,9 @@ func (c *clientConn) armWrite() {
 // Write writes to the client within the write timeout.
 func (c *clientConn) Write(b []byte) (int, error) {
 	c.armWrite()
+	if c.rawio != nil {
+		return c.rawio.write(b)
+	}
 	return c.c.Write(b)
 }
 
