@@ -182,12 +182,16 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 				return err
 			case <-t.C:
 			}
-			c.c.SetReadDeadline(aLongTimeAgo)
-			c.r.rdl = deadlinePast
 		}
+		// Stop the sender: its reads of the client, its writes to the
+		// backend.
+		c.bodyAbort.Store(true)
+		c.c.SetReadDeadline(aLongTimeAgo)
 		bc.c.Close()
 		err := <-bodyDone
 		bodyDone = nil
+		c.bodyAbort.Store(false)
+		c.r.rdl = deadlinePast
 		if err == nil {
 			err = errors.New("request body not fully sent")
 		}
@@ -345,6 +349,8 @@ func (c *clientConn) sendBody(bc *bconn, req request, done chan<- error) {
 	bp := p.bufs.Get().(*[]byte)
 	cp := bodyCopier{dst: bc.c, src: &c.r, out: (*bp)[:0], dropUnderscores: true}
 	var sp *[]byte
+	c.r.abort = &c.bodyAbort
+	defer func() { c.r.abort = nil }()
 	if p.bodyTimeout != 0 {
 		c.r.bodyTimeout = p.bodyTimeout
 		if !req.chunked {
@@ -367,15 +373,18 @@ func (c *clientConn) sendBody(bc *bconn, req request, done chan<- error) {
 		p.bufs.Put(bp)
 	}
 	if err != nil {
-		// The exchange cannot complete: unblock the response read.
-		bc.c.Close()
 		// Who failed: with a body timeout (or chunks), every write went
 		// through the copier, which keeps its write error; without, only
-		// the framing errors are surely the client's.
-		if cp.werr == nil && (p.bodyTimeout != 0 || req.chunked ||
+		// the framing errors are surely the client's. A copy the exchange
+		// stopped (the backend answered or failed) is not the client's
+		// doing. Decided before the close below, which the exchange sees.
+		stopped := c.bodyAbort.Load() || errors.Is(err, errBodyAborted)
+		if !stopped && cp.werr == nil && (p.bodyTimeout != 0 || req.chunked ||
 			errors.Is(err, errMalformed) || errors.Is(err, errUnexpectedEOF) || errors.Is(err, errChunkLineTooBig)) {
 			err = &clientError{err}
 		}
+		// The exchange cannot complete: unblock the response read.
+		bc.c.Close()
 	} else if p.respTimeout != 0 {
 		bc.headMu.Lock()
 		if !bc.headIn {

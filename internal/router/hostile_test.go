@@ -598,3 +598,50 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	close(release)
 }
+
+// TestBackendAnswersBeforeTheBody: an app that answers (413) without
+// reading a slow client's body has the rest of the body cut off at once,
+// not after the body timeout.
+func TestBackendAnswersBeforeTheBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+			}()
+		}
+	}()
+	r := startRouter(t, "")
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(ln.Addr().String())}}})
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 100000\r\n\r\nfirst bytes")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("after %v: %v (got %q)", time.Since(start), err, raw)
+	}
+	if !strings.HasPrefix(string(raw), "HTTP/1.1 413 ") || !strings.HasSuffix(string(raw), "too large") {
+		t.Errorf("answer: got %q, want the app's 413", raw)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the connection closed %v after the answer, want at once", took)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,6 +56,22 @@ type bufReader struct {
 	rdl int64
 	// raw, when set, reads c (see rawio.go).
 	raw *rawIO
+	// abort, when set and true, makes body reads fail: another goroutine
+	// stops the body copy by setting it and then a read deadline in the
+	// past, which a re-arming read could otherwise undo.
+	abort *atomic.Bool
+}
+
+var errBodyAborted = errors.New("request body copy stopped")
+
+// armBody re-arms the read deadline of a body read and reports whether the
+// read may go on.
+func (b *bufReader) armBody() error {
+	b.arm(time.Now().UnixNano(), b.bodyTimeout)
+	if b.abort != nil && b.abort.Load() {
+		return errBodyAborted
+	}
+	return nil
 }
 
 // arm sets the read deadline of c to about now+d: unless the one set
@@ -86,6 +103,14 @@ func (b *bufReader) discard(n int) {
 	}
 }
 
+// read reads from the connection, past the buffer.
+func (b *bufReader) read(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.read(p)
+	}
+	return b.c.Read(p)
+}
+
 // fill reads once from the connection into the free part of the buffer,
 // first compacting it, and growing it up to max if it is full.
 func (b *bufReader) fill(max int) error {
@@ -107,15 +132,11 @@ func (b *bufReader) fill(max int) error {
 		b.buf = nb
 	}
 	if b.bodyTimeout != 0 {
-		b.arm(time.Now().UnixNano(), b.bodyTimeout)
+		if err := b.armBody(); err != nil {
+			return err
+		}
 	}
-	var n int
-	var err error
-	if b.raw != nil {
-		n, err = b.raw.read(b.buf[b.w:])
-	} else {
-		n, err = b.c.Read(b.buf[b.w:])
-	}
+	n, err := b.read(b.buf[b.w:])
 	b.w += n
 	b.nread += int64(n)
 	if n > 0 {
@@ -642,8 +663,10 @@ func (bc *bodyCopier) copyLength(n int64) error {
 		// Each read within the body timeout: through a buffer, since a
 		// splice is one call that no deadline could re-arm.
 		for n > 0 {
-			bc.src.arm(time.Now().UnixNano(), bc.src.bodyTimeout)
-			k, err := bc.src.c.Read(bc.scratch[:min(int64(len(bc.scratch)), n)])
+			if err := bc.src.armBody(); err != nil {
+				return err
+			}
+			k, err := bc.src.read(bc.scratch[:min(int64(len(bc.scratch)), n)])
 			bc.src.nread += int64(k)
 			n -= int64(k)
 			if k > 0 {

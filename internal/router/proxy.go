@@ -256,6 +256,7 @@ type clientConn struct {
 	waitSince atomic.Int64
 	watchDone chan struct{}
 	gone      atomic.Bool // the client went away while its request was at a backend
+	bodyAbort atomic.Bool // the exchange stops the copy of the request body (see sendBody)
 }
 
 func (c *clientConn) serve() {
