@@ -40,7 +40,8 @@ const (
 // is watched.
 const watchAfter = time.Second
 
-// startWaiting marks the request just sent as waiting at bc.
+// startWaiting marks the request just sent (c.cur) as waiting for its
+// response.
 func (c *clientConn) startWaiting(now int64) {
 	c.waitSince.Store(now)
 	c.watch.Store(watchWaiting)
