@@ -11,6 +11,13 @@
 // certificates from files or signed by the platform CA (see tls.go). Only
 // the CLI's hidden "paddock router" command runs Run; the server uses
 // Client.
+//
+// Every client and every app is assumed hostile. The router parses
+// strictly (http1.go, request.go; differentially fuzzed against net/http),
+// bounds time and connections per client (proxy.go, limits.go, watch.go),
+// sends an app's traffic only to a listener its user owns (owner.go),
+// drops root once its ports are bound (privileges.go), and never touches
+// the state of a newer router on the same folder (state.go).
 package router
 
 import (
