@@ -63,6 +63,7 @@ func main() {
 
 func run() error {
 	backend := flag.String("backend", "", "backend address host:port (required)")
+	backendUID := flag.Int("backend-uid", os.Geteuid(), "the user that runs the backend (the router checks it owns the listener)")
 	stateDir := flag.String("state", "", "router state folder (required)")
 	addrFile := flag.String("addr-file", "", "write the router's listen address to this file")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the router to this file")
@@ -97,8 +98,8 @@ func run() error {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := c.Push(pctx, router.Table{Version: 1, Routes: []router.Route{
-			{Host: "bench.localhost", App: "bench", Backends: []string{*backend}},
-			{Host: "localhost", App: "bench", Backends: []string{*backend}},
+			{Host: "bench.localhost", App: "bench", Backends: []router.Backend{{Addr: *backend, UID: uint32(*backendUID)}}},
+			{Host: "localhost", App: "bench", Backends: []router.Backend{{Addr: *backend, UID: uint32(*backendUID)}}},
 		}})
 		cancel()
 		if err == nil {

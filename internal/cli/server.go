@@ -125,5 +125,12 @@ func (e *env) routerCmd() *cobra.Command {
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate file served for every host")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key file of --tls-cert")
 	f.StringVar(&cfg.CADir, "ca-dir", "", "the platform CA's folder, to sign a certificate per routed host")
+	f.IntVar(&cfg.UID, "uid", 0, "switch to this user once the ports are bound (0: stay as is; needs --gid)")
+	f.IntVar(&cfg.GID, "gid", 0, "switch to this group once the ports are bound (0: stay as is)")
+	f.DurationVar(&cfg.HeaderTimeout, "header-timeout", 0, "time to receive a request head (default 60s; negative: none)")
+	f.DurationVar(&cfg.BodyTimeout, "body-timeout", 0, "time for each read of a request body (default 60s; negative: none)")
+	f.DurationVar(&cfg.ResponseHeaderTimeout, "response-header-timeout", 0, "time for an app to send its response head, else 504 (default 60s; negative: none)")
+	f.IntVar(&cfg.MaxConns, "max-conns", 0, "client connections in total (default 10000; negative: no cap)")
+	f.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", 0, "client connections from one address (default 1000; negative: no cap)")
 	return cmd
 }

@@ -585,7 +585,7 @@ func (s *Service) drain(ctx context.Context, in runtime.Instance) {
 // route pushes the table of healthy web instances to the router when it
 // changed, or when the router reports another version (it restarted).
 func (s *Service) route(ctx context.Context, apps []store.App, domains []store.Domain, insts []runtime.Instance) error {
-	backends := map[string][]string{}
+	backends := map[string][]router.Backend{}
 	warming := false
 	s.rec.mu.Lock()
 	for _, in := range insts {
@@ -597,7 +597,12 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 			continue
 		}
 		if h != nil && h.ok && h.started.Equal(in.StartedAt) {
-			backends[in.App] = append(backends[in.App], "127.0.0.1:"+strconv.Itoa(in.Port))
+			// The router sends traffic only to a listener this user owns.
+			uid := in.UID
+			if uid == 0 {
+				uid = uint32(os.Geteuid()) // the instance runs as the runtime's (our) user
+			}
+			backends[in.App] = append(backends[in.App], router.Backend{Addr: "127.0.0.1:" + strconv.Itoa(in.Port), UID: uid})
 		}
 	}
 	if warming && s.now().Before(s.rec.warmUntil) {
@@ -615,7 +620,7 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 	}
 	for _, a := range apps {
 		b := backends[a.Name]
-		sort.Strings(b)
+		sort.Slice(b, func(i, j int) bool { return b[i].Addr < b[j].Addr })
 		for _, h := range hosts[a.Name] {
 			t.Routes = append(t.Routes, router.Route{Host: h, App: a.Name, Backends: b})
 		}

@@ -41,7 +41,7 @@ func BenchmarkProxy(b *testing.B) {
 	r := startRouterConfig(b, Config{TLSListen: "127.0.0.1:0", CADir: caDir})
 	nowt := startRouterConfig(b, Config{ClientWriteTimeout: -1})
 	for _, r := range []*testRouter{r, nowt} {
-		if err := r.client.Push(b.Context(), Table{Version: 1, Routes: []Route{{Host: "bench.localhost", App: "bench", Backends: []string{s.Listener.Addr().String()}}}}); err != nil {
+		if err := r.client.Push(b.Context(), Table{Version: 1, Routes: []Route{{Host: "bench.localhost", App: "bench", Backends: be(s.Listener.Addr().String())}}}); err != nil {
 			b.Fatal(err)
 		}
 	}

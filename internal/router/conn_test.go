@@ -14,7 +14,7 @@ import (
 func TestConnectionHandling(t *testing.T) {
 	r := startRouter(t, "")
 	b := newNamedBackend(t, "b")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{b.addr()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(b.addr())}}})
 	tests := []struct {
 		name      string
 		raw       string // written at once
@@ -77,7 +77,7 @@ func TestConnectionHandling(t *testing.T) {
 func TestChunkedResponseTrailers(t *testing.T) {
 	s := newTrailerBackend(t)
 	r := startRouter(t, "")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{s}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(s)}}})
 	req, _ := http.NewRequest("GET", r.url("/"), nil)
 	req.Host = "app.localhost"
 	resp, err := testClient.Do(req)

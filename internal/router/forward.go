@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"time"
 )
@@ -17,11 +18,24 @@ import (
 type result int
 
 const (
-	resDone    result = iota // the response went to the client
-	resRetry                 // failed before any response byte; may go to another backend
-	resFailed                // failed before any byte reached the client; answer 502
-	resAborted               // failed after bytes reached the client: close it
+	resDone        result = iota // the response went to the client
+	resRetry                     // failed before any response byte; may go to another backend
+	resFailed                    // failed before any byte reached the client; answer 502
+	resTimeout                   // no response head within the response header timeout; answer 504
+	resClientFault               // the client's request body was malformed, too slow or cut short
+	resAborted                   // failed after bytes reached the client: close it
 )
+
+// errCut is the error of an exchange that starts after the shutdown grace.
+var errCut = errors.New("shutting down")
+
+// clientError wraps an error of reading the request body from the client.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "request body: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // forward sends the request in c.out to a backend of rt, retrying on
 // another connection or backend when that is safe, and relays the response.
@@ -43,20 +57,13 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 			skip = append(skip, b)
 			continue
 		}
-		if bc.reused && !req.replayable && !bc.alive() {
-			// Do not send a request that cannot be retried on a connection
-			// the backend has already closed.
-			bc.c.Close()
-			b.closeIdle()
-			if bc, err = b.dial(); err != nil {
-				lastErr = err
-				skip = append(skip, b)
-				continue
-			}
-		}
 		b.inflight.Add(1)
 		res, keep, err := c.exchange(bc, req)
 		b.inflight.Add(-1)
+		if c.gone.Load() {
+			c.p.log.Debug("client went away while its request was at the backend", "app", rt.app, "backend", b.addr, "remote", string(c.ip))
+			return false
+		}
 		switch res {
 		case resDone:
 			return keep
@@ -70,11 +77,18 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 				skip = append(skip, b)
 			}
 			continue
+		case resTimeout:
+			c.p.log.Warn("backend did not answer in time", "app", rt.app, "backend", b.addr, "timeout", time.Duration(c.p.respTimeout))
+			return c.writeError(504, rt.msg504, keepOnError && !req.bodyLeft)
+		case resClientFault:
+			return c.clientFault(rt, err)
 		case resFailed:
 			c.p.log.Warn("backend failed", "app", rt.app, "backend", b.addr, "err", err)
 			return c.writeError(502, rt.msg502bad, keepOnError && !req.bodyLeft)
 		default:
-			c.p.log.Warn("response aborted", "app", rt.app, "backend", b.addr, "err", err)
+			if err != errCut {
+				c.p.log.Warn("response aborted", "app", rt.app, "backend", b.addr, "err", err)
+			}
 			return false
 		}
 	}
@@ -86,19 +100,52 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 	return c.writeError(502, rt.msg502, keepOnError && !req.bodyLeft)
 }
 
+// clientFault answers a request whose body the client failed to send: 400
+// for a malformed body, 408 for one too slow, nothing to a client that
+// went away. It is logged as the client's doing, not the app's.
+func (c *clientConn) clientFault(rt *route, err error) bool {
+	switch {
+	case isTimeout(err):
+		c.p.log.Info("request body not received in time", "app", rt.app, "remote", string(c.ip), "timeout", time.Duration(c.p.bodyTimeout))
+		c.writeError(408, "request body not received in time\n", false)
+	case errors.Is(err, errMalformed) || errors.Is(err, errChunkLineTooBig):
+		c.p.log.Info("malformed request body from the client", "app", rt.app, "remote", string(c.ip), "err", err)
+		c.writeError(400, "malformed request body\n", false)
+	default:
+		c.p.log.Debug("client went away while sending its request body", "app", rt.app, "remote", string(c.ip), "err", err)
+	}
+	return false
+}
+
 // exchange writes the request to bc and relays the response to the client.
 // It owns bc: it returns it to the pool or closes it.
 func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient bool, err error) {
 	reuse := false
+	c.cur.Store(bc)
 	defer func() {
+		c.stopWatch()
+		c.cur.Store(nil)
 		if reuse {
 			bc.b.put(bc)
 		} else {
 			bc.c.Close()
 		}
 	}()
+	if c.p.cut.Load() {
+		return resAborted, false, errCut
+	}
 	bc.r.nread = 0
-	if _, err := bc.c.Write(c.out); err != nil {
+	now := time.Now().UnixNano()
+	rht := c.p.respTimeout
+	if rht != 0 {
+		if req.bodyLeft {
+			// The wait starts once the body is sent (see sendBody).
+			bc.r.disarm()
+		} else {
+			bc.r.arm(now, rht)
+		}
+	}
+	if _, err := bc.write(c.out); err != nil {
 		if req.replayable {
 			return resRetry, false, err
 		}
@@ -106,8 +153,11 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	}
 	var bodyDone chan error
 	if req.bodyLeft {
+		bc.headIn = false
 		bodyDone = make(chan error, 1)
 		go c.sendBody(bc, *req, bodyDone)
+	} else {
+		c.startWaiting(now)
 	}
 	// waitBody settles the request body before the exchange ends.
 	waitBody := func(answered bool) error {
@@ -132,11 +182,16 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 				return err
 			case <-t.C:
 			}
-			c.c.SetReadDeadline(aLongTimeAgo)
 		}
+		// Stop the sender: its reads of the client, its writes to the
+		// backend.
+		c.bodyAbort.Store(true)
+		c.c.SetReadDeadline(aLongTimeAgo)
 		bc.c.Close()
 		err := <-bodyDone
 		bodyDone = nil
+		c.bodyAbort.Store(false)
+		c.r.rdl = deadlinePast
 		if err == nil {
 			err = errors.New("request body not fully sent")
 		}
@@ -149,7 +204,14 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	for {
 		head, err := bc.r.readHead()
 		if err != nil {
+			c.stopWatch()
 			berr := waitBody(false)
+			if _, ok := errors.AsType[*clientError](berr); ok {
+				return resClientFault, false, berr
+			}
+			if isTimeout(err) {
+				return resTimeout, false, err
+			}
 			if bc.r.nread == 0 && req.replayable {
 				return resRetry, false, err
 			}
@@ -168,8 +230,8 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 			waitBody(false)
 			return resFailed, false, errMalformed
 		}
-		fields, err := parseFields(head[nl+1:], c.fields[:0])
-		c.fields = fields[:0]
+		fields, err := parseFields(head[nl+1:], c.h.fields[:0])
+		c.h.fields = fields[:0]
 		if err != nil {
 			waitBody(false)
 			return resFailed, false, err
@@ -193,6 +255,12 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 				return resAborted, false, err
 			}
 		}
+	}
+	c.stopWatch()
+	if req.bodyLeft {
+		bc.headMu.Lock()
+		bc.headIn = true
+		bc.headMu.Unlock()
 	}
 
 	if code == 101 {
@@ -228,6 +296,10 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	respVersion11 := len(status) >= 8 && status[7] == '1'
 	reuse = mode != bodyUntilEOF && !ri.close && (respVersion11 || ri.keepAlive)
 	keepClient = req.keepAlive && mode != bodyUntilEOF && !(req.http10 && mode == bodyChunked) && !c.p.shutting.Load()
+	if mode != bodyNone && !(mode == bodyLength && int64(len(bc.r.buffered())) >= ri.length) {
+		// The body may stream for any time: only the head had a deadline.
+		bc.r.disarm()
+	}
 
 	out := c.out
 	if mode == bodyChunked && !req.http10 {
@@ -269,23 +341,56 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	return resDone, keepClient, nil
 }
 
-// sendBody copies the rest of the request body to the backend.
+// sendBody copies the rest of the request body to the backend, each read
+// from the client within the body timeout. Once the body is sent, the
+// response header timeout starts, unless the response head came first.
 func (c *clientConn) sendBody(bc *bconn, req request, done chan<- error) {
-	bp := c.p.bufs.Get().(*[]byte)
-	cp := bodyCopier{dst: bc.c, src: &c.r, out: (*bp)[:0]}
+	p := c.p
+	bp := p.bufs.Get().(*[]byte)
+	cp := bodyCopier{dst: bc.c, src: &c.r, out: (*bp)[:0], dropUnderscores: true}
+	var sp *[]byte
+	c.r.abort = &c.bodyAbort
+	defer func() { c.r.abort = nil }()
+	if p.bodyTimeout != 0 {
+		c.r.bodyTimeout = p.bodyTimeout
+		if !req.chunked {
+			sp = p.tlsBufs.Get().(*[]byte)
+			cp.scratch = *sp
+		}
+	}
 	var err error
 	if req.chunked {
 		err = cp.copyChunked(false)
 	} else {
 		err = cp.copyLength(req.length)
 	}
+	c.r.bodyTimeout = 0
+	if sp != nil {
+		p.tlsBufs.Put(sp)
+	}
 	if cap(cp.out) == clientBufSize {
 		*bp = cp.out[:clientBufSize]
-		c.p.bufs.Put(bp)
+		p.bufs.Put(bp)
 	}
 	if err != nil {
+		// Who failed: with a body timeout (or chunks), every write went
+		// through the copier, which keeps its write error; without, only
+		// the framing errors are surely the client's. A copy the exchange
+		// stopped (the backend answered or failed) is not the client's
+		// doing. Decided before the close below, which the exchange sees.
+		stopped := c.bodyAbort.Load() || errors.Is(err, errBodyAborted)
+		if !stopped && cp.werr == nil && (p.bodyTimeout != 0 || req.chunked ||
+			errors.Is(err, errMalformed) || errors.Is(err, errUnexpectedEOF) || errors.Is(err, errChunkLineTooBig)) {
+			err = &clientError{err}
+		}
 		// The exchange cannot complete: unblock the response read.
 		bc.c.Close()
+	} else if p.respTimeout != 0 {
+		bc.headMu.Lock()
+		if !bc.headIn {
+			bc.r.arm(time.Now().UnixNano(), p.respTimeout)
+		}
+		bc.headMu.Unlock()
 	}
 	done <- err
 }
@@ -302,6 +407,8 @@ func (c *clientConn) tunnel(bc *bconn) error {
 	}
 	c.out = cp.out
 	c.c.SetDeadline(time.Time{})
+	c.r.rdl = 0
+	bc.r.disarm()
 	up := make(chan error, 1)
 	go func() {
 		var err error
@@ -332,7 +439,7 @@ func appendResponseHead(out, status []byte, fields []field, ci *connInfo) []byte
 	out = append(out, "\r\n"...)
 	for i := range fields {
 		f := &fields[i]
-		if ci.hopByHop(f.name) {
+		if ci.hopByHop(f.name, fields) {
 			continue
 		}
 		out = append(out, f.name...)

@@ -3,28 +3,62 @@ package router
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // TestMain lets the test binary run as a backend process (for the tests
-// that kill a real instance).
+// that kill a real instance or squat a port) or as a router process (for
+// the tests of its lifecycle and privileges).
 func TestMain(m *testing.M) {
 	if os.Getenv("ROUTER_TEST_BACKEND") == "1" {
 		runBackendProcess()
 		return
 	}
+	if cfg, ok := os.LookupEnv("ROUTER_TEST_ROUTER"); ok {
+		runRouterProcess(cfg)
+		return
+	}
 	os.Exit(m.Run())
+}
+
+// procConfig is the part of a Config a router process gets (as JSON in
+// ROUTER_TEST_ROUTER).
+type procConfig struct {
+	StateDir, Listen string
+	UID, GID         int
+}
+
+// runRouterProcess runs Run with the procConfig in cfg until SIGTERM, as
+// `paddock router` does, logging to stderr.
+func runRouterProcess(cfg string) {
+	var pc procConfig
+	if err := json.Unmarshal([]byte(cfg), &pc); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	c := Config{StateDir: pc.StateDir, Listen: pc.Listen, UID: pc.UID, GID: pc.GID}
+	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := Run(ctx, c); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
 
 // runBackendProcess serves "ok NAME" on 127.0.0.1:0 and prints its address.
@@ -257,4 +291,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// be makes the backends of a route from addresses of listeners this test
+// process owns.
+func be(addrs ...string) []Backend {
+	bs := make([]Backend, len(addrs))
+	for i, a := range addrs {
+		bs[i] = Backend{Addr: a, UID: uint32(os.Geteuid())}
+	}
+	return bs
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
+	"time"
 )
 
 // This file holds the HTTP/1.1 wire primitives of the forwarding path: a
@@ -41,6 +43,55 @@ type bufReader struct {
 	buf   []byte
 	r, w  int
 	nread int64 // bytes received since the last resetCount
+
+	// partial, when set, is called by readHead before it waits for more
+	// of a head that has begun to arrive (once per head): the client
+	// connection arms its header timeout there.
+	partial func() error
+	// bodyTimeout, when not 0, bounds each read while a body is copied
+	// from c (nanoseconds): fill and the body copiers re-arm the read
+	// deadline before reading, lazily (see arm).
+	bodyTimeout int64
+	// rdl is the read deadline last set on c (unix nanoseconds); 0: none.
+	rdl int64
+	// raw, when set, reads c (see rawio.go).
+	raw *rawIO
+	// abort, when set and true, makes body reads fail: another goroutine
+	// stops the body copy by setting it and then a read deadline in the
+	// past, which a re-arming read could otherwise undo.
+	abort *atomic.Bool
+}
+
+var errBodyAborted = errors.New("request body copy stopped")
+
+// armBody re-arms the read deadline of a body read and reports whether the
+// read may go on.
+func (b *bufReader) armBody() error {
+	b.arm(time.Now().UnixNano(), b.bodyTimeout)
+	if b.abort != nil && b.abort.Load() {
+		return errBodyAborted
+	}
+	return nil
+}
+
+// arm sets the read deadline of c to about now+d: unless the one set
+// already ends between d minus a slack (a second, or a quarter of d) and
+// d from now, so that most calls cost no more than the clock read.
+func (b *bufReader) arm(now, d int64) {
+	left := b.rdl - now
+	if b.rdl != 0 && left <= d && left >= d-min(int64(time.Second), d/4) {
+		return
+	}
+	b.rdl = now + d
+	b.c.SetReadDeadline(time.Unix(0, b.rdl))
+}
+
+// disarm clears the read deadline of c.
+func (b *bufReader) disarm() {
+	if b.rdl != 0 {
+		b.rdl = 0
+		b.c.SetReadDeadline(time.Time{})
+	}
 }
 
 func (b *bufReader) buffered() []byte { return b.buf[b.r:b.w] }
@@ -50,6 +101,14 @@ func (b *bufReader) discard(n int) {
 	if b.r == b.w {
 		b.r, b.w = 0, 0
 	}
+}
+
+// read reads from the connection, past the buffer.
+func (b *bufReader) read(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.read(p)
+	}
+	return b.c.Read(p)
 }
 
 // fill reads once from the connection into the free part of the buffer,
@@ -72,7 +131,12 @@ func (b *bufReader) fill(max int) error {
 		b.r = 0
 		b.buf = nb
 	}
-	n, err := b.c.Read(b.buf[b.w:])
+	if b.bodyTimeout != 0 {
+		if err := b.armBody(); err != nil {
+			return err
+		}
+	}
+	n, err := b.read(b.buf[b.w:])
 	b.w += n
 	b.nread += int64(n)
 	if n > 0 {
@@ -89,6 +153,7 @@ func (b *bufReader) fill(max int) error {
 // line are skipped, as RFC 9112 asks. The slice is valid until the next fill.
 func (b *bufReader) readHead() ([]byte, error) {
 	scanned := 0
+	partial := b.partial
 	for {
 		// Skip leading CRLFs (between pipelined requests).
 		for b.r < b.w && (b.buf[b.r] == '\r' || b.buf[b.r] == '\n') && scanned == 0 {
@@ -104,6 +169,12 @@ func (b *bufReader) readHead() ([]byte, error) {
 		}
 		if len(data) >= maxHeadBytes {
 			return nil, errHeadTooLarge
+		}
+		if len(data) > 0 && partial != nil {
+			if err := partial(); err != nil {
+				return nil, err
+			}
+			partial = nil
 		}
 		if err := b.fill(maxHeadBytes); err != nil {
 			if err == io.EOF && b.r < b.w {
@@ -132,9 +203,11 @@ func headEnd(data []byte, from int) int {
 	}
 }
 
-// readLine returns the next line without its line end, for chunk framing.
-// Before it has to block on the connection it calls flush, so that bytes
-// already gathered reach the other side without delay (streaming).
+// readLine returns the next line without its CRLF, for chunk framing (a
+// bare LF or CR is refused: RFC 9112 7.1 allows no leniency there, and
+// net/http has none). Before it has to block on the connection it calls
+// flush, so that bytes already gathered reach the other side without delay
+// (streaming).
 func (b *bufReader) readLine(flush func() error) ([]byte, error) {
 	for {
 		data := b.buf[b.r:b.w]
@@ -143,6 +216,8 @@ func (b *bufReader) readLine(flush func() error) ([]byte, error) {
 			b.discard(i + 1)
 			if n := len(line); n > 0 && line[n-1] == '\r' {
 				line = line[:n-1]
+			} else {
+				return nil, errMalformed
 			}
 			if bytes.IndexByte(line, '\r') >= 0 {
 				return nil, errMalformed
@@ -319,15 +394,14 @@ func forEachToken(v []byte, f func(tok []byte)) {
 }
 
 // connInfo is what the Connection, Transfer-Encoding and Content-Length
-// fields of a message say, plus the names the Connection field lists as
-// hop-by-hop.
+// fields of a message say. Any other name the Connection field lists is
+// hop-by-hop too (see hopByHop).
 type connInfo struct {
 	close, keepAlive, upgrade bool
 	chunked                   bool
 	hasLength                 bool
 	length                    int64
-	extra                     [8][]byte // further hop-by-hop names from Connection
-	nextra                    int
+	listsNames                bool // Connection lists names besides close, keep-alive and upgrade
 	upgradeValue              []byte
 }
 
@@ -352,10 +426,7 @@ func (ci *connInfo) scan(fields []field) error {
 					case eqFold(tok, "upgrade"):
 						ci.upgrade = true
 					default:
-						if ci.nextra < len(ci.extra) {
-							ci.extra[ci.nextra] = tok
-							ci.nextra++
-						}
+						ci.listsNames = true
 					}
 				})
 			}
@@ -389,12 +460,17 @@ func (ci *connInfo) scan(fields []field) error {
 }
 
 // hopByHop reports whether the field must not be forwarded: the fixed
-// hop-by-hop set, the framing fields (re-emitted by the proxy), and any name
-// listed in the Connection field.
-func (ci *connInfo) hopByHop(name []byte) bool {
+// hop-by-hop set, the framing fields (re-emitted by the proxy), and any
+// name listed in a Connection field of fields, except Host and the
+// framing fields: those a Connection field cannot remove.
+func (ci *connInfo) hopByHop(name []byte, fields []field) bool {
 	switch len(name) {
 	case 2:
 		return eqFold(name, "te")
+	case 4:
+		if eqFold(name, "host") {
+			return false
+		}
 	case 7:
 		return eqFold(name, "upgrade")
 	case 10:
@@ -410,10 +486,60 @@ func (ci *connInfo) hopByHop(name []byte) bool {
 	case 19:
 		return eqFold(name, "proxy-authorization")
 	}
-	for i := 0; i < ci.nextra; i++ {
-		if eqFoldBytes(name, ci.extra[i]) {
+	if !ci.listsNames {
+		return false
+	}
+	for i := range fields {
+		if len(fields[i].name) == 10 && eqFold(fields[i].name, "connection") && listsToken(fields[i].value, name) {
 			return true
 		}
+	}
+	return false
+}
+
+// listsToken reports whether the comma-separated list v holds tok,
+// ignoring case.
+func listsToken(v, tok []byte) bool {
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		var t []byte
+		if i < 0 {
+			t, v = v, nil
+		} else {
+			t, v = v[:i], v[i+1:]
+		}
+		if eqFoldBytes(trimOWS(t), tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// badTrailer reports whether a trailer field must be dropped: the fields
+// that frame, route or control the message (Host, Content-Length,
+// Transfer-Encoding, Trailer) and the hop-by-hop ones have no place in a
+// trailer, where a recipient that merges trailers into the head could act
+// on them.
+func badTrailer(name []byte) bool {
+	switch len(name) {
+	case 2:
+		return eqFold(name, "te")
+	case 4:
+		return eqFold(name, "host")
+	case 7:
+		return eqFold(name, "upgrade") || eqFold(name, "trailer")
+	case 10:
+		return eqFold(name, "connection") || eqFold(name, "keep-alive")
+	case 14:
+		return eqFold(name, "content-length")
+	case 16:
+		return eqFold(name, "proxy-connection")
+	case 17:
+		return eqFold(name, "transfer-encoding")
+	case 18:
+		return eqFold(name, "proxy-authenticate")
+	case 19:
+		return eqFold(name, "proxy-authorization")
 	}
 	return false
 }
@@ -432,6 +558,21 @@ func appendHex(b []byte, n uint64) []byte {
 		n >>= 4
 	}
 	return append(b, tmp[i:]...)
+}
+
+// parseChunkSize reads a chunk-size line (without its CRLF): hex digits,
+// then nothing, whitespace, or ";" and extensions (dropped). Leading
+// whitespace and whitespace before ";" are refused, as net/http does.
+func parseChunkSize(line []byte) (int64, bool) {
+	end := 0
+	for end < len(line) && (lower(line[end]) >= 'a' && lower(line[end]) <= 'f' || '0' <= line[end] && line[end] <= '9') {
+		end++
+	}
+	rest := line[end:]
+	if len(rest) > 0 && rest[0] != ';' && len(trimOWS(rest)) != 0 {
+		return 0, false
+	}
+	return parseHex(line[:end])
 }
 
 func parseHex(b []byte) (int64, bool) {
@@ -460,16 +601,27 @@ func parseHex(b []byte) (int64, bool) {
 // yet written to dst (for example the message head); the copier writes them
 // together with the first body bytes so a small message costs one write.
 type bodyCopier struct {
-	dst io.Writer
-	src *bufReader
-	out []byte
+	dst             io.Writer
+	src             *bufReader
+	out             []byte
+	dropUnderscores bool   // drop trailer fields whose name has an underscore (requests)
+	scratch         []byte // with src.bodyTimeout: the buffer of reads past src's buffer
+	werr            error  // the first error writing to dst; other errors came from src
+}
+
+func (bc *bodyCopier) write(b []byte) error {
+	_, err := bc.dst.Write(b)
+	if err != nil && bc.werr == nil {
+		bc.werr = err
+	}
+	return err
 }
 
 func (bc *bodyCopier) flush() error {
 	if len(bc.out) == 0 {
 		return nil
 	}
-	_, err := bc.dst.Write(bc.out)
+	err := bc.write(bc.out)
 	bc.out = bc.out[:0]
 	return err
 }
@@ -486,7 +638,7 @@ func (bc *bodyCopier) take(n int64) (int64, error) {
 		if err := bc.flush(); err != nil {
 			return 0, err
 		}
-		if _, err := bc.dst.Write(avail); err != nil {
+		if err := bc.write(avail); err != nil {
 			return 0, err
 		}
 	}
@@ -507,8 +659,33 @@ func (bc *bodyCopier) copyLength(n int64) error {
 	if n == 0 {
 		return nil
 	}
+	if bc.src.bodyTimeout != 0 && bc.scratch != nil {
+		// Each read within the body timeout: through a buffer, since a
+		// splice is one call that no deadline could re-arm.
+		for n > 0 {
+			if err := bc.src.armBody(); err != nil {
+				return err
+			}
+			k, err := bc.src.read(bc.scratch[:min(int64(len(bc.scratch)), n)])
+			bc.src.nread += int64(k)
+			n -= int64(k)
+			if k > 0 {
+				if err := bc.write(bc.scratch[:k]); err != nil {
+					return err
+				}
+			}
+			if err == io.EOF && n > 0 {
+				return errUnexpectedEOF
+			}
+			if err != nil && n > 0 {
+				return err
+			}
+		}
+		return nil
+	}
 	// The rest comes straight from the socket; between two TCP connections
-	// io.CopyN splices in the kernel.
+	// io.CopyN splices in the kernel (a write error is then not told apart
+	// from a read error).
 	m, err := io.CopyN(bc.dst, bc.src.c, n)
 	bc.src.nread += m
 	if err == io.EOF {
@@ -541,10 +718,7 @@ func (bc *bodyCopier) copyChunked(dechunk bool) error {
 		if err != nil {
 			return err
 		}
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		size, ok := parseHex(trimOWS(line))
+		size, ok := parseChunkSize(line)
 		if !ok {
 			return errMalformed
 		}
@@ -563,6 +737,9 @@ func (bc *bodyCopier) copyChunked(dechunk bool) error {
 				colon := bytes.IndexByte(tl, ':')
 				if colon <= 0 || !isToken(tl[:colon]) || !validFieldValue(tl[colon+1:]) {
 					return errMalformed
+				}
+				if badTrailer(tl[:colon]) || bc.dropUnderscores && bytes.IndexByte(tl[:colon], '_') >= 0 {
+					continue
 				}
 				if !dechunk {
 					bc.out = append(bc.out, tl...)

@@ -2,11 +2,13 @@ package router
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -15,6 +17,7 @@ const (
 	defaultConnectTimeout = 2 * time.Second
 	downFor               = time.Second     // a backend that refused a connection is passed over this long
 	downForTimeout        = 5 * time.Second // and one that let a connection attempt time out, this long
+	downForImpostor       = 5 * time.Second // and one whose port another user holds, this long
 )
 
 // A backend's health, as the forwarding path sees it:
@@ -38,10 +41,16 @@ const (
 // The pool is a LIFO stack, so the connections in use stay warm and the
 // surplus ages out (see backendSet.sweep).
 type backend struct {
-	addr      string
-	set       *backendSet // dialer and clock
-	inflight  atomic.Int64
-	downUntil atomic.Int64 // unix nanoseconds (set.now); 0 when up
+	addr       string
+	uid        uint32      // the user that must own the server side of its connections
+	checkOwner bool        // check it (unless the table entry is from an older router)
+	app        string      // for logs
+	set        *backendSet // dialer and clock
+	inflight   atomic.Int64
+	downUntil  atomic.Int64 // unix nanoseconds (set.now); 0 when up
+	impostor   atomic.Int64 // the owner found on the port when it was not uid; -1: none
+	warnedAt   atomic.Int64 // when an impostor was last logged (set.now)
+	strayAt    atomic.Int64 // when stray bytes on an idle connection were last logged (set.now)
 
 	mu      sync.Mutex
 	idle    []*bconn
@@ -49,16 +58,25 @@ type backend struct {
 }
 
 func newBackend(addr string, set *backendSet) *backend {
-	return &backend{addr: addr, set: set}
+	b := &backend{addr: addr, set: set}
+	b.impostor.Store(-1)
+	return b
 }
 
 // bconn is a connection to a backend with its read buffer.
 type bconn struct {
 	c      *net.TCPConn
+	fd     int    // c's descriptor, for the idle check; valid while c is open
+	raw    *rawIO // raw reads and writes of c (see rawio.go)
 	r      bufReader
 	b      *backend
 	reused bool
 	idleAt int64
+
+	// Whether the response head of the exchange in progress came in, when
+	// a request body is sent meanwhile (see sendBody).
+	headMu sync.Mutex
+	headIn bool
 }
 
 // isDown reports whether the backend recently failed a connection attempt.
@@ -88,37 +106,93 @@ func (b *backend) markDown(err error) {
 	b.downUntil.Store(b.set.now() + int64(window))
 }
 
-// get returns an idle connection or dials a new one.
+// get returns an idle connection or dials a new one. An idle connection is
+// used only if nothing waits to be read on it: bytes there are no answer
+// to the request about to be sent (a stray second response, the late body
+// of a HEAD response) and would reach the wrong client, so such a
+// connection is closed, as is one the backend closed.
 func (b *backend) get() (*bconn, error) {
-	b.mu.Lock()
-	if n := len(b.idle); n > 0 {
+	for {
+		b.mu.Lock()
+		n := len(b.idle)
+		if n == 0 {
+			b.mu.Unlock()
+			return b.dial()
+		}
 		bc := b.idle[n-1]
 		b.idle[n-1] = nil
 		b.idle = b.idle[:n-1]
 		b.mu.Unlock()
-		bc.reused = true
-		return bc, nil
+		switch bc.peek() {
+		case peekEmpty:
+			bc.reused = true
+			return bc, nil
+		case peekStray:
+			now := b.set.now()
+			if last := b.strayAt.Load(); (last == 0 || now-last >= int64(time.Minute)) && b.strayAt.CompareAndSwap(last, now) {
+				b.set.log.Warn("backend sent bytes no request asked for on an idle connection; closed it",
+					"app", b.app, "backend", b.addr)
+			}
+		}
+		bc.c.Close()
 	}
-	b.mu.Unlock()
-	return b.dial()
 }
 
-// dial connects within the set's connect timeout.
+// dial connects within the set's connect timeout, and checks that the
+// listener that accepted the connection belongs to the backend's user.
 func (b *backend) dial() (*bconn, error) {
 	c, err := b.set.dialer.Dial("tcp", b.addr)
 	if err != nil {
 		b.markDown(err)
 		return nil, err
 	}
-	b.downUntil.Store(0)
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		c.Close()
 		return nil, syscall.EINVAL
 	}
-	bc := &bconn{c: tc, b: b}
-	bc.r = bufReader{c: tc, buf: make([]byte, backendBufSize)}
+	if b.checkOwner {
+		if err := b.verifyOwner(tc); err != nil {
+			tc.Close()
+			return nil, err
+		}
+	}
+	b.downUntil.Store(0)
+	bc := &bconn{c: tc, b: b, fd: -1, raw: newRawIO(tc)}
+	bc.r = bufReader{c: tc, buf: make([]byte, backendBufSize), raw: bc.raw}
+	if rc, err := tc.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { bc.fd = int(fd) })
+	}
 	return bc, nil
+}
+
+// verifyOwner asks the kernel who owns the server side of tc. Another
+// user's listener on the port (an app squatting it while the instance
+// restarts) makes the backend down for downForImpostor; the impostor is
+// logged at most once a minute per backend and reported in Status.
+func (b *backend) verifyOwner(tc *net.TCPConn) error {
+	local, lok := tc.LocalAddr().(*net.TCPAddr)
+	remote, rok := tc.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		return syscall.EINVAL
+	}
+	uid, err := b.set.owners.owner(local.AddrPort(), remote.AddrPort())
+	if err != nil {
+		b.downUntil.Store(b.set.now() + int64(downFor))
+		return fmt.Errorf("check who owns %s: %w", b.addr, err)
+	}
+	if uid == b.uid {
+		b.impostor.Store(-1)
+		return nil
+	}
+	now := b.set.now()
+	b.downUntil.Store(now + int64(downForImpostor))
+	b.impostor.Store(int64(uid))
+	if last := b.warnedAt.Load(); (last == 0 || now-last >= int64(time.Minute)) && b.warnedAt.CompareAndSwap(last, now) {
+		b.set.log.Warn("backend port held by another user; not sending it traffic",
+			"app", b.app, "backend", b.addr, "want_uid", b.uid, "owner_uid", uid)
+	}
+	return fmt.Errorf("%s: %w (uid %d, want %d)", b.addr, errImpostor, uid, b.uid)
 }
 
 // put returns a connection whose last exchange completed cleanly.
@@ -187,20 +261,37 @@ func (b *backend) closeIdleBefore(cutoff int64) {
 	}
 }
 
-// alive reports whether an idle connection still looks open: no EOF and no
-// unexpected byte waiting. It costs one non-blocking recv, so the proxy only
-// asks before sending a request it could not retry.
-func (bc *bconn) alive() bool {
-	rc, err := bc.c.SyscallConn()
-	if err != nil {
-		return false
+type peekResult int
+
+const (
+	peekEmpty  peekResult = iota // nothing to read: usable
+	peekStray                    // bytes no request asked for
+	peekClosed                   // EOF or an error: the backend closed it
+)
+
+// peek looks at an idle connection without blocking and without the
+// poller: one non-blocking MSG_PEEK recv on its descriptor. The caller
+// owns bc (it is out of the pool), so the descriptor is open.
+func (bc *bconn) peek() peekResult {
+	if bc.fd < 0 {
+		return peekClosed
 	}
-	ok := false
 	var buf [1]byte
-	rerr := rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = err == syscall.EAGAIN
-		return true
-	})
-	return rerr == nil && ok
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(bc.fd), uintptr(unsafe.Pointer(&buf[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	switch {
+	case errno == syscall.EAGAIN:
+		return peekEmpty
+	case errno != 0 || n == 0:
+		return peekClosed
+	}
+	return peekStray
+}
+
+// write writes b to the backend.
+func (bc *bconn) write(b []byte) (int, error) {
+	if bc.raw != nil {
+		return bc.raw.write(b)
+	}
+	return bc.c.Write(b)
 }

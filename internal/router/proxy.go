@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -9,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,25 +37,39 @@ import (
 // writeSlice bytes, each with the deadline re-armed. Tunnels (after a 101)
 // have no write deadline.
 //
-// Client connection states (for graceful shutdown):
+// Time limits, client side: the first head within Config.HeaderTimeout of
+// the connection's start; a later head within idleTimeout of the previous
+// response, then within HeaderTimeout of its first byte; each read of a
+// request body within Config.BodyTimeout. Backend side: the response head
+// within Config.ResponseHeaderTimeout of the request (with its body) going
+// out, else 504. Read deadlines are re-armed lazily too (bufReader.arm).
+//
+// Client connection states (for graceful shutdown and the connection
+// limits, see limits.go):
 //
 //	        head read          response done
 //	idle ───────────► active ───────────────► idle (keep-alive) or closed
 //	  │
-//	  └─ shutdown: closing (read aborted, connection closed)
+//	  └─ shutdown, or evicted to admit a connection over a limit:
+//	     closing (read aborted, connection closed)
 
 const (
 	clientBufSize             = 4 << 10
-	idleTimeout               = 120 * time.Second // a client connection waiting for a request head
+	idleTimeout               = 120 * time.Second // a client connection waiting for the first byte of its next request
 	maxAttempts               = 8
 	tlsHandshakeTimeout       = 10 * time.Second
 	defaultClientWriteTimeout = 60 * time.Second
+	defaultHeaderTimeout      = 60 * time.Second
+	defaultBodyTimeout        = 60 * time.Second
+	defaultRespHeaderTimeout  = 60 * time.Second
+	defaultMaxConns           = 10000
+	defaultMaxConnsPerIP      = 1000
 	writeSlice                = 64 << 10 // bytes copied to the client per write deadline in long copies
 	tlsCopyBufSize            = 16 << 10 // one TLS record
 )
 
 const (
-	stateIdle int32 = iota
+	stateIdle int32 = iota // between requests, or reading a head
 	stateActive
 	stateClosing
 )
@@ -62,20 +77,29 @@ const (
 var aLongTimeAgo = time.Unix(1, 0)
 
 type proxy struct {
-	log          *slog.Logger
-	table        atomic.Pointer[routes]
-	set          backendSet
-	writeTimeout time.Duration // 0: none
-	writeRearm   int64         // nanoseconds: a write deadline this old is set again
-	idPrefix     []byte
-	idSeq        atomic.Uint64
-	bufs         sync.Pool // *[]byte of clientBufSize for client reads
-	tlsBufs      sync.Pool // *[]byte of tlsCopyBufSize for long copies to TLS clients
+	log           *slog.Logger
+	table         atomic.Pointer[routes]
+	set           backendSet
+	writeTimeout  time.Duration // 0: none
+	writeRearm    int64         // nanoseconds: a write deadline this old is set again
+	headerTimeout int64         // nanoseconds; 0: none
+	bodyTimeout   int64         // nanoseconds; 0: none
+	respTimeout   int64         // nanoseconds; 0: none
+	maxConns      int           // 0: no cap
+	maxPerIP      int           // 0: no cap
+	idPrefix      []byte
+	idSeq         atomic.Uint64
+	bufs          sync.Pool // *[]byte of clientBufSize for client reads
+	tlsBufs       sync.Pool // *[]byte of tlsCopyBufSize for long copies to TLS clients and body reads
 
-	shutting atomic.Bool
-	mu       sync.Mutex
-	conns    map[*clientConn]struct{}
-	wg       sync.WaitGroup
+	shutting  atomic.Bool
+	cut       atomic.Bool // the grace is over: what is in flight is being cut
+	mu        sync.Mutex
+	all       connList                 // every client connection, oldest first
+	byIP      map[netip.Addr]*connList // the same, per client address (with maxPerIP)
+	limitLog  int64                    // when an over-limit client was last logged, unix nanoseconds
+	rejecting chan struct{}            // bounds the goroutines answering over-limit clients
+	wg        sync.WaitGroup
 }
 
 // newProxy makes the forwarding path from a Config with its defaults
@@ -84,13 +108,21 @@ func newProxy(cfg Config) *proxy {
 	var seed [6]byte
 	_, _ = rand.Read(seed[:])
 	p := &proxy{
-		log:          cfg.Logger,
-		writeTimeout: max(cfg.ClientWriteTimeout, 0),
-		idPrefix:     []byte(hex.EncodeToString(seed[:]) + "-"),
-		conns:        make(map[*clientConn]struct{}),
+		log:           cfg.Logger,
+		writeTimeout:  max(cfg.ClientWriteTimeout, 0),
+		headerTimeout: int64(max(cfg.HeaderTimeout, 0)),
+		bodyTimeout:   int64(max(cfg.BodyTimeout, 0)),
+		respTimeout:   int64(max(cfg.ResponseHeaderTimeout, 0)),
+		maxConns:      max(cfg.MaxConns, 0),
+		maxPerIP:      max(cfg.MaxConnsPerIP, 0),
+		idPrefix:      []byte(hex.EncodeToString(seed[:]) + "-"),
+		byIP:          make(map[netip.Addr]*connList),
+		rejecting:     make(chan struct{}, 64),
 	}
 	p.writeRearm = int64(min(time.Second, p.writeTimeout/4))
 	p.set.dialer.Timeout = cfg.ConnectTimeout
+	p.set.log = cfg.Logger
+	p.set.owners = newOwnerLookup()
 	now := cfg.Now
 	p.set.now = func() int64 { return now().UnixNano() }
 	p.bufs.New = func() any { b := make([]byte, clientBufSize); return &b }
@@ -125,7 +157,11 @@ func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
 			c.Close()
 			continue
 		}
-		cc := &clientConn{p: p, c: tc, tcp: tc}
+		var addr netip.Addr
+		if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok {
+			addr = a.AddrPort().Addr().Unmap()
+		}
+		cc := &clientConn{p: p, c: tc, tcp: tc, raw: tc, addr: addr}
 		if tlsConf != nil {
 			cc.c, cc.tcp = tls.Server(tc, tlsConf), nil
 		}
@@ -135,7 +171,11 @@ func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
 			tc.Close()
 			return nil
 		}
-		p.conns[cc] = struct{}{}
+		if !p.admitLocked(cc) {
+			p.rejectLocked(tc, addr, tlsConf != nil)
+			p.mu.Unlock()
+			continue
+		}
 		p.wg.Add(1)
 		p.mu.Unlock()
 		go cc.serve()
@@ -143,11 +183,12 @@ func (p *proxy) serve(ln net.Listener, tlsConf *tls.Config) error {
 }
 
 // shutdown closes idle client connections, lets the active ones finish
-// their exchange, and after the context ends closes what remains.
+// their exchange, and once done is closed cuts what remains: client
+// connections and the backend connections of their requests.
 func (p *proxy) shutdown(done <-chan struct{}) {
 	p.shutting.Store(true)
 	p.mu.Lock()
-	for cc := range p.conns {
+	for cc := p.all.head; cc != nil; cc = cc.links[allList].next {
 		if cc.state.CompareAndSwap(stateIdle, stateClosing) {
 			cc.c.SetReadDeadline(aLongTimeAgo)
 		}
@@ -158,14 +199,26 @@ func (p *proxy) shutdown(done <-chan struct{}) {
 	select {
 	case <-finished:
 	case <-done:
+		// An exchange that starts after this flag is set gives up by
+		// itself (see exchange); one in progress is cut here.
+		p.cut.Store(true)
 		p.mu.Lock()
-		for cc := range p.conns {
-			cc.c.Close()
+		n := 0
+		for cc := p.all.head; cc != nil; cc = cc.links[allList].next {
+			cc.raw.Close() // not the TLS close: it would wait to send close_notify
+			if bc := cc.cur.Load(); bc != nil {
+				bc.c.Close()
+			}
+			n++
 		}
 		p.mu.Unlock()
+		p.log.Warn("grace period over; cut the requests still in flight", "connections", n)
 		<-finished
 	}
 	p.set.closeAll()
+	if p.set.owners != nil {
+		p.set.owners.close()
+	}
 }
 
 func (p *proxy) newRequestID(dst []byte) []byte {
@@ -176,33 +229,35 @@ func (p *proxy) newRequestID(dst []byte) []byte {
 // clientConn is one client connection and the state reused across its
 // requests.
 type clientConn struct {
-	p          *proxy
-	c          net.Conn     // a *net.TCPConn or a *tls.Conn
-	tcp        *net.TCPConn // c over plain HTTP; nil over TLS
-	r          bufReader
-	bufp       *[]byte
-	out        []byte
-	ip         []byte
-	fields     []field
-	state      atomic.Int32
-	deadlineAt int64 // read deadline, unix nanoseconds
-	wArmedAt   int64 // when the write deadline was last set, unix nanoseconds
-}
+	p         *proxy
+	c         net.Conn     // a *net.TCPConn or a *tls.Conn
+	tcp       *net.TCPConn // c over plain HTTP; nil over TLS
+	raw       *net.TCPConn // the TCP connection under c
+	rawio     *rawIO       // raw reads and writes of c over plain HTTP; nil over TLS
+	addr      netip.Addr   // the client's address
+	r         bufReader
+	bufp      *[]byte
+	out       []byte
+	ip        []byte // addr as text, for X-Forwarded-For
+	h         reqHead
+	state     atomic.Int32
+	wArmedAt  int64 // when the write deadline was last set, unix nanoseconds
+	headTimed bool  // the header timeout runs for the head being read
 
-// request is what the proxy keeps of a request head once it has been
-// turned into the forwarded head.
-type request struct {
-	http10     bool
-	head       bool // HEAD: the response has no body
-	keepAlive  bool // the client wants the connection kept
-	replayable bool // may be sent again if no response byte came back
-	upgrade    bool
-	chunked    bool
-	length     int64 // body length unless chunked
-	bodyLeft   bool  // body bytes still to copy from the client after the head write
-}
+	// Where the connection is listed (p.mu), for the connection limits.
+	links  [2]connLinks
+	ipList *connList
+	listed bool
 
-func (req *request) hasBody() bool { return req.chunked || req.length > 0 }
+	// The request at a backend, for the client-abort watch and the cut
+	// at shutdown (see watch.go).
+	cur       atomic.Pointer[bconn]
+	watch     atomic.Int32
+	waitSince atomic.Int64
+	watchDone chan struct{}
+	gone      atomic.Bool // the client went away while its request was at a backend
+	bodyAbort atomic.Bool // the exchange stops the copy of the request body (see sendBody)
+}
 
 func (c *clientConn) serve() {
 	p := c.p
@@ -212,20 +267,35 @@ func (c *clientConn) serve() {
 			p.bufs.Put(c.bufp)
 		}
 		p.mu.Lock()
-		delete(p.conns, c)
+		p.unlistLocked(c)
 		p.mu.Unlock()
 		p.wg.Done()
 	}()
-	if a, ok := c.c.RemoteAddr().(*net.TCPAddr); ok {
-		c.ip = []byte(a.AddrPort().Addr().Unmap().String())
-	}
+	c.ip = []byte(c.addr.String())
 	if tc, ok := c.c.(*tls.Conn); ok && !c.handshake(tc) {
 		return
 	}
 	c.bufp = p.bufs.Get().(*[]byte)
 	c.r = bufReader{c: c.c, buf: *c.bufp}
-	c.out = make([]byte, 0, 1024)
-	c.fields = make([]field, 0, 32)
+	if c.tcp != nil {
+		c.rawio = newRawIO(c.tcp)
+		c.r.raw = c.rawio
+	}
+	if p.headerTimeout != 0 {
+		c.r.partial = c.headPartial
+	}
+	// The first head must arrive within the header timeout of the
+	// connection's start (nginx's client_header_timeout); later ones
+	// within the idle timeout, then the header timeout from their first
+	// byte.
+	now := time.Now().UnixNano()
+	if p.headerTimeout != 0 {
+		c.headTimed = true
+		c.r.arm(now, min(p.headerTimeout, int64(idleTimeout)))
+	} else {
+		c.r.arm(now, int64(idleTimeout))
+	}
+	first := true
 	for {
 		if len(c.r.buffered()) == 0 {
 			c.state.Store(stateIdle)
@@ -233,22 +303,34 @@ func (c *clientConn) serve() {
 				return
 			}
 		}
-		if now := time.Now().UnixNano(); now > c.deadlineAt-int64(idleTimeout)+int64(time.Second) {
-			c.deadlineAt = now + int64(idleTimeout)
-			c.c.SetReadDeadline(time.Unix(0, c.deadlineAt))
+		if !first {
+			c.headTimed = false
+			if len(c.r.buffered()) == 0 || c.r.rdl == deadlinePast {
+				c.r.arm(time.Now().UnixNano(), int64(idleTimeout))
+			}
 		}
+		first = false
 		head, err := c.r.readHead()
 		if c.state.Load() != stateActive && !c.state.CompareAndSwap(stateIdle, stateActive) {
-			return // shutting down
+			return // shutting down, or evicted
 		}
 		if err != nil {
-			switch err {
-			case errHeadTooLarge:
+			switch {
+			case err == errHeadTooLarge:
 				c.writeError(431, "request header fields too large\n", false)
-			case errUnexpectedEOF:
+			case err == errUnexpectedEOF:
 				c.writeError(400, "malformed request\n", false)
+			case errors.Is(err, os.ErrDeadlineExceeded) && len(c.r.buffered()) > 0:
+				p.log.Info("request head not received in time", "remote", string(c.ip))
+				c.writeError(408, "request head not received in time\n", false)
 			}
 			return
+		}
+		if c.out == nil {
+			// Allocated at the first request, not while a connection idles.
+			c.out = make([]byte, 0, 1024)
+			c.h.fields = make([]field, 0, 32)
+			c.watchDone = make(chan struct{}, 1)
 		}
 		if !c.handle(head) || p.shutting.Load() {
 			return
@@ -259,81 +341,37 @@ func (c *clientConn) serve() {
 	}
 }
 
+// deadlinePast marks bufReader.rdl after a read was interrupted by a
+// deadline in the past: the next arm sets a real one.
+const deadlinePast = 1
+
+// headPartial arms the header timeout once the first bytes of a head
+// (after the first) have arrived.
+func (c *clientConn) headPartial() error {
+	if c.headTimed {
+		return nil
+	}
+	c.headTimed = true
+	c.r.arm(time.Now().UnixNano(), c.p.headerTimeout)
+	// Shutdown marks an idle connection closing, then aborts its read
+	// with a deadline in the past: do not undo that.
+	if c.state.Load() == stateClosing {
+		return net.ErrClosed
+	}
+	return nil
+}
+
 // handle serves one request and reports whether the connection stays open.
 func (c *clientConn) handle(head []byte) bool {
-	// Request line.
-	nl := bytes.IndexByte(head, '\n')
-	line := head[:nl]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
+	h := &c.h
+	if code, msg := parseRequestHead(head, h); code != 0 {
+		return c.writeError(code, msg, false)
 	}
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 {
-		return c.writeError(400, "malformed request line\n", false)
-	}
-	method := line[:sp1]
-	rest := line[sp1+1:]
-	sp2 := bytes.IndexByte(rest, ' ')
-	if sp2 <= 0 {
-		return c.writeError(400, "malformed request line\n", false)
-	}
-	target, version := rest[:sp2], rest[sp2+1:]
-	var req request
-	switch string(version) {
-	case "HTTP/1.1":
-	case "HTTP/1.0":
-		req.http10 = true
-	default:
-		if len(version) == 8 && bytes.HasPrefix(version, []byte("HTTP/")) {
-			return c.writeError(505, "HTTP version not supported\n", false)
-		}
-		return c.writeError(400, "malformed request line\n", false)
-	}
-	if !isToken(method) || !validTarget(target) {
-		return c.writeError(400, "malformed request line\n", false)
-	}
-	fields, err := parseFields(head[nl+1:], c.fields[:0])
-	c.fields = fields[:0]
-	if err == errTooManyHeaders {
-		return c.writeError(431, "too many header fields\n", false)
-	}
-	if err != nil {
-		return c.writeError(400, "malformed header field\n", false)
-	}
-	var ci connInfo
-	if err := ci.scan(fields); err != nil || req.http10 && ci.chunked {
-		return c.writeError(400, "invalid message framing\n", false)
-	}
-	req.head = string(method) == "HEAD"
-	req.chunked, req.length = ci.chunked, ci.length
-	req.keepAlive = !ci.close && (!req.http10 || ci.keepAlive)
-	req.upgrade = ci.upgrade && !req.http10
-	switch string(method) {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		req.replayable = !req.hasBody()
-	case "CONNECT":
-		return c.writeError(405, "CONNECT is not supported\n", false)
-	}
+	req := &h.req
 	// Keep the connection after an error answer only if no body is unread.
 	keepOnError := req.keepAlive && !req.hasBody()
-
-	// Host: the authority of an absolute-form target wins over the field.
-	var host []byte
-	nhost := 0
-	for i := range fields {
-		if len(fields[i].name) == 4 && eqFold(fields[i].name, "host") {
-			host = fields[i].value
-			nhost++
-		}
-	}
-	if nhost > 1 || nhost == 0 && !req.http10 {
-		return c.writeError(400, "missing or repeated Host field\n", false)
-	}
-	if auth, ok := absoluteAuthority(target); ok {
-		host = auth
-	}
 	var keyBuf [256]byte
-	key, ok := hostKey(keyBuf[:0], host)
+	key, ok := hostKey(keyBuf[:0], h.host)
 	if !ok {
 		return c.writeError(400, "invalid Host\n", false)
 	}
@@ -344,86 +382,7 @@ func (c *clientConn) handle(head []byte) bool {
 	if len(rt.backends) == 0 {
 		return c.writeErrorHeader(503, rt.msg503, "Retry-After: 5\r\nCache-Control: no-store\r\n", keepOnError)
 	}
-
-	// The forwarded head.
-	out := c.out[:0]
-	out = append(out, line[:sp1+1+sp2+1]...)
-	if req.http10 {
-		out = append(out, "HTTP/1.0\r\n"...)
-	} else {
-		out = append(out, "HTTP/1.1\r\n"...)
-	}
-	var reqID []byte
-	nxff := 0
-	for i := range fields {
-		f := &fields[i]
-		if ci.hopByHop(f.name) {
-			continue
-		}
-		switch len(f.name) {
-		case 12:
-			if eqFold(f.name, "x-request-id") {
-				if validRequestID(f.value) {
-					reqID = f.value
-				}
-				continue
-			}
-		case 15:
-			if eqFold(f.name, "x-forwarded-for") {
-				nxff++
-				continue
-			}
-		case 16:
-			if eqFold(f.name, "x-forwarded-host") {
-				continue
-			}
-		case 17:
-			if eqFold(f.name, "x-forwarded-proto") {
-				continue
-			}
-		}
-		out = append(out, f.name...)
-		out = append(out, ": "...)
-		out = append(out, f.value...)
-		out = append(out, "\r\n"...)
-	}
-	if req.chunked {
-		out = append(out, "Transfer-Encoding: chunked\r\n"...)
-	} else if ci.hasLength {
-		out = append(out, "Content-Length: "...)
-		out = strconv.AppendInt(out, ci.length, 10)
-		out = append(out, "\r\n"...)
-	}
-	if req.upgrade {
-		out = append(out, "Connection: Upgrade\r\nUpgrade: "...)
-		out = append(out, ci.upgradeValue...)
-		out = append(out, "\r\n"...)
-	} else if req.http10 && req.keepAlive {
-		out = append(out, "Connection: keep-alive\r\n"...)
-	}
-	out = append(out, "X-Forwarded-For: "...)
-	if nxff > 0 {
-		for i := range fields {
-			if len(fields[i].name) == 15 && eqFold(fields[i].name, "x-forwarded-for") && len(fields[i].value) > 0 {
-				out = append(out, fields[i].value...)
-				out = append(out, ", "...)
-			}
-		}
-	}
-	out = append(out, c.ip...)
-	if c.tcp != nil {
-		out = append(out, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "...)
-	} else {
-		out = append(out, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: "...)
-	}
-	out = append(out, host...)
-	out = append(out, "\r\nX-Request-Id: "...)
-	if reqID != nil {
-		out = append(out, reqID...)
-	} else {
-		out = c.p.newRequestID(out)
-	}
-	out = append(out, "\r\n\r\n"...)
+	out := appendForwardHead(c.out[:0], h, forwardInfo{ip: c.ip, https: c.tcp == nil}, c.p.newRequestID)
 
 	// A small body already read with the head goes out in the same write.
 	if req.length > 0 {
@@ -437,12 +396,7 @@ func (c *clientConn) handle(head []byte) bool {
 		req.bodyLeft = true
 	}
 	c.out = out
-	if req.bodyLeft || req.upgrade {
-		// Reads of a body or a tunnel may take any time.
-		c.c.SetReadDeadline(time.Time{})
-		c.deadlineAt = 0
-	}
-	return c.forward(rt, &req, keepOnError)
+	return c.forward(rt, req, keepOnError)
 }
 
 // writeError answers the client with a short plain-text response and
@@ -508,6 +462,9 @@ func (c *clientConn) armWrite() {
 // Write writes to the client within the write timeout.
 func (c *clientConn) Write(b []byte) (int, error) {
 	c.armWrite()
+	if c.rawio != nil {
+		return c.rawio.write(b)
+	}
 	return c.c.Write(b)
 }
 
@@ -571,92 +528,18 @@ func statusText(code int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 408:
+		return "Request Timeout"
 	case 431:
 		return "Request Header Fields Too Large"
 	case 502:
 		return "Bad Gateway"
 	case 503:
 		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
 	case 505:
 		return "HTTP Version Not Supported"
 	}
 	return "Error"
-}
-
-// validTarget checks a request target: visible ASCII and obs-text only.
-func validTarget(t []byte) bool {
-	if len(t) == 0 {
-		return false
-	}
-	for _, c := range t {
-		if c <= ' ' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// absoluteAuthority returns the authority of an absolute-form target.
-func absoluteAuthority(t []byte) ([]byte, bool) {
-	var rest []byte
-	switch {
-	case len(t) > 7 && eqFold(t[:7], "http://"):
-		rest = t[7:]
-	case len(t) > 8 && eqFold(t[:8], "https://"):
-		rest = t[8:]
-	default:
-		return nil, false
-	}
-	if i := bytes.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := bytes.LastIndexByte(rest, '@'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	return rest, true
-}
-
-// hostKey turns a Host value into the table key: port stripped, lower
-// case, no trailing dot.
-func hostKey(dst, host []byte) ([]byte, bool) {
-	if len(host) > 0 && host[0] == '[' {
-		end := bytes.IndexByte(host, ']')
-		if end < 0 {
-			return nil, false
-		}
-		host = host[:end+1]
-	} else if i := bytes.LastIndexByte(host, ':'); i >= 0 {
-		for _, d := range host[i+1:] {
-			if d < '0' || d > '9' {
-				return nil, false
-			}
-		}
-		host = host[:i]
-	}
-	if n := len(host); n > 0 && host[n-1] == '.' {
-		host = host[:n-1]
-	}
-	for _, ch := range host {
-		if ch <= ' ' || ch == 0x7f || ch == '/' || ch == '\\' || ch == '@' {
-			return nil, false
-		}
-		dst = append(dst, lower(ch))
-	}
-	return dst, true
-}
-
-// validRequestID accepts 1 to 200 characters of letters, digits and -_.:+/=@.
-func validRequestID(v []byte) bool {
-	if len(v) == 0 || len(v) > 200 {
-		return false
-	}
-	for _, c := range v {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '-' || c == '_' || c == '.' || c == ':' || c == '+' || c == '/' || c == '=' || c == '@':
-		default:
-			return false
-		}
-	}
-	return true
 }

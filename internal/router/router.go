@@ -11,11 +11,20 @@
 // certificates from files or signed by the platform CA (see tls.go). Only
 // the CLI's hidden "paddock router" command runs Run; the server uses
 // Client.
+//
+// Every client and every app is assumed hostile. The router parses
+// strictly (http1.go, request.go; differentially fuzzed against net/http),
+// bounds time and connections per client (proxy.go, limits.go, watch.go),
+// sends an app's traffic only to a listener its user owns (owner.go),
+// drops root once its ports are bound (privileges.go), and never touches
+// the state of a newer router on the same folder (state.go).
 package router
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,19 +68,54 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ClientWriteTimeout is how long a write to a client may block (a
 	// client that does not read) before the connection is closed; default
-	// 60s (nginx's send_timeout); negative: no limit. Waiting for a
-	// backend's answer has no time limit (long polls), nor have tunnels
-	// after a protocol upgrade.
+	// 60s (nginx's send_timeout); negative: no limit. Tunnels after a
+	// protocol upgrade have none.
 	ClientWriteTimeout time.Duration
+	// HeaderTimeout bounds the time to receive a request head: the first
+	// one from the connection's start, later ones from their first byte
+	// (between requests, a connection may idle for 120s); default 60s
+	// (nginx's client_header_timeout); negative: no limit. A client over
+	// it gets 408 and the connection is closed.
+	HeaderTimeout time.Duration
+	// BodyTimeout bounds each read of a request body from the client (the
+	// time between two reads, not the whole transfer); default 60s
+	// (nginx's client_body_timeout); negative: no limit. A client over it
+	// gets 408 and the connection is closed, as is the backend's.
+	BodyTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a backend's response head
+	// once the request and its body are sent; default 60s (nginx's
+	// proxy_read_timeout); negative: no limit (for long polls that send
+	// no head until they have news). Over it, the client gets 504 and the
+	// backend connection is closed. A response body, once it started, may
+	// stream for any time.
+	ResponseHeaderTimeout time.Duration
+	// MaxConns caps the client connections on both listeners; default
+	// 10,000 (lowered to fit the open-file limit, two descriptors per
+	// connection); negative: no cap. A connection over the cap closes
+	// the oldest idle one, or, when none is idle, gets a 503 and is
+	// closed (see limits.go).
+	MaxConns int
+	// MaxConnsPerIP caps the client connections from one address, in the
+	// same way; default 1,000; negative: no cap. Apps on this machine and
+	// clients behind one proxy share an address: keep it well above the
+	// concurrency of one such source.
+	MaxConnsPerIP int
+	// UID and GID, when not 0, are the user and group the router switches
+	// to once its listeners and admin socket are bound, its TLS material
+	// is loaded and its state folder and files are given to them; 0 keeps
+	// the id it starts with. Switching needs the router to start as root,
+	// and UID needs GID. The user must not be one an app runs as.
+	UID, GID int
 	// Now is the clock of backend down windows, idle connection ages and
 	// certificate renewal; default time.Now. Socket deadlines use the
 	// real clock.
 	Now func() time.Time
 	// StateDir is required. It holds routes.json (the last table, written
-	// atomically), admin.sock (the control socket, mode 0600) and
-	// router.json (pid, actual listen addresses, start time; written
-	// atomically once listening, and rewritten with pid 0 on a clean stop).
-	// It is created with mode 0700 if missing.
+	// atomically), admin.sock (the control socket, mode 0600), router.json
+	// (pid, instance id, actual listen addresses, start time; written
+	// atomically once listening, and rewritten with pid 0 on a clean stop
+	// if it still names this router) and router.lock (held while the
+	// router runs, see state.go). It is created with mode 0700 if missing.
 	StateDir string
 	// Logger receives the router's logs; default: discard.
 	Logger *slog.Logger
@@ -83,28 +128,41 @@ const (
 	infoFile   = "router.json"
 )
 
+// shutdownGrace is how long a stopping router lets requests in flight
+// finish before it cuts them.
 const shutdownGrace = 10 * time.Second
 
-// ErrAlreadyRunning is returned by Run when another router answers on the
-// state folder's socket.
+// ErrAlreadyRunning is returned by Run when another router runs on the
+// state folder.
 var ErrAlreadyRunning = errors.New("a router is already running on this state folder")
 
 // Status describes a running router.
 type Status struct {
 	PID       int            `json:"pid"`
+	Instance  string         `json:"instance,omitempty"`   // random id of this router process, set at start
 	Listen    string         `json:"listen"`               // actual address, e.g. "127.0.0.1:40123"
 	TLSListen string         `json:"tls_listen,omitempty"` // actual HTTPS address; "" when not serving HTTPS
 	Version   uint64         `json:"version"`              // version of the table in use
 	Started   time.Time      `json:"started"`              //
 	Inflight  map[string]int `json:"inflight"`             // backend address -> requests in flight right now
+	// Connections is the number of client connections open now.
+	Connections int `json:"connections"`
+	// Impostors lists the backends whose port another user holds: address
+	// -> the uid that owns the listener there. The router sends them no
+	// traffic; the server should move the instance to another port.
+	Impostors map[string]uint32 `json:"impostors,omitempty"`
 }
 
-// Run serves until ctx is done, then shuts down gracefully: it stops
-// accepting, closes idle connections, lets in-flight requests finish for up
-// to 10s and then closes what remains.
+// Run serves until ctx is done, then shuts down: it stops accepting and
+// releases the state folder (a new router may start on it), closes idle
+// connections, lets in-flight requests finish for up to 10s, then cuts
+// what remains and returns.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.StateDir == "" {
 		return errors.New("router: StateDir is required")
+	}
+	if err := checkIdentity(cfg.UID, cfg.GID); err != nil {
+		return fmt.Errorf("router: %w", err)
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = ":8080"
@@ -115,20 +173,52 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
-	if cfg.ClientWriteTimeout == 0 {
-		cfg.ClientWriteTimeout = defaultClientWriteTimeout
+	cfg.ClientWriteTimeout = orDefault(cfg.ClientWriteTimeout, defaultClientWriteTimeout)
+	cfg.HeaderTimeout = orDefault(cfg.HeaderTimeout, defaultHeaderTimeout)
+	cfg.BodyTimeout = orDefault(cfg.BodyTimeout, defaultBodyTimeout)
+	cfg.ResponseHeaderTimeout = orDefault(cfg.ResponseHeaderTimeout, defaultRespHeaderTimeout)
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = defaultMaxConns
+		var lim syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < uint64(2*cfg.MaxConns+128) {
+			cfg.MaxConns = max(int(lim.Cur)/2-64, 64)
+		}
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = defaultMaxConnsPerIP
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("router: create state folder: %w", err)
+
+	st, err := openState(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
 	}
-	s := &server{dir: cfg.StateDir, log: log, p: newProxy(cfg), started: cfg.Now().UTC().Truncate(time.Millisecond)}
+	defer st.close()
+	sock := filepath.Join(cfg.StateDir, socketFile)
+	if ok, err := st.tryLock(); err != nil {
+		return fmt.Errorf("router: %w", err)
+	} else if !ok {
+		return fmt.Errorf("router: %s: %w", cfg.StateDir, ErrAlreadyRunning)
+	}
+	locked := true
+	defer func() {
+		if locked {
+			st.unlock()
+		}
+	}()
+	// A router of an older version takes no lock: it may still answer.
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("router: %s: %w", sock, ErrAlreadyRunning)
+	}
+
+	s := &server{st: st, log: log, p: newProxy(cfg), started: cfg.Now().UTC().Truncate(time.Millisecond)}
+	s.instance = newInstanceID()
 	var tlsConf *tls.Config
 	if cfg.TLSListen != "" {
-		var err error
 		if tlsConf, err = tlsConfig(cfg, &s.p.table); err != nil {
 			return fmt.Errorf("router: https: %w", err)
 		}
@@ -137,12 +227,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Error("routes file unreadable; starting with an empty table", "err", err)
 	}
 
-	sock := filepath.Join(cfg.StateDir, socketFile)
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("router: %s: %w", sock, ErrAlreadyRunning)
-	}
-	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := st.root.Remove(socketFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("router: remove stale socket: %w", err)
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -162,31 +247,40 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("router: admin socket: %w", err)
 	}
+	// The socket file is removed at exit only if it is still this one
+	// (see releaseState), never by closing the listener.
+	al.(*net.UnixListener).SetUnlinkOnClose(false)
 	defer al.Close()
-	if err := os.Chmod(sock, 0o600); err != nil {
+	if err := st.root.Chmod(socketFile, 0o600); err != nil {
+		return fmt.Errorf("router: admin socket: %w", err)
+	}
+	if s.sockID, err = st.identity(socketFile); err != nil {
 		return fmt.Errorf("router: admin socket: %w", err)
 	}
 	s.listen = ln.Addr().String()
-	infoPath := filepath.Join(cfg.StateDir, infoFile)
-	info, _ := json.Marshal(Status{PID: os.Getpid(), Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
-	if err := writeFileAtomic(infoPath, info); err != nil {
+	info, _ := json.Marshal(Status{PID: os.Getpid(), Instance: s.instance, Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
+	if err := st.writeAtomic(infoFile, info); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	defer func() {
-		// A clean stop keeps the address (a restart may want it back) but
-		// clears the PID, so that nobody signals a recycled one.
-		info, _ := json.Marshal(Status{Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
-		if err := writeFileAtomic(infoPath, info); err != nil {
-			log.Warn("clear the pid in router.json", "err", err)
+	if cfg.UID != 0 || cfg.GID != 0 {
+		if os.Geteuid() == 0 {
+			if err := st.chown(cfg.UID, cfg.GID); err != nil {
+				s.releaseState()
+				return fmt.Errorf("router: %w", err)
+			}
 		}
-	}()
-	defer os.Remove(sock)
-	log.Info("router listening", "addr", s.listen, "https_addr", s.tlsListen, "version", s.p.table.Load().version)
+		if err := dropPrivileges(cfg.UID, cfg.GID); err != nil {
+			s.releaseState()
+			return fmt.Errorf("router: %w", err)
+		}
+	}
+	log.Info("router listening", "addr", s.listen, "https_addr", s.tlsListen, "version", s.p.table.Load().version,
+		"pid", os.Getpid(), "instance", s.instance, "uid", os.Geteuid(), "gid", os.Getegid())
 
 	admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 3)
-	stopSweep := make(chan struct{})
+	stopMaintain := make(chan struct{})
 	wg.Add(3)
 	go func() { defer wg.Done(); serveErr <- s.p.serve(ln, nil) }()
 	if tln != nil {
@@ -199,19 +293,7 @@ func Run(ctx context.Context, cfg Config) error {
 			serveErr <- err
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(30 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				s.p.set.sweep(90 * time.Second)
-			case <-stopSweep:
-				return
-			}
-		}
-	}()
+	go func() { defer wg.Done(); s.p.maintain(stopMaintain) }()
 
 	var runErr error
 	select {
@@ -221,26 +303,50 @@ func Run(ctx context.Context, cfg Config) error {
 			runErr = fmt.Errorf("router: serve: %w", err)
 		}
 	}
-	log.Info("router shutting down")
+	log.Info("router shutting down", "grace", shutdownGrace)
 	s.p.shutting.Store(true)
 	ln.Close()
 	if tln != nil {
 		tln.Close()
 	}
-	close(stopSweep)
+	al.Close()
+	// From here on a new router may take the folder over.
+	st.unlock()
+	locked = false
+	close(stopMaintain)
 	graceCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
-	_ = admin.Shutdown(graceCtx)
+	adminDone := make(chan struct{})
+	go func() { _ = admin.Shutdown(graceCtx); admin.Close(); close(adminDone) }()
 	s.p.shutdown(graceCtx.Done())
+	<-adminDone
 	wg.Wait()
+	s.releaseState()
+	log.Info("router stopped")
 	return runErr
+}
+
+// orDefault returns d for 0, and v otherwise (a negative v means "no limit").
+func orDefault(v, d time.Duration) time.Duration {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // server holds the state behind the admin socket.
 type server struct {
-	dir       string
+	st        *stateDir
 	log       *slog.Logger
 	p         *proxy
+	instance  string
+	sockID    fileID
 	started   time.Time
 	listen    string
 	tlsListen string
@@ -248,7 +354,7 @@ type server struct {
 }
 
 func (s *server) loadTable() error {
-	data, err := os.ReadFile(filepath.Join(s.dir, routesFile))
+	data, err := s.st.root.ReadFile(routesFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -263,7 +369,40 @@ func (s *server) loadTable() error {
 		return fmt.Errorf("%s: %w", routesFile, err)
 	}
 	s.apply(t)
+	for _, r := range t.Routes {
+		for _, b := range r.Backends {
+			if b.unchecked {
+				s.log.Warn("routes.json comes from an older router: instance owners are not checked until the server pushes a table")
+				return nil
+			}
+		}
+	}
 	return nil
+}
+
+// releaseState clears what this router leaves in the state folder when it
+// stops: only if no newer router holds the folder, the admin socket if it
+// is still the one this router made, and the pid in router.json if the
+// file still names this router (the address stays, a restart may want it
+// back; the pid goes, so that nobody signals a recycled one).
+func (s *server) releaseState() {
+	ok, err := s.st.tryLock()
+	if err != nil || !ok {
+		s.log.Info("a newer router runs on the state folder; leaving its files alone")
+		return
+	}
+	defer s.st.unlock()
+	if id, err := s.st.identity(socketFile); err == nil && id == s.sockID {
+		if err := s.st.root.Remove(socketFile); err != nil {
+			s.log.Warn("remove the admin socket", "err", err)
+		}
+	}
+	if info, err := s.st.readInfo(); err == nil && info.Instance == s.instance {
+		data, _ := json.Marshal(Status{Instance: s.instance, Listen: s.listen, TLSListen: s.tlsListen, Started: s.started})
+		if err := s.st.writeAtomic(infoFile, data); err != nil {
+			s.log.Warn("clear the pid in router.json", "err", err)
+		}
+	}
 }
 
 // push persists t and makes it the table in use, unless it is older than
@@ -283,7 +422,7 @@ func (s *server) push(t Table) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, routesFile), data); err != nil {
+	if err := s.st.writeAtomic(routesFile, data); err != nil {
 		return 0, err
 	}
 	s.apply(t)
@@ -306,7 +445,11 @@ func (s *server) status() Status {
 		TLSListen: s.tlsListen,
 		Version:   s.p.table.Load().version,
 		Started:   s.started,
+		Instance:  s.instance,
 		Inflight:  s.p.set.inflight(),
+		Impostors: s.p.set.impostors(),
+
+		Connections: s.p.conns(),
 	}
 }
 
@@ -337,35 +480,4 @@ func (s *server) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s.status())
 	})
 	return mux
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder: write, fsync, rename, fsync the folder.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

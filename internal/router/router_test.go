@@ -27,8 +27,8 @@ func TestRouting(t *testing.T) {
 	a := newNamedBackend(t, "app-a")
 	b := newNamedBackend(t, "app-b")
 	r.push(t, Table{Version: 1, Routes: []Route{
-		{Host: "a.localhost", App: "a", Backends: []string{a.addr()}},
-		{Host: "shop.example.com", App: "b", Backends: []string{b.addr()}},
+		{Host: "a.localhost", App: "a", Backends: be(a.addr())},
+		{Host: "shop.example.com", App: "b", Backends: be(b.addr())},
 		{Host: "down.localhost", App: "down"},
 	}})
 	tests := []struct {
@@ -72,7 +72,7 @@ func TestRoundRobin(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		addrs = append(addrs, newNamedBackend(t, fmt.Sprintf("b%d", i)).addr())
 	}
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "rr.localhost", App: "rr", Backends: addrs}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "rr.localhost", App: "rr", Backends: be(addrs...)}}})
 	got := map[string]int{}
 	for i := 0; i < 30; i++ {
 		_, body := r.do(t, "GET", "rr.localhost", "/", nil)
@@ -114,7 +114,7 @@ func TestRetry(t *testing.T) {
 			r := startRouter(t, "")
 			good := newNamedBackend(t, "good")
 			bad, badHits := tt.bad(t)
-			r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{bad, good.addr()}}}})
+			r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(bad, good.addr())}}})
 			ok, failed := 0, 0
 			for i := 0; i < 6; i++ {
 				var body io.Reader
@@ -172,7 +172,7 @@ func TestKillInstanceUnderLoad(t *testing.T) {
 	victim, victimAddr := start("victim")
 	_, survivorAddr := start("survivor")
 	r := startRouter(t, "")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{victimAddr, survivorAddr}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(victimAddr, survivorAddr)}}})
 
 	var total, failed, fromVictim atomic.Int64
 	stop := make(chan struct{})
@@ -252,7 +252,7 @@ type echoed struct {
 func TestForwardedHeaders(t *testing.T) {
 	r := startRouter(t, "")
 	e := echoBackend(t)
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())}}})
 	tests := []struct {
 		name  string
 		extra string // raw header lines
@@ -331,7 +331,7 @@ func TestForwardedHeaders(t *testing.T) {
 func TestBodies(t *testing.T) {
 	r := startRouter(t, "")
 	e := echoBackend(t)
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())}}})
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	tests := []struct {
 		name     string
@@ -378,8 +378,8 @@ func TestBodies(t *testing.T) {
 		}))
 		defer s.Close()
 		r.push(t, Table{Version: 2, Routes: []Route{
-			{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}},
-			{Host: "big.localhost", App: "big", Backends: []string{s.Listener.Addr().String()}},
+			{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())},
+			{Host: "big.localhost", App: "big", Backends: be(s.Listener.Addr().String())},
 		}})
 		for i := 0; i < 3; i++ {
 			resp, out := r.do(t, "GET", "big.localhost", "/", nil)
@@ -403,8 +403,8 @@ func TestBodies(t *testing.T) {
 		}))
 		defer s.Close()
 		r.push(t, Table{Version: 3, Routes: []Route{
-			{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}},
-			{Host: "h.localhost", App: "h", Backends: []string{s.Listener.Addr().String()}},
+			{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())},
+			{Host: "h.localhost", App: "h", Backends: be(s.Listener.Addr().String())},
 		}})
 		c, err := net.Dial("tcp", r.addr)
 		if err != nil {
@@ -442,8 +442,8 @@ func TestBodies(t *testing.T) {
 		}))
 		defer s.Close()
 		r.push(t, Table{Version: 4, Routes: []Route{
-			{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}},
-			{Host: "early.localhost", App: "early", Backends: []string{s.Listener.Addr().String()}},
+			{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())},
+			{Host: "early.localhost", App: "early", Backends: be(s.Listener.Addr().String())},
 		}})
 		c, err := net.Dial("tcp", r.addr)
 		if err != nil {
@@ -502,7 +502,7 @@ func TestBodies(t *testing.T) {
 func TestMalformedRequests(t *testing.T) {
 	r := startRouter(t, "")
 	e := echoBackend(t)
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())}}})
 	tests := []struct {
 		name string
 		raw  string
@@ -595,7 +595,7 @@ func checkWebSocket(t *testing.T, c net.Conn, host string) {
 
 func TestWebSocket(t *testing.T) {
 	r := startRouter(t, "")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "ws.localhost", App: "ws", Backends: []string{newWSBackend(t)}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "ws.localhost", App: "ws", Backends: be(newWSBackend(t))}}})
 	c, err := net.Dial("tcp", r.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +645,7 @@ func TestStreaming(t *testing.T) {
 			release := make(chan struct{})
 			addr := tt.backend(t, release)
 			r := startRouter(t, "")
-			r.push(t, Table{Version: 1, Routes: []Route{{Host: "s.localhost", App: "s", Backends: []string{addr}}}})
+			r.push(t, Table{Version: 1, Routes: []Route{{Host: "s.localhost", App: "s", Backends: be(addr)}}})
 			req, _ := http.NewRequest("GET", r.url("/events"), nil)
 			req.Host = "s.localhost"
 			resp, err := testClient.Do(req)
@@ -687,7 +687,7 @@ func TestStreaming(t *testing.T) {
 func TestPushStatusAndInfo(t *testing.T) {
 	r := startRouter(t, "")
 	b := newNamedBackend(t, "b")
-	r.push(t, Table{Version: 7, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{b.addr()}}}})
+	r.push(t, Table{Version: 7, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(b.addr())}}})
 	st := r.status(t)
 	if got, want := st.Version, uint64(7); got != want {
 		t.Errorf("version: got %d, want %d", got, want)
@@ -741,15 +741,15 @@ func TestOlderVersionIgnored(t *testing.T) {
 	r := startRouter(t, "")
 	one := newNamedBackend(t, "one")
 	two := newNamedBackend(t, "two")
-	r.push(t, Table{Version: 5, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{one.addr()}}}})
-	r.push(t, Table{Version: 3, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{two.addr()}}}})
+	r.push(t, Table{Version: 5, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(one.addr())}}})
+	r.push(t, Table{Version: 3, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(two.addr())}}})
 	if got, want := r.status(t).Version, uint64(5); got != want {
 		t.Errorf("version: got %d, want %d", got, want)
 	}
 	if _, body := r.do(t, "GET", "app.localhost", "/", nil); body != "one" {
 		t.Errorf("answer: got %q, want %q", body, "one")
 	}
-	r.push(t, Table{Version: 6, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{two.addr()}}}})
+	r.push(t, Table{Version: 6, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(two.addr())}}})
 	if _, body := r.do(t, "GET", "app.localhost", "/", nil); body != "two" {
 		t.Errorf("answer after v6: got %q, want %q", body, "two")
 	}
@@ -759,7 +759,7 @@ func TestTablePersistedAndReloaded(t *testing.T) {
 	dir := t.TempDir()
 	b := newNamedBackend(t, "b")
 	r := startRouter(t, dir)
-	r.push(t, Table{Version: 4, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{b.addr()}}}})
+	r.push(t, Table{Version: 4, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(b.addr())}}})
 	r.stop(t)
 	if info, err := ReadInfo(dir); err != nil || info.PID != 0 || info.Listen != r.addr {
 		t.Errorf("ReadInfo after a clean stop: got %+v, %v; want pid 0 and listen %s", info, err, r.addr)
@@ -814,7 +814,7 @@ func TestInflight(t *testing.T) {
 	r := startRouter(t, "")
 	addr, entered, release := blockingBackend(t)
 	other := newNamedBackend(t, "other")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{addr}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(addr)}}})
 	done := make(chan string, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
@@ -828,7 +828,7 @@ func TestInflight(t *testing.T) {
 		t.Errorf("inflight: got %d, want %d", got, want)
 	}
 	// Drop the backend from the table: it stays listed while it drains.
-	r.push(t, Table{Version: 2, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{other.addr()}}}})
+	r.push(t, Table{Version: 2, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(other.addr())}}})
 	if got, want := r.status(t).Inflight[addr], 2; got != want {
 		t.Errorf("inflight of the removed backend: got %d, want %d", got, want)
 	}
@@ -857,7 +857,7 @@ func TestRemovedBackendIdleConnsClosed(t *testing.T) {
 	defer s.Close()
 	other := newNamedBackend(t, "other")
 	r := startRouter(t, "")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{s.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(s.Listener.Addr().String())}}})
 	for i := 0; i < 3; i++ {
 		r.do(t, "GET", "app.localhost", "/", nil)
 	}
@@ -875,14 +875,14 @@ func TestRemovedBackendIdleConnsClosed(t *testing.T) {
 	// The backend marks its connection idle just after the response is
 	// out, so the client may see the response first.
 	waitFor(t, "one idle connection before the push", func() bool { return count(http.StateIdle) == 1 })
-	r.push(t, Table{Version: 2, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{other.addr()}}}})
+	r.push(t, Table{Version: 2, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(other.addr())}}})
 	waitFor(t, "the router to close its idle connection", func() bool { return count(http.StateIdle) == 0 && count(http.StateClosed) == 1 })
 }
 
 func TestGracefulShutdown(t *testing.T) {
 	r := startRouter(t, "")
 	addr, entered, release := blockingBackend(t)
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{addr}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(addr)}}})
 	idle, err := net.Dial("tcp", r.addr) // an idle keep-alive client
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -19,9 +21,39 @@ type Table struct {
 
 // Route sends the requests for one host name to an app's web instances.
 type Route struct {
-	Host     string   `json:"host"`     // lowercase host name without port, e.g. "hello.localhost" or a custom domain
-	App      string   `json:"app"`      // app name, shown in the 503 page
-	Backends []string `json:"backends"` // "127.0.0.1:PORT" of healthy web instances; empty means the app has no healthy instance
+	Host     string    `json:"host"`     // lowercase host name without port, e.g. "hello.localhost" or a custom domain
+	App      string    `json:"app"`      // app name, shown in the 503 page
+	Backends []Backend `json:"backends"` // the healthy web instances; empty means the app has no healthy instance
+}
+
+// Backend is one web instance: where it listens and who must own the
+// listener. The router sends it traffic only over connections whose
+// server side the kernel says belongs to UID (see owner.go), so another
+// app that binds the port while the instance restarts gets nothing.
+type Backend struct {
+	Addr string `json:"addr"` // "127.0.0.1:PORT"
+	UID  uint32 `json:"uid"`  // the user that runs the instance and owns its listening socket
+
+	// unchecked marks an entry of a routes.json written by an older router
+	// (a bare address, no uid): its owner is not checked until the server
+	// pushes a table. Pushed tables never set it.
+	unchecked bool
+}
+
+// UnmarshalJSON reads a backend object, or a bare "ADDR" string as older
+// routers wrote them (unchecked).
+func (b *Backend) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		*b = Backend{unchecked: true}
+		return json.Unmarshal(data, &b.Addr)
+	}
+	type plain Backend
+	var p plain
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	*b = Backend(p)
+	return nil
 }
 
 // routes is the compiled, immutable form of a Table that the hot path reads
@@ -38,6 +70,7 @@ type route struct {
 	msg503    string        // the body of the 503 answer when there is no backend
 	msg502    string        // the body of the 502 answer when no backend could be reached
 	msg502bad string        // the body of the 502 answer when a backend failed to answer
+	msg504    string        // the body of the 504 answer when a backend did not answer in time
 }
 
 // pick chooses a backend: the two next ones in round-robin order, and of
@@ -91,13 +124,16 @@ func (t Table) validate() (Table, error) {
 			return Table{}, fmt.Errorf("route %q: duplicate host", r.Host)
 		}
 		seen[h] = true
-		bs := make([]string, 0, len(r.Backends))
+		bs := make([]Backend, 0, len(r.Backends))
 		for _, b := range r.Backends {
-			if _, err := netip.ParseAddrPort(b); err != nil {
-				if _, _, err := net.SplitHostPort(b); err != nil {
-					return Table{}, fmt.Errorf("route %q: backend %q: %w", r.Host, b, err)
-				}
+			ap, err := netip.ParseAddrPort(b.Addr)
+			if err != nil {
+				return Table{}, fmt.Errorf("route %q: backend %q: want IP:PORT: %w", r.Host, b.Addr, err)
 			}
+			if ap.Port() == 0 {
+				return Table{}, fmt.Errorf("route %q: backend %q: port 0", r.Host, b.Addr)
+			}
+			b.Addr = ap.String()
 			bs = append(bs, b)
 		}
 		out.Routes = append(out.Routes, Route{Host: h, App: r.App, Backends: bs})
@@ -105,14 +141,17 @@ func (t Table) validate() (Table, error) {
 	return out, nil
 }
 
-// backendSet keeps one *backend per address, shared by every route that
-// names it, and remembers removed ones while requests to them drain.
+// backendSet keeps one *backend per address and owner, shared by every
+// route that names it, and remembers removed ones while requests to them
+// drain.
 type backendSet struct {
 	dialer net.Dialer   // Timeout is the connect timeout
 	now    func() int64 // the clock of down windows and idle ages, unix nanoseconds
+	owners *ownerLookup // who owns the server side of a new connection; nil: not checked
+	log    *slog.Logger
 
 	mu sync.Mutex
-	m  map[string]*backend
+	m  map[Backend]*backend
 }
 
 // compile builds the routes of t, reusing known backends, and returns the
@@ -122,17 +161,19 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = make(map[string]*backend)
+		s.m = make(map[Backend]*backend)
 	}
 	used := make(map[*backend]bool)
 	rs := &routes{version: t.Version, byHost: make(map[string]*route, len(t.Routes))}
 	for _, r := range t.Routes {
 		rt := &route{host: r.Host, app: r.App}
-		for _, addr := range r.Backends {
-			b := s.m[addr]
+		for _, key := range r.Backends {
+			b := s.m[key]
 			if b == nil {
-				b = newBackend(addr, s)
-				s.m[addr] = b
+				b = newBackend(key.Addr, s)
+				b.uid, b.checkOwner = key.UID, !key.unchecked && s.owners != nil
+				b.app = r.App
+				s.m[key] = b
 			}
 			if !used[b] {
 				b.setRemoved(false)
@@ -143,14 +184,15 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 		rt.msg503 = fmt.Sprintf("app %s has no healthy instance; check `paddock ps %s` and `paddock logs %s`\n", r.App, r.App, r.App)
 		rt.msg502 = fmt.Sprintf("bad gateway: no instance of app %s could be reached (connections refused, timed out or closed); check `paddock ps %s` and `paddock logs %s`\n", r.App, r.App, r.App)
 		rt.msg502bad = fmt.Sprintf("bad gateway: an instance of app %s closed the connection or sent an invalid response; check `paddock logs %s`\n", r.App, r.App)
+		rt.msg504 = fmt.Sprintf("gateway timeout: an instance of app %s did not answer in time; check `paddock logs %s`\n", r.App, r.App)
 		rs.byHost[r.Host] = rt
 	}
 	var removed []*backend
-	for addr, b := range s.m {
+	for key, b := range s.m {
 		if !used[b] {
 			removed = append(removed, b)
 			if b.inflight.Load() == 0 {
-				delete(s.m, addr)
+				delete(s.m, key)
 			}
 		}
 	}
@@ -163,13 +205,30 @@ func (s *backendSet) inflight() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]int, len(s.m))
-	for addr, b := range s.m {
+	for key, b := range s.m {
 		n := int(b.inflight.Load())
 		if b.isRemoved() && n == 0 {
-			delete(s.m, addr)
+			delete(s.m, key)
 			continue
 		}
-		out[addr] = n
+		out[b.addr] += n
+	}
+	return out
+}
+
+// impostors reports the backends in the table whose last new connection
+// was accepted by a listener of another user: address -> that user.
+func (s *backendSet) impostors() map[string]uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[string]uint32
+	for _, b := range s.m {
+		if u := b.impostor.Load(); u >= 0 && !b.isRemoved() {
+			if out == nil {
+				out = make(map[string]uint32)
+			}
+			out[b.addr] = uint32(u)
+		}
 	}
 	return out
 }

@@ -59,8 +59,8 @@ func TestConnectTimeout(t *testing.T) {
 	hole := blackholeAddr(t)
 	good := newNamedBackend(t, "good")
 	r.push(t, Table{Version: 1, Routes: []Route{
-		{Host: "mixed.localhost", App: "mixed", Backends: []string{hole, good.addr()}},
-		{Host: "hole.localhost", App: "hole", Backends: []string{hole}},
+		{Host: "mixed.localhost", App: "mixed", Backends: be(hole, good.addr())},
+		{Host: "hole.localhost", App: "hole", Backends: be(hole)},
 	}})
 
 	t.Run("retried on another backend, then passed over", func(t *testing.T) {
@@ -109,8 +109,8 @@ func TestBadGatewayWording(t *testing.T) {
 	r := startRouter(t, "")
 	reset := newResetBackend(t)
 	r.push(t, Table{Version: 1, Routes: []Route{
-		{Host: "refused.localhost", App: "web", Backends: []string{closedAddr(t), closedAddr(t)}},
-		{Host: "reset.localhost", App: "api", Backends: []string{reset.addr()}},
+		{Host: "refused.localhost", App: "web", Backends: be(closedAddr(t), closedAddr(t))},
+		{Host: "reset.localhost", App: "api", Backends: be(reset.addr())},
 	}})
 	tests := []struct {
 		name, method, host string
@@ -242,7 +242,7 @@ func TestClientWriteTimeout(t *testing.T) {
 	}))
 	t.Cleanup(big.Close)
 	r := startRouterConfig(t, Config{ClientWriteTimeout: 300 * time.Millisecond, TLSListen: "127.0.0.1:0", CADir: caDir})
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "big.localhost", App: "big", Backends: []string{big.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "big.localhost", App: "big", Backends: be(big.Listener.Addr().String())}}})
 
 	tests := []struct {
 		name string

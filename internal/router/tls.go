@@ -1,17 +1,21 @@
 package router
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"paddock.dev/paddock/internal/tlsca"
 )
 
 // This file serves app domains over TLS: the tls.Config of the HTTPS
@@ -19,8 +23,12 @@ import (
 // CA signs for the hosts in the table.
 
 // renewBefore is how long before its expiry a signed certificate is
-// replaced (as tlsca renews the API server's).
-const renewBefore = 30 * 24 * time.Hour
+// replaced (as tlsca renews the API server's), and leafLifetime how long
+// one is valid.
+const (
+	renewBefore  = 30 * 24 * time.Hour
+	leafLifetime = 397 * 24 * time.Hour
+)
 
 // errNoRoute is the handshake error for a server name the table does not
 // route (or none): the router signs certificates only for its app hosts.
@@ -46,11 +54,23 @@ func tlsConfig(cfg Config, table *atomic.Pointer[routes]) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	case cfg.CADir != "":
 		// The CA must exist already: the router does not make one (two
-		// processes making it at once could leave a mismatched pair).
-		if _, err := tls.LoadX509KeyPair(filepath.Join(cfg.CADir, "ca.crt"), filepath.Join(cfg.CADir, "ca.key")); err != nil {
+		// processes making it at once could leave a mismatched pair). It
+		// is loaded once, here: the router may not be able to read it
+		// after it drops root.
+		ca, err := tls.LoadX509KeyPair(filepath.Join(cfg.CADir, "ca.crt"), filepath.Join(cfg.CADir, "ca.key"))
+		if err != nil {
 			return nil, fmt.Errorf("load CA: %w", err)
 		}
-		cs := &certSigner{dir: cfg.CADir, now: cfg.Now, table: table, cache: make(map[string]*tls.Certificate)}
+		if ca.Leaf == nil {
+			if ca.Leaf, err = x509.ParseCertificate(ca.Certificate[0]); err != nil {
+				return nil, fmt.Errorf("load CA: %w", err)
+			}
+		}
+		key, ok := ca.PrivateKey.(crypto.Signer)
+		if !ok {
+			return nil, errors.New("load CA: the key cannot sign")
+		}
+		cs := &certSigner{caCert: ca.Leaf, caKey: key, now: cfg.Now, table: table, cache: make(map[string]*tls.Certificate)}
 		tc.GetCertificate = cs.getCertificate
 	default:
 		return nil, errors.New("TLSListen needs TLSCert and TLSKey, or CADir")
@@ -62,9 +82,10 @@ func tlsConfig(cfg Config, table *atomic.Pointer[routes]) (*tls.Config, error) {
 // platform CA on first use and kept in memory until 30 days before it
 // expires.
 type certSigner struct {
-	dir   string
-	now   func() time.Time
-	table *atomic.Pointer[routes]
+	caCert *x509.Certificate
+	caKey  crypto.Signer
+	now    func() time.Time
+	table  *atomic.Pointer[routes]
 
 	mu    sync.Mutex // held while signing, so a host is signed once
 	cache map[string]*tls.Certificate
@@ -82,11 +103,8 @@ func (s *certSigner) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificat
 	if c := s.cache[name]; c != nil && now.Add(renewBefore).Before(c.Leaf.NotAfter) {
 		return c, nil
 	}
-	cert, err := tlsca.Sign(s.dir, []string{name}, now)
+	cert, err := s.sign(name, now)
 	if err != nil {
-		return nil, fmt.Errorf("sign a certificate for %s: %w", name, err)
-	}
-	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
 		return nil, fmt.Errorf("sign a certificate for %s: %w", name, err)
 	}
 	if len(s.cache) >= len(rs.byHost)+16 {
@@ -99,4 +117,35 @@ func (s *certSigner) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificat
 	}
 	s.cache[name] = &cert
 	return &cert, nil
+}
+
+// sign makes an ECDSA P-256 certificate for name, valid for 397 days
+// (the longest that browsers accept, as tlsca's), signed by the CA.
+func (s *certSigner) sign(name string, now time.Time) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(leafLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.caCert, &key.PublicKey, s.caKey)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der, s.caCert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }

@@ -58,7 +58,7 @@ func TestHTTPSWithCA(t *testing.T) {
 	caDir, pool := newCA(t)
 	r := startRouterConfig(t, Config{TLSListen: "127.0.0.1:0", CADir: caDir})
 	e := echoBackend(t)
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: []string{e.Listener.Addr().String()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "app.localhost", App: "app", Backends: be(e.Listener.Addr().String())}}})
 	client := httpsClient(r.tlsAddr, pool)
 
 	for i := 0; i < 2; i++ { // the second time from the certificate cache
@@ -186,7 +186,7 @@ func TestHTTPSWithCertFiles(t *testing.T) {
 	// CADir is given too: the files win.
 	r := startRouterConfig(t, Config{TLSListen: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile, CADir: caDir})
 	shop := newNamedBackend(t, "shop")
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "shop.example.test", App: "shop", Backends: []string{shop.addr()}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "shop.example.test", App: "shop", Backends: be(shop.addr())}}})
 	client := httpsClient(r.tlsAddr, pool)
 	tests := []struct {
 		url        string
@@ -220,7 +220,7 @@ func TestHTTPSWithCertFiles(t *testing.T) {
 func TestWebSocketOverTLS(t *testing.T) {
 	caDir, pool := newCA(t)
 	r := startRouterConfig(t, Config{TLSListen: "127.0.0.1:0", CADir: caDir})
-	r.push(t, Table{Version: 1, Routes: []Route{{Host: "ws.localhost", App: "ws", Backends: []string{newWSBackend(t)}}}})
+	r.push(t, Table{Version: 1, Routes: []Route{{Host: "ws.localhost", App: "ws", Backends: be(newWSBackend(t))}}})
 	c, err := tls.Dial("tcp", r.tlsAddr, &tls.Config{ServerName: "ws.localhost", RootCAs: pool})
 	if err != nil {
 		t.Fatal(err)
@@ -285,9 +285,12 @@ func TestCertSignerCacheAndRenewal(t *testing.T) {
 	clock := &fakeClock{t: time.Now()}
 	var table atomic.Pointer[routes]
 	table.Store(&routes{byHost: map[string]*route{"app.localhost": {}}})
-	s := &certSigner{dir: caDir, now: clock.Now, table: &table, cache: map[string]*tls.Certificate{}}
+	tc, err := tlsConfig(Config{CADir: caDir, Now: clock.Now}, &table)
+	if err != nil {
+		t.Fatal(err)
+	}
 	get := func(name string) (*tls.Certificate, error) {
-		return s.getCertificate(&tls.ClientHelloInfo{ServerName: name})
+		return tc.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
 	}
 
 	first, err := get("app.localhost")

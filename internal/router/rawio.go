@@ -1,0 +1,112 @@
+package router
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// rawIO reads and writes a plain TCP connection with raw system calls
+// inside the connection's own RawConn callbacks. It is what net.Conn's
+// Read and Write do, less the scheduler's bookkeeping around a blocking
+// system call: the sockets are non-blocking, so read and write return at
+// once, and telling the scheduler (entersyscall/exitsyscall) only costs
+// time, and makes its monitor thread wake up every 20 µs to hand off the
+// processors it sees in system calls. A profile of the router under load
+// spent about a tenth of its time there.
+//
+// Going through the RawConn keeps net.Conn's guarantees: the descriptor
+// stays open while it is in use (a concurrent Close waits), deadlines
+// apply, and EAGAIN parks the goroutine in the poller. The callbacks are
+// made once per connection, so a call allocates nothing.
+type rawIO struct {
+	rc syscall.RawConn
+	r  rawOp // the read in progress
+	w  rawOp // the write in progress (may run beside a read)
+}
+
+// rawOp is the state of one read or write and its callback.
+type rawOp struct {
+	buf   []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+// newRawIO returns the raw I/O of c, or nil if c offers none.
+func newRawIO(c *net.TCPConn) *rawIO {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	x := &rawIO{rc: rc}
+	r, w := &x.r, &x.w
+	r.fn = func(fd uintptr) bool {
+		for {
+			n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)))
+			switch e {
+			case syscall.EAGAIN:
+				return false // wait until readable
+			case syscall.EINTR:
+				continue
+			}
+			r.n, r.errno = int(n), e
+			return true
+		}
+	}
+	w.fn = func(fd uintptr) bool {
+		for len(w.buf) > 0 {
+			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))), uintptr(len(w.buf)))
+			switch e {
+			case 0:
+				w.n += int(n)
+				w.buf = w.buf[n:]
+			case syscall.EAGAIN:
+				return false // wait until writable
+			case syscall.EINTR:
+			default:
+				w.errno = e
+				return true
+			}
+		}
+		return true
+	}
+	return x
+}
+
+// read reads into b as net.Conn's Read does (io.EOF at the end).
+func (x *rawIO) read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r := &x.r
+	r.buf, r.n, r.errno = b, 0, 0
+	err := x.rc.Read(r.fn)
+	r.buf = nil
+	if err != nil {
+		return 0, err // closed, or a deadline
+	}
+	if r.errno != 0 {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: r.errno}
+	}
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	return r.n, nil
+}
+
+// write writes all of b as net.Conn's Write does.
+func (x *rawIO) write(b []byte) (int, error) {
+	w := &x.w
+	w.buf, w.n, w.errno = b, 0, 0
+	err := x.rc.Write(w.fn)
+	w.buf = nil
+	if err != nil {
+		return w.n, err
+	}
+	if w.errno != 0 {
+		return w.n, &net.OpError{Op: "write", Net: "tcp", Err: w.errno}
+	}
+	return w.n, nil
+}
