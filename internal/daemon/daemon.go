@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,6 +189,12 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			rtr.args = append(rtr.args, "--ca-dir", caDir)
 		}
+	}
+	if users != nil {
+		// The router binds its ports as root, then runs as a user of its
+		// own, no app's.
+		uid := strconv.FormatUint(uint64(users.Router()), 10)
+		rtr.args = append(rtr.args, "--uid", uid, "--gid", uid)
 	}
 	if err := rtr.ensure(ctx); err != nil {
 		return err
@@ -532,11 +539,51 @@ type routerProcess struct {
 	log    *slog.Logger
 }
 
+// routerStopWait is how long a router may take to stop: its 10 s of grace
+// for requests in flight, then the cut, then its exit.
+const routerStopWait = 15 * time.Second
+
+// argv is the command line a new router starts with.
+func (r *routerProcess) argv() []string {
+	listen, args := r.listen, slices.Clone(r.args)
+	if prev, err := router.ReadInfo(r.client.StateDir); err == nil {
+		// A port the kernel picked last time is the port clients know.
+		if strings.HasSuffix(listen, ":0") && prev.Listen != "" {
+			listen = prev.Listen
+		}
+		for i, a := range args {
+			if a == "--tls-listen" && strings.HasSuffix(args[i+1], ":0") && prev.TLSListen != "" {
+				args[i+1] = prev.TLSListen
+			}
+		}
+	}
+	return append([]string{r.binary, "router", "--state", r.client.StateDir, "--listen", listen}, args...)
+}
+
 // ensure adopts a running router or starts one, and waits until it answers.
+// A running router of an older version, or with other settings, is stopped
+// and started again; one that holds the state folder without answering is
+// killed.
 func (r *routerProcess) ensure(ctx context.Context) error {
 	if st, err := r.client.Status(ctx); err == nil {
-		r.log.Info("adopted the running router", "pid", st.PID, "listen", st.Listen)
-		return nil
+		got := cmdline(st.PID)
+		switch want := r.argv(); {
+		case st.Instance == "":
+			r.log.Warn("restarting the router: it is of an older version", "pid", st.PID)
+		case len(got) < 1 || !slices.Equal(got[1:], want[1:]):
+			r.log.Warn("restarting the router: its settings changed", "pid", st.PID, "was", strings.Join(got, " "))
+		default:
+			r.log.Info("adopted the running router", "pid", st.PID, "listen", st.Listen)
+			return nil
+		}
+		r.stopPID(st.PID)
+	} else if router.Held(r.client.StateDir) {
+		info, _ := router.ReadInfo(r.client.StateDir)
+		r.log.Warn("the router holds its folder but does not answer; killing it", "pid", info.PID, "err", err)
+		if r.ours(info.PID) {
+			syscall.Kill(info.PID, syscall.SIGKILL)
+			waitExit(info.PID, 5*time.Second)
+		}
 	}
 	if err := os.MkdirAll(r.client.StateDir, 0o700); err != nil {
 		return err
@@ -546,19 +593,8 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 		return err
 	}
 	defer out.Close()
-	listen := r.listen
-	if prev, err := router.ReadInfo(r.client.StateDir); err == nil && strings.HasSuffix(listen, ":0") && prev.Listen != "" {
-		// A port the kernel picked last time is the port clients know.
-		listen = prev.Listen
-	}
-	if prev, err := router.ReadInfo(r.client.StateDir); err == nil && prev.TLSListen != "" {
-		for i, a := range r.args {
-			if a == "--tls-listen" && strings.HasSuffix(r.args[i+1], ":0") {
-				r.args[i+1] = prev.TLSListen
-			}
-		}
-	}
-	cmd := exec.Command(r.binary, append([]string{"router", "--state", r.client.StateDir, "--listen", listen}, r.args...)...)
+	argv := r.argv()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -568,7 +604,7 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 	go func() { exited <- cmd.Wait() }()
 	deadline := time.After(10 * time.Second)
 	for {
-		if st, err := r.client.Status(ctx); err == nil {
+		if st, err := r.client.Status(ctx); err == nil && st.PID == cmd.Process.Pid {
 			r.log.Info("started the router", "pid", st.PID, "listen", st.Listen)
 			return nil
 		}
@@ -603,21 +639,54 @@ func (r *routerProcess) supervise(ctx context.Context) {
 	}
 }
 
-// stop stops the router and waits for it to exit.
+// stop stops the router running on the state folder and waits for it.
 func (r *routerProcess) stop() {
-	info, err := router.ReadInfo(r.client.StateDir)
-	if err != nil || info.PID <= 0 {
+	if info, err := router.ReadInfo(r.client.StateDir); err == nil {
+		r.stopPID(info.PID)
+	}
+}
+
+// stopPID stops the router pid, if it is one of this state folder: SIGTERM,
+// then SIGKILL if it has not exited in time.
+func (r *routerProcess) stopPID(pid int) {
+	if !r.ours(pid) || syscall.Kill(pid, syscall.SIGTERM) != nil {
 		return
 	}
-	// The PID is the router's only while its command line names its folder.
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/cmdline")
-	if err != nil || !strings.Contains(string(cmdline), r.client.StateDir) {
-		return
+	if !waitExit(pid, routerStopWait) {
+		r.log.Warn("the router did not stop in time; killing it", "pid", pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(pid, 5*time.Second)
 	}
-	if syscall.Kill(info.PID, syscall.SIGTERM) != nil {
-		return
+}
+
+// ours reports whether pid is a router of this state folder: a pid alone
+// may have passed to another process since it was written down.
+func (r *routerProcess) ours(pid int) bool {
+	args := cmdline(pid)
+	return pid > 0 && len(args) > 3 && args[1] == "router" && slices.Contains(args, r.client.StateDir)
+}
+
+// cmdline returns a process's command line; nil if it is gone.
+func cmdline(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return nil
 	}
-	for i := 0; i < 200 && syscall.Kill(info.PID, 0) == nil; i++ {
-		time.Sleep(50 * time.Millisecond)
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// waitExit waits up to d for pid to be gone, or a zombie; it reports
+// whether it is.
+func waitExit(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if i := strings.LastIndexByte(string(b), ')'); err != nil || i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -166,14 +166,29 @@ func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
 				return
 			}
 		}
-		err := ownedBy(owners, in)
-		if err == nil {
-			continue
+		if err := ownedBy(owners, in); err != nil {
+			s.move(ctx, in, err.Error())
 		}
-		if m, _, merr := s.manifest(ctx, in.App, in.AppID, in.Release); merr != nil || m.Processes[in.Process].Port != 0 {
-			continue // a fixed port cannot move
+	}
+}
+
+// move retires an instance whose port another user's process took, so
+// that a replacement starts on another port; one with a fixed port cannot
+// move.
+func (s *Service) move(ctx context.Context, in runtime.Instance, why string) {
+	if m, _, err := s.manifest(ctx, in.App, in.AppID, in.Release); err != nil || m.Processes[in.Process].Port != 0 {
+		return
+	}
+	s.retire(ctx, in, why+"; a replacement starts on another port")
+}
+
+// evictImpostors replaces the web instances the router found another
+// user's listener on (addr -> that user).
+func (s *Service) evictImpostors(ctx context.Context, impostors map[string]uint32, insts []runtime.Instance) {
+	for _, in := range insts {
+		if uid, ok := impostors["127.0.0.1:"+strconv.Itoa(in.Port)]; ok && in.Process == "web" && in.State != runtime.StateStopped {
+			s.move(ctx, in, fmt.Sprintf("the router found port %d held by a process of another user (uid %d)", in.Port, uid))
 		}
-		s.retire(ctx, in, err.Error()+"; a replacement starts on another port")
 	}
 }
 
@@ -644,6 +659,7 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 		s.rec.mu.Lock()
 		s.rec.pushedAt = s.now()
 		s.rec.mu.Unlock()
+		s.evictImpostors(ctx, st.Impostors, insts)
 	}
 	if changed {
 		// Versions only grow, across server restarts too: the router

@@ -94,3 +94,18 @@ func ReadInfo(stateDir string) (Status, error) {
 	}
 	return st, nil
 }
+
+// Held reports whether a router holds the state folder: one runs on it,
+// answering or not (a router lets go once it starts to stop).
+func Held(stateDir string) bool {
+	f, err := os.Open(filepath.Join(stateDir, lockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
