@@ -543,10 +543,11 @@ type routerProcess struct {
 // for requests in flight, then the cut, then its exit.
 const routerStopWait = 15 * time.Second
 
-// argv is the command line a new router starts with.
-func (r *routerProcess) argv() []string {
+// argv is the command line a new router starts with: with the addresses
+// the kernel picked for the last one when asked for port 0, unless raw.
+func (r *routerProcess) argv(raw bool) []string {
 	listen, args := r.listen, slices.Clone(r.args)
-	if prev, err := router.ReadInfo(r.client.StateDir); err == nil {
+	if prev, err := router.ReadInfo(r.client.StateDir); err == nil && !raw {
 		// A port the kernel picked last time is the port clients know.
 		if strings.HasSuffix(listen, ":0") && prev.Listen != "" {
 			listen = prev.Listen
@@ -567,10 +568,11 @@ func (r *routerProcess) argv() []string {
 func (r *routerProcess) ensure(ctx context.Context) error {
 	if st, err := r.client.Status(ctx); err == nil {
 		got := cmdline(st.PID)
-		switch want := r.argv(); {
+		same := func(want []string) bool { return len(got) > 0 && slices.Equal(got[1:], want[1:]) }
+		switch {
 		case st.Instance == "":
 			r.log.Warn("restarting the router: it is of an older version", "pid", st.PID)
-		case len(got) < 1 || !slices.Equal(got[1:], want[1:]):
+		case !same(r.argv(false)) && !same(r.argv(true)):
 			r.log.Warn("restarting the router: its settings changed", "pid", st.PID, "was", strings.Join(got, " "))
 		default:
 			r.log.Info("adopted the running router", "pid", st.PID, "listen", st.Listen)
@@ -593,7 +595,7 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 		return err
 	}
 	defer out.Close()
-	argv := r.argv()
+	argv := r.argv(false)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // ErrNotRunning is returned by Client methods when no router listens on
@@ -21,7 +22,13 @@ var ErrNotRunning = errors.New("router is not running")
 // Client talks to a running router over StateDir/admin.sock.
 type Client struct{ StateDir string }
 
+// answerWithin bounds each call: a router that does not answer within it
+// (stopped, or stuck) counts as not answering.
+const answerWithin = 10 * time.Second
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, answerWithin)
+	defer cancel()
 	sock := filepath.Join(c.StateDir, socketFile)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -194,6 +194,17 @@ func (p *Platform) Stop() {
 	}
 }
 
+// WaitExit waits for the server to exit by itself (after `paddock down`),
+// and fails the test if it has not within d.
+func (p *Platform) WaitExit(d time.Duration) {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.t.Fatalf("the server did not exit within %s", d)
+	}
+}
+
 // cleanup stops everything the platform started: through the API when the
 // server runs, and by PID in any case.
 func (p *Platform) cleanup() {
