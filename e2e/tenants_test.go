@@ -270,3 +270,25 @@ func TestAppsMeetOnlyThroughTheRouter(t *testing.T) {
 		t.Errorf("evil did not reach vic through the router:\n%s", logs)
 	}
 }
+
+// TestBuildOutputHardLink: a build that hard-links a file of another user
+// into its output (which the kernel allows for a file it may write) does
+// not get root to pack it: the deploy fails and says why.
+func TestBuildOutputHardLink(t *testing.T) {
+	p := testenv.Start(t)
+	loot := filepath.Join(t.TempDir(), "loot")
+	os.Chmod(filepath.Dir(loot), 0o755)
+	if err := os.WriteFile(loot, []byte("root's"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(loot, 0o666) // past the umask: writable, so linkable, by anyone
+	dir := writeApp(t, map[string]string{"paddock.toml": fmt.Sprintf("[build]\ncommand = \"ln %s loot\"\n[processes.worker]\ncommand = \"exec sleep 1000\"\n", loot)})
+	p.MustRun("apps", "create", "linker")
+	_, stderr, err := p.Run("deploy", dir, "--app", "linker")
+	if err == nil || !strings.Contains(stderr, "not the app's") || !strings.Contains(stderr, "loot") {
+		t.Fatalf("deploy of a build output with a hard link to root's file: got %v, want it refused naming loot\n%s", err, stderr)
+	}
+	if rels := p.MustRun("releases", "linker"); strings.Contains(rels, "v1") {
+		t.Errorf("a release was made:\n%s", rels)
+	}
+}

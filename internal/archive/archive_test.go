@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -461,5 +462,33 @@ func TestUnpackCanceled(t *testing.T) {
 	stream := gzipped(tarStream(t, hdr{name: "a", typ: tar.TypeReg, body: "a"}))
 	if err := Unpack(ctx, bytes.NewReader(stream), dst, Limits{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Unpack with a canceled context: got %v, want context.Canceled", err)
+	}
+}
+
+// TestPackOwnedDoesNotBlockOnAFIFO: a file swapped for a FIFO while the
+// tree is packed fails the pack at once rather than holding it forever.
+func TestPackOwnedDoesNotBlockOnAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "trap"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &packer{owner: int64(os.Getuid())}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	p.root = root
+	done := make(chan error, 1)
+	go func() {
+		done <- p.write(context.Background(), tar.NewWriter(io.Discard), entry{name: "trap", kind: kindFile})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no longer a regular file") {
+			t.Errorf("packing a FIFO: got %v, want it refused as not a regular file", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("packing blocked on a FIFO")
 	}
 }

@@ -222,9 +222,11 @@ func (p *packer) write(ctx context.Context, tw *tar.Writer, e entry) error {
 	}
 
 	// The folder may be written to while it is packed (a build's stray
-	// process): open through the root so nothing outside it can be read, and
-	// check that what was opened is still a regular file.
-	f, err := p.root.Open(e.name)
+	// process): open through the root so nothing outside it can be read,
+	// without blocking (a file swapped for a FIFO would hold the open
+	// forever) or following a last link, and check that what was opened
+	// is still a regular file.
+	f, err := p.root.OpenFile(e.name, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}
@@ -236,8 +238,14 @@ func (p *packer) write(ctx context.Context, tw *tar.Writer, e entry) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("changed while packing: no longer a regular file")
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); p.owner >= 0 && (!ok || int64(st.Uid) != p.owner) {
-		return fmt.Errorf("%w: owned by uid %d, not %d (a hard link to another user's file?)", ErrNotOwned, st.Uid, p.owner)
+	if p.owner >= 0 {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%w: its owner is unknown", ErrNotOwned)
+		}
+		if int64(st.Uid) != p.owner {
+			return fmt.Errorf("%w: owned by uid %d, not %d (a hard link to another user's file?)", ErrNotOwned, st.Uid, p.owner)
+		}
 	}
 	hdr.Typeflag = tar.TypeReg
 	hdr.Mode = 0o644
