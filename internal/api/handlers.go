@@ -326,7 +326,7 @@ func (s *Server) removeDomain(w http.ResponseWriter, r *http.Request) error {
 // hold, before a release is made of them.
 func checkConfig(vars wire.ConfigPatch) error {
 	for k, v := range vars {
-		if !configKey.MatchString(k) {
+		if len(k) > 256 || !configKey.MatchString(k) {
 			return invalid("config key %q: use letters, digits and underscores, not starting with a digit", k)
 		}
 		if v != nil && strings.IndexByte(*v, 0) >= 0 {
@@ -336,4 +336,4 @@ func checkConfig(vars wire.ConfigPatch) error {
 	return nil
 }
 
-var configKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,255}$`)
+var configKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) // and at most 256 bytes

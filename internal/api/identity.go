@@ -16,10 +16,12 @@ import (
 	"paddock.dev/paddock/internal/wire"
 )
 
-var identName = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,63}$`)
+var identName = regexp.MustCompile(`^[a-z][a-z0-9._-]*$`)
+
+func validIdentName(s string) bool { return len(s) <= 64 && identName.MatchString(s) }
 
 func checkName(kind, name string) error {
-	if !identName.MatchString(name) {
+	if !validIdentName(name) {
 		return invalid("%s name %q: use 1 to 64 lowercase letters, digits, dots, dashes and underscores, starting with a letter", kind, name)
 	}
 	return nil

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os/signal"
 	"syscall"
@@ -76,6 +77,20 @@ func (e *env) downCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	return cmd
+}
+
+// runShim runs `paddock shim DIR` straight away: a supervisor runs beside
+// every instance, and it skips building the command tree, whose garbage it
+// would carry all its life. ok is false for any other command line.
+func runShim(ctx context.Context, args []string, stderr io.Writer) (code int, ok bool) {
+	if len(args) != 2 || args[0] != "shim" {
+		return 0, false
+	}
+	if err := process.RunShim(context.WithoutCancel(ctx), args[1]); err != nil {
+		fmt.Fprintf(stderr, "error: %s\n", err)
+		return 1, true
+	}
+	return 0, true
 }
 
 // shimCmd runs one instance's supervisor; the server starts it.

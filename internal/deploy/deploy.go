@@ -120,11 +120,11 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-var appName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,29}$`)
+var appName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`) // and at most 30 bytes
 
 // ValidateAppName says what is wrong with name, if anything.
 func ValidateAppName(name string) error {
-	if !appName.MatchString(name) || strings.HasSuffix(name, "-") {
+	if len(name) > 30 || !appName.MatchString(name) || strings.HasSuffix(name, "-") {
 		return fmt.Errorf("%w: app name %q: use 1 to 30 lowercase letters, digits and dashes, starting with a letter", ErrInvalid, name)
 	}
 	return nil
@@ -408,12 +408,26 @@ func processNames(m *manifest.Manifest) []string {
 	return names
 }
 
-var hostName = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// hostLabel is one label of a host name, of at most 63 bytes.
+var hostLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// validHostName reports whether host is a lowercase DNS name.
+func validHostName(host string) bool {
+	if len(host) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(host, ".") {
+		if len(l) > 63 || !hostLabel.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
 
 // AddDomain routes host to app.
 func (s *Service) AddDomain(ctx context.Context, app, host string) (store.Domain, error) {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if len(host) > 253 || !hostName.MatchString(host) {
+	if !validHostName(host) {
 		return store.Domain{}, fmt.Errorf("%w: %q is not a host name (example: shop.example.com)", ErrInvalid, host)
 	}
 	if host == s.cfg.Domain || strings.HasSuffix(host, "."+s.cfg.Domain) {

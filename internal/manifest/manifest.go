@@ -140,10 +140,10 @@ func Load(dir string) (*Manifest, error) {
 }
 
 // nameRE is the rule for process type and app names.
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,29}$`)
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]*$`) // and at most 30 bytes
 
 // ValidProcessName reports whether s may name a process type.
-func ValidProcessName(s string) bool { return nameRE.MatchString(s) }
+func ValidProcessName(s string) bool { return len(s) <= 30 && nameRE.MatchString(s) }
 
 // Validate checks a manifest, defaults already applied, and reports every
 // problem at once as an *Error.
@@ -154,7 +154,7 @@ func (m *Manifest) Validate() error {
 }
 
 func (m *Manifest) validate(p *problems) {
-	if m.Name != "" && !nameRE.MatchString(m.Name) { // the same rule as the API's for app names
+	if m.Name != "" && !ValidProcessName(m.Name) { // the same rule as the API's for app names
 		p.add("name %q is not a valid app name: use 1 to 30 lowercase letters, digits and hyphens, starting with a letter (e.g. \"shop\")", m.Name)
 	}
 	checkText(p, "build.command", m.Build.Command)
@@ -168,7 +168,7 @@ func (m *Manifest) validate(p *problems) {
 	for _, name := range sortedKeys(m.Processes) {
 		pr := m.Processes[name]
 		where := "processes." + name
-		if !nameRE.MatchString(name) {
+		if !ValidProcessName(name) {
 			p.add("process type %q is not a valid name: use 1 to 30 lowercase letters, digits and hyphens, starting with a letter (e.g. \"web\", \"worker\")", name)
 			where = fmt.Sprintf("processes.%q", name)
 		}
