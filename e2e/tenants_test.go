@@ -3,12 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -159,36 +157,27 @@ func TestBuildHomeIsNeverHandedOver(t *testing.T) {
 	}
 }
 
-var (
-	tenantOnce sync.Once
-	tenantBin  string
-	tenantErr  error
-)
-
 // tenantApp returns a folder with the tenant program (testdata/tenant)
 // built, and a paddock.toml.
 func tenantApp(t *testing.T, manifest string) string {
 	t.Helper()
-	tenantOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "paddock-tenant-")
-		if err != nil {
-			tenantErr = err
-			return
-		}
-		tenantBin = filepath.Join(dir, "tenant")
-		out, err := exec.Command("go", "build", "-o", tenantBin, "./testdata/tenant").CombinedOutput()
-		if err != nil {
-			tenantErr = fmt.Errorf("go build ./testdata/tenant: %v\n%s", err, out)
-		}
-	})
-	if tenantErr != nil {
-		t.Fatal(tenantErr)
-	}
-	b, err := os.ReadFile(tenantBin)
+	b, err := os.ReadFile(testenv.GoBuild(t, "./testdata/tenant"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return writeApp(t, map[string]string{"tenant": string(b), "paddock.toml": manifest})
+}
+
+// deployVictim deploys the app vic, whose web instance answers "vic", and
+// waits until it serves.
+func deployVictim(t *testing.T, p *testenv.Platform) {
+	t.Helper()
+	p.MustRun("apps", "create", "vic")
+	p.MustRun("config", "set", "vic", "NAME=vic")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "vic"); err != nil {
+		t.Fatalf("deploy vic: %v\n%s\n%s", err, out, errOut)
+	}
+	serving(t, p, "vic.localhost", "vic")
 }
 
 // TestPortSquatting: an app that tries to bind the port of another app's
@@ -196,12 +185,7 @@ func tenantApp(t *testing.T, manifest string) string {
 // serves again; no request for it ever reaches the squatter.
 func TestPortSquatting(t *testing.T) {
 	p := testenv.Start(t)
-	p.MustRun("apps", "create", "vic")
-	p.MustRun("config", "set", "vic", "NAME=vic")
-	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "vic"); err != nil {
-		t.Fatalf("deploy vic: %v\n%s\n%s", err, out, errOut)
-	}
-	serving(t, p, "vic.localhost", "vic")
+	deployVictim(t, p)
 	rows := ps(t, p, "vic")
 	port, pid := rows[0].Port, rows[0].PID
 
@@ -243,12 +227,7 @@ func TestPortSquatting(t *testing.T) {
 // reaches it through the router, like anyone else.
 func TestAppsMeetOnlyThroughTheRouter(t *testing.T) {
 	p := testenv.Start(t)
-	p.MustRun("apps", "create", "vic")
-	p.MustRun("config", "set", "vic", "NAME=vic")
-	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "vic"); err != nil {
-		t.Fatalf("deploy vic: %v\n%s\n%s", err, out, errOut)
-	}
-	serving(t, p, "vic.localhost", "vic")
+	deployVictim(t, p)
 	direct := fmt.Sprintf("127.0.0.1:%d", ps(t, p, "vic")[0].Port)
 	manifest := fmt.Sprintf("[processes.worker]\ncommand = \"./tenant get %s vic.localhost; ./tenant get %s vic.localhost; exec sleep 1000\"\n", direct, p.Router)
 	p.MustRun("apps", "create", "evil")

@@ -28,31 +28,35 @@ import (
 	"paddock.dev/paddock/internal/router"
 )
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
+// built holds the programs GoBuild made, by package.
+var built sync.Map // package -> func() (string, error)
+
+// GoBuild builds the Go package pkg (an import path, or a path relative to
+// the test's package) once per test process and returns the binary's path.
+func GoBuild(t testing.TB, pkg string) string {
+	t.Helper()
+	once, _ := built.LoadOrStore(pkg, sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "paddock-bin-")
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, filepath.Base(pkg))
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+		return bin, nil
+	}))
+	bin, err := once.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
 
 // Binary builds the paddock binary once and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "paddock-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "paddock")
-		out, err := exec.Command("go", "build", "-o", binary, "paddock.dev/paddock/cmd/paddock").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
+	return GoBuild(t, "paddock.dev/paddock/cmd/paddock")
 }
 
 // Platform is a running `paddock up` and what a test needs to drive it.
