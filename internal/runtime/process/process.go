@@ -184,7 +184,9 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 	defer out.Close()
 	cmd := exec.Command(r.cfg.Binary, "shim", dir)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	// One processor is plenty to wait on a child and copy its output, and
+	// costs a supervisor, of which there are hundreds, the least memory.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1"}
 	// A session of its own: no signal sent to the server's process group
 	// (a Ctrl-C in its terminal) reaches the instance.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
