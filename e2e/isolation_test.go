@@ -13,8 +13,7 @@ import (
 // TestIsolation: builds and apps run as users of their own and cannot read
 // the platform's store, keys or another app's files.
 func TestIsolation(t *testing.T) {
-	// The default build home, inside the data folder, as a user has it.
-	p := testenv.Start(t, "--build-home", "")
+	p := testenv.Start(t)
 	db := filepath.Join(p.Data, "paddock.db")
 	key := filepath.Join(p.Data, "tls", "ca.key")
 	probe := func(who string) string {

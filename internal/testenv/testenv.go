@@ -92,15 +92,6 @@ func Start(t testing.TB, upArgs ...string) *Platform {
 	return p
 }
 
-// buildHome holds the apps' build homes for every test platform, so that
-// each does not compile Go's standard library again for the same app user.
-// For tests only.
-func buildHome() string {
-	dir := filepath.Join(os.TempDir(), "paddock-test-build-home")
-	os.MkdirAll(dir, 0o711)
-	return dir
-}
-
 // Env is the environment the server and CLI run with.
 func (p *Platform) Env() []string {
 	env := []string{"XDG_CONFIG_HOME=" + filepath.Join(p.Dir, "config"), "PADDOCK_DATA=" + p.Data}
@@ -120,7 +111,7 @@ func (p *Platform) Up() {
 	if p.API != "" {
 		_, api, _ = strings.Cut(p.API, "://") // keep the address the CLI config has
 	}
-	p.cmd = exec.Command(p.Bin, append([]string{"up", "--api", api, "--http", "127.0.0.1:0", "--build-home", buildHome()}, p.upArgs...)...)
+	p.cmd = exec.Command(p.Bin, append([]string{"up", "--api", api, "--http", "127.0.0.1:0"}, p.upArgs...)...)
 	p.cmd.Env = p.Env()
 	p.log, p.logMu = &bytes.Buffer{}, &sync.Mutex{}
 	w := &lockedWriter{mu: p.logMu, w: p.log}
