@@ -57,6 +57,35 @@ type Release struct {
 	CreatedAt   time.Time         `json:"created_at"`
 	Status      string            `json:"status"`
 	Reason      string            `json:"reason,omitempty"`
+	// Secrets pins the version of each secret the release's instances
+	// get, by name.
+	Secrets map[string]int `json:"secrets,omitempty"`
+}
+
+// SecretVersion is one version of an app's secret, sealed: the store never
+// sees a secret's value. A version that unsets the secret is Deleted and
+// holds no value.
+type SecretVersion struct {
+	App       string    `json:"app"`
+	Name      string    `json:"name"`
+	Version   int       `json:"version"`
+	Sealed    []byte    `json:"-"`
+	Digest    string    `json:"digest,omitempty"` // a short keyed digest of the value, to tell versions apart
+	AsFile    bool      `json:"as_file,omitempty"`
+	Deleted   bool      `json:"deleted,omitempty"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// DataKey is a key that seals secrets, kept only wrapped by the
+// key-encryption key (KEK) whose ID it records.
+type DataKey struct {
+	ID      int64
+	Kind    string // what it seals: "seal" or "digest"
+	Wrapped []byte
+	KEKID   string
+	Seals   int64 // values sealed with it so far
+	Created time.Time
 }
 
 // Build is the record of one build of uploaded source.
@@ -189,6 +218,23 @@ type Store interface {
 	SetGrant(ctx context.Context, g Grant) error // replaces the team's role on the app; role "" removes it
 	// Access returns users, teams, grants and app owners as one snapshot.
 	Access(ctx context.Context) (Access, error)
+
+	// AddSecretVersion stores a version; ErrExists if the app already has
+	// that version of that name.
+	AddSecretVersion(ctx context.Context, v SecretVersion) error
+	// ListSecretVersions returns the versions of one secret of app, or of
+	// all its secrets when name is "", by name then version.
+	ListSecretVersions(ctx context.Context, app, name string) ([]SecretVersion, error)
+
+	// DataKeys returns every data key.
+	DataKeys(ctx context.Context) ([]DataKey, error)
+	// AddDataKey stores a data key and returns it with its ID.
+	AddDataKey(ctx context.Context, k DataKey) (DataKey, error)
+	// CountSeals adds n to a data key's seal count.
+	CountSeals(ctx context.Context, id int64, n int64) error
+	// RewrapDataKeys replaces every data key with what fn makes of it, in
+	// one transaction: all of them or none.
+	RewrapDataKeys(ctx context.Context, fn func(DataKey) (DataKey, error)) error
 
 	Close() error
 }

@@ -115,6 +115,27 @@ var schema = []string{
 	`INSERT INTO counters(name, value) VALUES ('app_id', (SELECT COALESCE(MAX(id), 0) FROM apps))`,
 	`CREATE UNIQUE INDEX apps_id ON apps(id)`,
 	`ALTER TABLE tokens ADD COLUMN parent TEXT NOT NULL DEFAULT ''`,
+	`CREATE TABLE secrets (
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		name TEXT NOT NULL,
+		version INTEGER NOT NULL,
+		sealed BLOB,
+		digest TEXT NOT NULL,
+		as_file INTEGER NOT NULL,
+		deleted INTEGER NOT NULL,
+		created_by TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (app, name, version)
+	)`,
+	`ALTER TABLE releases ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'`,
+	`CREATE TABLE data_keys (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind TEXT NOT NULL,
+		wrapped BLOB NOT NULL,
+		kek_id TEXT NOT NULL,
+		seals INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.
@@ -355,16 +376,19 @@ func (s *DB) GetBuild(ctx context.Context, id string) (store.Build, error) {
 	return b, err
 }
 
-const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason`
+const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason, secrets`
 
 func scanRelease(r scanner) (store.Release, error) {
 	var rel store.Release
-	var manifest, config string
+	var manifest, config, secrets string
 	var created int64
 	err := r.Scan(&rel.App, &rel.Version, &rel.Build, &rel.Artifact, &manifest, &config,
-		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason)
+		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason, &secrets)
 	if err != nil {
 		return rel, err
+	}
+	if err := json.Unmarshal([]byte(secrets), &rel.Secrets); err != nil {
+		return rel, fmt.Errorf("release %s v%d: secrets: %w", rel.App, rel.Version, err)
 	}
 	if manifest != "" {
 		rel.Manifest = json.RawMessage(manifest)
@@ -418,9 +442,16 @@ func (s *DB) AddRelease(ctx context.Context, app string, fn store.NewRelease) (s
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		secrets, err := json.Marshal(rel.Secrets)
+		if err != nil {
+			return err
+		}
+		if rel.Secrets == nil {
+			secrets = []byte("{}")
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rel.App, rel.Version, rel.Build, rel.Artifact, string(rel.Manifest), string(config),
-			rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason); err != nil {
+			rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason, string(secrets)); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, rel.Version, app)

@@ -32,6 +32,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"teams and grants", testTeams},
 		{"delete cascades", testDeleteCascades},
 		{"app IDs are never reused", testAppIDs},
+		{"secret versions and release pins", testSecrets},
+		{"data keys", testDataKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -370,5 +372,101 @@ func testAppIDs(t *testing.T, s store.Store) {
 		if err := s.DeleteApp(ctx, name); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func testSecrets(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	v1 := store.SecretVersion{App: "a", Name: "KEY", Version: 1, Sealed: []byte{1, 2, 3}, Digest: "d1", CreatedBy: "ann", CreatedAt: now}
+	if err := s.AddSecretVersion(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSecretVersion(ctx, v1); !errors.Is(err, store.ErrExists) {
+		t.Errorf("the same version twice: got %v, want ErrExists", err)
+	}
+	if err := s.AddSecretVersion(ctx, store.SecretVersion{App: "nope", Name: "KEY", Version: 1, CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a version of a missing app: got %v, want ErrNotFound", err)
+	}
+	for _, v := range []store.SecretVersion{
+		{App: "a", Name: "KEY", Version: 2, Deleted: true, CreatedBy: "bob", CreatedAt: now},
+		{App: "a", Name: "CERT", Version: 1, Sealed: []byte{9}, AsFile: true, CreatedBy: "ann", CreatedAt: now},
+	} {
+		if err := s.AddSecretVersion(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.ListSecretVersions(ctx, "a", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].Name != "CERT" || !all[0].AsFile || all[1].Version != 1 || string(all[1].Sealed) != "\x01\x02\x03" || all[1].Digest != "d1" || !all[2].Deleted {
+		t.Errorf("ListSecretVersions: got %+v", all)
+	}
+	one, err := s.ListSecretVersions(ctx, "a", "KEY")
+	if err != nil || len(one) != 2 {
+		t.Errorf("ListSecretVersions(KEY): got %+v, %v", one, err)
+	}
+	rel, err := s.AddRelease(ctx, "a", func(store.App, *store.Release) (store.Release, error) {
+		return store.Release{Config: map[string]string{}, Secrets: map[string]int{"KEY": 1, "CERT": 1}, CreatedAt: now}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRelease(ctx, "a", rel.Version)
+	if err != nil || got.Secrets["KEY"] != 1 || got.Secrets["CERT"] != 1 || len(got.Secrets) != 2 {
+		t.Errorf("release pins: got %+v (%v), want KEY=1 CERT=1", got.Secrets, err)
+	}
+	if err := s.DeleteApp(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := s.ListSecretVersions(ctx, "a", ""); err != nil || len(left) != 0 {
+		t.Errorf("a new app of a deleted one's name: got %d secret versions (%v), want none", len(left), err)
+	}
+}
+
+func testDataKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	k, err := s.AddDataKey(ctx, store.DataKey{Kind: "seal", Wrapped: []byte("w1"), KEKID: "kek1", Created: now})
+	if err != nil || k.ID == 0 {
+		t.Fatalf("AddDataKey: %+v, %v", k, err)
+	}
+	if _, err := s.AddDataKey(ctx, store.DataKey{Kind: "digest", Wrapped: []byte("w2"), KEKID: "kek1", Created: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CountSeals(ctx, k.ID, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CountSeals(ctx, 999, 1); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CountSeals of a missing key: got %v, want ErrNotFound", err)
+	}
+	failing := errors.New("cannot wrap")
+	if err := s.RewrapDataKeys(ctx, func(d store.DataKey) (store.DataKey, error) {
+		if d.Kind == "digest" {
+			return d, failing
+		}
+		d.Wrapped, d.KEKID = []byte("new"), "kek2"
+		return d, nil
+	}); !errors.Is(err, failing) {
+		t.Fatalf("RewrapDataKeys with a failure: got %v", err)
+	}
+	keys, _ := s.DataKeys(ctx)
+	if len(keys) != 2 || keys[0].KEKID != "kek1" || keys[1].KEKID != "kek1" {
+		t.Errorf("a failed rewrap changed keys: %+v", keys)
+	}
+	if err := s.RewrapDataKeys(ctx, func(d store.DataKey) (store.DataKey, error) {
+		d.Wrapped, d.KEKID = append([]byte("re-"), d.Wrapped...), "kek2"
+		return d, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err = s.DataKeys(ctx)
+	if err != nil || len(keys) != 2 || keys[0].Seals != 5 || string(keys[0].Wrapped) != "re-w1" || keys[1].KEKID != "kek2" || keys[0].Kind != "seal" {
+		t.Errorf("DataKeys after a rewrap: %+v, %v", keys, err)
 	}
 }
