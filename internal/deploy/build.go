@@ -49,9 +49,14 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 		return store.Release{}, err
 	}
 	unlock := s.lock(app)
+	pins, err := s.latestSecrets(ctx, app)
+	if err != nil {
+		unlock()
+		return store.Release{}, err
+	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
 		next := store.Release{
-			Build: b.ID, Artifact: b.Artifact, Manifest: b.Manifest, Config: map[string]string{},
+			Build: b.ID, Artifact: b.Artifact, Manifest: b.Manifest, Config: map[string]string{}, Secrets: pins,
 			Description: "Deploy " + b.ID, CreatedBy: actor, CreatedAt: s.now().UTC(),
 		}
 		if cur != nil {

@@ -66,6 +66,8 @@ type Config struct {
 	// its own, Users.App(the app's ID), who can read neither the platform's
 	// data nor other apps'. Nil runs them as the server's user.
 	Users *isolate.Range
+	// Keyring seals and opens secrets; nil: the server keeps no secrets.
+	Keyring Keyring
 	// ReservedHosts are names and addresses no app may add as a domain:
 	// the API's own.
 	ReservedHosts []string
@@ -295,8 +297,12 @@ func (s *Service) SetConfig(ctx context.Context, app string, vars map[string]*st
 	}
 	sort.Strings(keys)
 	defer s.lock(app)()
+	pins, err := s.latestSecrets(ctx, app)
+	if err != nil {
+		return store.Release{}, err
+	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next := store.Release{Config: map[string]string{}, CreatedBy: actor, CreatedAt: s.now().UTC()}
+		next := store.Release{Config: map[string]string{}, Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC()}
 		if cur != nil {
 			next.Build, next.Artifact, next.Manifest = cur.Build, cur.Artifact, cur.Manifest
 			for k, v := range cur.Config {
@@ -346,7 +352,7 @@ func (s *Service) Rollback(ctx context.Context, app string, version int, actor s
 	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
 		return store.Release{
-			Build: old.Build, Artifact: old.Artifact, Manifest: old.Manifest, Config: old.Config,
+			Build: old.Build, Artifact: old.Artifact, Manifest: old.Manifest, Config: old.Config, Secrets: old.Secrets,
 			Description: fmt.Sprintf("Rollback to v%d", version), CreatedBy: actor, CreatedAt: s.now().UTC(),
 		}, nil
 	})

@@ -480,6 +480,10 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	if err != nil {
 		return runtime.Instance{}, err
 	}
+	secrets, err := s.openSecrets(ctx, a, rel.Secrets)
+	if err != nil {
+		return runtime.Instance{}, err
+	}
 	port := spec.Port
 	if port == 0 {
 		if port, err = s.freePort(ctx); err != nil {
@@ -502,6 +506,7 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	rs := runtime.Spec{
 		ID: id, App: a.Name, AppID: a.ID, Process: process, UID: uid, GID: uid, Release: rel.Version, Artifact: rel.Artifact,
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
+		Secrets: secrets,
 	}
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {

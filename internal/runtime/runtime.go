@@ -30,7 +30,21 @@ type Spec struct {
 	// folder; 0 runs it as the runtime's own user.
 	UID uint32 `json:"uid,omitempty"`
 	GID uint32 `json:"gid,omitempty"`
+	// Secrets are given to the instance as environment variables or files;
+	// a runtime keeps them in memory only, never writing their values to
+	// disk.
+	Secrets []Secret `json:"-"`
 }
+
+// Secret is one secret value an instance gets.
+type Secret struct {
+	Name   string `json:"name"`
+	Value  []byte `json:"value"`
+	AsFile bool   `json:"as_file,omitempty"` // a file in $PADDOCK_SECRETS_DIR, not an environment variable
+}
+
+// String keeps a secret's value out of logs and error messages.
+func (s Secret) String() string { return s.Name + "=[REDACTED]" }
 
 // State is what an instance is doing, as last reported by its supervisor.
 //

@@ -102,6 +102,8 @@ type shimSpec struct {
 	// Track is the instance's cgroup (v2), which holds all its processes;
 	// "" without a Tracker.
 	Track string `json:"track,omitempty"`
+	// Secrets says the supervisor reads secrets from its fd 3.
+	Secrets bool `json:"secrets,omitempty"`
 }
 
 // shimState is state.json.
@@ -174,6 +176,16 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			return fail(err)
 		}
 	}
+	secretsDir, err := writeSecretFiles(dir, s)
+	if err != nil {
+		return fail(err)
+	}
+	if secretsDir != "" {
+		fail0 := fail
+		fail = func(err error) (runtime.Instance, error) { unmountSecrets(dir); return fail0(err) }
+		ss.Env = append(ss.Env, "PADDOCK_SECRETS_DIR="+secretsDir)
+	}
+	ss.Secrets = len(envSecrets(s.Secrets)) > 0
 	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
 		return fail(err)
 	}
@@ -190,8 +202,32 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 	// A session of its own: no signal sent to the server's process group
 	// (a Ctrl-C in its terminal) reaches the instance.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var secretsW *os.File
+	if ss.Secrets {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		defer r.Close()
+		cmd.ExtraFiles, secretsW = []*os.File{r}, w // the shim's fd 3
+	}
 	if err := cmd.Start(); err != nil {
+		if secretsW != nil {
+			secretsW.Close()
+		}
 		return fail(err)
+	}
+	if secretsW != nil {
+		// In memory only, through the pipe; larger than its buffer, the
+		// write waits for the shim to read.
+		b, err := json.Marshal(envSecrets(s.Secrets))
+		go func() {
+			if err == nil {
+				secretsW.Write(b)
+			}
+			secretsW.Close()
+			clear(b)
+		}()
 	}
 	// Reap the shim if it exits while this server is still its parent.
 	go cmd.Wait()
@@ -300,6 +336,7 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 	if st.Cgroup != "" && st.Cgroup != ss.Track {
 		removeCgroup(st.Cgroup) // a v1 memory cgroup
 	}
+	unmountSecrets(dir)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("stop %s: remove folder: %w", id, err)
 	}

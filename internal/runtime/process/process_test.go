@@ -38,6 +38,9 @@ func newRuntime(t *testing.T) *Runtime {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	// Instances that run as users of their own pass through to theirs.
+	os.Chmod(dir, 0o711)
+	os.Chmod(filepath.Dir(dir), 0o711)
 	if os.Geteuid() != 0 {
 		t.Fatal("the runtime's tests need root (they run as root, as CI does): they check cgroups")
 	}
@@ -312,5 +315,58 @@ func TestMemoryLimit(t *testing.T) {
 	b, _ = os.ReadFile(r.LogFile(in.Spec))
 	if !strings.Contains(string(b), "paddock process OOM-killed (memory limit 32 MiB)") {
 		t.Errorf("log does not say the process was OOM-killed:\n%s", b)
+	}
+}
+
+// TestSecrets: secrets reach the process as environment variables and as
+// files on a tmpfs of the instance's own, again after a crash, and their
+// values are in no file of the instance's folder on disk.
+func TestSecrets(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	const envValue, fileValue = "s3cr3t-env-value-4f1a", "s3cr3t-file-value-9b2c"
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.11", App: "a", AppID: 1, Process: "web", UID: 123470, GID: 123470,
+		Command: `echo "env=$API_KEY"; echo "file=$(cat $PADDOCK_SECRETS_DIR/CERT)"; stat -c 'mode=%a uid=%u' $PADDOCK_SECRETS_DIR/CERT; stat -f -c 'fs=%T' $PADDOCK_SECRETS_DIR; exec sleep 1000`,
+		Secrets: []runtime.Secret{{Name: "API_KEY", Value: []byte(envValue)}, {Name: "CERT", Value: []byte(fileValue), AsFile: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	want := []string{"env=" + envValue, "file=" + fileValue, "mode=400 uid=123470", "fs=tmpfs"}
+	logged := func(n int) func(runtime.Instance) bool {
+		return func(runtime.Instance) bool {
+			b, _ := os.ReadFile(r.LogFile(in.Spec))
+			for _, w := range want {
+				if strings.Count(string(b), w+"\n") < n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, r, in.ID, "given its secrets", logged(1))
+	// A crash: the supervisor starts it again with the same secrets.
+	syscall.Kill(in.PID, syscall.SIGKILL)
+	waitFor(t, r, in.ID, "given its secrets again", logged(2))
+
+	dir := filepath.Join(r.cfg.Dir, in.ID)
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if strings.HasPrefix(path, filepath.Join(dir, "secrets")+"/") {
+			return filepath.SkipDir // the tmpfs, in memory
+		}
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), envValue) || strings.Contains(string(b), fileValue) {
+			t.Errorf("a secret's value is on disk in %s", path)
+		}
+		return nil
+	})
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile("/proc/self/mounts"); strings.Contains(string(b), dir) {
+		t.Errorf("the instance's secrets tmpfs is still mounted after Stop")
 	}
 }

@@ -47,6 +47,13 @@ func RunShim(ctx context.Context, dir string) error {
 	defer out.Close()
 
 	sh := &shim{dir: dir, spec: ss, logs: out}
+	if ss.Secrets {
+		secrets, err := readSecrets()
+		if err != nil {
+			return fmt.Errorf("shim: %w", err)
+		}
+		sh.secretEnv = secretsEnv(secrets)
+	}
 	sh.st = shimState{ShimPID: os.Getpid(), State: runtime.StateStarting}
 	if ss.Memory > 0 {
 		sh.st.Cgroup, sh.st.MemoryLimit = createCgroup(ss.ID, ss.Track, ss.Memory)
@@ -108,6 +115,7 @@ type shim struct {
 	st        shimState
 	oomBefore int64
 	runs      int // processes started, each in a cgroup of its own
+	secretEnv []string
 }
 
 func (sh *shim) save() error {
@@ -132,7 +140,7 @@ func (sh *shim) start() (<-chan error, time.Time) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sh.spec.UID, Gid: sh.spec.GID, Groups: []uint32{}}}
 	}
 	cmd.Dir = filepath.Join(sh.dir, "app")
-	cmd.Env = append(append([]string{}, sh.spec.Env...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
+	cmd.Env = append(append(append([]string{}, sh.spec.Env...), sh.secretEnv...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
 	cmd.Stdout = sh.logs.Stream("out")
 	cmd.Stderr = sh.logs.Stream("err")
 	if cmd.SysProcAttr == nil {

@@ -1,0 +1,256 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+)
+
+// Keyring seals and opens secret values; internal/secrets implements it.
+// The associated data binds a sealed value to the place it was sealed for.
+type Keyring interface {
+	Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
+	// Digest is a short keyed digest of a value, to tell versions apart
+	// without revealing anything of it.
+	Digest(value []byte) string
+}
+
+// MaxSecret is the largest secret value.
+const MaxSecret = 64 << 10
+
+// ErrNoKeyring: secrets cannot be set or read without the keyring.
+var ErrNoKeyring = errors.New("secrets are not available on this server: it has no keyring")
+
+// SecretOptions say how a secret is given to instances and when.
+type SecretOptions struct {
+	AsFile bool // a file in $PADDOCK_SECRETS_DIR rather than an environment variable
+	// NoRestart stores the version without a release: it reaches the
+	// instances with the app's next release.
+	NoRestart bool
+}
+
+// SecretInfo describes the current version of a secret, never its value.
+type SecretInfo struct {
+	Name      string
+	Version   int
+	Digest    string
+	AsFile    bool
+	UpdatedBy string
+	UpdatedAt time.Time
+}
+
+// secretAAD binds a sealed value to its app, name and version: moved to
+// another row or app, it fails to open.
+func secretAAD(appID int64, name string, version int) []byte {
+	return []byte("paddock secret\x00" + strconv.FormatInt(appID, 10) + "\x00" + name + "\x00" + strconv.Itoa(version))
+}
+
+// validateSecretName says what is wrong with a secret's name, if anything:
+// it must be an environment variable name the platform does not set.
+func validateSecretName(name string) error {
+	if len(name) > 256 || !configKey.MatchString(name) {
+		return fmt.Errorf("%w: secret name %q: use letters, digits and underscores, not starting with a digit (it is also the environment variable's or the file's name)", ErrInvalid, name)
+	}
+	if reservedKeys[name] || name == "PADDOCK_SECRETS_DIR" {
+		return fmt.Errorf("%w: secret name %q is set by the platform", ErrInvalid, name)
+	}
+	return nil
+}
+
+// SetSecret stores value as the next version of app's secret name and,
+// unless opts.NoRestart, rolls it out in a new release, which it returns.
+func (s *Service) SetSecret(ctx context.Context, app, name string, value []byte, opts SecretOptions, actor string) (*store.Release, error) {
+	if err := validateSecretName(name); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(value) == 0:
+		return nil, fmt.Errorf("%w: secret %s: the value is empty (to remove a secret, unset it)", ErrInvalid, name)
+	case len(value) > MaxSecret:
+		return nil, fmt.Errorf("%w: secret %s: the value has %d bytes, over the limit of %d", ErrInvalid, name, len(value), MaxSecret)
+	}
+	return s.changeSecret(ctx, app, name, value, opts, actor)
+}
+
+// UnsetSecret removes app's secret name in a new version, rolled out like
+// SetSecret's.
+func (s *Service) UnsetSecret(ctx context.Context, app, name string, noRestart bool, actor string) (*store.Release, error) {
+	if err := validateSecretName(name); err != nil {
+		return nil, err
+	}
+	return s.changeSecret(ctx, app, name, nil, SecretOptions{NoRestart: noRestart}, actor)
+}
+
+// changeSecret adds a version of a secret: value, or nil to unset it.
+func (s *Service) changeSecret(ctx context.Context, app, name string, value []byte, opts SecretOptions, actor string) (*store.Release, error) {
+	if s.cfg.Keyring == nil {
+		return nil, ErrNoKeyring
+	}
+	defer s.lock(app)()
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := s.st.ListSecretVersions(ctx, app, name)
+	if err != nil {
+		return nil, err
+	}
+	v := store.SecretVersion{App: app, Name: name, Version: 1, AsFile: opts.AsFile, CreatedBy: actor, CreatedAt: s.now().UTC()}
+	if n := len(versions); n > 0 {
+		v.Version = versions[n-1].Version + 1
+	}
+	verb := "set"
+	if value == nil {
+		if len(versions) == 0 || versions[len(versions)-1].Deleted {
+			return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
+		}
+		v.Deleted, verb = true, "unset"
+	} else {
+		if v.Sealed, err = s.cfg.Keyring.Seal(ctx, value, secretAAD(a.ID, name, v.Version)); err != nil {
+			return nil, fmt.Errorf("seal secret %s: %w", name, err)
+		}
+		v.Digest = s.cfg.Keyring.Digest(value)
+	}
+	if err := s.st.AddSecretVersion(ctx, v); err != nil {
+		return nil, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("secret %s %s (v%d) by %s", name, verb, v.Version, actor))
+	if opts.NoRestart {
+		return nil, nil
+	}
+	pins, err := s.latestSecrets(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
+		next := store.Release{Config: map[string]string{}, Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC(),
+			Description: "Secrets: " + verb + " " + name}
+		if cur != nil {
+			next.Build, next.Artifact, next.Manifest, next.Config = cur.Build, cur.Artifact, cur.Manifest, cur.Config
+		}
+		if next.Build == "" {
+			next.Status = store.StatusDeployed // nothing to roll out
+		}
+		return next, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: %s", rel.Version, actor, rel.Description))
+	s.Kick()
+	return &rel, nil
+}
+
+// latestSecrets returns the current version of each secret of app, the
+// versions a new release pins.
+func (s *Service) latestSecrets(ctx context.Context, app string) (map[string]int, error) {
+	versions, err := s.st.ListSecretVersions(ctx, app, "")
+	if err != nil {
+		return nil, err
+	}
+	pins := map[string]int{}
+	for _, v := range versions { // by name, then version
+		if v.Deleted {
+			delete(pins, v.Name)
+		} else {
+			pins[v.Name] = v.Version
+		}
+	}
+	return pins, nil
+}
+
+// Secrets describes the current version of each of app's secrets.
+func (s *Service) Secrets(ctx context.Context, app string) ([]SecretInfo, error) {
+	versions, err := s.st.ListSecretVersions(ctx, app, "")
+	if err != nil {
+		return nil, err
+	}
+	cur := map[string]store.SecretVersion{}
+	for _, v := range versions {
+		if v.Deleted {
+			delete(cur, v.Name)
+		} else {
+			cur[v.Name] = v
+		}
+	}
+	out := []SecretInfo{}
+	for _, v := range cur {
+		out = append(out, SecretInfo{Name: v.Name, Version: v.Version, Digest: v.Digest, AsFile: v.AsFile, UpdatedBy: v.CreatedBy, UpdatedAt: v.CreatedAt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// SecretHistory returns the versions of one of app's secrets, oldest
+// first, without their values.
+func (s *Service) SecretHistory(ctx context.Context, app, name string) ([]store.SecretVersion, error) {
+	versions, err := s.st.ListSecretVersions(ctx, app, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(versions) == 0 {
+		return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
+	}
+	for i := range versions {
+		versions[i].Sealed = nil
+	}
+	return versions, nil
+}
+
+// RevealSecret returns the value of the current version of app's secret
+// name.
+func (s *Service) RevealSecret(ctx context.Context, app, name string) ([]byte, error) {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	pins, err := s.latestSecrets(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := pins[name]
+	if !ok {
+		return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
+	}
+	values, err := s.openSecrets(ctx, a, map[string]int{name: v})
+	if err != nil {
+		return nil, err
+	}
+	return values[0].Value, nil
+}
+
+// openSecrets opens the given versions of app's secrets.
+func (s *Service) openSecrets(ctx context.Context, a store.App, pins map[string]int) ([]runtime.Secret, error) {
+	if len(pins) == 0 {
+		return nil, nil
+	}
+	if s.cfg.Keyring == nil {
+		return nil, ErrNoKeyring
+	}
+	versions, err := s.st.ListSecretVersions(ctx, a.Name, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []runtime.Secret
+	for _, v := range versions {
+		if pins[v.Name] != v.Version || v.Deleted {
+			continue
+		}
+		value, err := s.cfg.Keyring.Open(ctx, v.Sealed, secretAAD(a.ID, v.Name, v.Version))
+		if err != nil {
+			return nil, fmt.Errorf("secret %s v%d of %s does not open: %w (was it changed in the store? set it again)", v.Name, v.Version, a.Name, err)
+		}
+		out = append(out, runtime.Secret{Name: v.Name, Value: value, AsFile: v.AsFile})
+	}
+	if len(out) != len(pins) {
+		return nil, fmt.Errorf("app %s: %d of the %d secret versions its release pins are missing from the store", a.Name, len(pins)-len(out), len(pins))
+	}
+	return out, nil
+}

@@ -1,0 +1,111 @@
+package process
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// Secrets reach an instance without touching the disk: the runtime hands
+// them to the supervisor through a pipe (its fd 3), which keeps them in
+// memory and gives them to every process it starts, the restarts while the
+// server is down included; those injected as files are written by the
+// runtime to a tmpfs mounted for the instance alone (DIR/ID/secrets, mode
+// 0700, owned by the app's user), named in $PADDOCK_SECRETS_DIR.
+
+// secretsFD is the supervisor's descriptor of the secrets pipe.
+const secretsFD = 3
+
+// maxSecrets bounds what a supervisor reads from the pipe.
+const maxSecrets = 16 << 20
+
+// writeSecretFiles mounts the instance's tmpfs and writes the secrets that
+// are files into it; it returns the folder, or "" when there are none.
+func writeSecretFiles(dir string, s runtime.Spec) (string, error) {
+	var files []runtime.Secret
+	size := 1 << 20
+	for _, sec := range s.Secrets {
+		if sec.AsFile {
+			files = append(files, sec)
+			size += len(sec.Value) + 4096
+		}
+	}
+	if len(files) == 0 {
+		return "", nil
+	}
+	path := filepath.Join(dir, "secrets")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		return "", err
+	}
+	uid, gid := s.UID, s.GID
+	if uid == 0 {
+		uid, gid = uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	opts := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700,uid=%d,gid=%d", size, len(files)+16, uid, gid)
+	if err := syscall.Mount("tmpfs", path, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, opts); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("mount a tmpfs for the instance's secret files (the server must run as root for secrets given as files): %w", err)
+	}
+	for _, sec := range files {
+		f := filepath.Join(path, sec.Name)
+		if err := os.WriteFile(f, sec.Value, 0o400); err != nil {
+			unmountSecrets(dir)
+			return "", fmt.Errorf("write secret file %s: %w", sec.Name, err)
+		}
+		if err := os.Chown(f, int(uid), int(gid)); err != nil {
+			unmountSecrets(dir)
+			return "", err
+		}
+	}
+	return path, nil
+}
+
+// unmountSecrets takes the instance's secrets tmpfs away, if it has one.
+func unmountSecrets(dir string) {
+	path := filepath.Join(dir, "secrets")
+	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return // still mounted: leave the folder for the next try
+	}
+	os.Remove(path)
+}
+
+// envSecrets returns the secrets given as environment variables.
+func envSecrets(secrets []runtime.Secret) []runtime.Secret {
+	var out []runtime.Secret
+	for _, s := range secrets {
+		if !s.AsFile {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readSecrets reads what the runtime sent on the secrets pipe.
+func readSecrets() ([]runtime.Secret, error) {
+	f := os.NewFile(secretsFD, "secrets")
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecrets))
+	if err != nil {
+		return nil, fmt.Errorf("read secrets: %w", err)
+	}
+	var out []runtime.Secret
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("read secrets: %d bytes that are not what the runtime sends", len(b))
+	}
+	return out, nil
+}
+
+// secretsEnv is the environment entries of secrets.
+func secretsEnv(secrets []runtime.Secret) []string {
+	env := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		env = append(env, s.Name+"="+string(s.Value))
+	}
+	return env
+}
