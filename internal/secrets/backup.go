@@ -73,7 +73,7 @@ var (
 // Export returns a backup of kek, which must be a [*LocalKEK] (a KMS key
 // cannot leave its KMS). With an empty passphrase the key is in the file in
 // the clear; with one, it is sealed under a key derived from it. The
-// format is described above, beside the constants of this file.
+// format is in the comment of [BackupIterations].
 func Export(kek KEK, passphrase []byte) ([]byte, error) {
 	lk, ok := kek.(*LocalKEK)
 	if !ok {
@@ -192,7 +192,8 @@ func ParseBackup(data, passphrase []byte) (*LocalKEK, error) {
 
 // ImportKEK restores a KEK from a backup into dir/kek. Before it changes
 // anything it checks that the key opens every data key in store; if not,
-// the error wraps [ErrWrongKEK] (another platform's backup). A key file
+// the error wraps [ErrWrongKEK] (another platform's backup); a store without
+// data keys accepts any backup. A key file
 // already in dir with another key is kept beside, as kek.replaced.N.
 // If the platform reads its KEK from an environment variable, that
 // variable still wins over the file.

@@ -24,6 +24,17 @@
 // GCM (random 96-bit nonces), crypto/hmac with crypto/sha256, crypto/hkdf,
 // crypto/pbkdf2 and crypto/rand.
 //
+// # Several servers on one store
+//
+// A data key made by another server is read from the store when a value
+// sealed under it is first opened, and two servers that make a digest key
+// at once both settle on the one with the smaller ID. A KEK rotation
+// changes the KEK of the server that runs it only: the others keep opening
+// values under the data keys they have cached, fail with [ErrWrongKEK] on
+// any other, and would wrap a new data key under the old KEK, until they
+// are restarted with the new one. The local KEK is made for one server per
+// store; a KMS KEK would lift this.
+//
 // # Printing
 //
 // Types that hold key material or secret values ([LocalKEK], [Keyring],

@@ -504,8 +504,13 @@ func TestWrongKEKAtStart(t *testing.T) {
 	// A data key whose wrapped bytes were changed, under the right KEK's ID.
 	dks, _ := store.DataKeys(ctx)
 	dk := dks[0]
-	dk.Wrapped[len(dk.Wrapped)-1] ^= 1
-	store.Replace(dk)
+	store.mu.Lock()
+	for i := range store.keys {
+		if store.keys[i].ID == dk.ID {
+			store.keys[i].Wrapped[len(dk.Wrapped)-1] ^= 1
+		}
+	}
+	store.mu.Unlock()
 	if _, err := New(ctx, Config{KEK: right, Store: store}); !errors.Is(err, ErrWrongKEK) || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("New over a damaged data key: %v, want ErrWrongKEK saying damaged", err)
 	}

@@ -50,7 +50,8 @@ type KeyStore interface {
 	// it by the unused part of the last batch.
 	CountSeals(ctx context.Context, id, n int64) (int64, error)
 
-	// RewrapDataKeys calls fn for every data key, in one transaction, and
+	// RewrapDataKeys calls fn for every data key in turn (never two at
+	// once), in one transaction, and
 	// stores the Wrapped and KEKID fields fn returns (the other fields are
 	// ignored). If fn or a write fails, nothing changes and the error is
 	// returned. fn may be called again for every key if the transaction
@@ -126,18 +127,4 @@ func (m *MemStore) RewrapDataKeys(ctx context.Context, fn func(DataKey) (DataKey
 	}
 	m.keys = next
 	return nil
-}
-
-// Replace overwrites the stored key with k's ID, as a test that tampers
-// with the store would. It reports whether there was such a key.
-func (m *MemStore) Replace(k DataKey) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for i := range m.keys {
-		if m.keys[i].ID == k.ID {
-			m.keys[i] = cloneKey(k)
-			return true
-		}
-	}
-	return false
 }
