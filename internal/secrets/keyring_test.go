@@ -170,7 +170,8 @@ func TestTampering(t *testing.T) {
 		}
 	}
 	var m Sealed
-	for _, bad := range [][]byte{nil, {}, {2, 1}, {1}, {1, 0x80}, b[:20]} {
+	long := append([]byte{1, 0x81, 0x00}, s.Box...) // key 1, in a varint longer than needed
+	for _, bad := range [][]byte{nil, {}, {2, 1}, {1}, {1, 0x80}, b[:20], long} {
 		if err := m.UnmarshalBinary(bad); !errors.Is(err, ErrTampered) {
 			t.Errorf("Unmarshal(%x) = %v, want ErrTampered", bad, err)
 		}

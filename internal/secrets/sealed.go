@@ -45,7 +45,7 @@ func (s *Sealed) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w: not a sealed value of a known version", ErrTampered)
 	}
 	id, n := binary.Uvarint(b[1:])
-	if n <= 0 || id == 0 || id > 1<<63-1 {
+	if n <= 0 || id == 0 || id > 1<<63-1 || n != len(binary.AppendUvarint(nil, id)) {
 		return fmt.Errorf("%w: bad data key ID", ErrTampered)
 	}
 	box := b[1+n:]
