@@ -51,11 +51,11 @@ type KeyStore interface {
 	CountSeals(ctx context.Context, id, n int64) (int64, error)
 
 	// RewrapDataKeys calls fn for every data key in turn (never two at
-	// once), in one transaction, and
-	// stores the Wrapped and KEKID fields fn returns (the other fields are
-	// ignored). If fn or a write fails, nothing changes and the error is
-	// returned. fn may be called again for every key if the transaction
-	// is retried. No data key may be added while it runs.
+	// once), in one transaction, and stores the Wrapped and KEKID fields
+	// fn returns (the other fields are ignored). If fn or a write fails,
+	// nothing changes and the error is returned. fn may be called again
+	// for every key if the transaction is retried. No data key may be
+	// added while it runs.
 	RewrapDataKeys(ctx context.Context, fn func(DataKey) (DataKey, error)) error
 }
 
