@@ -44,13 +44,16 @@ type Auditor interface {
 
 // Config configures a Server.
 type Config struct {
-	Deploy  *deploy.Service  // required
-	Store   store.Store      // required: users, tokens, teams
-	Auth    Authenticator    // required
-	Authz   *auth.Authorizer // required
-	Audit   Auditor          // required
-	Limiter *auth.Limiter    // failed authentications; default 100 an hour per address and per account (see guard.go)
-	CA      []byte           // PEM of the CA that signed the server's certificate, served at /v1/ca
+	Deploy *deploy.Service  // required
+	Store  store.Store      // required: users, tokens, teams
+	Auth   Authenticator    // required
+	Authz  *auth.Authorizer // required
+	Audit  Auditor          // required
+	// Keys manages the keyring of secrets under /v1/keys; nil: those
+	// routes answer 503 secrets_unavailable.
+	Keys    Keys
+	Limiter *auth.Limiter // failed authentications; default 100 an hour per address and per account (see guard.go)
+	CA      []byte        // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
 	// Shutdown stops the server, and every app too when apps is true. It
 	// is called after the response is sent.
@@ -116,6 +119,9 @@ type Route struct {
 	// Upload marks a route whose body is a stream of any size up to
 	// maxUpload: it may take as long as it keeps moving (see body.go).
 	Upload bool
+	// Audited marks a read that is audited like a change, before it is
+	// served (fail closed): one that hands out key material.
+	Audited bool
 }
 
 type route struct {
@@ -140,6 +146,7 @@ func (s *Server) table() []route {
 	}
 	creates := func(kind string, rt route) route { rt.Creates = kind; return rt }
 	upload := func(rt route) route { rt.Upload = true; return rt }
+	audited := func(rt route) route { rt.Audited = true; return rt }
 	return []route{
 		{Route{Pattern: "GET /healthz", Public: true}, func(w http.ResponseWriter, r *http.Request) error {
 			_, err := io.WriteString(w, "ok\n")
@@ -169,6 +176,19 @@ func (s *Server) table() []route {
 		r("POST /v1/apps/{app}/domains", auth.AppWrite, "apps.domains.add", s.addDomain),
 		r("DELETE /v1/apps/{app}/domains/{host}", auth.AppWrite, "apps.domains.remove", s.removeDomain),
 		r("PUT /v1/apps/{app}/grants/{team}", auth.UsersAdmin, "apps.grant", s.grant),
+
+		// Secrets: names, versions and digests to viewers; values only
+		// through reveal, which is audited like a change (allowed, denied
+		// or failed), naming the app and the secret, never the value.
+		r("GET /v1/apps/{app}/secrets", auth.AppRead, "", s.listSecrets),
+		r("PUT /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.set", s.setSecret),
+		r("DELETE /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.unset", s.unsetSecret),
+		r("GET /v1/apps/{app}/secrets/{name}/versions", auth.AppRead, "", s.secretVersions),
+		r("POST /v1/apps/{app}/secrets/{name}/reveal", auth.SecretsReveal, "apps.secrets.reveal", s.revealSecret),
+		r("GET /v1/keys", auth.KeysAdmin, "", s.keyStatus),
+		r("POST /v1/keys/rotate", auth.KeysAdmin, "keys.rotate", s.rotateKeys),
+		audited(r("GET /v1/keys/export", auth.KeysAdmin, "keys.export", s.exportKeys)),
+		r("POST /v1/keys/import", auth.KeysAdmin, "keys.import", s.importKeys),
 
 		r("GET /v1/users", auth.UsersAdmin, "", s.listUsers),
 		creates("user", r("POST /v1/users", auth.UsersAdmin, "users.create", s.createUser)),
