@@ -72,7 +72,7 @@ var expected = map[string][]string{
 	"POST /v1/apps/{app}/secrets/{name}/reveal":  writers,
 	"GET /v1/keys":         admins,
 	"POST /v1/keys/rotate": admins,
-	"GET /v1/keys/export":  admins,
+	"POST /v1/keys/export": admins,
 	"POST /v1/keys/import": admins,
 }
 
@@ -139,7 +139,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 	})
 	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY")
 	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
-		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": "not a key backup"}
+		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()
 	seen := map[string]bool{}
 	for _, rt := range routes {

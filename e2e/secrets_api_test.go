@@ -388,6 +388,31 @@ func TestKeysCLI(t *testing.T) {
 			t.Errorf("reveal after refused imports: got %q", got)
 		}
 	})
+	t.Run("a backup under a passphrase", func(t *testing.T) {
+		sealed := filepath.Join(dir, "sealed.backup")
+		stdout, stderr, err := p.RunIn("", strings.NewReader("correct horse battery\n"), "keys", "export", "--out", sealed, "--passphrase")
+		if err != nil {
+			t.Fatalf("keys export --passphrase: %v %s %s", err, stdout, stderr)
+		}
+		if strings.Contains(stderr, "in the clear") {
+			t.Errorf("keys export --passphrase says the key is in the clear: %q", stderr)
+		}
+		if b, _ := os.ReadFile(sealed); bytes.Contains(b, []byte("correct horse")) {
+			t.Errorf("the backup holds its passphrase")
+		}
+		if _, stderr, err := p.Run("keys", "import", sealed); err == nil || !strings.Contains(stderr, "--passphrase") {
+			t.Errorf("import without the passphrase: got %v %q, want a refusal pointing at --passphrase", err, stderr)
+		}
+		if _, stderr, err := p.RunIn("", strings.NewReader("wrong horse\n"), "keys", "import", sealed, "--passphrase"); err == nil || !strings.Contains(stderr, "passphrase") {
+			t.Errorf("import with a wrong passphrase: got %v %q, want a refusal naming the passphrase", err, stderr)
+		}
+		if out, stderr, err := p.RunIn("", strings.NewReader("correct horse battery\n"), "keys", "import", sealed, "--passphrase"); err != nil || !strings.Contains(out, "Imported") {
+			t.Errorf("import with the passphrase: %v %q %q", err, out, stderr)
+		}
+		if _, stderr, err := p.Run("keys", "export", "--out", filepath.Join(dir, "nopass.backup"), "--passphrase"); err == nil || !strings.Contains(stderr, "no passphrase") {
+			t.Errorf("export --passphrase with nothing on stdin: got %v %q, want a refusal", err, stderr)
+		}
+	})
 	t.Run("admins only", func(t *testing.T) {
 		for _, who := range []string{"dev", "view", "other"} {
 			for _, args := range [][]string{{"keys", "status"}, {"keys", "rotate"}, {"keys", "export", "--out", filepath.Join(dir, who)}, {"keys", "import", backup}} {
@@ -414,8 +439,8 @@ func TestKeysCLI(t *testing.T) {
 		}
 		// The CLI refuses an export over an existing file and an empty
 		// import before asking the server: those make no event.
-		for action, want := range map[string]int{"keys.rotate allowed": 1, "keys.export allowed": 2, "keys.import allowed": 2,
-			"keys.import failed": 1, "keys.export denied": 3, "keys.rotate denied": 3, "keys.import denied": 3, "read denied": 3} {
+		for action, want := range map[string]int{"keys.rotate allowed": 1, "keys.export allowed": 3, "keys.import allowed": 5,
+			"keys.import failed": 3, "keys.export denied": 3, "keys.rotate denied": 3, "keys.import denied": 3, "read denied": 3} {
 			if count[action] != want {
 				t.Errorf("audit events %q: %d, want %d (all: %v)", action, count[action], want, count)
 			}

@@ -119,9 +119,6 @@ type Route struct {
 	// Upload marks a route whose body is a stream of any size up to
 	// maxUpload: it may take as long as it keeps moving (see body.go).
 	Upload bool
-	// Audited marks a read that is audited like a change, before it is
-	// served (fail closed): one that hands out key material.
-	Audited bool
 }
 
 type route struct {
@@ -146,7 +143,6 @@ func (s *Server) table() []route {
 	}
 	creates := func(kind string, rt route) route { rt.Creates = kind; return rt }
 	upload := func(rt route) route { rt.Upload = true; return rt }
-	audited := func(rt route) route { rt.Audited = true; return rt }
 	return []route{
 		{Route{Pattern: "GET /healthz", Public: true}, func(w http.ResponseWriter, r *http.Request) error {
 			_, err := io.WriteString(w, "ok\n")
@@ -187,7 +183,7 @@ func (s *Server) table() []route {
 		r("POST /v1/apps/{app}/secrets/{name}/reveal", auth.SecretsReveal, "apps.secrets.reveal", s.revealSecret),
 		r("GET /v1/keys", auth.KeysAdmin, "", s.keyStatus),
 		r("POST /v1/keys/rotate", auth.KeysAdmin, "keys.rotate", s.rotateKeys),
-		audited(r("GET /v1/keys/export", auth.KeysAdmin, "keys.export", s.exportKeys)),
+		r("POST /v1/keys/export", auth.KeysAdmin, "keys.export", s.exportKeys),
 		r("POST /v1/keys/import", auth.KeysAdmin, "keys.import", s.importKeys),
 
 		r("GET /v1/users", auth.UsersAdmin, "", s.listUsers),

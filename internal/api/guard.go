@@ -86,7 +86,7 @@ func (s *Server) guard(rt route) http.Handler {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 		admit(r, rt)
-		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !rt.Audited {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			if err := rt.h(w, r); err != nil {
 				s.writeError(w, r, err)
 			}

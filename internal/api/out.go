@@ -61,7 +61,7 @@ func secretVersionOut(v store.SecretVersion) wire.SecretVersion {
 }
 
 func keyStatusOut(k KeyStatus) wire.KeyStatus {
-	return wire.KeyStatus{KEK: k.KEK, KEKSource: k.KEKSource, DataKeys: listOut(k.DataKeys, func(d DataKeyStatus) wire.DataKey {
+	return wire.KeyStatus{KEK: k.KEK, KEKSource: k.KEKSource, MaxSeals: k.MaxSeals, DataKeys: listOut(k.DataKeys, func(d DataKeyStatus) wire.DataKey {
 		return wire.DataKey{ID: d.ID, Kind: d.Kind, KEK: d.KEK, Seals: d.Seals, Active: d.Active, CreatedAt: d.CreatedAt}
 	})}
 }

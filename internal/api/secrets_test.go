@@ -88,21 +88,21 @@ func (k *testKeys) Rotate(context.Context) error {
 	return nil
 }
 
-func (k *testKeys) Export(_ context.Context, w io.Writer) error {
+// A test backup is "BACKUP kek-N|PASSPHRASE".
+func (k *testKeys) Export(_ context.Context, passphrase []byte) ([]byte, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	_, err := fmt.Fprintf(w, "BACKUP kek-%d", k.kek)
-	return err
+	return fmt.Appendf(nil, "BACKUP kek-%d|%s", k.kek, passphrase), nil
 }
 
-func (k *testKeys) Import(_ context.Context, r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
+func (k *testKeys) Import(_ context.Context, backup, passphrase []byte) error {
+	head, pass, ok := strings.Cut(string(backup), "|")
 	var n int
-	if _, err := fmt.Sscanf(string(b), "BACKUP kek-%d", &n); err != nil {
+	if _, err := fmt.Sscanf(head, "BACKUP kek-%d", &n); err != nil || !ok {
 		return fmt.Errorf("%w: it does not start as a backup does", ErrBadBackup)
+	}
+	if pass != string(passphrase) {
+		return fmt.Errorf("%w: wrong passphrase", ErrBadBackup)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -526,8 +526,8 @@ func TestKeysRoutes(t *testing.T) {
 	ctx := context.Background()
 	t.Run("without a keyring", func(t *testing.T) {
 		p := startSecrets(t, nil)
-		for _, rt := range []struct{ method, path string }{{"GET", "/v1/keys"}, {"POST", "/v1/keys/rotate"}, {"GET", "/v1/keys/export"}, {"POST", "/v1/keys/import"}} {
-			status, body := p.raw(t, "admin", rt.method, rt.path, "x")
+		for _, rt := range []struct{ method, path string }{{"GET", "/v1/keys"}, {"POST", "/v1/keys/rotate"}, {"POST", "/v1/keys/export"}, {"POST", "/v1/keys/import"}} {
+			status, body := p.raw(t, "admin", rt.method, rt.path, "{}")
 			if status != 503 || !strings.Contains(body, `"code":"secrets_unavailable"`) {
 				t.Errorf("%s %s: got %d %s, want 503 secrets_unavailable", rt.method, rt.path, status, body)
 			}
@@ -544,24 +544,34 @@ func TestKeysRoutes(t *testing.T) {
 		t.Fatalf("rotate: got %+v, %v; want kek-2", st, err)
 	}
 	var backup bytes.Buffer
-	if err := admin.ExportKeys(ctx, &backup); err != nil || backup.String() != "BACKUP kek-2" {
+	if err := admin.ExportKeys(ctx, "", &backup); err != nil || backup.String() != "BACKUP kek-2|" {
 		t.Fatalf("export: got %q, %v", backup.String(), err)
 	}
 	admin.RotateKeys(ctx)
-	if st, err = admin.ImportKeys(ctx, backup.Bytes()); err != nil || st.KEK != "kek-2" {
+	if st, err = admin.ImportKeys(ctx, backup.Bytes(), ""); err != nil || st.KEK != "kek-2" {
 		t.Errorf("import: got %+v, %v; want kek-2 back", st, err)
 	}
-	if _, err := admin.ImportKeys(ctx, []byte("garbage")); code(err) != "invalid" || !strings.Contains(err.Error(), "not a usable key backup") {
+	var sealed bytes.Buffer
+	if err := admin.ExportKeys(ctx, "correct horse", &sealed); err != nil || sealed.String() != "BACKUP kek-2|correct horse" {
+		t.Fatalf("export with a passphrase: got %q, %v; want the passphrase passed on", sealed.String(), err)
+	}
+	if _, err := admin.ImportKeys(ctx, sealed.Bytes(), "wrong"); code(err) != "invalid" || !strings.Contains(err.Error(), "not a usable key backup: wrong passphrase") {
+		t.Errorf("import with a wrong passphrase: got %v, want invalid saying so", err)
+	}
+	if _, err := admin.ImportKeys(ctx, []byte("garbage"), "x"); code(err) != "invalid" || !strings.Contains(err.Error(), "not a usable key backup") {
 		t.Errorf("import of garbage: got %v, want invalid naming the backup", err)
 	}
-	if _, err := admin.ImportKeys(ctx, nil); code(err) != "invalid" {
+	if _, err := admin.ImportKeys(ctx, nil, ""); code(err) != "invalid" {
 		t.Errorf("import of nothing: got %v, want invalid", err)
+	}
+	if status, body := p.raw(t, "admin", "POST", "/v1/keys/import", `{"backup":"x","extra":1}`); status != 400 || !strings.Contains(body, "bad_json") {
+		t.Errorf("import with an unknown field: got %d %s, want bad_json", status, body)
 	}
 	for _, who := range []string{"dev", "view", "other", "scoped", "capped"} {
 		if _, err := p.as(who).KeyStatus(ctx); code(err) != "forbidden" {
 			t.Errorf("status as %s: got %v, want forbidden", who, err)
 		}
-		if err := p.as(who).ExportKeys(ctx, io.Discard); code(err) != "forbidden" {
+		if err := p.as(who).ExportKeys(ctx, "", io.Discard); code(err) != "forbidden" {
 			t.Errorf("export as %s: got %v, want forbidden", who, err)
 		}
 	}
@@ -570,7 +580,9 @@ func TestKeysRoutes(t *testing.T) {
 		actions = append(actions, e.Actor+" "+e.Action+" "+e.Outcome)
 	}
 	want := []string{"admin keys.rotate allowed", "admin keys.export allowed", "admin keys.rotate allowed",
-		"admin keys.import allowed", "admin keys.import allowed", "admin keys.import failed", "admin keys.import allowed", "admin keys.import failed"}
+		"admin keys.import allowed", "admin keys.export allowed",
+		"admin keys.import allowed", "admin keys.import failed", "admin keys.import allowed", "admin keys.import failed",
+		"admin keys.import allowed", "admin keys.import failed", "admin keys.import allowed", "admin keys.import failed"}
 	for _, who := range []string{"dev", "view", "other", "scoped", "capped"} {
 		actor := map[string]string{"scoped": "dev", "capped": "admin"}[who]
 		if actor == "" {

@@ -157,3 +157,22 @@ func TestPlaceKeepsAnExistingFile(t *testing.T) {
 		t.Errorf("after a forced place: %q, want the new file", b)
 	}
 }
+
+func TestReadPassphraseFromStdin(t *testing.T) {
+	tests := []struct {
+		stdin, want, err string
+	}{
+		{"correct horse\n", "correct horse", ""},
+		{"with cr\r\nsecond line\n", "with cr", ""},
+		{"no newline", "no newline", ""},
+		{"", "", "no passphrase on stdin"},
+		{"\n", "", "no passphrase on stdin"},
+	}
+	for _, tc := range tests {
+		e := &env{stdin: strings.NewReader(tc.stdin), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}}
+		got, err := e.readPassphrase(true)
+		if got != tc.want || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("stdin %q: got %q, %v; want %q, error %q", tc.stdin, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -86,9 +86,15 @@ func (c *Client) RotateKeys(ctx context.Context) (wire.KeyStatus, error) {
 	return out, c.do(ctx, "POST", "/v1/keys/rotate", struct{}{}, &out)
 }
 
-// ExportKeys copies the keyring's backup to w.
-func (c *Client) ExportKeys(ctx context.Context, w io.Writer) error {
-	resp, err := c.request(ctx, "GET", "/v1/keys/export", nil, "")
+// ExportKeys copies a backup of the KEK to w: sealed under passphrase, or
+// with the key in the clear when passphrase is empty.
+func (c *Client) ExportKeys(ctx context.Context, passphrase string, w io.Writer) error {
+	b, err := json.Marshal(wire.KeyExportRequest{Passphrase: passphrase})
+	if err != nil {
+		return err
+	}
+	defer clear(b)
+	resp, err := c.request(ctx, "POST", "/v1/keys/export", bytes.NewReader(b), "application/json")
 	if err != nil {
 		return err
 	}
@@ -99,16 +105,8 @@ func (c *Client) ExportKeys(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
-// ImportKeys restores a backup ExportKeys wrote.
-func (c *Client) ImportKeys(ctx context.Context, backup []byte) (wire.KeyStatus, error) {
-	resp, err := c.request(ctx, "POST", "/v1/keys/import", bytes.NewReader(backup), "application/octet-stream")
-	if err != nil {
-		return wire.KeyStatus{}, err
-	}
-	defer resp.Body.Close()
+// ImportKeys restores the KEK from a backup ExportKeys wrote.
+func (c *Client) ImportKeys(ctx context.Context, backup []byte, passphrase string) (wire.KeyStatus, error) {
 	var out wire.KeyStatus
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return out, fmt.Errorf("import the keys: read answer: %w", err)
-	}
-	return out, nil
+	return out, c.do(ctx, "POST", "/v1/keys/import", wire.KeyImportRequest{Backup: string(backup), Passphrase: passphrase}, &out)
 }

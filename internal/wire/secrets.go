@@ -70,6 +70,7 @@ type SecretChange struct {
 type KeyStatus struct {
 	KEK       string    `json:"kek"`                  // the KEK's id
 	KEKSource string    `json:"kek_source,omitempty"` // where the server got it: a key file, an environment variable
+	MaxSeals  int64     `json:"max_seals,omitempty"`  // seals under one value key after which a new one is made
 	DataKeys  []DataKey `json:"data_keys"`
 }
 
@@ -77,9 +78,42 @@ type KeyStatus struct {
 // only wrapped by a KEK.
 type DataKey struct {
 	ID        int64     `json:"id"`
-	Kind      string    `json:"kind"` // "seal" or "digest"
+	Kind      string    `json:"kind"` // "value" (seals values) or "digest"
 	KEK       string    `json:"kek"`  // the id of the KEK that wraps it
 	Seals     int64     `json:"seals"`
 	Active    bool      `json:"active"` // new values are sealed with it
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// KeyExportRequest is the body of POST /v1/keys/export, whose answer is
+// the backup's bytes.
+type KeyExportRequest struct {
+	// Passphrase, if not empty, seals the key in the backup under a key
+	// derived from it; without one the backup holds the key in the clear.
+	Passphrase string `json:"passphrase,omitempty"`
+}
+
+// LogValue keeps the passphrase out of logs.
+func (r KeyExportRequest) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// String keeps the passphrase out of anything that prints the request.
+func (r KeyExportRequest) String() string { return "{passphrase: [REDACTED]}" }
+
+// GoString keeps the passphrase out of %#v.
+func (r KeyExportRequest) GoString() string { return r.String() }
+
+// KeyImportRequest is the body of POST /v1/keys/import.
+type KeyImportRequest struct {
+	Backup     string `json:"backup"`               // the text `paddock keys export` wrote
+	Passphrase string `json:"passphrase,omitempty"` // the backup's passphrase, if it has one
+}
+
+// LogValue keeps the backup and passphrase out of logs.
+func (r KeyImportRequest) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// String keeps the backup and passphrase out of anything that prints the
+// request.
+func (r KeyImportRequest) String() string { return "{backup: [REDACTED], passphrase: [REDACTED]}" }
+
+// GoString keeps the backup and passphrase out of %#v.
+func (r KeyImportRequest) GoString() string { return r.String() }
