@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strconv"
@@ -41,6 +42,9 @@ func (s *Server) setSecret(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	app, name := r.PathValue("app"), r.PathValue("name")
+	if !req.AsFile && len(req.Value) <= deploy.MaxSecret && bytes.IndexByte(req.Value, 0) >= 0 {
+		return invalid("secret %s: the value holds a NUL byte, which no environment variable can hold: give it to instances as a file (\"as_file\": true, or --as-file)", name)
+	}
 	rel, err := s.d.SetSecret(r.Context(), app, name, req.Value, deploy.SecretOptions{AsFile: req.AsFile, NoRestart: req.NoRestart}, principal(r).User)
 	if err != nil {
 		return err

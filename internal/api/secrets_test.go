@@ -269,7 +269,7 @@ func TestSecretsLifecycle(t *testing.T) {
 	dev := p.as("dev")
 	value := []byte("sk_live_\x00\xff binary too\n")
 
-	ch, err := dev.SetSecret(ctx, "shop", "STRIPE_KEY", value, client.SecretOptions{})
+	ch, err := dev.SetSecret(ctx, "shop", "STRIPE_KEY", []byte("sk_live_\xff\n"), client.SecretOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,8 +335,11 @@ func TestSecretsLifecycle(t *testing.T) {
 	if _, err := dev.UnsetSecret(ctx, "shop", "STRIPE_KEY", true); code(err) != "not_found" {
 		t.Errorf("unset twice: got %v, want not_found", err)
 	}
-	// The first version's value as sent: every byte survives the trip.
-	if _, err := dev.SetSecret(ctx, "shop", "BIN", value, client.SecretOptions{}); err != nil {
+	// Any bytes survive the trip; a NUL byte only in a file.
+	if _, err := dev.SetSecret(ctx, "shop", "BIN", value, client.SecretOptions{}); code(err) != "invalid" || !strings.Contains(err.Error(), "NUL byte") {
+		t.Errorf("set of a value with a NUL byte as an environment variable: got %v, want invalid", err)
+	}
+	if _, err := dev.SetSecret(ctx, "shop", "BIN", value, client.SecretOptions{AsFile: true}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := dev.RevealSecret(ctx, "shop", "BIN"); err != nil || !bytes.Equal(got, value) {
@@ -353,6 +356,7 @@ func TestSecretsBadInput(t *testing.T) {
 		code, msg                string
 	}{
 		{"empty value", "PUT", "/v1/apps/shop/secrets/A", `{"value_base64":""}`, 422, "invalid", "empty"},
+		{"NUL byte in a variable", "PUT", "/v1/apps/shop/secrets/A", `{"value_base64":"YQBi"}`, 422, "invalid", "NUL byte"},
 		{"no value", "PUT", "/v1/apps/shop/secrets/A", `{}`, 422, "invalid", "empty"},
 		{"over 64 KiB", "PUT", "/v1/apps/shop/secrets/A", `{"value_base64":"` + b64(make([]byte, 64<<10+1)) + `"}`, 422, "invalid", "over the limit of 65536"},
 		{"name with a dash", "PUT", "/v1/apps/shop/secrets/BAD-NAME", `{"value_base64":"eA=="}`, 422, "invalid", `secret name "BAD-NAME"`},
