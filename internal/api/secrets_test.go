@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"paddock.dev/paddock/internal/audit"
 	"paddock.dev/paddock/internal/auth"
@@ -598,4 +599,34 @@ func TestKeysRoutes(t *testing.T) {
 	if fmt.Sprint(actions) != fmt.Sprint(want) {
 		t.Errorf("keys events:\n got %v\nwant %v", actions, want)
 	}
+}
+
+// FuzzSecretRequest decodes secret bodies: anything accepted decodes to
+// the bytes sent, and no error repeats what was in the value's field.
+func FuzzSecretRequest(f *testing.F) {
+	for _, s := range []string{"aHVudGVyMg==", "hunter2", "aHVudGVyMg", "aHVu dGVy", "====", "", "\u00e9t\u00e9"} {
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, v string, asFile bool) {
+		if strings.ContainsAny(v, `"\`) || !utf8.ValidString(v) {
+			return // the field's text itself, not JSON around it
+		}
+		body := fmt.Sprintf(`{"value_base64":"%s","as_file":%v}`, v, asFile)
+		var req wire.SecretRequest
+		err := readJSON(httptest.NewRecorder(), httptest.NewRequest("PUT", "/", strings.NewReader(body)), &req)
+		if err == nil {
+			want, derr := base64.StdEncoding.DecodeString(v)
+			if derr != nil || !bytes.Equal(req.Value, want) || req.AsFile != asFile {
+				t.Fatalf("%s: accepted as %q, as_file %v; want %q (%v)", body, req.Value, req.AsFile, want, derr)
+			}
+			return
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Code != "bad_json" {
+			t.Fatalf("%s: %v, want a bad_json error", body, err)
+		}
+		if len(v) >= 4 && strings.Contains(e.Message, v) {
+			t.Errorf("%s: the message %q repeats the value's field", body, e.Message)
+		}
+	})
 }
