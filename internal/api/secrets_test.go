@@ -62,9 +62,9 @@ func (testKeyring) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
 	return out, nil
 }
 
-func (testKeyring) Digest(value []byte) string {
+func (testKeyring) Digest(_ context.Context, value []byte) (string, error) {
 	h := sha256.Sum256(append([]byte("digest key\x00"), value...))
-	return hex.EncodeToString(h[:6])
+	return hex.EncodeToString(h[:6]), nil
 }
 
 // testKeys is a stand-in for the keyring's management.

@@ -31,6 +31,7 @@ import (
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
+	"paddock.dev/paddock/internal/secrets"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/store/sqlite"
 	"paddock.dev/paddock/internal/tlsca"
@@ -147,6 +148,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	// Never a new key over secrets sealed with another: OpenLocal makes
+	// one only for a store without data keys, and says what is missing.
+	kr, created, err := secrets.OpenLocal(ctx, keysDir(cfg.Data), kekEnv, secrets.Config{Store: keyStore{st}})
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Warn("made a new key-encryption key for secrets: losing it loses every secret; back it up with `paddock keys export`", "file", filepath.Join(keysDir(cfg.Data), secrets.KEKFile))
+	}
 	tokens := &auth.Tokens{Store: st}
 	authz := &auth.Authorizer{Store: st}
 	auditDir := filepath.Join(cfg.Data, "audit")
@@ -225,7 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 		BuildDir:  filepath.Join(cfg.Data, "builds"),
 		BuildHome: cfg.BuildHome,
 		Logs:      filepath.Join(cfg.Data, "logs"),
-		Users:     users, Tracker: tracker,
+		Users:     users, Tracker: tracker, Keyring: keyring{kr},
 		// No app may route a name of the API's: its requests would reach
 		// the app.
 		ReservedHosts: apiHosts,

@@ -19,7 +19,7 @@ type Keyring interface {
 	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
 	// Digest is a short keyed digest of a value, to tell versions apart
 	// without revealing anything of it.
-	Digest(value []byte) string
+	Digest(ctx context.Context, value []byte) (string, error)
 }
 
 // MaxSecret is the largest secret value.
@@ -116,7 +116,9 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 		if v.Sealed, err = s.cfg.Keyring.Seal(ctx, value, secretAAD(a.ID, name, v.Version)); err != nil {
 			return nil, fmt.Errorf("seal secret %s: %w", name, err)
 		}
-		v.Digest = s.cfg.Keyring.Digest(value)
+		if v.Digest, err = s.cfg.Keyring.Digest(ctx, value); err != nil {
+			return nil, fmt.Errorf("digest of secret %s: %w", name, err)
+		}
 	}
 	if err := s.st.AddSecretVersion(ctx, v); err != nil {
 		return nil, err

@@ -81,7 +81,7 @@ type SecretVersion struct {
 // key-encryption key (KEK) whose ID it records.
 type DataKey struct {
 	ID      int64
-	Kind    string // what it seals: "seal" or "digest"
+	Kind    string // what it is for: "value" (sealing) or "digest"
 	Wrapped []byte
 	KEKID   string
 	Seals   int64 // values sealed with it so far
@@ -230,8 +230,9 @@ type Store interface {
 	DataKeys(ctx context.Context) ([]DataKey, error)
 	// AddDataKey stores a data key and returns it with its ID.
 	AddDataKey(ctx context.Context, k DataKey) (DataKey, error)
-	// CountSeals adds n to a data key's seal count.
-	CountSeals(ctx context.Context, id int64, n int64) error
+	// CountSeals adds n to a data key's seal count, atomically, and
+	// returns the new count.
+	CountSeals(ctx context.Context, id int64, n int64) (int64, error)
 	// RewrapDataKeys replaces every data key with what fn makes of it, in
 	// one transaction: all of them or none.
 	RewrapDataKeys(ctx context.Context, fn func(DataKey) (DataKey, error)) error

@@ -3,14 +3,19 @@
 //	tenant serve        answer every request with $NAME on $PORT; exit 1 if the port is taken
 //	tenant squat [ADDR:]PORT   bind it (127.0.0.1 by default) as soon as it can, and answer STOLEN there
 //	tenant get ADDR HOST   GET / from ADDR with Host HOST, directly, and print "get ADDR: " and the body or the error
+//	tenant leak NAME...    print every secret named (an environment variable, else a file in $PADDOCK_SECRETS_DIR) in every encoding, some split across two writes, then serve on $PORT
 package main
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -29,6 +34,9 @@ func main() {
 			addr = "127.0.0.1:" + addr
 		}
 		serve(addr, "STOLEN", true)
+	case "leak":
+		leak(os.Args[2:])
+		serve("127.0.0.1:"+os.Getenv("PORT"), "leaked", false)
 	case "get":
 		get(os.Args[2], os.Args[3])
 		os.Exit(0)
@@ -71,4 +79,30 @@ func get(addr, host string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	fmt.Printf("get %s: %s\n", addr, b)
+}
+
+// leak prints secrets as a careless or hostile app would.
+func leak(names []string) {
+	for _, name := range names {
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			b, err := os.ReadFile(filepath.Join(os.Getenv("PADDOCK_SECRETS_DIR"), name))
+			if err != nil {
+				fmt.Println("no secret", name, err)
+				continue
+			}
+			v = string(b)
+		}
+		for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v)), base64.RawStdEncoding.EncodeToString([]byte(v)),
+			base64.URLEncoding.EncodeToString([]byte(v)), base64.RawURLEncoding.EncodeToString([]byte(v)),
+			hex.EncodeToString([]byte(v)), strings.ToUpper(hex.EncodeToString([]byte(v))), url.QueryEscape(v), url.PathEscape(v)} {
+			fmt.Printf("%s is %s\n", name, form)
+			fmt.Fprintf(os.Stderr, "%s on stderr: %s\n", name, form)
+			// The same, split across two writes.
+			half := len(form) / 2
+			os.Stdout.WriteString(name + " split: " + form[:half])
+			time.Sleep(20 * time.Millisecond)
+			os.Stdout.WriteString(form[half:] + "\n")
+		}
+	}
 }

@@ -102,7 +102,9 @@ type shimSpec struct {
 	// Track is the instance's cgroup (v2), which holds all its processes;
 	// "" without a Tracker.
 	Track string `json:"track,omitempty"`
-	// Secrets says the supervisor reads secrets from its fd 3.
+	// Secrets says the supervisor reads the instance's secrets from its
+	// fd 3: those it passes on as environment variables, and all of them
+	// to scrub from the output.
 	Secrets bool `json:"secrets,omitempty"`
 }
 
@@ -185,7 +187,7 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 		fail = func(err error) (runtime.Instance, error) { unmountSecrets(dir); return fail0(err) }
 		ss.Env = append(ss.Env, "PADDOCK_SECRETS_DIR="+secretsDir)
 	}
-	ss.Secrets = len(envSecrets(s.Secrets)) > 0
+	ss.Secrets = len(s.Secrets) > 0
 	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
 		return fail(err)
 	}
@@ -220,7 +222,7 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 	if secretsW != nil {
 		// In memory only, through the pipe; larger than its buffer, the
 		// write waits for the shim to read.
-		b, err := json.Marshal(envSecrets(s.Secrets))
+		b, err := json.Marshal(s.Secrets)
 		go func() {
 			if err == nil {
 				secretsW.Write(b)

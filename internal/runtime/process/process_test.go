@@ -2,6 +2,8 @@ package process
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -319,20 +321,25 @@ func TestMemoryLimit(t *testing.T) {
 }
 
 // TestSecrets: secrets reach the process as environment variables and as
-// files on a tmpfs of the instance's own, again after a crash, and their
+// files on a tmpfs of the instance's own, again after a crash; what the
+// process prints of them is scrubbed, split across writes too; and their
 // values are in no file of the instance's folder on disk.
 func TestSecrets(t *testing.T) {
 	r := newRuntime(t)
 	ctx := context.Background()
 	const envValue, fileValue = "s3cr3t-env-value-4f1a", "s3cr3t-file-value-9b2c"
+	sum := func(v string) string { h := sha256.Sum256([]byte(v)); return hex.EncodeToString(h[:]) }
 	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.11", App: "a", AppID: 1, Process: "web", UID: 123470, GID: 123470,
-		Command: `echo "env=$API_KEY"; echo "file=$(cat $PADDOCK_SECRETS_DIR/CERT)"; stat -c 'mode=%a uid=%u' $PADDOCK_SECRETS_DIR/CERT; stat -f -c 'fs=%T' $PADDOCK_SECRETS_DIR; exec sleep 1000`,
+		Command: `echo "env=$API_KEY"; echo "file=$(cat $PADDOCK_SECRETS_DIR/CERT)"; printf 'split=s3cr3t-env'; sleep 0.1; echo '-value-4f1a'; ` +
+			`echo "envsum=$(printf %s "$API_KEY" | sha256sum)"; echo "filesum=$(sha256sum < $PADDOCK_SECRETS_DIR/CERT)"; ` +
+			`stat -c 'mode=%a uid=%u' $PADDOCK_SECRETS_DIR/CERT; stat -f -c 'fs=%T' $PADDOCK_SECRETS_DIR; exec sleep 1000`,
 		Secrets: []runtime.Secret{{Name: "API_KEY", Value: []byte(envValue)}, {Name: "CERT", Value: []byte(fileValue), AsFile: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
-	want := []string{"env=" + envValue, "file=" + fileValue, "mode=400 uid=123470", "fs=tmpfs"}
+	want := []string{"env=[REDACTED:API_KEY]", "file=[REDACTED:CERT]", "split=[REDACTED:API_KEY]",
+		"envsum=" + sum(envValue) + "  -", "filesum=" + sum(fileValue) + "  -", "mode=400 uid=123470", "fs=tmpfs"}
 	logged := func(n int) func(runtime.Instance) bool {
 		return func(runtime.Instance) bool {
 			b, _ := os.ReadFile(r.LogFile(in.Spec))

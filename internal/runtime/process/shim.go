@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -15,6 +16,7 @@ import (
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/secrets"
 )
 
 // Restart policy: the delay doubles from restartBase with each crash that
@@ -48,11 +50,16 @@ func RunShim(ctx context.Context, dir string) error {
 
 	sh := &shim{dir: dir, spec: ss, logs: out}
 	if ss.Secrets {
-		secrets, err := readSecrets()
+		given, err := readSecrets()
 		if err != nil {
 			return fmt.Errorf("shim: %w", err)
 		}
-		sh.secretEnv = secretsEnv(secrets)
+		sh.secretEnv = secretsEnv(envSecrets(given))
+		values := make(map[string][]byte, len(given))
+		for _, s := range given {
+			values[s.Name] = s.Value
+		}
+		sh.redactor = secrets.NewRedactor(values)
 	}
 	sh.st = shimState{ShimPID: os.Getpid(), State: runtime.StateStarting}
 	if ss.Memory > 0 {
@@ -81,6 +88,7 @@ func RunShim(ctx context.Context, dir string) error {
 		// Whatever the main process leaves behind goes with it, or it
 		// would hold the port against the restart.
 		sh.killAll()
+		sh.flushOutput()
 		desc := sh.describe(exit)
 		if time.Since(started) >= stableAfter {
 			crashes = 0
@@ -116,6 +124,29 @@ type shim struct {
 	oomBefore int64
 	runs      int // processes started, each in a cgroup of its own
 	secretEnv []string
+	redactor  *secrets.Redactor // nil without secrets
+	flush     []func() error    // the running process's output writers
+}
+
+// output returns the writer of a stream of the process's output: its log,
+// through the redactor when the instance has secrets, which then holds back
+// the start of what could be a secret until the rest arrives.
+func (sh *shim) output(stream string) io.Writer {
+	w := sh.logs.Stream(stream)
+	if sh.redactor == nil {
+		return w
+	}
+	rw := sh.redactor.NewWriter(w)
+	sh.flush = append(sh.flush, rw.Flush)
+	return rw
+}
+
+// flushOutput passes on what the redactors held back of an ended process.
+func (sh *shim) flushOutput() {
+	for _, f := range sh.flush {
+		f()
+	}
+	sh.flush = nil
 }
 
 func (sh *shim) save() error {
@@ -141,8 +172,8 @@ func (sh *shim) start() (<-chan error, time.Time) {
 	}
 	cmd.Dir = filepath.Join(sh.dir, "app")
 	cmd.Env = append(append(append([]string{}, sh.spec.Env...), sh.secretEnv...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
-	cmd.Stdout = sh.logs.Stream("out")
-	cmd.Stderr = sh.logs.Stream("err")
+	cmd.Stdout = sh.output("out")
+	cmd.Stderr = sh.output("err")
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -250,6 +281,7 @@ func (sh *shim) terminate(exited <-chan error) {
 		// Children that left the main process behind go too.
 		sh.killAll()
 	}
+	sh.flushOutput()
 	sh.stopped()
 }
 

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"paddock.dev/paddock/internal/store"
@@ -60,16 +61,15 @@ func (s *DB) AddDataKey(ctx context.Context, k store.DataKey) (store.DataKey, er
 	return k, err
 }
 
-// CountSeals adds n to a data key's count of seals.
-func (s *DB) CountSeals(ctx context.Context, id int64, n int64) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE data_keys SET seals = seals + ? WHERE id = ?`, n, id)
-	if err != nil {
-		return err
+// CountSeals adds n to a data key's count of seals and returns the new
+// count.
+func (s *DB) CountSeals(ctx context.Context, id int64, n int64) (int64, error) {
+	var total int64
+	err := s.db.QueryRowContext(ctx, `UPDATE data_keys SET seals = seals + ? WHERE id = ? RETURNING seals`, n, id).Scan(&total)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, notFound("data key", fmt.Sprint(id))
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return notFound("data key", fmt.Sprint(id))
-	}
-	return nil
+	return total, err
 }
 
 // RewrapDataKeys replaces every data key with what fn makes of it, in one

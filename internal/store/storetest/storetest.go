@@ -439,10 +439,10 @@ func testDataKeys(t *testing.T, s store.Store) {
 	if _, err := s.AddDataKey(ctx, store.DataKey{Kind: "digest", Wrapped: []byte("w2"), KEKID: "kek1", Created: now}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CountSeals(ctx, k.ID, 5); err != nil {
-		t.Fatal(err)
+	if n, err := s.CountSeals(ctx, k.ID, 5); err != nil || n != 5 {
+		t.Fatalf("CountSeals: got %d, %v; want 5", n, err)
 	}
-	if err := s.CountSeals(ctx, 999, 1); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CountSeals(ctx, 999, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CountSeals of a missing key: got %v, want ErrNotFound", err)
 	}
 	failing := errors.New("cannot wrap")
