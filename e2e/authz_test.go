@@ -62,6 +62,18 @@ var expected = map[string][]string{
 	"GET /v1/audit":                          admins,
 	"GET /v1/audit/export":                   admins,
 	"POST /v1/audit/verify":                  admins,
+
+	// Secrets: viewers see names and versions; only developers of the app
+	// and admins change or reveal them. Keys: admins.
+	"GET /v1/apps/{app}/secrets":                 readers,
+	"PUT /v1/apps/{app}/secrets/{name}":          writers,
+	"DELETE /v1/apps/{app}/secrets/{name}":       writers,
+	"GET /v1/apps/{app}/secrets/{name}/versions": readers,
+	"POST /v1/apps/{app}/secrets/{name}/reveal":  writers,
+	"GET /v1/keys":         admins,
+	"POST /v1/keys/rotate": admins,
+	"POST /v1/keys/export": admins,
+	"POST /v1/keys/import": admins,
 }
 
 // public routes answer without a token; nothing else may.
@@ -125,8 +137,9 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		}
 		return rank(a) - rank(b)
 	})
-	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent")
-	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`}
+	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY")
+	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
+		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()
 	seen := map[string]bool{}
 	for _, rt := range routes {

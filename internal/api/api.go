@@ -44,13 +44,16 @@ type Auditor interface {
 
 // Config configures a Server.
 type Config struct {
-	Deploy  *deploy.Service  // required
-	Store   store.Store      // required: users, tokens, teams
-	Auth    Authenticator    // required
-	Authz   *auth.Authorizer // required
-	Audit   Auditor          // required
-	Limiter *auth.Limiter    // failed authentications; default 100 an hour per address and per account (see guard.go)
-	CA      []byte           // PEM of the CA that signed the server's certificate, served at /v1/ca
+	Deploy *deploy.Service  // required
+	Store  store.Store      // required: users, tokens, teams
+	Auth   Authenticator    // required
+	Authz  *auth.Authorizer // required
+	Audit  Auditor          // required
+	// Keys manages the keyring of secrets under /v1/keys; nil: those
+	// routes answer 503 secrets_unavailable.
+	Keys    Keys
+	Limiter *auth.Limiter // failed authentications; default 100 an hour per address and per account (see guard.go)
+	CA      []byte        // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
 	// Shutdown stops the server, and every app too when apps is true. It
 	// is called after the response is sent.
@@ -169,6 +172,19 @@ func (s *Server) table() []route {
 		r("POST /v1/apps/{app}/domains", auth.AppWrite, "apps.domains.add", s.addDomain),
 		r("DELETE /v1/apps/{app}/domains/{host}", auth.AppWrite, "apps.domains.remove", s.removeDomain),
 		r("PUT /v1/apps/{app}/grants/{team}", auth.UsersAdmin, "apps.grant", s.grant),
+
+		// Secrets: names, versions and digests to viewers; values only
+		// through reveal, which is audited like a change (allowed, denied
+		// or failed), naming the app and the secret, never the value.
+		r("GET /v1/apps/{app}/secrets", auth.AppRead, "", s.listSecrets),
+		r("PUT /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.set", s.setSecret),
+		r("DELETE /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.unset", s.unsetSecret),
+		r("GET /v1/apps/{app}/secrets/{name}/versions", auth.AppRead, "", s.secretVersions),
+		r("POST /v1/apps/{app}/secrets/{name}/reveal", auth.SecretsReveal, "apps.secrets.reveal", s.revealSecret),
+		r("GET /v1/keys", auth.KeysAdmin, "", s.keyStatus),
+		r("POST /v1/keys/rotate", auth.KeysAdmin, "keys.rotate", s.rotateKeys),
+		r("POST /v1/keys/export", auth.KeysAdmin, "keys.export", s.exportKeys),
+		r("POST /v1/keys/import", auth.KeysAdmin, "keys.import", s.importKeys),
 
 		r("GET /v1/users", auth.UsersAdmin, "", s.listUsers),
 		creates("user", r("POST /v1/users", auth.UsersAdmin, "users.create", s.createUser)),

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,11 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "exists", Message: err.Error()}
 	case errors.Is(err, deploy.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), deploy.ErrInvalid.Error()+": ")}
+	case errors.Is(err, deploy.ErrNoKeyring):
+		return &Error{Status: http.StatusServiceUnavailable, Code: "secrets_unavailable",
+			Message: err.Error() + " (the server log says why; `paddock up` makes a keyring at first start: see Secrets in the README)"}
+	case errors.Is(err, ErrBadBackup):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: err.Error()}
 	case errors.Is(err, deploy.ErrBuild):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "build_failed", Message: err.Error()}
 	case errors.Is(err, deploy.ErrFailed):
@@ -118,7 +124,11 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 func describeJSONError(err error, v any) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var b64 base64.CorruptInputError
 	switch {
+	case errors.As(err, &b64):
+		// Only the offset: the field may hold a secret's value.
+		return badJSON("a base64 field holds invalid base64 at byte %d of its value: encode the bytes in standard base64 with padding (RFC 4648 section 4, as `base64 -w0` does)", int64(b64))
 	case errors.Is(err, io.EOF):
 		return badJSON("the request body is empty: send %s", jsonKind(reflect.TypeOf(v)))
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -188,6 +198,9 @@ func jsonKind(t reflect.Type) string {
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a string of bytes in base64"
+		}
 		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
 	case reflect.Map:
 		return "an object whose values are " + strings.TrimPrefix(jsonKind(t.Elem()), "a ") + "s"

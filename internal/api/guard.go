@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -226,8 +227,15 @@ func limitKey(addr string) string {
 	return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
 }
 
-// target names what a request acts on, for the audit log.
+// target names what a request acts on, for the audit log: a secret as
+// app/APP/secrets/NAME, never with its value.
 func target(r *http.Request) string {
+	if app, name := r.PathValue("app"), r.PathValue("name"); app != "" && name != "" && strings.Contains(r.Pattern, "/secrets/{name}") {
+		return "app/" + app + "/secrets/" + url.PathEscape(name)
+	}
+	if r.URL.Path == "/v1/keys" || strings.HasPrefix(r.URL.Path, "/v1/keys/") {
+		return "keys"
+	}
 	for _, k := range []string{"app", "user", "team", "token"} {
 		if v := r.PathValue(k); v != "" {
 			return k + "/" + v

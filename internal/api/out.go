@@ -42,9 +42,28 @@ func releaseOut(r store.Release) wire.Release {
 	if r.Config == nil {
 		r.Config = map[string]string{}
 	}
+	if r.Secrets == nil {
+		r.Secrets = map[string]int{}
+	}
 	return wire.Release{App: r.App, Version: r.Version, Build: r.Build, Artifact: r.Artifact, Manifest: r.Manifest,
-		Config: r.Config, Description: r.Description, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt,
+		Config: r.Config, Secrets: r.Secrets, Description: r.Description, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt,
 		Status: r.Status, Reason: r.Reason}
+}
+
+func secretOut(i deploy.SecretInfo) wire.Secret {
+	return wire.Secret{Name: i.Name, Version: i.Version, Digest: i.Digest, AsFile: i.AsFile, UpdatedBy: i.UpdatedBy, UpdatedAt: i.UpdatedAt}
+}
+
+// secretVersionOut copies a version's description; its sealed value stays
+// behind.
+func secretVersionOut(v store.SecretVersion) wire.SecretVersion {
+	return wire.SecretVersion{Version: v.Version, Digest: v.Digest, AsFile: v.AsFile, Deleted: v.Deleted, CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt}
+}
+
+func keyStatusOut(k KeyStatus) wire.KeyStatus {
+	return wire.KeyStatus{KEK: k.KEK, KEKSource: k.KEKSource, MaxSeals: k.MaxSeals, DataKeys: listOut(k.DataKeys, func(d DataKeyStatus) wire.DataKey {
+		return wire.DataKey{ID: d.ID, Kind: d.Kind, KEK: d.KEK, Seals: d.Seals, Active: d.Active, CreatedAt: d.CreatedAt}
+	})}
 }
 
 func domainOut(d store.Domain) wire.Domain {

@@ -53,6 +53,15 @@ func TestPolicy(t *testing.T) {
 		{"scoped token on its app", Principal{User: "dev", Role: Developer, Apps: []string{"shop"}}, AppWrite, "shop", ""},
 		{"scoped token on another app", Principal{User: "root", Role: Admin, Apps: []string{"shop"}}, AppRead, "blog", "limited to the apps shop"},
 		{"scoped token on a global permission", Principal{User: "root", Role: Admin, Apps: []string{"shop"}}, UsersAdmin, "", "limited"},
+		{"developer reveals on granted app", Principal{User: "dev", Role: Developer}, SecretsReveal, "shop", ""},
+		{"developer reveals on own app", Principal{User: "dev", Role: Developer}, SecretsReveal, "mine", ""},
+		{"developer with a viewer grant may not reveal", Principal{User: "dev", Role: Developer}, SecretsReveal, "blog", "needs the developer role"},
+		{"viewer may not reveal", Principal{User: "view", Role: Viewer}, SecretsReveal, "shop", "needs the developer role"},
+		{"admin token capped at viewer may not reveal", Principal{User: "root", Role: Viewer, Token: "ro"}, SecretsReveal, "shop", "needs the developer role"},
+		{"admin reveals anywhere", Principal{User: "root", Role: Admin}, SecretsReveal, "any", ""},
+		{"admin manages keys", Principal{User: "root", Role: Admin}, KeysAdmin, "", ""},
+		{"developer may not manage keys", Principal{User: "dev", Role: Developer}, KeysAdmin, "", "needs the admin role"},
+		{"app-scoped admin token may not manage keys", Principal{User: "root", Role: Admin, Apps: []string{"shop"}}, KeysAdmin, "", "limited"},
 		{"unknown permission", Principal{User: "root", Role: Admin}, Perm("x.y"), "", "unknown permission"},
 	}
 	for _, tc := range tests {

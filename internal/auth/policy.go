@@ -63,17 +63,23 @@ const (
 	TokensOwn   Perm = "tokens.own"   // list, create and revoke one's own tokens
 	UsersAdmin  Perm = "users.admin"  // users, teams, other users' tokens
 	AuditRead   Perm = "audit.read"   // admin
+
+	// SecretsReveal is reading a secret's value: developer on the app. A
+	// viewer sees secrets' names and versions only (AppRead).
+	SecretsReveal Perm = "app.secrets.reveal"
+	// KeysAdmin is the keyring's status, rotation, backup and restore: admin.
+	KeysAdmin Perm = "keys.admin"
 )
 
 // global holds the least role each global permission needs.
 var global = map[Perm]Role{
 	StatusRead: Viewer, AppsList: Viewer, TokensOwn: Viewer,
 	AppsCreate:  Developer,
-	SystemAdmin: Admin, UsersAdmin: Admin, AuditRead: Admin,
+	SystemAdmin: Admin, UsersAdmin: Admin, AuditRead: Admin, KeysAdmin: Admin,
 }
 
 // onApp holds the least role on the app each app permission needs.
-var onApp = map[Perm]Role{AppRead: Viewer, AppWrite: Developer, AppAdmin: Developer}
+var onApp = map[Perm]Role{AppRead: Viewer, AppWrite: Developer, AppAdmin: Developer, SecretsReveal: Developer}
 
 // Policy is the compiled, immutable authorization state. A nil or empty
 // Policy denies everything; a deny (disabled user, token scope) wins over

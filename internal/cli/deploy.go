@@ -200,19 +200,48 @@ func (e *env) releasesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := e.table("VERSION", "STATUS", "CREATED", "BY", "DESCRIPTION")
-			for _, r := range rels {
+			tw := e.table("VERSION", "STATUS", "CREATED", "BY", "SECRETS", "DESCRIPTION")
+			for i, r := range rels {
 				v := fmt.Sprintf("v%d", r.Version)
 				if r.Version == a.Release {
 					v += " *"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v, r.Status, r.CreatedAt.Local().Format(time.DateTime), r.CreatedBy, r.Description)
+				var before map[string]int // the release before r: next in the list, newest first
+				if i+1 < len(rels) {
+					before = rels[i+1].Secrets
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v, r.Status, r.CreatedAt.Local().Format(time.DateTime), r.CreatedBy,
+					secretChanges(before, r.Secrets), r.Description)
 			}
 			return tw.Flush()
 		}),
 	}
 	e.addJSON(cmd)
 	return cmd
+}
+
+// secretChanges names the secrets a release set (+), changed (~) or
+// unset (-) from the release before it: names only, "-" for none.
+func secretChanges(before, after map[string]int) string {
+	var out []string
+	for name, v := range after {
+		switch old, ok := before[name]; {
+		case !ok:
+			out = append(out, "+"+name)
+		case old != v:
+			out = append(out, "~"+name)
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			out = append(out, "-"+name)
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][1:] < out[j][1:] })
+	return strings.Join(out, " ")
 }
 
 func parseVersion(s string) (int, error) {
@@ -313,12 +342,21 @@ func (e *env) configCmd() *cobra.Command {
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			vars := map[string]*string{}
+			var keys []string
 			for _, a := range args[1:] {
 				k, v, ok := strings.Cut(a, "=")
 				if !ok {
 					return fmt.Errorf("%q: write KEY=VALUE", a)
 				}
 				vars[k] = &v
+				keys = append(keys, k)
+			}
+			for _, k := range keys {
+				if looksLikeCredential(k) {
+					fmt.Fprintf(e.stderr, "warning: %s looks like a credential, and config vars are plain settings any viewer of %s reads. "+
+						"Keep it a secret instead (encrypted, shown only by an audited reveal): `paddock config unset %s %s`, then `%s`.\n",
+						k, args[0], args[0], k, fmt.Sprintf(stdinForm, args[0], k))
+				}
 			}
 			return e.changeConfig(cmd, args[0], vars)
 		},

@@ -78,17 +78,20 @@ const (
 
 // Release is one numbered release of an app.
 type Release struct {
-	App         string            `json:"app"`
-	Version     int               `json:"version"`
-	Build       string            `json:"build,omitempty"`    // the build's id; empty for a config-only release before the first deploy
-	Artifact    string            `json:"artifact,omitempty"` // content digest of the build's output, "sha256:…"
-	Manifest    json.RawMessage   `json:"manifest,omitempty"` // the processes the build declared
-	Config      map[string]string `json:"config"`
-	Description string            `json:"description"`
-	CreatedBy   string            `json:"created_by"`
-	CreatedAt   time.Time         `json:"created_at"`
-	Status      string            `json:"status"` // ReleasePending, ReleaseDeployed or ReleaseFailed
-	Reason      string            `json:"reason,omitempty"`
+	App      string            `json:"app"`
+	Version  int               `json:"version"`
+	Build    string            `json:"build,omitempty"`    // the build's id; empty for a config-only release before the first deploy
+	Artifact string            `json:"artifact,omitempty"` // content digest of the build's output, "sha256:…"
+	Manifest json.RawMessage   `json:"manifest,omitempty"` // the processes the build declared
+	Config   map[string]string `json:"config"`
+	// Secrets pins the version of each secret the release's instances get,
+	// by name: names and versions, never values.
+	Secrets     map[string]int `json:"secrets"`
+	Description string         `json:"description"`
+	CreatedBy   string         `json:"created_by"`
+	CreatedAt   time.Time      `json:"created_at"`
+	Status      string         `json:"status"` // ReleasePending, ReleaseDeployed or ReleaseFailed
+	Reason      string         `json:"reason,omitempty"`
 }
 
 // RollbackRequest is the body of POST /v1/apps/{app}/rollback.
