@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -29,7 +27,7 @@ import (
 // disk, the instances' folders and the store's WAL included.
 func TestSecretsNeverLeak(t *testing.T) {
 	p := testenv.Start(t)
-	values := map[string]string{"API_TOKEN": randomValue(t), "TLS_KEY": randomValue(t)}
+	values := map[string]string{"API_TOKEN": randomValue("v-"), "TLS_KEY": randomValue("v-")}
 	p.MustRun("apps", "create", "leak")
 	setSecret(t, p, "leak", "API_TOKEN", values["API_TOKEN"])
 	setSecret(t, p, "leak", "TLS_KEY", values["TLS_KEY"], "--as-file")
@@ -133,15 +131,6 @@ func TestSecretsNeverLeak(t *testing.T) {
 }
 
 type surface struct{ name, text string }
-
-// randomValue is a secret value no text holds by chance.
-func randomValue(t *testing.T) string {
-	b := make([]byte, 18)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return "v-" + hex.EncodeToString(b)
-}
 
 // setSecret sets a secret through the CLI, the value on stdin.
 func setSecret(t *testing.T, p *testenv.Platform, app, name, value string, flags ...string) string {

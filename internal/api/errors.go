@@ -61,6 +61,8 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "exists", Message: err.Error()}
 	case errors.Is(err, deploy.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), deploy.ErrInvalid.Error()+": ")}
+	case errors.Is(err, deploy.ErrSecretDamaged):
+		return &Error{Status: http.StatusInternalServerError, Code: "secret_damaged", Message: err.Error()}
 	case errors.Is(err, deploy.ErrNoKeyring):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "secrets_unavailable",
 			Message: err.Error() + " (the server log says why; `paddock up` makes a keyring at first start: see Secrets in the README)"}

@@ -213,6 +213,7 @@ func place(tmp, path string, force bool) error {
 
 func (e *env) keysImportCmd() *cobra.Command {
 	var withPass bool
+	var data string
 	cmd := &cobra.Command{
 		Use:   "import FILE [--passphrase]",
 		Short: "Restore the KEK from a backup `keys export` wrote",
@@ -220,9 +221,13 @@ func (e *env) keysImportCmd() *cobra.Command {
 the store's data keys: a backup of another platform's key, a damaged file
 or a wrong passphrase is refused and changes nothing. A backup made with
 --passphrase needs it: typed without echo on a terminal, else the first
-line of stdin.`,
+line of stdin.
+
+With --data, the key goes straight into that data folder of a platform
+that is not running: paddock up refuses to start without the key that
+opens its secrets, so that is how a lost key file is restored.`,
 		Args: cobra.ExactArgs(1),
-		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
 			if err != nil {
 				return err
@@ -246,6 +251,17 @@ line of stdin.`,
 					return err
 				}
 			}
+			if data != "" {
+				if err := importKeyOffline(cmd.Context(), data, b, []byte(pass)); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "Imported the key of %s into %s: paddock up can open its secrets.\n", args[0], data)
+				return nil
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
 			st, err := c.ImportKeys(cmd.Context(), b, pass)
 			if err != nil {
 				var ce *client.Error
@@ -256,8 +272,9 @@ line of stdin.`,
 			}
 			fmt.Fprintf(e.stdout, "Imported the key of %s: the data keys are wrapped by KEK %s.\n", args[0], st.KEK)
 			return nil
-		}),
+		},
 	}
 	cmd.Flags().BoolVar(&withPass, "passphrase", false, "the backup has a passphrase (asked for, or the first line of stdin)")
+	cmd.Flags().StringVar(&data, "data", "", "import into this data folder of a platform that is not running, without a server")
 	return cmd
 }

@@ -79,6 +79,12 @@ func (e *env) downCmd() *cobra.Command {
 	return cmd
 }
 
+// importKeyOffline restores a KEK backup into a data folder no server runs
+// on.
+func importKeyOffline(ctx context.Context, data string, backup, passphrase []byte) error {
+	return daemon.ImportKey(ctx, data, backup, passphrase)
+}
+
 // runShim runs `paddock shim DIR` straight away: a supervisor runs beside
 // every instance, and it skips building the command tree, whose garbage it
 // would carry all its life. ok is false for any other command line.

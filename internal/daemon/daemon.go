@@ -252,7 +252,8 @@ func Run(ctx context.Context, cfg Config) error {
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
 		Deploy: svc, Store: st, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir},
-		CA: caPEM, Version: cfg.Version, Logger: log,
+		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
+		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
 			mu.Lock()
 			stopApps = apps

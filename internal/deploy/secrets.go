@@ -28,6 +28,10 @@ const MaxSecret = 64 << 10
 // ErrNoKeyring: secrets cannot be set or read without the keyring.
 var ErrNoKeyring = errors.New("secrets are not available on this server: it has no keyring")
 
+// ErrSecretDamaged: a stored secret version does not open (changed in the
+// store, or moved from another row).
+var ErrSecretDamaged = errors.New("secret damaged")
+
 // SecretOptions say how a secret is given to instances and when.
 type SecretOptions struct {
 	AsFile bool // a file in $PADDOCK_SECRETS_DIR rather than an environment variable
@@ -247,7 +251,7 @@ func (s *Service) openSecrets(ctx context.Context, a store.App, pins map[string]
 		}
 		value, err := s.cfg.Keyring.Open(ctx, v.Sealed, secretAAD(a.ID, v.Name, v.Version))
 		if err != nil {
-			return nil, fmt.Errorf("secret %s v%d of %s does not open: %w (was it changed in the store? set it again)", v.Name, v.Version, a.Name, err)
+			return nil, fmt.Errorf("%w: secret %s v%d of %s does not open (%w): was it changed in the store? Set it again", ErrSecretDamaged, v.Name, v.Version, a.Name, err)
 		}
 		out = append(out, runtime.Secret{Name: v.Name, Value: value, AsFile: v.AsFile})
 	}

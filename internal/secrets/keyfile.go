@@ -42,7 +42,7 @@ func LoadKEK(dir, env string) (KEK, error) {
 	}
 	k, err := readKEKFile(dir, KEKFile)
 	if errors.Is(err, ErrNoKEK) {
-		what := "restore it from your `paddock keys export` backup with `paddock keys import FILE`"
+		what := "restore it from your `paddock keys export` backup with `paddock keys import FILE --data DATA` (while no server runs)"
 		if env != "" {
 			what += ", or set " + env
 		}

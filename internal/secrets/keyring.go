@@ -156,7 +156,7 @@ func verifyKeys(kek KEK, dks []DataKey) error {
 	for _, dk := range dks {
 		if dk.KEKID != id {
 			return fmt.Errorf("%w: the store's data keys are wrapped by key-encryption key %s, and this key is %s; "+
-				"restore key %s from your `paddock keys export` backup with `paddock keys import FILE`",
+				"restore key %s from your `paddock keys export` backup with `paddock keys import FILE --data DATA` (while no server runs)",
 				ErrWrongKEK, dk.KEKID, id, dk.KEKID)
 		}
 	}

@@ -83,14 +83,14 @@ func OpenLocal(ctx context.Context, dir, env string, cfg Config) (kr *Keyring, c
 	case curErr != nil && !errors.Is(curErr, ErrNoKEK):
 		return nil, false, curErr
 	case curErr != nil:
-		how := "restore it from your `paddock keys export` backup with `paddock keys import FILE`"
+		how := "restore it from your `paddock keys export` backup with `paddock keys import FILE --data DATA` (while no server runs)"
 		if env != "" {
 			how += ", or set " + env
 		}
 		return nil, false, fmt.Errorf("%w, and %s; the store's secrets need key-encryption key %s: %s", curErr, envState(env), want, how)
 	default:
 		return nil, false, fmt.Errorf("%w: %s holds key %s, and the store's data keys are wrapped by key %s; "+
-			"restore key %s from your `paddock keys export` backup with `paddock keys import FILE`",
+			"restore key %s from your `paddock keys export` backup with `paddock keys import FILE --data DATA` (while no server runs)",
 			ErrWrongKEK, filepath.Join(dir, KEKFile), cur.ID(), want, want)
 	}
 	kr, err = New(ctx, cfg)
