@@ -189,3 +189,36 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 		t.Errorf("paddock up with the old KEK: got %v, want a refusal that names the key:\n%s", err, out)
 	}
 }
+
+// TestLostKeyIsRestoredOffline: without its key file, paddock up refuses
+// to start rather than make a new key over the secrets, and says how to
+// restore it; the backup, imported into the stopped platform's data
+// folder, brings every secret back.
+func TestLostKeyIsRestoredOffline(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "shop")
+	setSecret(t, p, "shop", "KEY", "kept-value")
+	backup := filepath.Join(t.TempDir(), "key.backup")
+	p.MustRun("keys", "export", "--out", backup)
+	p.Stop()
+	kek := filepath.Join(p.Data, "keys", "kek")
+	if err := os.Remove(kek); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(p.Bin, "up", "--api", "127.0.0.1:0", "--http", "127.0.0.1:0")
+	cmd.Env = p.Env()
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "keys import") {
+		t.Fatalf("paddock up without its key file: got %v, want a refusal that says how to restore the key:\n%s", err, out)
+	}
+	if _, err := os.Stat(kek); err == nil {
+		t.Fatalf("paddock up made a new key over the store's secrets")
+	}
+	if o, e, err := p.Run("keys", "import", backup, "--data", p.Data); err != nil {
+		t.Fatalf("keys import --data: %v\n%s\n%s", err, o, e)
+	}
+	p.Up()
+	if got := p.MustRun("secrets", "reveal", "shop", "KEY"); got != "kept-value" {
+		t.Errorf("reveal after the key was restored: got %q", got)
+	}
+}
