@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -157,15 +156,13 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 // latestSecrets returns the current version of each secret of app, the
 // versions a new release pins.
 func (s *Service) latestSecrets(ctx context.Context, app string) (map[string]int, error) {
-	versions, err := s.st.ListSecretVersions(ctx, app, "")
+	versions, err := s.st.LatestSecretVersions(ctx, app)
 	if err != nil {
 		return nil, err
 	}
 	pins := map[string]int{}
-	for _, v := range versions { // by name, then version
-		if v.Deleted {
-			delete(pins, v.Name)
-		} else {
+	for _, v := range versions {
+		if !v.Deleted {
 			pins[v.Name] = v.Version
 		}
 	}
@@ -174,23 +171,16 @@ func (s *Service) latestSecrets(ctx context.Context, app string) (map[string]int
 
 // Secrets describes the current version of each of app's secrets.
 func (s *Service) Secrets(ctx context.Context, app string) ([]SecretInfo, error) {
-	versions, err := s.st.ListSecretVersions(ctx, app, "")
+	versions, err := s.st.LatestSecretVersions(ctx, app)
 	if err != nil {
 		return nil, err
 	}
-	cur := map[string]store.SecretVersion{}
+	out := []SecretInfo{}
 	for _, v := range versions {
-		if v.Deleted {
-			delete(cur, v.Name)
-		} else {
-			cur[v.Name] = v
+		if !v.Deleted {
+			out = append(out, SecretInfo{Name: v.Name, Version: v.Version, Digest: v.Digest, AsFile: v.AsFile, UpdatedBy: v.CreatedBy, UpdatedAt: v.CreatedAt})
 		}
 	}
-	out := []SecretInfo{}
-	for _, v := range cur {
-		out = append(out, SecretInfo{Name: v.Name, Version: v.Version, Digest: v.Digest, AsFile: v.AsFile, UpdatedBy: v.CreatedBy, UpdatedAt: v.CreatedAt})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -240,13 +230,13 @@ func (s *Service) openSecrets(ctx context.Context, a store.App, pins map[string]
 	if s.cfg.Keyring == nil {
 		return nil, ErrNoKeyring
 	}
-	versions, err := s.st.ListSecretVersions(ctx, a.Name, "")
+	versions, err := s.st.PinnedSecretVersions(ctx, a.Name, pins)
 	if err != nil {
 		return nil, err
 	}
 	var out []runtime.Secret
 	for _, v := range versions {
-		if pins[v.Name] != v.Version || v.Deleted {
+		if v.Deleted {
 			continue
 		}
 		value, err := s.cfg.Keyring.Open(ctx, v.Sealed, secretAAD(a.ID, v.Name, v.Version))

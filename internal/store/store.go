@@ -225,6 +225,12 @@ type Store interface {
 	// ListSecretVersions returns the versions of one secret of app, or of
 	// all its secrets when name is "", by name then version.
 	ListSecretVersions(ctx context.Context, app, name string) ([]SecretVersion, error)
+	// LatestSecretVersions returns the newest version of each secret of
+	// app (an unset one's is Deleted), by name.
+	LatestSecretVersions(ctx context.Context, app string) ([]SecretVersion, error)
+	// PinnedSecretVersions returns the given versions of app's secrets
+	// (name -> version), by name; those missing are left out.
+	PinnedSecretVersions(ctx context.Context, app string, pins map[string]int) ([]SecretVersion, error)
 
 	// DataKeys returns every data key.
 	DataKeys(ctx context.Context) ([]DataKey, error)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -29,8 +30,31 @@ func (s *DB) ListSecretVersions(ctx context.Context, app, name string) ([]store.
 	if _, err := s.GetApp(ctx, app); err != nil {
 		return nil, err
 	}
-	return queryAll(ctx, s.db, `SELECT app, name, version, sealed, digest, as_file, deleted, created_by, created_at
-		FROM secrets WHERE app = ? AND (? = '' OR name = ?) ORDER BY name, version`, scanSecret, app, name, name)
+	return queryAll(ctx, s.db, `SELECT `+secretCols+` FROM secrets WHERE app = ? AND (? = '' OR name = ?) ORDER BY name, version`, scanSecret, app, name, name)
+}
+
+const secretCols = `app, name, version, sealed, digest, as_file, deleted, created_by, created_at`
+
+// LatestSecretVersions returns the newest version of each of app's secrets.
+func (s *DB) LatestSecretVersions(ctx context.Context, app string) ([]store.SecretVersion, error) {
+	if _, err := s.GetApp(ctx, app); err != nil {
+		return nil, err
+	}
+	return queryAll(ctx, s.db, `SELECT `+secretCols+` FROM secrets s WHERE app = ?
+		AND version = (SELECT MAX(version) FROM secrets WHERE app = s.app AND name = s.name) ORDER BY name`, scanSecret, app)
+}
+
+// PinnedSecretVersions returns the given versions of app's secrets.
+func (s *DB) PinnedSecretVersions(ctx context.Context, app string, pins map[string]int) ([]store.SecretVersion, error) {
+	if len(pins) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(pins)
+	if err != nil {
+		return nil, err
+	}
+	return queryAll(ctx, s.db, `SELECT `+secretCols+` FROM secrets WHERE app = ?
+		AND (name, version) IN (SELECT key, value FROM json_each(?)) ORDER BY name`, scanSecret, app, string(b))
 }
 
 func scanSecret(r scanner) (store.SecretVersion, error) {

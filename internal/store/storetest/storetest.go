@@ -409,6 +409,14 @@ func testSecrets(t *testing.T, s store.Store) {
 	if err != nil || len(one) != 2 {
 		t.Errorf("ListSecretVersions(KEY): got %+v, %v", one, err)
 	}
+	latest, err := s.LatestSecretVersions(ctx, "a")
+	if err != nil || len(latest) != 2 || latest[0].Name != "CERT" || latest[0].Version != 1 || latest[1].Name != "KEY" || latest[1].Version != 2 || !latest[1].Deleted {
+		t.Errorf("LatestSecretVersions: got %+v, %v; want CERT v1 and KEY v2 (deleted)", latest, err)
+	}
+	pinned, err := s.PinnedSecretVersions(ctx, "a", map[string]int{"KEY": 1, "CERT": 1, "NONE": 3})
+	if err != nil || len(pinned) != 2 || pinned[0].Name != "CERT" || pinned[1].Name != "KEY" || pinned[1].Version != 1 || string(pinned[1].Sealed) != "\x01\x02\x03" {
+		t.Errorf("PinnedSecretVersions: got %+v, %v; want CERT v1 and KEY v1", pinned, err)
+	}
 	rel, err := s.AddRelease(ctx, "a", func(store.App, *store.Release) (store.Release, error) {
 		return store.Release{Config: map[string]string{}, Secrets: map[string]int{"KEY": 1, "CERT": 1}, CreatedAt: now}, nil
 	})
