@@ -101,17 +101,21 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 	if err != nil {
 		return nil, err
 	}
-	versions, err := s.st.ListSecretVersions(ctx, app, name)
+	latest, err := s.st.LatestSecretVersions(ctx, app)
 	if err != nil {
 		return nil, err
 	}
 	v := store.SecretVersion{App: app, Name: name, Version: 1, AsFile: opts.AsFile, CreatedBy: actor, CreatedAt: s.now().UTC()}
-	if n := len(versions); n > 0 {
-		v.Version = versions[n-1].Version + 1
+	var last *store.SecretVersion
+	for i := range latest {
+		if latest[i].Name == name {
+			last = &latest[i]
+			v.Version = last.Version + 1
+		}
 	}
 	verb := "set"
 	if value == nil {
-		if len(versions) == 0 || versions[len(versions)-1].Deleted {
+		if last == nil || last.Deleted {
 			return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
 		}
 		v.Deleted, verb = true, "unset"
