@@ -29,6 +29,10 @@ func TestSecretsNeverLeak(t *testing.T) {
 	p := testenv.Start(t)
 	values := map[string]string{"API_TOKEN": randomValue("v-"), "TLS_KEY": randomValue("v-")}
 	p.MustRun("apps", "create", "leak")
+	// A config var is a setting, shown to those who may read the app, but
+	// the store keeps it sealed too.
+	setting := randomValue("c-")
+	p.MustRun("config", "set", "leak", "SETTING="+setting)
 	setSecret(t, p, "leak", "API_TOKEN", values["API_TOKEN"])
 	setSecret(t, p, "leak", "TLS_KEY", values["TLS_KEY"], "--as-file")
 
@@ -123,6 +127,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 					t.Errorf("%s: %d occurrences of a form of %s (%q)", s.name, n, name, form)
 				}
 			}
+		}
+	}
+	for _, f := range []string{"paddock.db", "paddock.db-wal"} {
+		if b, _ := os.ReadFile(filepath.Join(p.Data, f)); bytes.Contains(b, []byte(setting)) {
+			t.Errorf("%s holds a config var's value in the clear", f)
 		}
 	}
 	if len(surfaces) < 30 {

@@ -157,6 +157,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if created {
 		log.Warn("made a new key-encryption key for secrets: losing it loses every secret; back it up with `paddock keys export`", "file", filepath.Join(keysDir(cfg.Data), secrets.KEKFile))
 	}
+	// Config vars are settings, not secrets, but the store keeps them
+	// sealed too; those of a store from before are sealed now.
+	st.SetCipher(keyring{kr})
+	if n, err := st.SealConfigs(ctx); err != nil {
+		return fmt.Errorf("seal the stored config vars: %w", err)
+	} else if n > 0 {
+		log.Info("sealed the config vars the store kept as text", "releases", n)
+	}
 	tokens := &auth.Tokens{Store: st}
 	authz := &auth.Authorizer{Store: st}
 	auditDir := filepath.Join(cfg.Data, "audit")

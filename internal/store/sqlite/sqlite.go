@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite" // registers the "sqlite" driver
@@ -20,7 +22,31 @@ var _ store.Store = (*DB)(nil)
 
 // DB is a Store kept in one SQLite file.
 type DB struct {
-	db *sql.DB
+	db     *sql.DB
+	cipher atomic.Pointer[Cipher] // seals releases' config; nil: kept as text
+}
+
+// Cipher seals and opens values the store keeps; the associated data binds
+// a sealed value to its row. The secrets keyring is one.
+type Cipher interface {
+	Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
+}
+
+// SetCipher makes the store seal releases' config from now on, and open
+// what it sealed. A cipher must not use the store while it is called from
+// inside one of the store's transactions: the store calls it outside them.
+func (s *DB) SetCipher(c Cipher) { s.cipher.Store(&c) }
+
+func (s *DB) getCipher() Cipher {
+	if c := s.cipher.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+func configAAD(app string, version int) []byte {
+	return []byte("paddock config\x00" + app + "\x00" + strconv.Itoa(version))
 }
 
 var schema = []string{
@@ -128,6 +154,8 @@ var schema = []string{
 		PRIMARY KEY (app, name, version)
 	)`,
 	`ALTER TABLE releases ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'`,
+	// A release's config sealed by the store's cipher; config then holds ''.
+	`ALTER TABLE releases ADD COLUMN config_sealed BLOB`,
 	`CREATE TABLE data_keys (
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
 		kind TEXT NOT NULL,
@@ -140,8 +168,10 @@ var schema = []string{
 
 // Open opens or creates the store at path and brings its schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
+	// secure_delete: what a change removes is overwritten with zeros, so a
+	// value sealed in place leaves no plaintext in free pages.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_txlock=immediate"
+		"&_pragma=foreign_keys(1)&_pragma=busy_timeout(10000)&_pragma=secure_delete(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -335,8 +365,12 @@ func (s *DB) SetFormation(ctx context.Context, app string, counts map[string]int
 func (s *DB) SetRelease(ctx context.Context, app string, from, to int) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if to != 0 {
-			if _, err := getRelease(ctx, tx, app, to); err != nil {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM releases WHERE app = ? AND version = ?`, app, to).Scan(&n); err != nil {
 				return err
+			}
+			if n == 0 {
+				return notFound("release", fmt.Sprintf("%s v%d", app, to))
 			}
 		}
 		a, err := getApp(ctx, tx, app)
@@ -376,25 +410,52 @@ func (s *DB) GetBuild(ctx context.Context, id string) (store.Build, error) {
 	return b, err
 }
 
-const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason, secrets`
+const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason, secrets, config_sealed`
 
-func scanRelease(r scanner) (store.Release, error) {
-	var rel store.Release
-	var manifest, config, secrets string
+// releaseRow is a release as stored, its config still as kept.
+type releaseRow struct {
+	store.Release
+	config       string
+	configSealed []byte
+}
+
+func scanRelease(r scanner) (releaseRow, error) {
+	var row releaseRow
+	rel := &row.Release
+	var manifest, secrets string
 	var created int64
-	err := r.Scan(&rel.App, &rel.Version, &rel.Build, &rel.Artifact, &manifest, &config,
-		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason, &secrets)
+	err := r.Scan(&rel.App, &rel.Version, &rel.Build, &rel.Artifact, &manifest, &row.config,
+		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason, &secrets, &row.configSealed)
 	if err != nil {
-		return rel, err
+		return row, err
 	}
 	if err := json.Unmarshal([]byte(secrets), &rel.Secrets); err != nil {
-		return rel, fmt.Errorf("release %s v%d: secrets: %w", rel.App, rel.Version, err)
+		return row, fmt.Errorf("release %s v%d: secrets: %w", rel.App, rel.Version, err)
 	}
 	if manifest != "" {
 		rel.Manifest = json.RawMessage(manifest)
 	}
 	rel.CreatedAt = fromMS(created)
-	if err := json.Unmarshal([]byte(config), &rel.Config); err != nil {
+	return row, nil
+}
+
+// release opens a row's config. It may call the cipher, so never inside a
+// transaction.
+func (s *DB) release(ctx context.Context, row releaseRow) (store.Release, error) {
+	rel := row.Release
+	config := []byte(row.config)
+	if row.configSealed != nil {
+		c := s.getCipher()
+		if c == nil {
+			return rel, fmt.Errorf("release %s v%d: its config is sealed and the store has no cipher to open it", rel.App, rel.Version)
+		}
+		var err error
+		if config, err = c.Open(ctx, row.configSealed, configAAD(rel.App, rel.Version)); err != nil {
+			return rel, fmt.Errorf("release %s v%d: config does not open: %w", rel.App, rel.Version, err)
+		}
+		defer clear(config)
+	}
+	if err := json.Unmarshal(config, &rel.Config); err != nil {
 		return rel, fmt.Errorf("release %s v%d: config: %w", rel.App, rel.Version, err)
 	}
 	if rel.Config == nil {
@@ -403,66 +464,111 @@ func scanRelease(r scanner) (store.Release, error) {
 	return rel, nil
 }
 
-func getRelease(ctx context.Context, q querier, app string, version int) (store.Release, error) {
-	rel, err := scanRelease(q.QueryRowContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE app = ? AND version = ?`, app, version))
-	if errors.Is(err, sql.ErrNoRows) {
-		return rel, notFound("release", fmt.Sprintf("%s v%d", app, version))
+// encodeConfig returns what the config column and config_sealed hold for
+// rel: the JSON as text, or sealed when the store has a cipher.
+func (s *DB) encodeConfig(ctx context.Context, rel store.Release) (string, []byte, error) {
+	config, err := json.Marshal(rel.Config)
+	if err != nil {
+		return "", nil, err
 	}
-	return rel, err
+	c := s.getCipher()
+	if c == nil {
+		return string(config), nil, nil
+	}
+	defer clear(config)
+	sealed, err := c.Seal(ctx, config, configAAD(rel.App, rel.Version))
+	if err != nil {
+		return "", nil, fmt.Errorf("seal the config of %s v%d: %w", rel.App, rel.Version, err)
+	}
+	return "", sealed, nil
 }
 
+func getRelease(ctx context.Context, q querier, app string, version int) (releaseRow, error) {
+	row, err := scanRelease(q.QueryRowContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE app = ? AND version = ?`, app, version))
+	if errors.Is(err, sql.ErrNoRows) {
+		return row, notFound("release", fmt.Sprintf("%s v%d", app, version))
+	}
+	return row, err
+}
+
+// errRaced: the app changed between reading it and writing a release.
+var errRaced = errors.New("changed meanwhile")
+
 // AddRelease creates the app's next release from fn and makes it current.
+// It reads the app and its release, calls fn and seals the config outside
+// any transaction (the cipher may use the store), then writes in one that
+// checks nothing changed meanwhile, and tries again if something did: fn
+// may be called more than once.
 func (s *DB) AddRelease(ctx context.Context, app string, fn store.NewRelease) (store.Release, error) {
-	var rel store.Release
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		a, err := getApp(ctx, tx, app)
+	for {
+		a, err := s.GetApp(ctx, app)
 		if err != nil {
-			return err
+			return store.Release{}, err
 		}
 		var cur *store.Release
 		if a.Release != 0 {
-			r, err := getRelease(ctx, tx, app, a.Release)
+			r, err := s.GetRelease(ctx, app, a.Release)
 			if err != nil {
-				return err
+				return store.Release{}, err
 			}
 			cur = &r
 		}
-		if rel, err = fn(a, cur); err != nil {
-			return err
+		rel, err := fn(a, cur)
+		if err != nil {
+			return rel, err
 		}
 		var last int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM releases WHERE app = ?`, app).Scan(&last); err != nil {
-			return err
+		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM releases WHERE app = ?`, app).Scan(&last); err != nil {
+			return rel, err
 		}
 		rel.App, rel.Version = app, last+1
 		if rel.Status == "" {
 			rel.Status = store.StatusPending
 		}
-		config, err := json.Marshal(rel.Config)
+		config, sealed, err := s.encodeConfig(ctx, rel)
 		if err != nil {
-			return err
+			return rel, err
 		}
 		secrets, err := json.Marshal(rel.Secrets)
 		if err != nil {
-			return err
+			return rel, err
 		}
 		if rel.Secrets == nil {
 			secrets = []byte("{}")
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			rel.App, rel.Version, rel.Build, rel.Artifact, string(rel.Manifest), string(config),
-			rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason, string(secrets)); err != nil {
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			var now, nowLast int
+			if err := tx.QueryRowContext(ctx, `SELECT release, (SELECT COALESCE(MAX(version), 0) FROM releases WHERE app = ?) FROM apps WHERE name = ?`, app, app).Scan(&now, &nowLast); err != nil {
+				if errors.Is(err, sql.ErrNoRows) {
+					return notFound("app", app)
+				}
+				return err
+			}
+			if now != a.Release || nowLast != last {
+				return errRaced
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				rel.App, rel.Version, rel.Build, rel.Artifact, string(rel.Manifest), config,
+				rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason, string(secrets), sealed); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, rel.Version, app)
 			return err
+		})
+		if errors.Is(err, errRaced) {
+			continue
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, rel.Version, app)
-		return err
-	})
-	return rel, err
+		return rel, err
+	}
 }
 
 // GetRelease returns one release of app.
 func (s *DB) GetRelease(ctx context.Context, app string, version int) (store.Release, error) {
-	return getRelease(ctx, s.db, app, version)
+	row, err := getRelease(ctx, s.db, app, version)
+	if err != nil {
+		return row.Release, err
+	}
+	return s.release(ctx, row)
 }
 
 // ListReleases returns app's releases, newest first.
@@ -470,7 +576,17 @@ func (s *DB) ListReleases(ctx context.Context, app string) ([]store.Release, err
 	if _, err := s.GetApp(ctx, app); err != nil {
 		return nil, err
 	}
-	return queryAll(ctx, s.db, `SELECT `+releaseCols+` FROM releases WHERE app = ? ORDER BY version DESC`, scanRelease, app)
+	rows, err := queryAll(ctx, s.db, `SELECT `+releaseCols+` FROM releases WHERE app = ? ORDER BY version DESC`, scanRelease, app)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.Release, len(rows))
+	for i, row := range rows {
+		if out[i], err = s.release(ctx, row); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // SetReleaseStatus records the outcome of a rollout.
@@ -558,4 +674,43 @@ func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterI
 		e.Time = time.UnixMicro(t).UTC()
 		return e, err
 	}, app, since.UnixMicro(), afterID, maxEvents)
+}
+
+// SealConfigs seals the config of every release the store keeps as text
+// (written before it had a cipher) and returns how many it sealed. Then it
+// checkpoints the WAL and truncates it, so that no copy of the text stays
+// there; the text itself is overwritten with zeros (secure_delete).
+func (s *DB) SealConfigs(ctx context.Context) (int, error) {
+	c := s.getCipher()
+	if c == nil {
+		return 0, errors.New("seal configs: the store has no cipher")
+	}
+	type plain struct {
+		app     string
+		version int
+		config  string
+	}
+	rows, err := queryAll(ctx, s.db, `SELECT app, version, config FROM releases WHERE config_sealed IS NULL`, func(r scanner) (plain, error) {
+		var p plain
+		return p, r.Scan(&p.app, &p.version, &p.config)
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range rows {
+		sealed, err := c.Seal(ctx, []byte(p.config), configAAD(p.app, p.version))
+		if err != nil {
+			return 0, fmt.Errorf("seal the config of %s v%d: %w", p.app, p.version, err)
+		}
+		if _, err := s.db.ExecContext(ctx, `UPDATE releases SET config = '', config_sealed = ? WHERE app = ? AND version = ? AND config_sealed IS NULL`,
+			sealed, p.app, p.version); err != nil {
+			return 0, err
+		}
+	}
+	if len(rows) > 0 {
+		if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			return len(rows), fmt.Errorf("checkpoint the store's WAL: %w", err)
+		}
+	}
+	return len(rows), nil
 }
