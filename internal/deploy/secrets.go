@@ -207,23 +207,32 @@ func (s *Service) SecretHistory(ctx context.Context, app, name string) ([]store.
 // RevealSecret returns the value of the current version of app's secret
 // name.
 func (s *Service) RevealSecret(ctx context.Context, app, name string) ([]byte, error) {
+	if s.cfg.Keyring == nil {
+		return nil, ErrNoKeyring
+	}
 	a, err := s.st.GetApp(ctx, app)
 	if err != nil {
 		return nil, err
 	}
-	pins, err := s.latestSecrets(ctx, app)
+	latest, err := s.st.LatestSecretVersions(ctx, app)
 	if err != nil {
 		return nil, err
 	}
-	v, ok := pins[name]
-	if !ok {
-		return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
+	for _, v := range latest {
+		if v.Name == name && !v.Deleted {
+			return s.openSecret(ctx, a, v)
+		}
 	}
-	values, err := s.openSecrets(ctx, a, map[string]int{name: v})
+	return nil, fmt.Errorf("secret %s of %s: %w", name, app, store.ErrNotFound)
+}
+
+// openSecret opens one version of one of app a's secrets.
+func (s *Service) openSecret(ctx context.Context, a store.App, v store.SecretVersion) ([]byte, error) {
+	value, err := s.cfg.Keyring.Open(ctx, v.Sealed, secretAAD(a.ID, v.Name, v.Version))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: secret %s v%d of %s does not open (%w): was it changed in the store? Set it again", ErrSecretDamaged, v.Name, v.Version, a.Name, err)
 	}
-	return values[0].Value, nil
+	return value, nil
 }
 
 // openSecrets opens the given versions of app's secrets.
@@ -243,9 +252,9 @@ func (s *Service) openSecrets(ctx context.Context, a store.App, pins map[string]
 		if v.Deleted {
 			continue
 		}
-		value, err := s.cfg.Keyring.Open(ctx, v.Sealed, secretAAD(a.ID, v.Name, v.Version))
+		value, err := s.openSecret(ctx, a, v)
 		if err != nil {
-			return nil, fmt.Errorf("%w: secret %s v%d of %s does not open (%w): was it changed in the store? Set it again", ErrSecretDamaged, v.Name, v.Version, a.Name, err)
+			return nil, err
 		}
 		out = append(out, runtime.Secret{Name: v.Name, Value: value, AsFile: v.AsFile})
 	}
