@@ -172,7 +172,9 @@ func (s *Service) DestroyApp(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeleteApp(ctx, name); err != nil {
+	if err := s.st.DeleteApp(ctx, name); errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("%w: app %s has volumes, whose data would go with it: delete them first (`paddock volumes list --app %s`, then `paddock volumes delete NAME --force`)", ErrInvalid, name, name)
+	} else if err != nil {
 		return err
 	}
 	if s.cfg.Tracker != nil {

@@ -77,6 +77,28 @@ type SecretVersion struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// Volume is a named, sized persistent volume of an app, kept by a CSI
+// plugin; the store records where it is and what uses it.
+type Volume struct {
+	Name      string    `json:"name"` // unique on the platform
+	App       string    `json:"app"`
+	Size      int64     `json:"size"`               // bytes
+	CSIID     string    `json:"-"`                  // the plugin's volume ID
+	Process   string    `json:"process,omitempty"`  // the process type it is attached to; "" when detached
+	Path      string    `json:"path,omitempty"`     // where instances find it, relative to their working folder
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Snapshot is a point-in-time, read-only copy of a volume.
+type Snapshot struct {
+	ID        string    `json:"id"`     // unique on the platform
+	Volume    string    `json:"volume"` // the volume it was taken of
+	Name      string    `json:"name,omitempty"`
+	CSIID     string    `json:"-"` // the plugin's snapshot ID
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // DataKey is a key that seals secrets, kept only wrapped by the
 // key-encryption key (KEK) whose ID it records.
 type DataKey struct {
@@ -172,7 +194,8 @@ type Store interface {
 	CreateApp(ctx context.Context, a App) (App, error)
 	GetApp(ctx context.Context, name string) (App, error)
 	ListApps(ctx context.Context) ([]App, error)
-	// DeleteApp removes the app with its releases, builds, domains and events.
+	// DeleteApp removes the app with its releases, builds, domains and
+	// events; ErrConflict while it has volumes.
 	DeleteApp(ctx context.Context, name string) error
 	// SetFormation merges counts into the app's formation.
 	SetFormation(ctx context.Context, app string, counts map[string]int) (App, error)
@@ -231,6 +254,19 @@ type Store interface {
 	// PinnedSecretVersions returns the given versions of app's secrets
 	// (name -> version), by name; those missing are left out.
 	PinnedSecretVersions(ctx context.Context, app string, pins map[string]int) ([]SecretVersion, error)
+
+	// CreateVolume records a volume; ErrExists if the name is taken.
+	CreateVolume(ctx context.Context, v Volume) error
+	GetVolume(ctx context.Context, name string) (Volume, error)
+	ListVolumes(ctx context.Context, app string) ([]Volume, error) // app "" lists all
+	// UpdateVolume replaces a volume's record with what fn makes of it,
+	// in one transaction.
+	UpdateVolume(ctx context.Context, name string, fn func(Volume) (Volume, error)) (Volume, error)
+	DeleteVolume(ctx context.Context, name string) error
+	AddSnapshot(ctx context.Context, s Snapshot) error
+	GetSnapshot(ctx context.Context, id string) (Snapshot, error)
+	ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error)
+	DeleteSnapshot(ctx context.Context, id string) error
 
 	// DataKeys returns every data key.
 	DataKeys(ctx context.Context) ([]DataKey, error)

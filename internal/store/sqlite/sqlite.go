@@ -156,6 +156,25 @@ var schema = []string{
 	`ALTER TABLE releases ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}'`,
 	// A release's config sealed by the store's cipher; config then holds ''.
 	`ALTER TABLE releases ADD COLUMN config_sealed BLOB`,
+	// Volumes outlive nothing by accident: an app with volumes cannot be
+	// deleted (no cascade), nor a volume with snapshots.
+	`CREATE TABLE volumes (
+		name TEXT PRIMARY KEY,
+		app TEXT NOT NULL REFERENCES apps(name),
+		size INTEGER NOT NULL,
+		csi_id TEXT NOT NULL,
+		process TEXT NOT NULL DEFAULT '',
+		path TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL
+	)`,
+	`CREATE TABLE snapshots (
+		id TEXT PRIMARY KEY,
+		volume TEXT NOT NULL REFERENCES volumes(name),
+		name TEXT NOT NULL DEFAULT '',
+		csi_id TEXT NOT NULL,
+		size INTEGER NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
 	`CREATE TABLE data_keys (
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
 		kind TEXT NOT NULL,
@@ -328,9 +347,13 @@ func (s *DB) ListApps(ctx context.Context) ([]store.App, error) {
 	return queryAll(ctx, s.db, `SELECT `+appCols+` FROM apps ORDER BY name`, scanApp)
 }
 
-// DeleteApp removes the app and everything that belongs to it.
+// DeleteApp removes the app and everything that belongs to it; an app
+// with volumes is refused (store.ErrConflict): data goes only on purpose.
 func (s *DB) DeleteApp(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM apps WHERE name = ?`, name)
+	if isForeignKey(err) {
+		return fmt.Errorf("app %s has volumes: %w", name, store.ErrConflict)
+	}
 	if err != nil {
 		return err
 	}

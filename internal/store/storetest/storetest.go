@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"app IDs are never reused", testAppIDs},
 		{"secret versions and release pins", testSecrets},
 		{"data keys", testDataKeys},
+		{"volumes and snapshots", testVolumes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -476,5 +477,60 @@ func testDataKeys(t *testing.T, s store.Store) {
 	keys, err = s.DataKeys(ctx)
 	if err != nil || len(keys) != 2 || keys[0].Seals != 5 || string(keys[0].Wrapped) != "re-w1" || keys[1].KEKID != "kek2" || keys[0].Kind != "seal" {
 		t.Errorf("DataKeys after a rewrap: %+v, %v", keys, err)
+	}
+}
+
+func testVolumes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	v := store.Volume{Name: "data", App: "a", Size: 1 << 30, CSIID: "csi-1", CreatedAt: now}
+	if err := s.CreateVolume(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateVolume(ctx, v); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a second volume of the name: got %v, want ErrExists", err)
+	}
+	if err := s.CreateVolume(ctx, store.Volume{Name: "x", App: "nope", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a volume of a missing app: got %v, want ErrNotFound", err)
+	}
+	got, err := s.UpdateVolume(ctx, "data", func(v store.Volume) (store.Volume, error) {
+		v.Process, v.Path, v.Size, v.App = "web", "data", 2<<30, "other"
+		return v, nil
+	})
+	if err != nil || got.App != "a" || got.Process != "web" {
+		t.Fatalf("UpdateVolume: %+v, %v", got, err)
+	}
+	if got, err := s.GetVolume(ctx, "data"); err != nil || got.Size != 2<<30 || got.Path != "data" || got.CSIID != "csi-1" || got.App != "a" {
+		t.Errorf("GetVolume: %+v, %v", got, err)
+	}
+	if err := s.DeleteApp(ctx, "a"); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("deleting an app with a volume: got %v, want ErrConflict", err)
+	}
+	sn := store.Snapshot{ID: "snap-1", Volume: "data", Name: "before", CSIID: "csi-s1", Size: 5, CreatedAt: now}
+	if err := s.AddSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSnapshot(ctx, store.Snapshot{ID: "snap-2", Volume: "nope", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a snapshot of a missing volume: got %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteVolume(ctx, "data"); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("deleting a volume with snapshots: got %v, want ErrConflict", err)
+	}
+	if list, err := s.ListSnapshots(ctx, "data"); err != nil || len(list) != 1 || list[0] != sn {
+		t.Errorf("ListSnapshots: %+v, %v", list, err)
+	}
+	if err := s.DeleteSnapshot(ctx, "snap-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteVolume(ctx, "data"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListVolumes(ctx, ""); err != nil || len(list) != 0 {
+		t.Errorf("ListVolumes after delete: %+v, %v", list, err)
+	}
+	if err := s.DeleteApp(ctx, "a"); err != nil {
+		t.Errorf("deleting the app once its volume is gone: %v", err)
 	}
 }
