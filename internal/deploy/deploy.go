@@ -68,6 +68,8 @@ type Config struct {
 	Users *isolate.Range
 	// Keyring seals and opens secrets; nil: the server keeps no secrets.
 	Keyring Keyring
+	// Volumes publishes apps' volumes to their instances; nil: none.
+	Volumes Volumes
 	// ReservedHosts are names and addresses no app may add as a domain:
 	// the API's own.
 	ReservedHosts []string
@@ -251,6 +253,44 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 	return info, nil
 }
 
+// Volumes is what deploy needs of the volume layer.
+type Volumes interface {
+	// Mounts publishes the volumes attached to process of app for
+	// instance and returns what the runtime binds.
+	Mounts(ctx context.Context, app, process, instance string) ([]runtime.Mount, error)
+	// Unpublish takes back the volumes published for instance.
+	Unpublish(ctx context.Context, instance string) error
+	// List returns app's volumes.
+	List(ctx context.Context, app string) ([]store.Volume, error)
+}
+
+// hasVolumes reports whether a volume is attached to process of app.
+func (s *Service) hasVolumes(ctx context.Context, app, process string) bool {
+	if s.cfg.Volumes == nil {
+		return false
+	}
+	vols, _ := s.cfg.Volumes.List(ctx, app)
+	for _, v := range vols {
+		if v.Process == process {
+			return true
+		}
+	}
+	return false
+}
+
+// stopInstance stops an instance and takes back its volumes.
+func (s *Service) stopInstance(ctx context.Context, id string) error {
+	if err := s.rt.Stop(ctx, id); err != nil {
+		return err
+	}
+	if s.cfg.Volumes != nil {
+		if err := s.cfg.Volumes.Unpublish(ctx, id); err != nil {
+			return fmt.Errorf("unpublish the volumes of %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // appUID is the user app's builds and instances run as; 0 for the server's.
 func (s *Service) appUID(a store.App) (uint32, error) {
 	if s.cfg.Users == nil {
@@ -395,6 +435,9 @@ func (s *Service) Scale(ctx context.Context, app string, counts map[string]int, 
 		}
 		if spec.Port != 0 && n > 1 {
 			return a, fmt.Errorf("%w: %s listens on the fixed port %d, so only one instance can run on this machine; remove port from paddock.toml to let Paddock assign $PORT", ErrInvalid, p, spec.Port)
+		}
+		if n > 1 && s.hasVolumes(ctx, app, p) {
+			return a, fmt.Errorf("%w: %s has a volume attached, which one instance writes at a time: it runs at most 1 instance", ErrInvalid, p)
 		}
 		desc = append(desc, fmt.Sprintf("%s=%d", p, n))
 	}

@@ -152,6 +152,11 @@ func (s *Service) record(ctx context.Context, in runtime.Instance, err error) {
 	if err == nil {
 		if !h.everOK {
 			msg = fmt.Sprintf("instance %s is healthy", short(in.ID))
+			key := in.App + "/" + in.Process
+			if t, ok := s.rec.handover[key]; ok && len(in.Mounts) > 0 {
+				msg += fmt.Sprintf("; its volume's cut-over took %s", s.now().Sub(t).Round(time.Millisecond))
+				delete(s.rec.handover, key)
+			}
 		} else if !h.ok {
 			msg = fmt.Sprintf("instance %s is healthy again", short(in.ID))
 		}

@@ -43,6 +43,7 @@ type reconcilerState struct {
 	wg       sync.WaitGroup
 
 	manifests map[string]*manifest.Manifest // "app/version" -> manifest; releases are immutable
+	handover  map[string]time.Time          // "app/process" -> when an old instance was told to give its volume up
 	table     []byte                        // last table pushed
 	version   uint64
 	pushedAt  time.Time
@@ -66,6 +67,7 @@ func (r *reconcilerState) init() {
 	r.retiring = map[string]bool{}
 	r.restarts = map[string]int{}
 	r.manifests = map[string]*manifest.Manifest{}
+	r.handover = map[string]time.Time{}
 }
 
 func (r *reconcilerState) describe(in runtime.Instance) Instance {
@@ -206,7 +208,7 @@ func (s *Service) live(ctx context.Context, insts []runtime.Instance) []runtime.
 			if in.State == runtime.StateLost {
 				s.event(ctx, in.App, in.Process, in.ID, fmt.Sprintf("instance %s lost (its supervisor is gone); replacing it", short(in.ID)))
 			}
-			if err := s.rt.Stop(ctx, in.ID); err != nil {
+			if err := s.stopInstance(ctx, in.ID); err != nil {
 				s.log.Warn("clean up instance", "instance", in.ID, "err", err)
 			}
 			s.forget(in.ID)
@@ -279,15 +281,26 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 				old = append(old, in)
 			}
 		}
-		if spec.Port != 0 && len(old) > 0 {
-			// A fixed port cannot be shared: the old instance goes first.
+		// A fixed port cannot be shared, nor a volume one instance writes:
+		// the old instance goes first.
+		exclusive := spec.Port != 0 || s.hasVolumes(ctx, a.Name, p)
+		if exclusive && len(old) > 0 {
+			why := fmt.Sprintf("fixed port %d", spec.Port)
+			if spec.Port == 0 {
+				why = "its volume moves to the new instance"
+				s.rec.mu.Lock()
+				if _, ok := s.rec.handover[a.Name+"/"+p]; !ok {
+					s.rec.handover[a.Name+"/"+p] = s.now()
+				}
+				s.rec.mu.Unlock()
+			}
 			for _, in := range old {
-				s.retire(ctx, in, fmt.Sprintf("replaced by v%d (fixed port %d)", rel.Version, spec.Port))
+				s.retire(ctx, in, fmt.Sprintf("replaced by v%d (%s)", rel.Version, why))
 			}
 			settled = false
 			continue
 		}
-		if spec.Port != 0 && s.anyRetiring(insts, p) {
+		if exclusive && s.anyRetiring(insts, p) {
 			settled = false
 			continue
 		}
@@ -503,13 +516,23 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 	s.rec.mu.Lock()
 	s.rec.health[id] = &health{firstSeen: s.now()}
 	s.rec.mu.Unlock()
+	var mounts []runtime.Mount
+	if s.cfg.Volumes != nil {
+		if mounts, err = s.cfg.Volumes.Mounts(ctx, a.Name, process, id); err != nil {
+			s.forget(id)
+			return runtime.Instance{}, err
+		}
+	}
 	rs := runtime.Spec{
 		ID: id, App: a.Name, AppID: a.ID, Process: process, UID: uid, GID: uid, Release: rel.Version, Artifact: rel.Artifact,
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
-		Secrets: secrets,
+		Secrets: secrets, Mounts: mounts,
 	}
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {
+		if s.cfg.Volumes != nil {
+			s.cfg.Volumes.Unpublish(context.WithoutCancel(ctx), id)
+		}
 		s.forget(id)
 		return in, err
 	}
@@ -569,7 +592,7 @@ func (s *Service) stopRetired(ctx context.Context) {
 		go func() {
 			defer s.rec.wg.Done()
 			s.drain(ctx, in)
-			if err := s.rt.Stop(context.WithoutCancel(ctx), in.ID); err != nil {
+			if err := s.stopInstance(context.WithoutCancel(ctx), in.ID); err != nil {
 				s.log.Warn("stop instance", "instance", in.ID, "err", err)
 			}
 			s.afterStop(ctx, in)

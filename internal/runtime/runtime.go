@@ -30,10 +30,20 @@ type Spec struct {
 	// folder; 0 runs it as the runtime's own user.
 	UID uint32 `json:"uid,omitempty"`
 	GID uint32 `json:"gid,omitempty"`
+	// Mounts are folders bound into the instance's working folder: its
+	// volumes.
+	Mounts []Mount `json:"mounts,omitempty"`
 	// Secrets are given to the instance as environment variables or files;
 	// a runtime keeps them in memory only, never writing their values to
 	// disk.
 	Secrets []Secret `json:"-"`
+}
+
+// Mount binds a folder of the host into an instance.
+type Mount struct {
+	Source string `json:"source"` // a folder of the host
+	Target string `json:"target"` // where, relative to the instance's working folder
+	Env    string `json:"env"`    // the environment variable that holds the absolute path
 }
 
 // Secret is one secret value an instance gets.

@@ -82,10 +82,10 @@ type SecretVersion struct {
 type Volume struct {
 	Name      string    `json:"name"` // unique on the platform
 	App       string    `json:"app"`
-	Size      int64     `json:"size"`               // bytes
-	CSIID     string    `json:"-"`                  // the plugin's volume ID
-	Process   string    `json:"process,omitempty"`  // the process type it is attached to; "" when detached
-	Path      string    `json:"path,omitempty"`     // where instances find it, relative to their working folder
+	Size      int64     `json:"size"`              // bytes
+	CSIID     string    `json:"-"`                 // the plugin's volume ID
+	Process   string    `json:"process,omitempty"` // the process type it is attached to; "" when detached
+	Path      string    `json:"path,omitempty"`    // where instances find it, relative to their working folder
 	CreatedAt time.Time `json:"created_at"`
 }
 

@@ -178,6 +178,15 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			return fail(err)
 		}
 	}
+	mountEnv, err := bindMounts(appDir, s.Mounts, s.UID, s.GID)
+	if err != nil {
+		return fail(err)
+	}
+	if len(s.Mounts) > 0 {
+		fail0 := fail
+		fail = func(err error) (runtime.Instance, error) { unbindMounts(appDir, s.Mounts); return fail0(err) }
+		ss.Env = append(ss.Env, mountEnv...)
+	}
 	secretsDir, err := writeSecretFiles(dir, s)
 	if err != nil {
 		return fail(err)
@@ -339,6 +348,12 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		removeCgroup(st.Cgroup) // a v1 memory cgroup
 	}
 	unmountSecrets(dir)
+	unbindMounts(filepath.Join(dir, "app"), ss.Mounts)
+	// Never a recursive removal across a mount: it would delete a volume's
+	// data or a secret tmpfs's files.
+	if left := mountedBelow(dir); len(left) > 0 {
+		return fmt.Errorf("stop %s: %s still mounted: the instance's folder stays (unmount it, then stop again)", id, strings.Join(left, ", "))
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("stop %s: remove folder: %w", id, err)
 	}

@@ -1,0 +1,147 @@
+package volume
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+)
+
+// A volume reaches an instance in two steps: the plugin publishes it at
+// PublishDir/INSTANCE/VOLUME (a folder only root reaches), and the runtime
+// binds that into the instance's working folder at the volume's path.
+// Beside each target, VOLUME.json records the plugin's volume ID, so that
+// it is unpublished right even after a restore changed the record.
+
+type published struct {
+	VolumeID string `json:"volume_id"`
+}
+
+// Mounts publishes the volumes attached to process of app for instance
+// and returns what the runtime binds, with the environment variable each
+// is named in.
+func (s *Service) Mounts(ctx context.Context, app, process, instance string) ([]runtime.Mount, error) {
+	vols, err := s.st.ListVolumes(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	var out []runtime.Mount
+	for _, v := range vols {
+		if v.Process != process {
+			continue
+		}
+		source, err := s.publish(ctx, v, instance)
+		if err != nil {
+			s.Unpublish(context.WithoutCancel(ctx), instance)
+			return nil, err
+		}
+		out = append(out, runtime.Mount{Source: source, Target: v.Path, Env: EnvName(v.Name)})
+	}
+	return out, nil
+}
+
+func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {
+	if strings.ContainsAny(instance, "/\x00") || instance == "" || instance == "." || instance == ".." {
+		return "", fmt.Errorf("instance %q", instance)
+	}
+	dir := filepath.Join(s.cfg.PublishDir, instance)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	b, err := json.Marshal(published{VolumeID: v.CSIID})
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, v.Name+".json"), b, 0o600); err != nil {
+		return "", err
+	}
+	target := filepath.Join(dir, v.Name)
+	_, err = s.cfg.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+		VolumeId: v.CSIID, TargetPath: target, VolumeCapability: capability,
+	})
+	if err != nil {
+		return "", pluginError("publish volume "+v.Name, err)
+	}
+	return target, nil
+}
+
+// Unpublish takes back every volume published for instance.
+func (s *Service) Unpublish(ctx context.Context, instance string) error {
+	dir := filepath.Join(s.cfg.PublishDir, instance)
+	recs, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rec := range recs {
+		var p published
+		b, err := os.ReadFile(rec)
+		if err == nil {
+			err = json.Unmarshal(b, &p)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("unpublish %s: %w", rec, err))
+			continue
+		}
+		target := strings.TrimSuffix(rec, ".json")
+		if _, err := s.cfg.Node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: p.VolumeID, TargetPath: target}); err != nil {
+			errs = append(errs, pluginError("unpublish "+filepath.Base(target), err))
+			continue
+		}
+		os.Remove(rec)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// Only empty folders go: never a recursive removal where a volume
+	// might still be mounted.
+	os.Remove(dir)
+	return nil
+}
+
+// Unpublished removes the publish folders of instances that no longer
+// exist (a crash between a stop and its unpublish); live names those that
+// do.
+func (s *Service) Unpublished(ctx context.Context, live map[string]bool) {
+	ents, _ := os.ReadDir(s.cfg.PublishDir)
+	for _, e := range ents {
+		if e.IsDir() && !live[e.Name()] {
+			if err := s.Unpublish(ctx, e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn("unpublish the volumes of a gone instance", "instance", e.Name(), "err", err)
+			}
+		}
+	}
+}
+
+// Used returns the bytes a volume holds, from where it is published for
+// an instance; ok is false when no instance has it.
+func (s *Service) Used(ctx context.Context, v store.Volume) (used int64, ok bool) {
+	matches, _ := filepath.Glob(filepath.Join(s.cfg.PublishDir, "*", v.Name))
+	for _, target := range matches {
+		resp, err := s.cfg.Node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: v.CSIID, VolumePath: target})
+		if err != nil {
+			continue
+		}
+		for _, u := range resp.Usage {
+			if u.Unit == csi.VolumeUsage_BYTES {
+				return u.Used, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// InUse reports whether an instance has the volume published.
+func (s *Service) InUse(v store.Volume) bool {
+	matches, _ := filepath.Glob(filepath.Join(s.cfg.PublishDir, "*", v.Name+".json"))
+	return len(matches) > 0
+}

@@ -1,0 +1,511 @@
+// Package volume manages apps' persistent volumes above the Container
+// Storage Interface: it is a CSI client, so any CSI plugin plugs in by its
+// socket, Paddock's own (internal/csi) by default. What CSI leaves to its
+// callers lives here: names, ownership by an app, attachment to a process
+// type, quotas, snapshots' records, restore by swapping, and publishing a
+// volume to each instance that uses it.
+//
+// The store keeps the records; the plugin keeps the data. A record is
+// written after the plugin made what it names and removed before the
+// plugin deletes it, so a crash leaves at worst an orphan in the plugin,
+// never a record of nothing.
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/store"
+)
+
+// Errors callers map to answers.
+var (
+	ErrInvalid = errors.New("invalid request")
+	ErrInUse   = errors.New("volume in use")
+	ErrQuota   = errors.New("over the app's volume quota")
+)
+
+// Limits on sizes.
+const (
+	MinSize = 1 << 20 // 1 MiB
+	MaxSize = 1 << 50 // 1 PiB: larger is a typo
+)
+
+// Config configures a Service.
+type Config struct {
+	Store      store.Store                         // required
+	Controller csi.ControllerClient                // required
+	Node       csi.NodeClient                      // required
+	NodeID     string                              // the plugin's node ID, for publishing
+	PublishDir string                              // required: where volumes are published for instances
+	UserOf     func(app store.App) (uint32, error) // the app's user, who owns its volumes; nil: the server's
+	// AppQuota is the most bytes of volumes one app may have; 0: no limit.
+	AppQuota int64
+	Now      func() time.Time // default time.Now
+	Logger   *slog.Logger     // default: discard
+}
+
+// Service manages volumes.
+type Service struct {
+	cfg Config
+	st  store.Store
+	log *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Controller == nil || cfg.Node == nil || cfg.PublishDir == "" {
+		return nil, errors.New("volume: Store, Controller, Node and PublishDir are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.PublishDir, 0o711); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	return &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger}, nil
+}
+
+var volumeName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`) // and at most 40 bytes
+
+// ValidateName says what is wrong with a volume's name, if anything.
+func ValidateName(name string) error {
+	if len(name) > 40 || !volumeName.MatchString(name) || strings.HasSuffix(name, "-") {
+		return fmt.Errorf("%w: volume name %q: use 1 to 40 lowercase letters, digits and dashes, starting with a letter", ErrInvalid, name)
+	}
+	return nil
+}
+
+// ParseSize parses a volume size ("1GiB", "512M") and checks its bounds.
+func ParseSize(s string) (int64, error) {
+	n, err := manifest.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: size %w", ErrInvalid, err)
+	}
+	if n < MinSize || n > MaxSize {
+		return 0, fmt.Errorf("%w: size %s: a volume has between 1MiB and 1PiB", ErrInvalid, s)
+	}
+	return n, nil
+}
+
+// EnvName is the environment variable that tells an instance where a
+// volume is: PADDOCK_VOLUME_SHOP_DATA for shop-data.
+func EnvName(volume string) string {
+	return "PADDOCK_VOLUME_" + strings.ToUpper(strings.ReplaceAll(volume, "-", "_"))
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// capability is how Paddock uses volumes: a filesystem, written by one
+// node.
+var capability = &csi.VolumeCapability{
+	AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+	AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+}
+
+// Create makes a volume of size bytes for app.
+func (s *Service) Create(ctx context.Context, app, name string, size int64) (store.Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return store.Volume{}, err
+	}
+	if size < MinSize || size > MaxSize {
+		return store.Volume{}, fmt.Errorf("%w: a volume has between 1MiB and 1PiB", ErrInvalid)
+	}
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	if _, err := s.st.GetVolume(ctx, name); err == nil {
+		return store.Volume{}, fmt.Errorf("volume %q: %w", name, store.ErrExists)
+	}
+	if err := s.checkQuota(ctx, app, size, ""); err != nil {
+		return store.Volume{}, err
+	}
+	return s.create(ctx, a, name, size, nil)
+}
+
+// create asks the plugin for a volume, from source if not nil, and records
+// it.
+func (s *Service) create(ctx context.Context, a store.App, name string, size int64, source *csi.VolumeContentSource) (store.Volume, error) {
+	params, err := s.owner(a)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	// The plugin's name is unique per request, so that a retried create
+	// is the same volume and a new one of an old name is another.
+	resp, err := s.cfg.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name:                newID("pdk-" + name + "-"),
+		CapacityRange:       &csi.CapacityRange{RequiredBytes: size},
+		VolumeCapabilities:  []*csi.VolumeCapability{capability},
+		Parameters:          params,
+		VolumeContentSource: source,
+	})
+	if err != nil {
+		return store.Volume{}, pluginError("create volume "+name, err)
+	}
+	v := store.Volume{Name: name, App: a.Name, Size: resp.Volume.CapacityBytes, CSIID: resp.Volume.VolumeId, CreatedAt: s.cfg.Now().UTC()}
+	if v.Size < size {
+		v.Size = size
+	}
+	if err := s.st.CreateVolume(ctx, v); err != nil {
+		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: v.CSIID})
+		return store.Volume{}, err
+	}
+	return v, nil
+}
+
+// owner returns the CreateVolume parameters that give the volume to the
+// app's user.
+func (s *Service) owner(a store.App) (map[string]string, error) {
+	if s.cfg.UserOf == nil {
+		return nil, nil
+	}
+	uid, err := s.cfg.UserOf(a)
+	if err != nil || uid == 0 {
+		return nil, err
+	}
+	id := strconv.FormatUint(uint64(uid), 10)
+	return map[string]string{"uid": id, "gid": id}, nil
+}
+
+func (s *Service) checkQuota(ctx context.Context, app string, size int64, except string) error {
+	if s.cfg.AppQuota == 0 {
+		return nil
+	}
+	vols, err := s.st.ListVolumes(ctx, app)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, v := range vols {
+		if v.Name != except {
+			total += v.Size
+		}
+	}
+	if total+size > s.cfg.AppQuota {
+		return fmt.Errorf("%w: app %s has %s of volumes and may have %s in all: %s more does not fit", ErrQuota, app, human(total), human(s.cfg.AppQuota), human(size))
+	}
+	return nil
+}
+
+// human writes a byte count the way sizes are given.
+func human(n int64) string {
+	for _, u := range []struct {
+		s string
+		n int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.n && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.s
+		}
+	}
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	}
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// Get returns a volume.
+func (s *Service) Get(ctx context.Context, name string) (store.Volume, error) {
+	return s.st.GetVolume(ctx, name)
+}
+
+// List returns app's volumes, or all when app is "".
+func (s *Service) List(ctx context.Context, app string) ([]store.Volume, error) {
+	vols, err := s.st.ListVolumes(ctx, app)
+	if vols == nil {
+		vols = []store.Volume{}
+	}
+	return vols, err
+}
+
+// Attach attaches a volume to a process type of its app, at path in the
+// instances' working folders. The change reaches instances started from
+// then on: with the next rollout (a scale or a release).
+func (s *Service) Attach(ctx context.Context, name, app, process, path string) (store.Volume, error) {
+	if !manifest.ValidProcessName(process) {
+		return store.Volume{}, fmt.Errorf("%w: process type %q", ErrInvalid, process)
+	}
+	clean, err := cleanPath(path)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	vols, err := s.st.ListVolumes(ctx, app)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	for _, o := range vols {
+		if o.Name != name && o.Process == process && (o.Path == clean || strings.HasPrefix(o.Path, clean+"/") || strings.HasPrefix(clean, o.Path+"/")) {
+			return store.Volume{}, fmt.Errorf("%w: %s of %s is already at %s: give this one a path of its own", ErrInvalid, o.Name, process, o.Path)
+		}
+	}
+	return s.st.UpdateVolume(ctx, name, func(v store.Volume) (store.Volume, error) {
+		if v.App != app {
+			return v, fmt.Errorf("%w: volume %s belongs to app %s, not %s", ErrInvalid, name, v.App, app)
+		}
+		v.Process, v.Path = process, clean
+		return v, nil
+	})
+}
+
+// Detach detaches a volume from its process type.
+func (s *Service) Detach(ctx context.Context, name string) (store.Volume, error) {
+	return s.st.UpdateVolume(ctx, name, func(v store.Volume) (store.Volume, error) {
+		v.Process, v.Path = "", ""
+		return v, nil
+	})
+}
+
+// cleanPath checks a volume's path in the working folder: relative, inside
+// it, not the folder itself.
+func cleanPath(p string) (string, error) {
+	c := filepath.Clean(p)
+	if p == "" || filepath.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("%w: path %q: give a folder relative to the instance's working folder, inside it, e.g. data", ErrInvalid, p)
+	}
+	return c, nil
+}
+
+// Resize grows a volume online.
+func (s *Service) Resize(ctx context.Context, name string, size int64) (store.Volume, error) {
+	v, err := s.st.GetVolume(ctx, name)
+	if err != nil {
+		return v, err
+	}
+	if size < v.Size {
+		return v, fmt.Errorf("%w: volume %s has %s; volumes grow but never shrink", ErrInvalid, name, human(v.Size))
+	}
+	if size > MaxSize {
+		return v, fmt.Errorf("%w: a volume has at most 1PiB", ErrInvalid)
+	}
+	if err := s.checkQuota(ctx, v.App, size, name); err != nil {
+		return v, err
+	}
+	resp, err := s.cfg.Controller.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+		VolumeId: v.CSIID, CapacityRange: &csi.CapacityRange{RequiredBytes: size}, VolumeCapability: capability,
+	})
+	if err != nil {
+		return v, pluginError("resize volume "+name, err)
+	}
+	return s.st.UpdateVolume(ctx, name, func(v store.Volume) (store.Volume, error) {
+		v.Size = max(resp.CapacityBytes, size)
+		return v, nil
+	})
+}
+
+// Snapshot takes a snapshot of a volume.
+func (s *Service) Snapshot(ctx context.Context, name, label string) (store.Snapshot, error) {
+	if label != "" {
+		if err := ValidateName(label); err != nil {
+			return store.Snapshot{}, fmt.Errorf("%w: snapshot name %q: use lowercase letters, digits and dashes", ErrInvalid, label)
+		}
+	}
+	v, err := s.st.GetVolume(ctx, name)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	id := newID("snap-")
+	resp, err := s.cfg.Controller.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{SourceVolumeId: v.CSIID, Name: "pdk-" + id})
+	if err != nil {
+		return store.Snapshot{}, pluginError("snapshot volume "+name, err)
+	}
+	sn := store.Snapshot{ID: id, Volume: name, Name: label, CSIID: resp.Snapshot.SnapshotId, Size: resp.Snapshot.SizeBytes, CreatedAt: s.cfg.Now().UTC()}
+	if err := s.st.AddSnapshot(ctx, sn); err != nil {
+		s.cfg.Controller.DeleteSnapshot(context.WithoutCancel(ctx), &csi.DeleteSnapshotRequest{SnapshotId: sn.CSIID})
+		return store.Snapshot{}, err
+	}
+	return sn, nil
+}
+
+// Snapshots lists a volume's snapshots, oldest first.
+func (s *Service) Snapshots(ctx context.Context, name string) ([]store.Snapshot, error) {
+	if _, err := s.st.GetVolume(ctx, name); err != nil {
+		return nil, err
+	}
+	list, err := s.st.ListSnapshots(ctx, name)
+	if list == nil {
+		list = []store.Snapshot{}
+	}
+	return list, err
+}
+
+// snapshot finds a snapshot of volume by ID or name.
+func (s *Service) snapshot(ctx context.Context, volume, ref string) (store.Snapshot, error) {
+	list, err := s.st.ListSnapshots(ctx, volume)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].ID == ref || list[i].Name == ref {
+			return list[i], nil
+		}
+	}
+	return store.Snapshot{}, fmt.Errorf("snapshot %s of volume %s: %w", ref, volume, store.ErrNotFound)
+}
+
+// DeleteSnapshot deletes a snapshot of a volume.
+func (s *Service) DeleteSnapshot(ctx context.Context, volume, ref string) error {
+	sn, err := s.snapshot(ctx, volume, ref)
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeleteSnapshot(ctx, sn.ID); err != nil {
+		return err
+	}
+	if _, err := s.cfg.Controller.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: sn.CSIID}); err != nil {
+		return pluginError("delete snapshot "+sn.ID, err)
+	}
+	return nil
+}
+
+// Clone makes a new volume of the same app from a snapshot.
+func (s *Service) Clone(ctx context.Context, volume, ref, name string) (store.Volume, error) {
+	if err := ValidateName(name); err != nil {
+		return store.Volume{}, err
+	}
+	v, err := s.st.GetVolume(ctx, volume)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	sn, err := s.snapshot(ctx, volume, ref)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	a, err := s.st.GetApp(ctx, v.App)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	if _, err := s.st.GetVolume(ctx, name); err == nil {
+		return store.Volume{}, fmt.Errorf("volume %q: %w", name, store.ErrExists)
+	}
+	if err := s.checkQuota(ctx, v.App, v.Size, ""); err != nil {
+		return store.Volume{}, err
+	}
+	return s.create(ctx, a, name, v.Size, snapshotSource(sn))
+}
+
+func snapshotSource(sn store.Snapshot) *csi.VolumeContentSource {
+	return &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: sn.CSIID}}}
+}
+
+// Restore brings a volume back to a snapshot. The snapshot's content goes
+// to a new volume of the plugin first; only when that is complete does the
+// record point at it, and the old data is deleted after: a crash at any
+// point leaves the old data, or the restored data, never neither. A volume
+// in use by instances is refused: stop them first (scale to 0).
+func (s *Service) Restore(ctx context.Context, volume, ref string, inUse func(store.Volume) bool) (store.Volume, error) {
+	v, err := s.st.GetVolume(ctx, volume)
+	if err != nil {
+		return v, err
+	}
+	if inUse != nil && inUse(v) {
+		return v, fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first, or restore to a new volume with --to", ErrInUse, volume, v.App, v.Process)
+	}
+	sn, err := s.snapshot(ctx, volume, ref)
+	if err != nil {
+		return v, err
+	}
+	a, err := s.st.GetApp(ctx, v.App)
+	if err != nil {
+		return v, err
+	}
+	params, err := s.owner(a)
+	if err != nil {
+		return v, err
+	}
+	resp, err := s.cfg.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name: newID("pdk-" + volume + "-"), CapacityRange: &csi.CapacityRange{RequiredBytes: v.Size},
+		VolumeCapabilities: []*csi.VolumeCapability{capability}, Parameters: params, VolumeContentSource: snapshotSource(sn),
+	})
+	if err != nil {
+		return v, pluginError("restore volume "+volume, err)
+	}
+	old := v.CSIID
+	v, err = s.st.UpdateVolume(ctx, volume, func(v store.Volume) (store.Volume, error) {
+		v.CSIID = resp.Volume.VolumeId
+		return v, nil
+	})
+	if err != nil {
+		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId})
+		return v, err
+	}
+	if _, err := s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: old}); err != nil {
+		s.log.Warn("delete the data a restore replaced", "volume", volume, "err", err)
+	}
+	return v, nil
+}
+
+// Delete deletes a volume and its data. An attached volume, or one with
+// snapshots, is refused unless force, which deletes its snapshots too.
+func (s *Service) Delete(ctx context.Context, name string, force bool, inUse func(store.Volume) bool) error {
+	v, err := s.st.GetVolume(ctx, name)
+	if err != nil {
+		return err
+	}
+	if inUse != nil && inUse(v) {
+		return fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first", ErrInUse, name, v.App, v.Process)
+	}
+	snaps, err := s.st.ListSnapshots(ctx, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case v.Process != "" && !force:
+		return fmt.Errorf("%w: volume %s is attached to %s of %s: detach it, or delete with --force", ErrInUse, name, v.Process, v.App)
+	case len(snaps) > 0 && !force:
+		return fmt.Errorf("%w: volume %s has %d snapshots: delete them, or delete with --force (which deletes them too)", ErrInUse, name, len(snaps))
+	}
+	for _, sn := range snaps {
+		if err := s.DeleteSnapshot(ctx, name, sn.ID); err != nil {
+			return err
+		}
+	}
+	if err := s.st.DeleteVolume(ctx, name); err != nil {
+		return err
+	}
+	if _, err := s.cfg.Controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: v.CSIID}); err != nil {
+		return pluginError("delete volume "+name, err)
+	}
+	return nil
+}
+
+// pluginError says what the plugin refused, in the terms of the request.
+func pluginError(what string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.OutOfRange, codes.ResourceExhausted:
+		return fmt.Errorf("%w: %s: the storage has no room: %s", ErrInvalid, what, st.Message())
+	case codes.InvalidArgument:
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, what, st.Message())
+	case codes.NotFound:
+		return fmt.Errorf("%s: %s: %w", what, st.Message(), store.ErrNotFound)
+	}
+	return fmt.Errorf("%s: the storage plugin answered %s: %s", what, st.Code(), st.Message())
+}
