@@ -49,6 +49,9 @@ type Config struct {
 	Auth   Authenticator    // required
 	Authz  *auth.Authorizer // required
 	Audit  Auditor          // required
+	// Volumes manages apps' volumes; nil: those routes answer 503
+	// volumes_unavailable.
+	Volumes Volumes
 	// Keys manages the keyring of secrets under /v1/keys; nil: those
 	// routes answer 503 secrets_unavailable.
 	Keys    Keys
@@ -176,6 +179,19 @@ func (s *Server) table() []route {
 		// Secrets: names, versions and digests to viewers; values only
 		// through reveal, which is audited like a change (allowed, denied
 		// or failed), naming the app and the secret, never the value.
+		// Volumes: an app's data; deleting one is the app admin's.
+		r("GET /v1/volumes", auth.AppsList, "", s.listAllVolumes),
+		r("GET /v1/apps/{app}/volumes", auth.AppRead, "", s.listVolumes),
+		r("POST /v1/apps/{app}/volumes", auth.AppWrite, "apps.volumes.create", s.createVolume),
+		r("GET /v1/apps/{app}/volumes/{volume}", auth.AppRead, "", s.getVolume),
+		r("PATCH /v1/apps/{app}/volumes/{volume}", auth.AppWrite, "apps.volumes.resize", s.resizeVolume),
+		r("DELETE /v1/apps/{app}/volumes/{volume}", auth.AppAdmin, "apps.volumes.delete", s.deleteVolume),
+		r("PUT /v1/apps/{app}/volumes/{volume}/attachment", auth.AppWrite, "apps.volumes.attach", s.attachVolume),
+		r("DELETE /v1/apps/{app}/volumes/{volume}/attachment", auth.AppWrite, "apps.volumes.detach", s.detachVolume),
+		r("GET /v1/apps/{app}/volumes/{volume}/snapshots", auth.AppRead, "", s.listSnapshots),
+		r("POST /v1/apps/{app}/volumes/{volume}/snapshots", auth.AppWrite, "apps.volumes.snapshot", s.createSnapshot),
+		r("DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}", auth.AppWrite, "apps.volumes.snapshot-delete", s.deleteSnapshot),
+		r("POST /v1/apps/{app}/volumes/{volume}/restore", auth.AppWrite, "apps.volumes.restore", s.restoreVolume),
 		r("GET /v1/apps/{app}/secrets", auth.AppRead, "", s.listSecrets),
 		r("PUT /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.set", s.setSecret),
 		r("DELETE /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.unset", s.unsetSecret),

@@ -17,6 +17,7 @@ import (
 	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/volume"
 	"paddock.dev/paddock/internal/wire"
 )
 
@@ -61,6 +62,12 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: "exists", Message: err.Error()}
 	case errors.Is(err, deploy.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), deploy.ErrInvalid.Error()+": ")}
+	case errors.Is(err, volume.ErrInvalid):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), volume.ErrInvalid.Error()+": ")}
+	case errors.Is(err, volume.ErrInUse):
+		return &Error{Status: http.StatusConflict, Code: "in_use", Message: strings.TrimPrefix(err.Error(), volume.ErrInUse.Error()+": ")}
+	case errors.Is(err, volume.ErrQuota):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "quota", Message: strings.TrimPrefix(err.Error(), volume.ErrQuota.Error()+": ")}
 	case errors.Is(err, deploy.ErrSecretDamaged):
 		return &Error{Status: http.StatusInternalServerError, Code: "secret_damaged", Message: err.Error()}
 	case errors.Is(err, deploy.ErrNoKeyring):

@@ -233,6 +233,9 @@ func target(r *http.Request) string {
 	if app, name := r.PathValue("app"), r.PathValue("name"); app != "" && name != "" && strings.Contains(r.Pattern, "/secrets/{name}") {
 		return "app/" + app + "/secrets/" + url.PathEscape(name)
 	}
+	if app, v := r.PathValue("app"), r.PathValue("volume"); app != "" && v != "" {
+		return "app/" + app + "/volumes/" + v
+	}
 	if r.URL.Path == "/v1/keys" || strings.HasPrefix(r.URL.Path, "/v1/keys/") {
 		return "keys"
 	}

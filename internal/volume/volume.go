@@ -56,8 +56,11 @@ type Config struct {
 	UserOf     func(app store.App) (uint32, error) // the app's user, who owns its volumes; nil: the server's
 	// AppQuota is the most bytes of volumes one app may have; 0: no limit.
 	AppQuota int64
-	Now      func() time.Time // default time.Now
-	Logger   *slog.Logger     // default: discard
+	// Enforcement says whether the plugin refuses writes past a volume's
+	// size, and why not when it does not; nil: it does.
+	Enforcement func() (bool, string)
+	Now         func() time.Time // default time.Now
+	Logger      *slog.Logger     // default: discard
 }
 
 // Service manages volumes.
@@ -227,6 +230,15 @@ func human(n int64) string {
 		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
 	}
 	return strconv.FormatInt(n, 10) + "B"
+}
+
+// Enforced reports whether writes past a volume's size are refused, and
+// why not when they are not.
+func (s *Service) Enforced() (bool, string) {
+	if s.cfg.Enforcement == nil {
+		return true, ""
+	}
+	return s.cfg.Enforcement()
 }
 
 // Get returns a volume.
