@@ -53,6 +53,24 @@ func TestConfigSealed(t *testing.T) {
 		}
 		return rel
 	}
+	// A store from before secure_delete: the config of a destroyed app
+	// stays in free pages until the file is rewritten.
+	if _, err := db.db.ExecContext(ctx, `PRAGMA secure_delete = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateApp(ctx, store.App{Name: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := db.AddRelease(ctx, "gone", func(store.App, *store.Release) (store.Release, error) {
+			return store.Release{Config: map[string]string{"OLD": "of-a-destroyed-app-3d8e"}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.DeleteApp(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
 	before := add("written-before-the-cipher-5c1e")
 	kek, err := secrets.GenerateKEK()
 	if err != nil {
@@ -78,7 +96,7 @@ func TestConfigSealed(t *testing.T) {
 	}
 	for _, f := range []string{path, path + "-wal"} {
 		b, _ := os.ReadFile(f)
-		for _, v := range []string{"written-before-the-cipher-5c1e", "written-after-the-cipher-9a7b"} {
+		for _, v := range []string{"written-before-the-cipher-5c1e", "written-after-the-cipher-9a7b", "of-a-destroyed-app-3d8e"} {
 			if bytes.Contains(b, []byte(v)) {
 				t.Errorf("%s holds the config value %q in the clear", filepath.Base(f), v)
 			}

@@ -700,9 +700,11 @@ func (s *DB) ListEvents(ctx context.Context, app string, since time.Time, afterI
 }
 
 // SealConfigs seals the config of every release the store keeps as text
-// (written before it had a cipher) and returns how many it sealed. Then it
-// checkpoints the WAL and truncates it, so that no copy of the text stays
-// there; the text itself is overwritten with zeros (secure_delete).
+// (written before it had a cipher) and returns how many it sealed. Then,
+// if it sealed any, it rewrites the whole file (VACUUM), since a store made
+// before secure_delete was on keeps old copies of rows in its free pages,
+// and checkpoints and truncates the WAL, so that no copy of the text stays
+// anywhere.
 func (s *DB) SealConfigs(ctx context.Context) (int, error) {
 	c := s.getCipher()
 	if c == nil {
@@ -731,8 +733,15 @@ func (s *DB) SealConfigs(ctx context.Context) (int, error) {
 		}
 	}
 	if len(rows) > 0 {
-		if _, err := s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		if _, err := s.db.ExecContext(ctx, `VACUUM`); err != nil {
+			return len(rows), fmt.Errorf("rewrite the store without the old copies of its config: %w", err)
+		}
+		var busy, logFrames, checkpointed int
+		if err := s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &checkpointed); err != nil {
 			return len(rows), fmt.Errorf("checkpoint the store's WAL: %w", err)
+		}
+		if busy != 0 {
+			return len(rows), errors.New("checkpoint the store's WAL: a reader held it; start again to finish")
 		}
 	}
 	return len(rows), nil
