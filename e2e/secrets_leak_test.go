@@ -72,6 +72,15 @@ func TestSecretsNeverLeak(t *testing.T) {
 	})
 	add("logs -f", followed.String())
 
+	// A build runs as the app's user: it can read what the running
+	// instance got, and print it.
+	snoop := `for f in /proc/[0-9]*/environ; do tr '\0' '\n' < $f 2>/dev/null; d=$(tr '\0' '\n' < $f 2>/dev/null | sed -n 's/^PADDOCK_SECRETS_DIR=//p'); [ -n "$d" ] && cat $d/* 2>/dev/null; done; echo snooped`
+	out, errOut, err = p.Run("deploy", tenantApp(t, fmt.Sprintf("[build]\ncommand = %q\n[processes.web]\ncommand = \"./tenant leak API_TOKEN TLS_KEY\"\n", snoop)), "--app", "leak")
+	if err != nil || !strings.Contains(errOut, "snooped") || !strings.Contains(errOut, "[REDACTED:API_TOKEN]") || !strings.Contains(errOut, "[REDACTED:TLS_KEY]") {
+		t.Errorf("a build that reads the instance's environment and secret files: %v; want both secrets scrubbed from its output:\n%s", err, errOut)
+	}
+	add("deploy output of a snooping build", out+errOut)
+
 	// The value is revealed on purpose, once.
 	if got := p.MustRun("secrets", "reveal", "leak", "API_TOKEN"); got != values["API_TOKEN"] {
 		t.Errorf("reveal: got %q, want the value", got)

@@ -175,10 +175,16 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 		}
 		defer buildLog.Close()
 		buildLog.Line("paddock", "build "+id+": "+m.Build.Command)
-		out := logs.NewLines(func(line []byte) {
+		lines := logs.NewLines(func(line []byte) {
 			buildLog.Line("out", string(line))
 			p.Output(string(line))
 		})
+		// A build runs as the app's user, who can read what its running
+		// instances got: their secrets are scrubbed from its output too.
+		out, err := s.scrubber(ctx, a, lines)
+		if err != nil {
+			return store.Build{}, err
+		}
 		var cgroup string
 		if s.cfg.Tracker != nil {
 			if cgroup, err = s.cfg.Tracker.Group(a.ID, isolate.Builds, id); err != nil {
@@ -199,6 +205,7 @@ func (s *Service) build(ctx context.Context, a store.App, upload io.Reader, p Pr
 			},
 		})
 		out.Flush()
+		lines.Flush()
 		if err != nil {
 			return store.Build{}, fmt.Errorf("%w: %w", ErrBuild, err)
 		}

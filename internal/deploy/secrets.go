@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
 	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/secrets"
 	"paddock.dev/paddock/internal/store"
 )
 
@@ -262,4 +264,62 @@ func (s *Service) openSecrets(ctx context.Context, a store.App, pins map[string]
 		return nil, fmt.Errorf("app %s: %d of the %d secret versions its release pins are missing from the store", a.Name, len(pins)-len(out), len(pins))
 	}
 	return out, nil
+}
+
+// flusher is a writer that holds output back until Flush.
+type flusher interface {
+	io.Writer
+	Flush() error
+}
+
+type noFlush struct{ io.Writer }
+
+func (noFlush) Flush() error { return nil }
+
+// scrubber returns a writer that passes output on to w with the values of
+// app a's secrets scrubbed: those of its current release and the newest
+// versions, what its instances may hold.
+func (s *Service) scrubber(ctx context.Context, a store.App, w io.Writer) (flusher, error) {
+	pins, err := s.latestSecrets(ctx, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	sets := []map[string]int{pins}
+	if a.Release != 0 {
+		rel, err := s.st.GetRelease(ctx, a.Name, a.Release)
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, rel.Secrets)
+	}
+	var out flusher = noFlush{w}
+	for _, set := range sets {
+		opened, err := s.openSecrets(ctx, a, set)
+		if err != nil || len(opened) == 0 {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		values := make(map[string][]byte, len(opened))
+		for _, sec := range opened {
+			values[sec.Name] = sec.Value
+		}
+		out = chain{secrets.NewRedactor(values).NewWriter(out), out}
+	}
+	return out, nil
+}
+
+// chain is a redacting writer in front of the next one: Flush flushes
+// both, in order.
+type chain struct {
+	*secrets.Writer
+	next flusher
+}
+
+func (c chain) Flush() error {
+	if err := c.Writer.Flush(); err != nil {
+		return err
+	}
+	return c.next.Flush()
 }
