@@ -86,6 +86,20 @@ func TestSecretVersionsFollowReleases(t *testing.T) {
 	if strings.Count(logs, sumLine("KEY", "first-value")) < 2 {
 		t.Errorf("the rollback did not bring back KEY's first version:\n%s", logs)
 	}
+	// An unrelated release after the rollback keeps the versions rolled
+	// back to.
+	third := strings.Count(logs, sumLine("KEY", "third-value"))
+	p.MustRun("config", "set", "shop", "OTHER=2")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		logs = p.MustRun("logs", "shop", "-n", "0")
+		if strings.Count(logs, sumLine("KEY", "first-value")) < 3 {
+			return fmt.Errorf("the release after the rollback has not started yet")
+		}
+		return nil
+	})
+	if strings.Count(logs, sumLine("KEY", "third-value")) != third {
+		t.Errorf("a config change after a rollback brought back the version rolled away from:\n%s", logs)
+	}
 
 	// The server stops; an instance crashes; its supervisor starts it again
 	// with the secrets it keeps in memory.
@@ -133,8 +147,14 @@ func TestTamperedSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flip the last bit of the sealed value: the GCM tag no longer matches.
-	if _, err := db.ExecContext(context.Background(), `UPDATE secrets SET sealed = substr(sealed, 1, length(sealed)-1) || x'00' WHERE name = 'BAD'`); err != nil {
+	// Flip a bit of the last byte of the sealed value: the GCM tag no
+	// longer matches.
+	var sealed []byte
+	if err := db.QueryRowContext(context.Background(), `SELECT sealed FROM secrets WHERE name = 'BAD'`).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := db.ExecContext(context.Background(), `UPDATE secrets SET sealed = ? WHERE name = 'BAD'`, sealed); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -154,6 +154,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// No process started from here on inherits the KEK.
+	os.Unsetenv(kekEnv)
 	if created {
 		log.Warn("made a new key-encryption key for secrets: losing it loses every secret; back it up with `paddock keys export`", "file", filepath.Join(keysDir(cfg.Data), secrets.KEKFile))
 	}
@@ -617,6 +619,9 @@ func (r *routerProcess) ensure(ctx context.Context) error {
 	argv := r.argv(false)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
+	// Only what it needs: the router faces strangers' traffic, and the
+	// server's environment may hold the KEK.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the router: %w", err)

@@ -49,7 +49,7 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 		return store.Release{}, err
 	}
 	unlock := s.lock(app)
-	pins, err := s.latestSecrets(ctx, app)
+	pins, err := s.nextSecrets(ctx, app)
 	if err != nil {
 		unlock()
 		return store.Release{}, err

@@ -339,7 +339,7 @@ func (s *Service) SetConfig(ctx context.Context, app string, vars map[string]*st
 	}
 	sort.Strings(keys)
 	defer s.lock(app)()
-	pins, err := s.latestSecrets(ctx, app)
+	pins, err := s.nextSecrets(ctx, app)
 	if err != nil {
 		return store.Release{}, err
 	}

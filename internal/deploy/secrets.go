@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"paddock.dev/paddock/internal/runtime"
@@ -63,11 +64,22 @@ func validateSecretName(name string) error {
 	if len(name) > 256 || !configKey.MatchString(name) {
 		return fmt.Errorf("%w: secret name %q: use letters, digits and underscores, not starting with a digit (it is also the environment variable's or the file's name)", ErrInvalid, name)
 	}
-	if reservedKeys[name] || name == "PADDOCK_SECRETS_DIR" {
-		return fmt.Errorf("%w: secret name %q is set by the platform", ErrInvalid, name)
+	if reservedKeys[name] || name == "HOME" || name == "PATH" || strings.HasPrefix(name, "PADDOCK_") {
+		return fmt.Errorf("%w: secret name %q is set by the platform (PORT, HOME, PATH and PADDOCK_* are)", ErrInvalid, name)
+	}
+	if len(name) > 255 {
+		return fmt.Errorf("%w: secret name %q: at most 255 bytes (it is also a file's name)", ErrInvalid, name)
 	}
 	return nil
 }
+
+// An app's secrets go to every instance in its environment (bounded by
+// the kernel's limit on a program's arguments and environment) or in a
+// pipe and a tmpfs: these bound them all.
+const (
+	maxEnvSecrets = 1 << 20
+	maxAllSecrets = 8 << 20
+)
 
 // SetSecret stores value as the next version of app's secret name and,
 // unless opts.NoRestart, rolls it out in a new release, which it returns.
@@ -125,8 +137,15 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 		if v.Sealed, err = s.cfg.Keyring.Seal(ctx, value, secretAAD(a.ID, name, v.Version)); err != nil {
 			return nil, fmt.Errorf("seal secret %s: %w", name, err)
 		}
-		if v.Digest, err = s.cfg.Keyring.Digest(ctx, value); err != nil {
+		// Bound to the app and name: equal digests mean equal values of
+		// one secret, and a developer of another app cannot test guesses.
+		if v.Digest, err = s.cfg.Keyring.Digest(ctx, append(secretAAD(a.ID, name, 0), value...)); err != nil {
 			return nil, fmt.Errorf("digest of secret %s: %w", name, err)
+		}
+	}
+	if value != nil {
+		if err := s.checkTotal(ctx, a, latest, name, len(value), opts.AsFile); err != nil {
+			return nil, err
 		}
 	}
 	if err := s.st.AddSecretVersion(ctx, v); err != nil {
@@ -136,7 +155,7 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 	if opts.NoRestart {
 		return nil, nil
 	}
-	pins, err := s.latestSecrets(ctx, app)
+	pins, err := s.nextSecrets(ctx, app)
 	if err != nil {
 		return nil, err
 	}
@@ -159,8 +178,35 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 	return &rel, nil
 }
 
-// latestSecrets returns the current version of each secret of app, the
-// versions a new release pins.
+// checkTotal refuses a change that would take app a's secrets over the
+// totals an instance can take.
+func (s *Service) checkTotal(ctx context.Context, a store.App, latest []store.SecretVersion, name string, size int, asFile bool) error {
+	env, all := 0, 0
+	if !asFile {
+		env = len(name) + 1 + size
+	}
+	all = size
+	for _, v := range latest {
+		if v.Name == name || v.Deleted {
+			continue
+		}
+		// The sealed size is the value's and a fixed overhead.
+		n := max(len(v.Sealed)-64, 0)
+		all += n
+		if !v.AsFile {
+			env += len(v.Name) + 1 + n
+		}
+	}
+	switch {
+	case env > maxEnvSecrets:
+		return fmt.Errorf("%w: secret %s: the app's secrets in the environment would hold about %d KiB, over the %d KiB an instance's environment can take: give large ones as files (--as-file)", ErrInvalid, name, env>>10, maxEnvSecrets>>10)
+	case all > maxAllSecrets:
+		return fmt.Errorf("%w: secret %s: the app's secrets would hold about %d MiB, over the limit of %d MiB", ErrInvalid, name, all>>20, maxAllSecrets>>20)
+	}
+	return nil
+}
+
+// latestSecrets returns the newest version of each secret of app.
 func (s *Service) latestSecrets(ctx context.Context, app string) (map[string]int, error) {
 	versions, err := s.st.LatestSecretVersions(ctx, app)
 	if err != nil {
@@ -169,6 +215,43 @@ func (s *Service) latestSecrets(ctx context.Context, app string) (map[string]int
 	pins := map[string]int{}
 	for _, v := range versions {
 		if !v.Deleted {
+			pins[v.Name] = v.Version
+		}
+	}
+	return pins, nil
+}
+
+// nextSecrets returns the secret versions a new release of app pins: those
+// of its current release, and the versions set or unset since that
+// release was made (with --no-restart, say). After a rollback, a later
+// unrelated release keeps the versions rolled back to.
+func (s *Service) nextSecrets(ctx context.Context, app string) (map[string]int, error) {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	if a.Release == 0 {
+		return s.latestSecrets(ctx, app)
+	}
+	cur, err := s.st.GetRelease(ctx, app, a.Release)
+	if err != nil {
+		return nil, err
+	}
+	versions, err := s.st.LatestSecretVersions(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	pins := make(map[string]int, len(cur.Secrets))
+	for n, v := range cur.Secrets {
+		pins[n] = v
+	}
+	for _, v := range versions {
+		if !v.CreatedAt.After(cur.CreatedAt) {
+			continue
+		}
+		if v.Deleted {
+			delete(pins, v.Name)
+		} else {
 			pins[v.Name] = v.Version
 		}
 	}
