@@ -11,12 +11,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	_ "modernc.org/sqlite"
 
+	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/testenv"
 )
 
@@ -185,10 +188,41 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 	}
 	status := p.MustRun("keys", "status")
 	l := startLoad(p, "busy.localhost", 8)
+	// Secrets are sealed and opened all through the rotation.
+	stop := make(chan struct{})
+	var ops, failed atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := p.Client()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := fmt.Sprintf("during-%d", i)
+			if _, err := c.SetSecret(context.Background(), "busy", "OTHER", []byte(v), client.SecretOptions{NoRestart: true}); err != nil {
+				failed.Add(1)
+				t.Logf("set during rotation: %v", err)
+			}
+			if got, err := c.RevealSecret(context.Background(), "busy", "OTHER"); err != nil || string(got) != v {
+				failed.Add(1)
+				t.Logf("reveal during rotation: %q, %v", got, err)
+			}
+			ops.Add(2)
+		}
+	}()
 	time.Sleep(time.Second)
 	p.MustRun("keys", "rotate")
 	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
 	l.finish(t, "KEK rotation")
+	if failed.Load() > 0 || ops.Load() < 10 {
+		t.Errorf("secret operations during the rotation: %d of %d failed", failed.Load(), ops.Load())
+	}
 	if again := p.MustRun("keys", "status"); again == status {
 		t.Errorf("keys status is the same after a rotation:\n%s", again)
 	}

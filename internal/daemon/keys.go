@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"paddock.dev/paddock/internal/api"
@@ -84,6 +85,11 @@ func ImportKey(ctx context.Context, data string, backup, passphrase []byte) erro
 		return err
 	}
 	defer unlock()
+	// A folder without a store is the wrong one: opening it would make an
+	// empty store, which any key fits.
+	if _, err := os.Stat(filepath.Join(data, "paddock.db")); err != nil {
+		return fmt.Errorf("%s holds no Paddock store (%w): give the data folder of the platform whose key this is", data, err)
+	}
 	st, err := sqlite.Open(ctx, filepath.Join(data, "paddock.db"))
 	if err != nil {
 		return err

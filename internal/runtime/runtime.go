@@ -6,6 +6,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"time"
 )
@@ -53,8 +54,15 @@ type Secret struct {
 	AsFile bool   `json:"as_file,omitempty"` // a file in $PADDOCK_SECRETS_DIR, not an environment variable
 }
 
-// String keeps a secret's value out of logs and error messages.
+// String, GoString and LogValue keep a secret's value out of logs and
+// error messages.
 func (s Secret) String() string { return s.Name + "=[REDACTED]" }
+
+// GoString is String, for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// LogValue is String, for log/slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // State is what an instance is doing, as last reported by its supervisor.
 //

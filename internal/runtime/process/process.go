@@ -18,6 +18,8 @@ package process
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +51,9 @@ type Config struct {
 	Extract func(ctx context.Context, digest, dst string) error
 	// LogLimit bounds one instance log file before it rotates; default 8 MiB.
 	LogLimit int64
+	// SecretsDir holds the tmpfs of each instance's secret files, outside
+	// the data folder; default /run/paddock-secrets/HASH, HASH naming Dir.
+	SecretsDir string
 	// Tracker holds each instance's processes in a cgroup of its own; nil
 	// tracks them by process group only, which a process that starts a
 	// session of its own leaves.
@@ -90,7 +95,28 @@ func New(cfg Config) (*Runtime, error) {
 	if err := os.Chmod(cfg.Dir, 0o711); err != nil {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}
-	return &Runtime{cfg: cfg, log: cfg.Logger}, nil
+	if cfg.SecretsDir == "" {
+		abs, _ := filepath.Abs(cfg.Dir)
+		sum := sha256.Sum256([]byte(abs))
+		cfg.SecretsDir = filepath.Join("/run/paddock-secrets", hex.EncodeToString(sum[:8]))
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger}
+	r.sweepSecrets()
+	return r, nil
+}
+
+func (r *Runtime) secretsPath(id string) string { return filepath.Join(r.cfg.SecretsDir, id) }
+
+// sweepSecrets takes away the secret tmpfs of instances that have no
+// folder any more: a crash between mounting one and writing the spec.
+func (r *Runtime) sweepSecrets() {
+	ents, _ := os.ReadDir(r.cfg.SecretsDir)
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(r.cfg.Dir, e.Name(), "spec.json")); errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("taking away the secret files of an instance that is gone", "instance", e.Name())
+			unmountSecrets(r.secretsPath(e.Name()))
+		}
+	}
 }
 
 // shimSpec is spec.json: the instance spec plus what the shim needs to know
@@ -187,13 +213,13 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 		fail = func(err error) (runtime.Instance, error) { unbindMounts(appDir, s.Mounts); return fail0(err) }
 		ss.Env = append(ss.Env, mountEnv...)
 	}
-	secretsDir, err := writeSecretFiles(dir, s)
+	secretsDir, err := writeSecretFiles(r.secretsPath(s.ID), s)
 	if err != nil {
 		return fail(err)
 	}
 	if secretsDir != "" {
 		fail0 := fail
-		fail = func(err error) (runtime.Instance, error) { unmountSecrets(dir); return fail0(err) }
+		fail = func(err error) (runtime.Instance, error) { unmountSecrets(secretsDir); return fail0(err) }
 		ss.Env = append(ss.Env, "PADDOCK_SECRETS_DIR="+secretsDir)
 	}
 	ss.Secrets = len(s.Secrets) > 0
@@ -249,7 +275,9 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 	defer tick.Stop()
 	for {
 		if st, err := readState(dir); err == nil && st.State != "" {
-			return r.instance(dir, ss, st), nil
+			in := r.instance(dir, ss, st)
+			in.Secrets = nil // the values stay with the supervisor
+			return in, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -347,7 +375,7 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 	if st.Cgroup != "" && st.Cgroup != ss.Track {
 		removeCgroup(st.Cgroup) // a v1 memory cgroup
 	}
-	unmountSecrets(dir)
+	unmountSecrets(r.secretsPath(id))
 	unbindMounts(filepath.Join(dir, "app"), ss.Mounts)
 	// Never a recursive removal across a mount: it would delete a volume's
 	// data or a secret tmpfs's files.

@@ -16,8 +16,9 @@ import (
 // them to the supervisor through a pipe (its fd 3), which keeps them in
 // memory and gives them to every process it starts, the restarts while the
 // server is down included; those injected as files are written by the
-// runtime to a tmpfs mounted for the instance alone (DIR/ID/secrets, mode
-// 0700, owned by the app's user), named in $PADDOCK_SECRETS_DIR.
+// runtime to a tmpfs mounted for the instance alone (SecretsDir/ID, mode
+// 0700, owned by the app's user), named in $PADDOCK_SECRETS_DIR. The mounts
+// live outside the data folder, so that no backup of it copies them.
 
 // secretsFD is the supervisor's descriptor of the secrets pipe.
 const secretsFD = 3
@@ -25,9 +26,10 @@ const secretsFD = 3
 // maxSecrets bounds what a supervisor reads from the pipe.
 const maxSecrets = 16 << 20
 
-// writeSecretFiles mounts the instance's tmpfs and writes the secrets that
-// are files into it; it returns the folder, or "" when there are none.
-func writeSecretFiles(dir string, s runtime.Spec) (string, error) {
+// writeSecretFiles mounts a tmpfs at path and writes the instance's
+// secrets that are files into it; it returns path, or "" when there are
+// none.
+func writeSecretFiles(path string, s runtime.Spec) (string, error) {
 	var files []runtime.Secret
 	size := 1 << 20
 	for _, sec := range s.Secrets {
@@ -39,7 +41,16 @@ func writeSecretFiles(dir string, s runtime.Spec) (string, error) {
 	if len(files) == 0 {
 		return "", nil
 	}
-	path := filepath.Join(dir, "secrets")
+	// The app's user passes through the folders above to its own.
+	parent := filepath.Dir(path)
+	if err := os.MkdirAll(parent, 0o711); err != nil {
+		return "", err
+	}
+	for _, d := range []string{filepath.Dir(parent), parent} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			return "", err
+		}
+	}
 	if err := os.Mkdir(path, 0o700); err != nil {
 		return "", err
 	}
@@ -55,24 +66,25 @@ func writeSecretFiles(dir string, s runtime.Spec) (string, error) {
 	for _, sec := range files {
 		f := filepath.Join(path, sec.Name)
 		if err := os.WriteFile(f, sec.Value, 0o400); err != nil {
-			unmountSecrets(dir)
+			unmountSecrets(path)
 			return "", fmt.Errorf("write secret file %s: %w", sec.Name, err)
 		}
 		if err := os.Chown(f, int(uid), int(gid)); err != nil {
-			unmountSecrets(dir)
+			unmountSecrets(path)
 			return "", err
 		}
 	}
 	return path, nil
 }
 
-// unmountSecrets takes the instance's secrets tmpfs away, if it has one.
-func unmountSecrets(dir string) {
-	path := filepath.Join(dir, "secrets")
+// unmountSecrets takes an instance's secrets tmpfs at path away, if it has
+// one.
+func unmountSecrets(path string) {
 	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 		return // still mounted: leave the folder for the next try
 	}
 	os.Remove(path)
+	os.Remove(filepath.Dir(path)) // the runtime's, once it holds none
 }
 
 // envSecrets returns the secrets given as environment variables.

@@ -38,6 +38,9 @@ func RunShim(ctx context.Context, dir string) error {
 		return fmt.Errorf("shim: read spec: %w", err)
 	}
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	// No core dumps, here or in the processes it starts: one would write
+	// the instance's environment, its secrets, to disk.
+	syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{})
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(stop)
