@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -175,8 +176,27 @@ func Forms(value []byte) [][]byte {
 	}
 	add([]byte(url.QueryEscape(string(value))))
 	add([]byte(url.PathEscape(string(value))))
+	// As a JSON string holds it (a structured logger's output), and with
+	// CRLF line ends.
+	if j, err := json.Marshal(string(value)); err == nil && len(j) > 2 {
+		add(j[1 : len(j)-1])
+	}
+	add(bytes.ReplaceAll(value, []byte("\n"), []byte("\r\n")))
+	// A value of several lines (a PEM key) printed line by line, or
+	// rewrapped: each long enough line on its own.
+	if bytes.Count(value, []byte("\n")) > 0 {
+		for _, line := range bytes.Split(value, []byte("\n")) {
+			if line = bytes.TrimSuffix(line, []byte("\r")); len(line) >= minLineLen {
+				add(line)
+			}
+		}
+	}
 	return out
 }
+
+// minLineLen is the shortest line of a multi-line value redacted on its
+// own: shorter ones ("-----END KEY-----" aside) would match ordinary text.
+const minLineLen = 16
 
 // runState is what a scan carries to the next: a replacement begun and
 // not yet written, because a match starting before its end may extend it.

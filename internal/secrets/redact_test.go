@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -334,4 +335,27 @@ func naiveRedact(values map[string][]byte, text []byte) []byte {
 		done = end
 	}
 	return append(out, text[done:]...)
+}
+
+// TestRedactsMultilineValues: a key of several lines is caught as a JSON
+// logger writes it, with CRLF line ends, and line by line.
+func TestRedactsMultilineValues(t *testing.T) {
+	key := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n"
+	r := NewRedactor(map[string][]byte{"TLS_KEY": []byte(key)})
+	j, _ := json.Marshal(map[string]string{"config": key})
+	for name, text := range map[string]string{
+		"json":         string(j),
+		"crlf":         strings.ReplaceAll(key, "\n", "\r\n"),
+		"line by line": "key line: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nnext: BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n",
+	} {
+		got := r.RedactString(text)
+		for _, body := range []string{"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"} {
+			if strings.Contains(got, body) {
+				t.Errorf("%s: a line of the key survived: %q", name, got)
+			}
+		}
+		if !strings.Contains(got, "[REDACTED:TLS_KEY]") {
+			t.Errorf("%s: nothing redacted: %q", name, got)
+		}
+	}
 }
