@@ -202,10 +202,15 @@ func (b *btrfsBackend) usage(ctx context.Context, path string) (int64, string, e
 	return used, warning, nil
 }
 
+// poolOverhead is what btrfs takes of the smallest pools for itself: its
+// first metadata and system chunks, each kept twice (measured: a 128 MiB
+// pool holds 47 MiB of data, a 512 MiB one 431 MiB).
+const poolOverhead = 96 << 20
+
 // poolNeed is the pool size that holds volumes of total bytes: the volumes,
-// a sixteenth more for btrfs's metadata (kept twice), and 64 MiB.
+// a sixteenth more for the metadata of larger pools, and poolOverhead.
 func poolNeed(total int64) int64 {
-	return total + total/16 + 64<<20
+	return total + total/16 + poolOverhead
 }
 
 // snapshotsHeld sums the bytes that only snapshots hold (what their volumes
@@ -299,7 +304,7 @@ func (b *btrfsBackend) available(ctx context.Context, total int64) (int64, error
 		return 0, err
 	}
 	// The largest x with poolNeed(total+held+x) <= most.
-	avail := (most-64<<20)*16/17 - total - held
+	avail := (most-poolOverhead)*16/17 - total - held
 	return max(avail, 0), nil
 }
 

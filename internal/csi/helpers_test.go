@@ -7,14 +7,18 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // needRoot skips tests that mount and attach loop devices.
@@ -180,3 +184,94 @@ func createReq(name string, size int64, params map[string]string) *csi.CreateVol
 		Parameters:         params,
 	}
 }
+
+// ctx returns a context that ends with the test, bounded so that a hang
+// fails the test instead of stalling it.
+func (e *testEnv) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+// createVolume makes a volume owned by uid:uid.
+func (e *testEnv) createVolume(name string, size int64, uid int) *csi.Volume {
+	e.t.Helper()
+	params := map[string]string{ParamUID: strconv.Itoa(uid), ParamGID: strconv.Itoa(uid)}
+	resp, err := e.ctrl.CreateVolume(e.ctx(), createReq(name, size, params))
+	if err != nil {
+		e.t.Fatalf("CreateVolume %s: %v", name, err)
+	}
+	return resp.GetVolume()
+}
+
+// cloneVolume makes a volume from a snapshot or a volume.
+func (e *testEnv) cloneVolume(name string, size int64, src *csi.VolumeContentSource) *csi.Volume {
+	e.t.Helper()
+	req := createReq(name, size, nil)
+	req.VolumeContentSource = src
+	resp, err := e.ctrl.CreateVolume(e.ctx(), req)
+	if err != nil {
+		e.t.Fatalf("CreateVolume %s from %v: %v", name, src, err)
+	}
+	return resp.GetVolume()
+}
+
+func fromSnapshot(id string) *csi.VolumeContentSource {
+	return &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+		Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: id}}}
+}
+
+func fromVolume(id string) *csi.VolumeContentSource {
+	return &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+		Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: id}}}
+}
+
+func (e *testEnv) publish(volID, target string, readOnly bool) {
+	e.t.Helper()
+	_, err := e.node.NodePublishVolume(e.ctx(), &csi.NodePublishVolumeRequest{
+		VolumeId:         volID,
+		TargetPath:       target,
+		VolumeCapability: mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER),
+		Readonly:         readOnly,
+	})
+	if err != nil {
+		e.t.Fatalf("NodePublishVolume %s at %s: %v", volID, target, err)
+	}
+}
+
+func (e *testEnv) unpublish(volID, target string) {
+	e.t.Helper()
+	_, err := e.node.NodeUnpublishVolume(e.ctx(), &csi.NodeUnpublishVolumeRequest{VolumeId: volID, TargetPath: target})
+	if err != nil {
+		e.t.Fatalf("NodeUnpublishVolume %s at %s: %v", volID, target, err)
+	}
+}
+
+func (e *testEnv) snapshot(volID, name string) *csi.Snapshot {
+	e.t.Helper()
+	resp, err := e.ctrl.CreateSnapshot(e.ctx(), &csi.CreateSnapshotRequest{SourceVolumeId: volID, Name: name})
+	if err != nil {
+		e.t.Fatalf("CreateSnapshot %s of %s: %v", name, volID, err)
+	}
+	return resp.GetSnapshot()
+}
+
+// stats returns a published volume's usage, after committing what was
+// written (btrfs updates its counters when a transaction commits).
+func (e *testEnv) stats(volID, target string) *csi.VolumeUsage {
+	e.t.Helper()
+	if f, err := os.Open(target); err == nil {
+		unix.Syncfs(int(f.Fd()))
+		f.Close()
+	}
+	resp, err := e.node.NodeGetVolumeStats(e.ctx(), &csi.NodeGetVolumeStatsRequest{VolumeId: volID, VolumePath: target})
+	if err != nil {
+		e.t.Fatalf("NodeGetVolumeStats %s at %s: %v", volID, target, err)
+	}
+	return resp.GetUsage()[0]
+}
+
+// code is the gRPC code of err.
+func code(err error) codes.Code { return status.Code(err) }
+
+type unixStat = syscall.Stat_t

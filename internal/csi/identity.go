@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"syscall"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -95,6 +96,8 @@ func toStatus(err error) error {
 		return status.Error(codes.OutOfRange, nr.Error())
 	case errors.As(err, &nr), errors.Is(err, errPoolFull):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return status.Errorf(codes.ResourceExhausted, "%v: %v", err, errPoolFull)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):
