@@ -74,6 +74,21 @@ var expected = map[string][]string{
 	"POST /v1/keys/rotate": admins,
 	"POST /v1/keys/export": admins,
 	"POST /v1/keys/import": admins,
+
+	// Volumes: an app's readers see them and their snapshots; its
+	// developers change, snapshot, restore and delete them.
+	"GET /v1/volumes":                                             everyone,
+	"GET /v1/apps/{app}/volumes":                                  readers,
+	"POST /v1/apps/{app}/volumes":                                 writers,
+	"GET /v1/apps/{app}/volumes/{volume}":                         readers,
+	"PATCH /v1/apps/{app}/volumes/{volume}":                       writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}":                      writers,
+	"PUT /v1/apps/{app}/volumes/{volume}/attachment":              writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}/attachment":           writers,
+	"GET /v1/apps/{app}/volumes/{volume}/snapshots":               readers,
+	"POST /v1/apps/{app}/volumes/{volume}/snapshots":              writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}": writers,
+	"POST /v1/apps/{app}/volumes/{volume}/restore":                writers,
 }
 
 // public routes answer without a token; nothing else may.
@@ -109,6 +124,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		func() error { return admin.AddTeamMember(ctx, "t1", "view") },
 		func() error { return admin.Grant(ctx, "shop", "t1", "developer") },
 		func() error { return admin.Grant(ctx, "side", "t1", "developer") },
+		func() error { _, err := admin.CreateVolume(ctx, "shop", "shop-data", "8MiB"); return err },
 	} {
 		if err := step(); err != nil {
 			t.Fatal(err)
@@ -127,6 +143,9 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 	// Destructive routes last.
 	slices.SortStableFunc(routes, func(a, b api.Route) int {
 		rank := func(r api.Route) int {
+			if strings.HasPrefix(r.Pattern, "DELETE /v1/apps/{app}/volumes/") {
+				return 1 // after the routes that need the volume
+			}
 			switch r.Pattern {
 			case "DELETE /v1/apps/{app}":
 				return 1
@@ -137,7 +156,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		}
 		return rank(a) - rank(b)
 	})
-	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY")
+	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch")
 	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
 		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()

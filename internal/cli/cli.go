@@ -76,7 +76,7 @@ func (e *env) root() *cobra.Command {
 		e.configCmd(), e.secretsCmd(), e.keysCmd(), e.releasesCmd(), e.rollbackCmd(), e.logsCmd(), e.domainsCmd(),
 		e.loginCmd(), e.logoutCmd(), e.whoamiCmd(), e.usersCmd(), e.tokensCmd(), e.teamsCmd(), e.auditCmd(),
 		e.volumesCmd(),
-		e.shimCmd(), e.cgexecCmd(), e.routerCmd(),
+		e.shimCmd(), e.cgexecCmd(), e.routerCmd(), e.csiCmd(),
 	)
 	return root
 }

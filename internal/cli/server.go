@@ -11,8 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"paddock.dev/paddock/internal/client"
-
+	"paddock.dev/paddock/internal/csi"
 	"paddock.dev/paddock/internal/daemon"
+	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
 )
@@ -20,6 +21,7 @@ import (
 func (e *env) upCmd() *cobra.Command {
 	cfg := daemon.Config{}
 	var debug bool
+	var pool, quota string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the platform on this machine, in the foreground",
@@ -38,6 +40,13 @@ with the API address, into the CLI config (0600) of the user running it.`,
 			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 			cfg.Stderr = e.stderr
 			cfg.Version = Version
+			var err error
+			if cfg.VolumePool, err = optionalSize("--volume-pool", pool); err != nil {
+				return err
+			}
+			if cfg.VolumeQuota, err = optionalSize("--volume-quota", quota); err != nil {
+				return err
+			}
 			return daemon.Run(ctx, cfg)
 		},
 	}
@@ -54,7 +63,68 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "the API's key file")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (loopback addresses only)")
 	f.BoolVar(&cfg.WeakIsolation, "weak-isolation", false, "run as root even where apps' processes cannot be held in cgroups or fenced off each other's ports")
+	f.StringVar(&cfg.CSIEndpoint, "csi-endpoint", "", "socket of the CSI plugin that keeps volumes, e.g. unix:///run/csi/csi.sock (default: Paddock's own, in DATA/volumes)")
+	f.StringVar(&pool, "volume-pool", "", "size of the storage pool Paddock's own plugin makes on its first start; it grows as volumes need (default 10GiB, sparse)")
+	f.StringVar(&quota, "volume-quota", "", "most volume bytes one app may have, e.g. 100GiB (default: no limit)")
 	f.BoolVar(&debug, "debug", false, "log debug messages")
+	return cmd
+}
+
+// optionalSize parses a size flag; "" is 0.
+func optionalSize(flag, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := manifest.ParseSize(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%s %q: give a size such as 10GiB", flag, s)
+	}
+	return n, nil
+}
+
+// csiCmd serves Paddock's storage as a CSI plugin on its own, for another
+// orchestrator (Kubernetes, Nomad) or a test; `paddock up` serves it in
+// its own process.
+func (e *env) csiCmd() *cobra.Command {
+	var cfg csi.Config
+	var endpoint, pool string
+	cmd := &cobra.Command{
+		Use:    "csi",
+		Short:  "Serve Paddock's volume storage as a CSI plugin",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			var err error
+			if cfg.PoolSize, err = optionalSize("--pool-size", pool); err != nil {
+				return err
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+			cfg.Version = Version
+			p, err := csi.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			l, err := csi.Listen(endpoint)
+			if err != nil {
+				return err
+			}
+			if ok, why := p.Enforced(); !ok {
+				cfg.Logger.Warn("volume sizes are NOT enforced", "backend", p.Backend(), "why", why)
+			}
+			return p.Serve(ctx, l)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&endpoint, "endpoint", "", "unix socket to serve on, e.g. unix:///run/paddock/csi.sock")
+	f.StringVar(&cfg.Pool, "pool", "", "folder of the storage pool")
+	f.StringVar(&pool, "pool-size", "", "size of a new btrfs pool (default 10GiB, sparse)")
+	f.StringVar(&cfg.Backend, "backend", "", "btrfs or folders (default: the pool's, else btrfs where it works)")
+	f.StringVar(&cfg.NodeID, "node-id", "", "node id to report (default: the host name)")
+	cmd.MarkFlagRequired("endpoint")
+	cmd.MarkFlagRequired("pool")
 	return cmd
 }
 

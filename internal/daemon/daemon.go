@@ -62,6 +62,14 @@ type Config struct {
 	// UIDRegistry is the machine-wide folder where platforms claim their
 	// blocks of app users; default isolate.DefaultRegistry. Used as root.
 	UIDRegistry string
+	// CSIEndpoint is the socket of the CSI plugin that keeps volumes, e.g.
+	// unix:///run/csi/csi.sock; "": Paddock's own, in this process.
+	CSIEndpoint string
+	// VolumePool is the size of the pool Paddock's own plugin makes on its
+	// first start; 0: 10 GiB (sparse, it grows as needed).
+	VolumePool int64
+	// VolumeQuota is the most bytes of volumes one app may have; 0: no limit.
+	VolumeQuota int64
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
@@ -240,8 +248,20 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("apps can take each other's ports and reach each other's instances directly", "err", err)
 		}
 	}
+	vols, err := startVolumes(ctx, cfg, st, users, log)
+	if err != nil {
+		return err
+	}
+	defer vols.close()
+	if live, err := rt.List(ctx); err == nil {
+		ids := map[string]bool{}
+		for _, in := range live {
+			ids[in.ID] = true
+		}
+		vols.svc.Unpublished(ctx, ids)
+	}
 	svc, err := deploy.New(deploy.Config{
-		Store: st, Runtime: rt, Router: &rtr.client, Artifacts: artifacts,
+		Store: st, Runtime: rt, Volumes: vols.svc, Router: &rtr.client, Artifacts: artifacts,
 		BuildDir:  filepath.Join(cfg.Data, "builds"),
 		BuildHome: cfg.BuildHome,
 		Logs:      filepath.Join(cfg.Data, "logs"),
@@ -261,7 +281,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir},
+		Deploy: svc, Store: st, Volumes: vols.svc, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir},
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
@@ -333,6 +353,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("stopping every app and the router")
 		// Each stop waits for its instance's own stop timeout.
 		stopAll(context.WithoutCancel(ctx), rt, log)
+		vols.svc.Unpublished(context.WithoutCancel(ctx), nil)
 		rtr.stop()
 	}
 	log.Info("paddock stopped")

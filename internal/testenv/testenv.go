@@ -224,9 +224,43 @@ func (p *Platform) cleanup() {
 		syscall.Kill(pid, syscall.SIGKILL)
 		p.t.Errorf("process %d was left running in %s or as an app user (%s)", pid, p.Dir, users)
 	}
+	// The storage pool stays mounted by design, for apps that outlive the
+	// server; any other mount left is a leak.
+	pool := filepath.Join(p.Data, "volumes", "pool", "mnt")
+	for _, m := range Unmount(p.Dir) {
+		if m != pool {
+			p.t.Errorf("%s was left mounted", m)
+		}
+	}
 	if p.t.Failed() {
 		p.t.Logf("server log:\n%s", p.ServerLog())
 	}
+}
+
+// Unmount detaches every mount at or below dir, deepest first, and returns
+// their mount points.
+func Unmount(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var points []string
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		// Octal escapes in mountinfo (\040 for a space) do not occur in
+		// the temporary folders tests use.
+		if mp := f[4]; mp == dir || strings.HasPrefix(mp, dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	slices.Reverse(points)
+	for _, mp := range points {
+		syscall.Unmount(mp, syscall.MNT_DETACH)
+	}
+	return points
 }
 
 // KillLeftovers kills, by the PIDs in their state files, any instance

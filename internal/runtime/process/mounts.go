@@ -44,10 +44,17 @@ func bindOne(root *os.Root, m runtime.Mount, uid, gid uint32) error {
 	if filepath.IsAbs(rel) || rel == "." || strings.HasPrefix(rel, "..") {
 		return fmt.Errorf("target %q is not inside the working folder", m.Target)
 	}
+	// Without root there is no bind mount: the instance runs as the
+	// server's own user, and a link to the volume serves as well.
+	link := os.Geteuid() != 0
 	// Each component: a real folder, made if missing, never a link.
 	cur := ""
-	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+	parts := strings.Split(rel, string(filepath.Separator))
+	for i, part := range parts {
 		cur = filepath.Join(cur, part)
+		if link && i == len(parts)-1 {
+			return linkOne(root, cur, m.Source)
+		}
 		fi, err := root.Lstat(cur)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
@@ -75,10 +82,32 @@ func bindOne(root *os.Root, m runtime.Mount, uid, gid uint32) error {
 	return nil
 }
 
+// linkOne links name in root to source, replacing an earlier link there
+// but nothing else.
+func linkOne(root *os.Root, name, source string) error {
+	fi, err := root.Lstat(name)
+	switch {
+	case err == nil && fi.Mode()&os.ModeSymlink != 0:
+		if err := root.Remove(name); err != nil {
+			return err
+		}
+	case err == nil:
+		return fmt.Errorf("%s is in the app's files: a volume cannot be placed there", name)
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	return root.Symlink(source, name)
+}
+
 // unbindMounts takes the instance's volumes out of its working folder.
 func unbindMounts(appDir string, mounts []runtime.Mount) {
 	for _, m := range mounts {
-		syscall.Unmount(filepath.Join(appDir, filepath.Clean(m.Target)), syscall.MNT_DETACH)
+		target := filepath.Join(appDir, filepath.Clean(m.Target))
+		if fi, err := os.Lstat(target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			os.Remove(target)
+			continue
+		}
+		syscall.Unmount(target, syscall.MNT_DETACH)
 	}
 }
 

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/testenv"
+)
+
+// volumeApp deploys app with a web process that, at each start, appends a
+// line to $PADDOCK_VOLUME_<VOL>/starts, prints what the file holds, then
+// runs extra (a shell command) and serves.
+func deployVolumeApp(t *testing.T, p *testenv.Platform, app, env, extra string) {
+	t.Helper()
+	cmd := fmt.Sprintf(`d=$%s; echo "start $PADDOCK_RELEASE" >> $d/starts && echo "starts=$(wc -l < $d/starts)"; echo "path=$d"; %s; exec ./tenant serve`, env, extra)
+	if out, errOut, err := p.Run("deploy", tenantApp(t, fmt.Sprintf("[processes.web]\ncommand = %q\n", cmd)), "--app", app); err != nil {
+		t.Fatalf("deploy %s: %v\n%s\n%s", app, err, out, errOut)
+	}
+}
+
+// TestVolumes: a volume keeps an app's data across releases, holds its
+// size for real, snapshots and restores, and is the app's alone.
+func TestVolumes(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("config", "set", "shop", "NAME=shop")
+	p.MustRun("volumes", "create", "shop-data", "--app", "shop", "--size", "16MiB")
+	p.MustRun("volumes", "attach", "shop-data", "shop", "--process", "web", "--path", "data")
+	deployVolumeApp(t, p, "shop", "PADDOCK_VOLUME_SHOP_DATA",
+		`head -c 33554432 /dev/zero > $d/big 2>/dev/null && echo "wrote=32MiB" || echo "write-refused size=$(du -m $d/big | cut -f1)"; rm -f $d/big`)
+	logs := waitLogged(t, p, "shop", "starts=1")
+	if !strings.Contains(logs, ": write-refused") || strings.Contains(logs, ": wrote=32MiB") {
+		t.Errorf("a 32 MiB write into a 16 MiB volume was not refused:\n%s", logs)
+	}
+	show := p.MustRun("volumes", "show", "shop-data")
+	if !strings.Contains(show, "16.0MiB") || !strings.Contains(show, "web:data") || strings.Contains(show, "NOT ENFORCED") {
+		t.Errorf("volumes show:\n%s", show)
+	}
+
+	// A new release: the data is still there.
+	p.MustRun("config", "set", "shop", "N=1")
+	waitLogged(t, p, "shop", "starts=2")
+
+	// Snapshot, change, restore.
+	snap := strings.TrimSpace(p.MustRun("volumes", "snapshot", "shop-data", "--name", "two-starts"))
+	p.MustRun("config", "set", "shop", "N=2")
+	waitLogged(t, p, "shop", "starts=3")
+	if _, errOut, err := p.Run("volumes", "restore", "shop-data", snap); err == nil || !strings.Contains(errOut, "scale") {
+		t.Errorf("restore of a volume in use: got %v %q, want a refusal that says to scale to 0", err, errOut)
+	}
+	p.MustRun("scale", "shop", "web=0")
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if rows := ps(t, p, "shop"); len(rows) != 0 {
+			return fmt.Errorf("%d instances still run", len(rows))
+		}
+		return nil
+	})
+	p.MustRun("volumes", "restore", "shop-data", "two-starts")
+	p.MustRun("scale", "shop", "web=1")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		logs := p.MustRun("logs", "shop", "-n", "0")
+		if strings.Count(logs, ": starts=3\n") != 2 || strings.Contains(logs, ": starts=4\n") {
+			return fmt.Errorf("after restoring the snapshot of two starts, the next start is not the third again:\n%s", logs)
+		}
+		return nil
+	})
+
+	// Clone from the snapshot, into a new volume of the same app.
+	p.MustRun("volumes", "clone", "shop-data", "two-starts", "shop-copy")
+	if list := p.MustRun("volumes", "--app", "shop"); !strings.Contains(list, "shop-copy") {
+		t.Errorf("volumes list lacks the clone:\n%s", list)
+	}
+
+	// Refusals that keep data.
+	if _, errOut, err := p.Run("scale", "shop", "web=2"); err == nil || !strings.Contains(errOut, "volume") {
+		t.Errorf("scale of a process with a volume to 2: got %v %q, want a refusal", err, errOut)
+	}
+	if _, errOut, err := p.Run("volumes", "delete", "shop-data", "--yes"); err == nil || !strings.Contains(errOut, "shop-data") {
+		t.Errorf("delete of an attached volume: got %v %q, want a refusal", err, errOut)
+	}
+	if _, errOut, err := p.Run("apps", "destroy", "shop", "--yes"); err == nil || !strings.Contains(errOut, "volumes") {
+		t.Errorf("destroy of an app with volumes: got %v %q, want a refusal", err, errOut)
+	}
+	for _, bad := range [][]string{
+		{"volumes", "create", "x", "--app", "shop", "--size", "0"},
+		{"volumes", "create", "x", "--app", "shop", "--size", "-5G"},
+		{"volumes", "create", "x", "--app", "shop", "--size", "9EiB"},
+		{"volumes", "create", "a/b", "--app", "shop", "--size", "1GiB"},
+		{"volumes", "create", "x", "--app", "nope", "--size", "1GiB"},
+		{"volumes", "attach", "shop-copy", "shop", "--process", "web", "--path", "../../etc"},
+		{"volumes", "resize", "shop-data", "--size", "1MiB"},
+	} {
+		if _, errOut, err := p.Run(bad...); err == nil || errOut == "" {
+			t.Errorf("paddock %s: got %v %q, want a clear refusal", strings.Join(bad, " "), err, errOut)
+		}
+	}
+	p.MustRun("volumes", "resize", "shop-data", "--size", "32MiB")
+
+	// Another app's user cannot reach the volume.
+	rows := ps(t, p, "shop")
+	path := filepath.Join(p.Data, "instances", rows[0].ID, "app", "data", "starts")
+	p.MustRun("apps", "create", "evil")
+	manifest := fmt.Sprintf("[processes.worker]\ncommand = \"cat %s && echo READ || echo denied; exec sleep 1000\"\n", path)
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest), "--app", "evil"); err != nil {
+		t.Fatalf("deploy evil: %v\n%s\n%s", err, out, errOut)
+	}
+	if logs := waitLogged(t, p, "evil", "denied"); strings.Contains(logs, ": READ\n") {
+		t.Errorf("another app read the volume:\n%s", logs)
+	}
+}
