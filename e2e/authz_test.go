@@ -77,18 +77,25 @@ var expected = map[string][]string{
 
 	// Volumes: an app's readers see them and their snapshots; its
 	// developers change, snapshot, restore and delete them.
-	"GET /v1/volumes":                                             everyone,
-	"GET /v1/apps/{app}/volumes":                                  readers,
-	"POST /v1/apps/{app}/volumes":                                 writers,
-	"GET /v1/apps/{app}/volumes/{volume}":                         readers,
-	"PATCH /v1/apps/{app}/volumes/{volume}":                       writers,
-	"DELETE /v1/apps/{app}/volumes/{volume}":                      writers,
-	"PUT /v1/apps/{app}/volumes/{volume}/attachment":              writers,
-	"DELETE /v1/apps/{app}/volumes/{volume}/attachment":           writers,
-	"GET /v1/apps/{app}/volumes/{volume}/snapshots":               readers,
-	"POST /v1/apps/{app}/volumes/{volume}/snapshots":              writers,
-	"DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}": writers,
-	"POST /v1/apps/{app}/volumes/{volume}/restore":                writers,
+	"GET /v1/volumes":                                                  everyone,
+	"GET /v1/apps/{app}/volumes":                                       readers,
+	"POST /v1/apps/{app}/volumes":                                      writers,
+	"GET /v1/apps/{app}/volumes/{volume}":                              readers,
+	"PATCH /v1/apps/{app}/volumes/{volume}":                            writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}":                           writers,
+	"PUT /v1/apps/{app}/volumes/{volume}/attachment":                   writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}/attachment":                writers,
+	"GET /v1/apps/{app}/volumes/{volume}/snapshots":                    readers,
+	"POST /v1/apps/{app}/volumes/{volume}/snapshots":                   writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}":      writers,
+	"POST /v1/apps/{app}/volumes/{volume}/restore":                     writers,
+	"POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify": readers,
+	"GET /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/export":  writers,
+	"POST /v1/apps/{app}/volumes/{volume}/import":                      writers,
+	"GET /v1/backups":                                                  everyone,
+	"PUT /v1/apps/{app}/volumes/{volume}/backups":                      writers,
+	"DELETE /v1/apps/{app}/volumes/{volume}/backups":                   writers,
+	"POST /v1/apps/{app}/volumes/{volume}/backups":                     writers,
 }
 
 // public routes answer without a token; nothing else may.

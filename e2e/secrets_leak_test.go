@@ -122,6 +122,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 		if d.IsDir() && bytes.Contains(mounts, []byte(" "+path+" tmpfs ")) {
 			return filepath.SkipDir
 		}
+		// The storage pool (a sparse image of gigabytes) holds only what
+		// apps write into their volumes.
+		if d.IsDir() && path == filepath.Join(p.Data, "volumes", "pool") {
+			return filepath.SkipDir
+		}
 		if d.Type().IsRegular() {
 			b, _ := os.ReadFile(path)
 			add("file "+strings.TrimPrefix(path, p.Data), string(b))

@@ -64,6 +64,8 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), deploy.ErrInvalid.Error()+": ")}
 	case errors.Is(err, volume.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), volume.ErrInvalid.Error()+": ")}
+	case errors.Is(err, volume.ErrCorrupt):
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "corrupt", Message: err.Error()}
 	case errors.Is(err, volume.ErrInUse):
 		return &Error{Status: http.StatusConflict, Code: "in_use", Message: strings.TrimPrefix(err.Error(), volume.ErrInUse.Error()+": ")}
 	case errors.Is(err, volume.ErrQuota):

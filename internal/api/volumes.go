@@ -3,9 +3,13 @@ package api
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 
+	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/volume"
 	"paddock.dev/paddock/internal/wire"
@@ -28,6 +32,14 @@ type Volumes interface {
 	Used(ctx context.Context, v store.Volume) (int64, bool)
 	InUse(v store.Volume) bool
 	Enforced() (bool, string)
+	Verify(ctx context.Context, volume, ref string) (store.Snapshot, error)
+	Export(ctx context.Context, volume, ref string, w io.Writer) error
+	Import(ctx context.Context, app, name string, size int64, r io.Reader, rate int64, progress func(int64)) (store.Volume, error)
+	RestoreCopy(ctx context.Context, volume, ref string, rate int64, progress func(done, total int64), inUse func(store.Volume) bool) (store.Volume, error)
+	Schedule(ctx context.Context, volume string, every time.Duration, keep int, verifyRestore bool) (store.BackupSchedule, error)
+	Unschedule(ctx context.Context, volume string) error
+	Schedules(ctx context.Context, app string) ([]store.BackupSchedule, error)
+	Backup(ctx context.Context, volume string, keep int, verifyRestore bool) (store.Snapshot, error)
 }
 
 // errNoVolumes answers the volume routes of a server without a volume
@@ -65,7 +77,8 @@ func (s *Server) volumeOut(r *http.Request, v store.Volume) wire.Volume {
 }
 
 func snapshotOut(sn store.Snapshot) wire.Snapshot {
-	return wire.Snapshot{ID: sn.ID, Volume: sn.Volume, Name: sn.Name, Size: sn.Size, CreatedAt: sn.CreatedAt}
+	return wire.Snapshot{ID: sn.ID, Volume: sn.Volume, Name: sn.Name, Size: sn.Size, CreatedAt: sn.CreatedAt,
+		Checksum: sn.Checksum, VerifiedAt: sn.VerifiedAt, Backup: sn.Backup}
 }
 
 // listAllVolumes lists the volumes of every app the caller may read.
@@ -252,8 +265,229 @@ func (s *Server) restoreVolume(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusCreated, s.volumeOut(r, v))
 	}
-	if v, err = s.cfg.Volumes.Restore(r.Context(), v.Name, req.Snapshot, s.cfg.Volumes.InUse); err != nil {
+	if req.Rate == "" {
+		if v, err = s.cfg.Volumes.Restore(r.Context(), v.Name, req.Snapshot, s.cfg.Volumes.InUse); err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, s.volumeOut(r, v))
+	}
+	rate, err := parseRate(req.Rate)
+	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, s.volumeOut(r, v))
+	return s.copying(w, r, func(progress func(done, total int64)) (store.Volume, error) {
+		return s.cfg.Volumes.RestoreCopy(r.Context(), v.Name, req.Snapshot, rate, progress, s.cfg.Volumes.InUse)
+	})
+}
+
+// parseRate parses a copy's rate: bytes a second, "50MiB" or "50MiB/s".
+func parseRate(s string) (int64, error) {
+	n, err := manifest.ParseSize(strings.TrimSuffix(s, "/s"))
+	if err != nil || n < 64<<10 {
+		return 0, invalid("rate %q: give bytes a second of at least 64KiB, e.g. 50MiB/s", s)
+	}
+	return n, nil
+}
+
+// copying runs a copy and answers with a stream of its progress, at most
+// one event a second, then the volume or the error. An error before any
+// progress is a plain answer.
+func (s *Server) copying(w http.ResponseWriter, r *http.Request, run func(progress func(done, total int64)) (store.Volume, error)) error {
+	// Progress goes out while an import's body still comes in.
+	if rc := reqInfoOf(r).rc; rc != nil {
+		rc.EnableFullDuplex()
+	}
+	st := &stream{w: w}
+	var last time.Time
+	v, err := run(func(done, total int64) {
+		if now := time.Now(); now.Sub(last) >= time.Second {
+			last = now
+			st.send(wire.VolumeEvent{Type: wire.VolumeProgress, Done: done, Total: total})
+		}
+	})
+	st.mu.Lock()
+	started := st.started
+	st.mu.Unlock()
+	if err != nil && !started {
+		return err
+	}
+	if err != nil {
+		st.send(wire.VolumeEvent{Type: wire.VolumeError, Error: s.wireError(r, err)})
+		return &streamedError{s.toError(r, err)}
+	}
+	out := s.volumeOut(r, v)
+	st.send(wire.VolumeEvent{Type: wire.VolumeDone, Volume: &out})
+	return nil
+}
+
+// importVolume makes a new volume from an exported stream, the body.
+func (s *Server) importVolume(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Volumes == nil {
+		return errNoVolumes
+	}
+	q := r.URL.Query()
+	size, err := volume.ParseSize(q.Get("size"))
+	if err != nil {
+		return err
+	}
+	var rate int64
+	if q.Get("rate") != "" {
+		if rate, err = parseRate(q.Get("rate")); err != nil {
+			return err
+		}
+	}
+	if _, err := s.st.GetApp(r.Context(), r.PathValue("app")); err != nil {
+		return err
+	}
+	// The stream holds the files and their headers: a little more than
+	// the volume's size.
+	body := http.MaxBytesReader(w, r.Body, size+size/8+64<<20)
+	return s.copying(w, r, func(progress func(done, total int64)) (store.Volume, error) {
+		return s.cfg.Volumes.Import(r.Context(), r.PathValue("app"), r.PathValue("volume"), size, body, rate, func(n int64) { progress(n, 0) })
+	})
+}
+
+// exportSnapshot streams a snapshot's content and checksum manifest.
+func (s *Server) exportSnapshot(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.appVolume(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cfg.Volumes.Snapshots(r.Context(), v.Name); err != nil {
+		return err
+	}
+	cw := &countingWriter{w: w, header: func() {
+		w.Header().Set("Content-Type", "application/x-tar")
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", v.Name+".tar"))
+	}}
+	if err := s.cfg.Volumes.Export(r.Context(), v.Name, r.PathValue("snapshot"), cw); err != nil {
+		if cw.n == 0 {
+			return err
+		}
+		// Cut short mid-stream: the client sees a stream without its
+		// manifest, which import refuses.
+		s.log.Warn("export of a snapshot cut short", "volume", v.Name, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// countingWriter sets the headers before the first byte and counts bytes.
+type countingWriter struct {
+	w      io.Writer
+	header func()
+	n      int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.n == 0 && c.header != nil {
+		c.header()
+		c.header = nil
+	}
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (s *Server) verifySnapshot(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.appVolume(r)
+	if err != nil {
+		return err
+	}
+	sn, err := s.cfg.Volumes.Verify(r.Context(), v.Name, r.PathValue("snapshot"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, snapshotOut(sn))
+}
+
+func (s *Server) backupOut(r *http.Request, b store.BackupSchedule) wire.BackupSchedule {
+	out := wire.BackupSchedule{Volume: b.Volume, App: b.App, Every: b.Every.String(), Keep: b.Keep, VerifyRestore: b.VerifyRestore,
+		LastRun: b.LastRun, LastSuccess: b.LastSuccess, LastError: b.LastError, NextRun: b.LastRun.Add(b.Every)}
+	if b.LastRun.IsZero() {
+		out.NextRun = s.now()
+	}
+	if snaps, err := s.cfg.Volumes.Snapshots(r.Context(), b.Volume); err == nil {
+		for _, sn := range snaps {
+			if sn.Backup {
+				out.Backups++
+			}
+		}
+	}
+	return out
+}
+
+// listBackups lists the backup schedules of every app the caller may read.
+func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Volumes == nil {
+		return errNoVolumes
+	}
+	list, err := s.cfg.Volumes.Schedules(r.Context(), r.URL.Query().Get("app"))
+	if err != nil {
+		return err
+	}
+	pol, p := s.cfg.Authz.Policy(), principal(r)
+	out := []wire.BackupSchedule{}
+	for _, b := range list {
+		if pol.Visible(p, b.App) {
+			out = append(out, s.backupOut(r, b))
+		}
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) scheduleBackups(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.appVolume(r)
+	if err != nil {
+		return err
+	}
+	var req wire.ScheduleRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	every, err := time.ParseDuration(req.Every)
+	if err != nil {
+		return invalid("every %q: give a duration such as 6h or 30m", req.Every)
+	}
+	b, err := s.cfg.Volumes.Schedule(r.Context(), v.Name, every, req.Keep, req.VerifyRestore)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.backupOut(r, b))
+}
+
+func (s *Server) unscheduleBackups(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.appVolume(r)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Volumes.Unschedule(r.Context(), v.Name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// backupNow takes a verified backup at once, under the volume's schedule's
+// retention if it has one.
+func (s *Server) backupNow(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.appVolume(r)
+	if err != nil {
+		return err
+	}
+	keep, verifyRestore := 0, false
+	list, err := s.cfg.Volumes.Schedules(r.Context(), v.App)
+	if err != nil {
+		return err
+	}
+	for _, b := range list {
+		if b.Volume == v.Name {
+			keep, verifyRestore = b.Keep, b.VerifyRestore
+		}
+	}
+	sn, err := s.cfg.Volumes.Backup(r.Context(), v.Name, keep, verifyRestore)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, snapshotOut(sn))
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -39,7 +40,7 @@ at a time.`,
 	e.addJSON(list)
 	cmd.AddCommand(list, e.volumesCreateCmd(), e.volumesShowCmd(), e.volumesAttachCmd(), e.volumesDetachCmd(),
 		e.volumesResizeCmd(), e.volumesSnapshotCmd(), e.volumesSnapshotsCmd(), e.volumesRestoreCmd(),
-		e.volumesCloneCmd(), e.volumesDeleteCmd())
+		e.volumesCloneCmd(), e.volumesDeleteCmd(), e.volumesVerifyCmd(), e.volumesExportCmd(), e.volumesImportCmd())
 	return cmd
 }
 
@@ -240,6 +241,11 @@ func (e *env) volumesSnapshotCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(e.stdout, sn.ID)
+			if sn.Checksum != "" {
+				fmt.Fprintf(e.stderr, "Content checksum %s: `paddock volumes verify %s %s` checks it.\n", sn.Checksum, args[0], sn.ID)
+			} else {
+				fmt.Fprintf(e.stderr, "The snapshot's content could not be read for a checksum: it cannot be verified (the server log says why).\n")
+			}
 			return nil
 		}),
 	}
@@ -260,9 +266,16 @@ func (e *env) volumesSnapshotsCmd() *cobra.Command {
 			if e.jsonOut {
 				return e.printJSON(list)
 			}
-			tw := e.table("ID", "NAME", "SIZE", "CREATED")
+			tw := e.table("ID", "NAME", "SIZE", "CREATED", "VERIFIED", "CHECKSUM")
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.ID, s.Name, bytesHuman(s.Size), s.CreatedAt.Local().Format(time.DateTime))
+				name, verified := s.Name, "never"
+				if s.Backup {
+					name = "(backup)"
+				}
+				if !s.VerifiedAt.IsZero() {
+					verified = s.VerifiedAt.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, name, bytesHuman(s.Size), s.CreatedAt.Local().Format(time.DateTime), verified, s.Checksum)
 			}
 			return tw.Flush()
 		}),
@@ -272,16 +285,32 @@ func (e *env) volumesSnapshotsCmd() *cobra.Command {
 }
 
 func (e *env) volumesRestoreCmd() *cobra.Command {
-	var to string
+	var to, rate string
 	cmd := &cobra.Command{
 		Use:   "restore NAME SNAPSHOT [--to NEW]",
 		Short: "Bring a volume back to a snapshot, or restore it into a new volume",
 		Long: `Restore fills a new volume with the snapshot and only then swaps it in: a
 crash in between leaves the old data. A volume in use must be stopped first
-(scale its process to 0), or restored --to a new volume.`,
+(scale its process to 0), or restored --to a new volume.
+
+Where the storage can (btrfs), a restore takes no time and copies nothing.
+With --rate, the snapshot's files are copied into the new volume at most
+that fast, so that the copy leaves the disk to the apps that run, and the
+copy is checked against the snapshot's checksum manifest before the swap.`,
 		Args: cobra.ExactArgs(2),
 		RunE: e.withVolume(func(cmd *cobra.Command, c *client.Client, app string, args []string) error {
-			v, err := c.RestoreVolume(cmd.Context(), app, args[0], args[1], to)
+			var v wire.Volume
+			var err error
+			switch {
+			case rate != "" && to != "":
+				return errors.New("--rate copies in place; restore --to a new volume without it, or clone then import")
+			case rate != "":
+				p := e.progress("copied")
+				v, err = c.RestoreVolumeCopy(cmd.Context(), app, args[0], args[1], rate, p.update)
+				p.done()
+			default:
+				v, err = c.RestoreVolume(cmd.Context(), app, args[0], args[1], to)
+			}
 			if err != nil {
 				return err
 			}
@@ -290,6 +319,7 @@ crash in between leaves the old data. A volume in use must be stopped first
 		}),
 	}
 	cmd.Flags().StringVar(&to, "to", "", "restore into a new volume of this name, leaving the volume as it is")
+	cmd.Flags().StringVar(&rate, "rate", "", `copy at most this fast, e.g. "50MiB/s"`)
 	return cmd
 }
 

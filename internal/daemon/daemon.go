@@ -308,8 +308,18 @@ func Run(ctx context.Context, cfg Config) error {
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); svc.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		vols.svc.RunBackups(ctx, time.Minute, func(app, msg string) {
+			e := store.Event{App: app, Time: time.Now().UTC(), Message: msg}
+			if err := st.AddEvent(context.WithoutCancel(ctx), e); err != nil {
+				log.Warn("record event", "app", app, "err", err)
+			}
+			log.Info(msg, "app", app)
+		})
+	}()
 	go func() { defer wg.Done(); rtr.supervise(ctx) }()
 	serveErr := make(chan error, 1)
 	go func() {

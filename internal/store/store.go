@@ -97,6 +97,26 @@ type Snapshot struct {
 	CSIID     string    `json:"-"` // the plugin's snapshot ID
 	Size      int64     `json:"size"`
 	CreatedAt time.Time `json:"created_at"`
+	// Checksum is the SHA-256 of the snapshot's content manifest (every
+	// file's path, mode, size and SHA-256), taken when it was made; ""
+	// when none could be.
+	Checksum string `json:"checksum,omitempty"`
+	// VerifiedAt is when the content last matched Checksum.
+	VerifiedAt time.Time `json:"verified_at,omitzero"`
+	Backup     bool      `json:"backup,omitempty"` // made by a backup schedule, which prunes it
+}
+
+// BackupSchedule takes a volume's snapshots every Every and keeps the
+// newest Keep of them; a backup counts once it is verified.
+type BackupSchedule struct {
+	Volume        string        `json:"volume"`
+	App           string        `json:"app"`
+	Every         time.Duration `json:"every"`
+	Keep          int           `json:"keep"`
+	VerifyRestore bool          `json:"verify_restore,omitempty"` // also restore each into a scratch volume and compare
+	LastRun       time.Time     `json:"last_run,omitzero"`
+	LastSuccess   time.Time     `json:"last_success,omitzero"`
+	LastError     string        `json:"last_error,omitempty"` // of the last run; "" when it succeeded
 }
 
 // DataKey is a key that seals secrets, kept only wrapped by the
@@ -267,6 +287,17 @@ type Store interface {
 	GetSnapshot(ctx context.Context, id string) (Snapshot, error)
 	ListSnapshots(ctx context.Context, volume string) ([]Snapshot, error)
 	DeleteSnapshot(ctx context.Context, id string) error
+	// UpdateSnapshot replaces a snapshot's record with what fn makes of it
+	// (its checksum and verification), in one transaction.
+	UpdateSnapshot(ctx context.Context, id string, fn func(Snapshot) (Snapshot, error)) (Snapshot, error)
+
+	// PutBackupSchedule creates or replaces a volume's backup schedule.
+	PutBackupSchedule(ctx context.Context, b BackupSchedule) error
+	// ListBackupSchedules returns app's schedules, or all when app is "".
+	ListBackupSchedules(ctx context.Context, app string) ([]BackupSchedule, error)
+	// DeleteBackupSchedule removes a volume's schedule; ErrNotFound if
+	// it has none.
+	DeleteBackupSchedule(ctx context.Context, volume string) error
 
 	// DataKeys returns every data key.
 	DataKeys(ctx context.Context) ([]DataKey, error)

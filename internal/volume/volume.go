@@ -152,26 +152,13 @@ func (s *Service) Create(ctx context.Context, app, name string, size int64) (sto
 // create asks the plugin for a volume, from source if not nil, and records
 // it.
 func (s *Service) create(ctx context.Context, a store.App, name string, size int64, source *csi.VolumeContentSource) (store.Volume, error) {
-	params, err := s.owner(a)
+	// The plugin's name is unique per request, so that a retried create
+	// is the same volume and a new one of an old name is another.
+	vol, err := s.csiVolume(ctx, a, name, size, source)
 	if err != nil {
 		return store.Volume{}, err
 	}
-	// The plugin's name is unique per request, so that a retried create
-	// is the same volume and a new one of an old name is another.
-	resp, err := s.cfg.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
-		Name:                newID("pdk-" + name + "-"),
-		CapacityRange:       &csi.CapacityRange{RequiredBytes: size},
-		VolumeCapabilities:  []*csi.VolumeCapability{capability},
-		Parameters:          params,
-		VolumeContentSource: source,
-	})
-	if err != nil {
-		return store.Volume{}, pluginError("create volume "+name, err)
-	}
-	v := store.Volume{Name: name, App: a.Name, Size: resp.Volume.CapacityBytes, CSIID: resp.Volume.VolumeId, CreatedAt: s.cfg.Now().UTC()}
-	if v.Size < size {
-		v.Size = size
-	}
+	v := store.Volume{Name: name, App: a.Name, Size: max(vol.CapacityBytes, size), CSIID: vol.VolumeId, CreatedAt: s.cfg.Now().UTC()}
 	if err := s.st.CreateVolume(ctx, v); err != nil {
 		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: v.CSIID})
 		return store.Volume{}, err
@@ -340,17 +327,27 @@ func (s *Service) Snapshot(ctx context.Context, name, label string) (store.Snaps
 	if err != nil {
 		return store.Snapshot{}, err
 	}
+	return s.snapshotOf(ctx, v, label, false)
+}
+
+// snapshotOf takes a snapshot of v and records it with the checksum of
+// its content.
+func (s *Service) snapshotOf(ctx context.Context, v store.Volume, label string, backup bool) (store.Snapshot, error) {
+	a, err := s.st.GetApp(ctx, v.App)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
 	id := newID("snap-")
 	resp, err := s.cfg.Controller.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{SourceVolumeId: v.CSIID, Name: "pdk-" + id})
 	if err != nil {
-		return store.Snapshot{}, pluginError("snapshot volume "+name, err)
+		return store.Snapshot{}, pluginError("snapshot volume "+v.Name, err)
 	}
-	sn := store.Snapshot{ID: id, Volume: name, Name: label, CSIID: resp.Snapshot.SnapshotId, Size: resp.Snapshot.SizeBytes, CreatedAt: s.cfg.Now().UTC()}
+	sn := store.Snapshot{ID: id, Volume: v.Name, Name: label, CSIID: resp.Snapshot.SnapshotId, Size: resp.Snapshot.SizeBytes, CreatedAt: s.cfg.Now().UTC(), Backup: backup}
 	if err := s.st.AddSnapshot(ctx, sn); err != nil {
 		s.cfg.Controller.DeleteSnapshot(context.WithoutCancel(ctx), &csi.DeleteSnapshotRequest{SnapshotId: sn.CSIID})
 		return store.Snapshot{}, err
 	}
-	return sn, nil
+	return s.sum(ctx, a, v, sn), nil
 }
 
 // Snapshots lists a volume's snapshots, oldest first.
@@ -437,38 +434,15 @@ func (s *Service) Restore(ctx context.Context, volume, ref string, inUse func(st
 	if inUse != nil && inUse(v) {
 		return v, fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first, or restore to a new volume with --to", ErrInUse, volume, v.App, v.Process)
 	}
-	sn, err := s.snapshot(ctx, volume, ref)
+	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
 		return v, err
 	}
-	a, err := s.st.GetApp(ctx, v.App)
+	vol, err := s.csiVolume(ctx, a, volume, v.Size, snapshotSource(sn))
 	if err != nil {
 		return v, err
 	}
-	params, err := s.owner(a)
-	if err != nil {
-		return v, err
-	}
-	resp, err := s.cfg.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
-		Name: newID("pdk-" + volume + "-"), CapacityRange: &csi.CapacityRange{RequiredBytes: v.Size},
-		VolumeCapabilities: []*csi.VolumeCapability{capability}, Parameters: params, VolumeContentSource: snapshotSource(sn),
-	})
-	if err != nil {
-		return v, pluginError("restore volume "+volume, err)
-	}
-	old := v.CSIID
-	v, err = s.st.UpdateVolume(ctx, volume, func(v store.Volume) (store.Volume, error) {
-		v.CSIID = resp.Volume.VolumeId
-		return v, nil
-	})
-	if err != nil {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId})
-		return v, err
-	}
-	if _, err := s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: old}); err != nil {
-		s.log.Warn("delete the data a restore replaced", "volume", volume, "err", err)
-	}
-	return v, nil
+	return s.swap(ctx, volume, vol.VolumeId)
 }
 
 // Delete deletes a volume and its data. An attached volume, or one with

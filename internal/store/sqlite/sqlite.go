@@ -183,6 +183,19 @@ var schema = []string{
 		seals INTEGER NOT NULL,
 		created_at INTEGER NOT NULL
 	)`,
+	`ALTER TABLE snapshots ADD COLUMN checksum TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE snapshots ADD COLUMN verified_at INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE snapshots ADD COLUMN backup INTEGER NOT NULL DEFAULT 0`,
+	`CREATE TABLE backup_schedules (
+		volume TEXT PRIMARY KEY REFERENCES volumes(name) ON DELETE CASCADE,
+		app TEXT NOT NULL,
+		every_ms INTEGER NOT NULL,
+		keep INTEGER NOT NULL,
+		verify_restore INTEGER NOT NULL,
+		last_run INTEGER NOT NULL,
+		last_success INTEGER NOT NULL,
+		last_error TEXT NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

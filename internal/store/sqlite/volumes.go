@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"paddock.dev/paddock/internal/store"
 )
@@ -86,20 +87,31 @@ func (s *DB) DeleteVolume(ctx context.Context, name string) error {
 	return nil
 }
 
-const snapshotCols = `id, volume, name, csi_id, size, created_at`
+const snapshotCols = `id, volume, name, csi_id, size, created_at, checksum, verified_at, backup`
 
 func scanSnapshot(r scanner) (store.Snapshot, error) {
 	var sn store.Snapshot
-	var created int64
-	err := r.Scan(&sn.ID, &sn.Volume, &sn.Name, &sn.CSIID, &sn.Size, &created)
+	var created, verified int64
+	err := r.Scan(&sn.ID, &sn.Volume, &sn.Name, &sn.CSIID, &sn.Size, &created, &sn.Checksum, &verified, &sn.Backup)
 	sn.CreatedAt = fromMS(created)
+	if verified != 0 {
+		sn.VerifiedAt = fromMS(verified)
+	}
 	return sn, err
+}
+
+// msOrZero is ms, with 0 for the zero time.
+func msOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return ms(t)
 }
 
 // AddSnapshot records a snapshot of a volume.
 func (s *DB) AddSnapshot(ctx context.Context, sn store.Snapshot) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots(`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-		sn.ID, sn.Volume, sn.Name, sn.CSIID, sn.Size, ms(sn.CreatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO snapshots(`+snapshotCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		sn.ID, sn.Volume, sn.Name, sn.CSIID, sn.Size, ms(sn.CreatedAt), sn.Checksum, msOrZero(sn.VerifiedAt), sn.Backup)
 	switch {
 	case isUnique(err):
 		return fmt.Errorf("snapshot %q: %w", sn.ID, store.ErrExists)
@@ -109,13 +121,82 @@ func (s *DB) AddSnapshot(ctx context.Context, sn store.Snapshot) error {
 	return err
 }
 
-// GetSnapshot returns a snapshot by ID.
-func (s *DB) GetSnapshot(ctx context.Context, id string) (store.Snapshot, error) {
-	sn, err := scanSnapshot(s.db.QueryRowContext(ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE id = ?`, id))
+func getSnapshot(ctx context.Context, q querier, id string) (store.Snapshot, error) {
+	sn, err := scanSnapshot(q.QueryRowContext(ctx, `SELECT `+snapshotCols+` FROM snapshots WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return sn, notFound("snapshot", id)
 	}
 	return sn, err
+}
+
+// UpdateSnapshot replaces a snapshot's checksum and verification time
+// with what fn makes of them; nothing else of a snapshot changes.
+func (s *DB) UpdateSnapshot(ctx context.Context, id string, fn func(store.Snapshot) (store.Snapshot, error)) (store.Snapshot, error) {
+	var sn store.Snapshot
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		cur, err := getSnapshot(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if sn, err = fn(cur); err != nil {
+			return err
+		}
+		checksum, verified := sn.Checksum, sn.VerifiedAt
+		sn = cur
+		sn.Checksum, sn.VerifiedAt = checksum, verified
+		_, err = tx.ExecContext(ctx, `UPDATE snapshots SET checksum = ?, verified_at = ? WHERE id = ?`, checksum, msOrZero(verified), id)
+		return err
+	})
+	return sn, err
+}
+
+const backupCols = `volume, app, every_ms, keep, verify_restore, last_run, last_success, last_error`
+
+func scanBackup(r scanner) (store.BackupSchedule, error) {
+	var b store.BackupSchedule
+	var every, run, success int64
+	err := r.Scan(&b.Volume, &b.App, &every, &b.Keep, &b.VerifyRestore, &run, &success, &b.LastError)
+	b.Every = time.Duration(every) * time.Millisecond
+	if run != 0 {
+		b.LastRun = fromMS(run)
+	}
+	if success != 0 {
+		b.LastSuccess = fromMS(success)
+	}
+	return b, err
+}
+
+// PutBackupSchedule creates or replaces a volume's backup schedule.
+func (s *DB) PutBackupSchedule(ctx context.Context, b store.BackupSchedule) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO backup_schedules(`+backupCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		b.Volume, b.App, b.Every.Milliseconds(), b.Keep, b.VerifyRestore, msOrZero(b.LastRun), msOrZero(b.LastSuccess), b.LastError)
+	if isForeignKey(err) {
+		return notFound("volume", b.Volume)
+	}
+	return err
+}
+
+// ListBackupSchedules returns app's backup schedules, or every one when
+// app is "".
+func (s *DB) ListBackupSchedules(ctx context.Context, app string) ([]store.BackupSchedule, error) {
+	return queryAll(ctx, s.db, `SELECT `+backupCols+` FROM backup_schedules WHERE ? = '' OR app = ? ORDER BY volume`, scanBackup, app, app)
+}
+
+// DeleteBackupSchedule removes a volume's backup schedule.
+func (s *DB) DeleteBackupSchedule(ctx context.Context, volume string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM backup_schedules WHERE volume = ?`, volume)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("backup schedule of volume", volume)
+	}
+	return nil
+}
+
+// GetSnapshot returns a snapshot by ID.
+func (s *DB) GetSnapshot(ctx context.Context, id string) (store.Snapshot, error) {
+	return getSnapshot(ctx, s.db, id)
 }
 
 // ListSnapshots returns a volume's snapshots, oldest first.

@@ -521,11 +521,49 @@ func testVolumes(t *testing.T, s store.Store) {
 	if list, err := s.ListSnapshots(ctx, "data"); err != nil || len(list) != 1 || list[0] != sn {
 		t.Errorf("ListSnapshots: %+v, %v", list, err)
 	}
+	verified := now.Add(time.Minute)
+	upd, err := s.UpdateSnapshot(ctx, "snap-1", func(sn store.Snapshot) (store.Snapshot, error) {
+		sn.Checksum, sn.VerifiedAt, sn.Name, sn.Size = "sha256:ab", verified, "renamed", 99
+		return sn, nil
+	})
+	if err != nil || upd.Checksum != "sha256:ab" || upd.Name != "before" {
+		t.Errorf("UpdateSnapshot: %+v, %v", upd, err)
+	}
+	if got, err := s.GetSnapshot(ctx, "snap-1"); err != nil || got.Checksum != "sha256:ab" || !got.VerifiedAt.Equal(verified) || got.Size != 5 || got.Name != "before" {
+		t.Errorf("GetSnapshot after UpdateSnapshot (only checksum and verification change): %+v, %v", got, err)
+	}
+	if _, err := s.UpdateSnapshot(ctx, "nope", func(sn store.Snapshot) (store.Snapshot, error) { return sn, nil }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UpdateSnapshot of a missing snapshot: got %v, want ErrNotFound", err)
+	}
+	b := store.BackupSchedule{Volume: "data", App: "a", Every: 6 * time.Hour, Keep: 28, VerifyRestore: true}
+	if err := s.PutBackupSchedule(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutBackupSchedule(ctx, store.BackupSchedule{Volume: "nope", App: "a", Every: time.Hour, Keep: 1}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a schedule of a missing volume: got %v, want ErrNotFound", err)
+	}
+	b.LastRun, b.LastSuccess, b.LastError = verified, now, "snapshot failed"
+	if err := s.PutBackupSchedule(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListBackupSchedules(ctx, "a"); err != nil || len(list) != 1 || list[0].Every != 6*time.Hour || list[0].Keep != 28 ||
+		!list[0].VerifyRestore || !list[0].LastRun.Equal(verified) || list[0].LastError != "snapshot failed" {
+		t.Errorf("ListBackupSchedules: %+v, %v", list, err)
+	}
+	if list, err := s.ListBackupSchedules(ctx, "other"); err != nil || len(list) != 0 {
+		t.Errorf("ListBackupSchedules of another app: %+v, %v", list, err)
+	}
 	if err := s.DeleteSnapshot(ctx, "snap-1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteVolume(ctx, "data"); err != nil {
 		t.Fatal(err)
+	}
+	if list, err := s.ListBackupSchedules(ctx, ""); err != nil || len(list) != 0 {
+		t.Errorf("a deleted volume's schedule is still listed: %+v, %v", list, err)
+	}
+	if err := s.DeleteBackupSchedule(ctx, "data"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteBackupSchedule of none: got %v, want ErrNotFound", err)
 	}
 	if list, err := s.ListVolumes(ctx, ""); err != nil || len(list) != 0 {
 		t.Errorf("ListVolumes after delete: %+v, %v", list, err)
