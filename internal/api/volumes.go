@@ -39,7 +39,7 @@ type Volumes interface {
 	Schedule(ctx context.Context, volume string, every time.Duration, keep int, verifyRestore bool) (store.BackupSchedule, error)
 	Unschedule(ctx context.Context, volume string) error
 	Schedules(ctx context.Context, app string) ([]store.BackupSchedule, error)
-	Backup(ctx context.Context, volume string, keep int, verifyRestore bool) (store.Snapshot, error)
+	BackupNow(ctx context.Context, volume string) (store.Snapshot, error)
 }
 
 // errNoVolumes answers the volume routes of a server without a volume
@@ -296,6 +296,9 @@ func (s *Server) copying(w http.ResponseWriter, r *http.Request, run func(progre
 	// Progress goes out while an import's body still comes in.
 	if rc := reqInfoOf(r).rc; rc != nil {
 		rc.EnableFullDuplex()
+		// A body left unread would race the server's read of the next
+		// request (golang/go#68560): close it when done.
+		defer r.Body.Close()
 	}
 	st := &stream{w: w}
 	var last time.Time
@@ -475,17 +478,7 @@ func (s *Server) backupNow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	keep, verifyRestore := 0, false
-	list, err := s.cfg.Volumes.Schedules(r.Context(), v.App)
-	if err != nil {
-		return err
-	}
-	for _, b := range list {
-		if b.Volume == v.Name {
-			keep, verifyRestore = b.Keep, b.VerifyRestore
-		}
-	}
-	sn, err := s.cfg.Volumes.Backup(r.Context(), v.Name, keep, verifyRestore)
+	sn, err := s.cfg.Volumes.BackupNow(r.Context(), v.Name)
 	if err != nil {
 		return err
 	}

@@ -423,20 +423,45 @@ func (s *Service) backupsDue(ctx context.Context, event func(app, msg string)) {
 		if !b.LastRun.IsZero() && now.Sub(b.LastRun) >= 2*b.Every {
 			event(b.App, fmt.Sprintf("backup of volume %s missed: the last ran %s ago, and one is due every %s", b.Volume, now.Sub(b.LastRun).Round(time.Second), b.Every))
 		}
-		sn, err := s.Backup(ctx, b.Volume, b.Keep, b.VerifyRestore)
-		if ctx.Err() != nil {
+		sn, err := s.scheduled(ctx, b)
+		switch {
+		case ctx.Err() != nil:
 			return
-		}
-		b.LastRun, b.LastError = now, ""
-		if err != nil {
-			b.LastError = err.Error()
+		case err != nil:
 			event(b.App, fmt.Sprintf("backup of volume %s FAILED: %v", b.Volume, err))
-		} else {
-			b.LastSuccess = s.cfg.Now().UTC()
+		default:
 			event(b.App, fmt.Sprintf("backup of volume %s taken and verified: snapshot %s, %s", b.Volume, sn.ID, sn.Checksum))
 		}
-		if err := s.st.PutBackupSchedule(ctx, b); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.log.Warn("record a backup run", "volume", b.Volume, "err", err)
+	}
+}
+
+// scheduled takes a backup under its schedule and records the run.
+func (s *Service) scheduled(ctx context.Context, b store.BackupSchedule) (store.Snapshot, error) {
+	b.LastRun = s.cfg.Now().UTC()
+	sn, err := s.Backup(ctx, b.Volume, b.Keep, b.VerifyRestore)
+	b.LastError = ""
+	if err != nil {
+		b.LastError = err.Error()
+	} else {
+		b.LastSuccess = s.cfg.Now().UTC()
+	}
+	if perr := s.st.PutBackupSchedule(context.WithoutCancel(ctx), b); perr != nil && !errors.Is(perr, store.ErrNotFound) {
+		s.log.Warn("record a backup run", "volume", b.Volume, "err", perr)
+	}
+	return sn, err
+}
+
+// BackupNow takes a backup of a volume at once: under its schedule, whose
+// retention it follows and which records it, if it has one.
+func (s *Service) BackupNow(ctx context.Context, volume string) (store.Snapshot, error) {
+	v, err := s.st.GetVolume(ctx, volume)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	for _, b := range s.schedules(ctx, v.App) {
+		if b.Volume == volume {
+			return s.scheduled(ctx, b)
 		}
 	}
+	return s.Backup(ctx, volume, 0, false)
 }

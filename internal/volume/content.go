@@ -286,8 +286,11 @@ func readStream(ctx context.Context, r io.Reader, dir string, uid, gid int, limi
 			return m, bad("the entry %q is of a kind a volume does not hold", hdr.Name)
 		}
 		if err != nil {
-			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			switch {
+			case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
 				return m, fmt.Errorf("%w: the volume is full at %s: give a larger --size", ErrInvalid, rel)
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				return m, bad("it is cut short in %s", rel)
 			}
 			return m, fmt.Errorf("write %s: %w", rel, err)
 		}
