@@ -235,3 +235,52 @@ func TestVolumeBackups(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRestoreSurvivesACrash: a server killed in the middle of a restore
+// leaves the volume's old data, and cleans up the half-made copy at its
+// next start.
+func TestRestoreSurvivesACrash(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("volumes", "create", "shop-data", "--app", "shop", "--size", "64MiB")
+	p.MustRun("volumes", "attach", "shop-data", "shop", "--process", "web", "--path", "data")
+	deployVolumeApp(t, p, "shop", "PADDOCK_VOLUME_SHOP_DATA", `[ -e $d/blob ] || head -c 8388608 /dev/urandom > $d/blob`)
+	waitLogged(t, p, "shop", "starts=1")
+	p.MustRun("volumes", "snapshot", "shop-data", "--name", "one-start")
+	p.MustRun("config", "set", "shop", "N=1")
+	waitLogged(t, p, "shop", "starts=2")
+	p.MustRun("scale", "shop", "web=0")
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if rows := ps(t, p, "shop"); len(rows) != 0 {
+			return fmt.Errorf("%d instances still run", len(rows))
+		}
+		return nil
+	})
+
+	// 8 MiB at 512 KiB/s: 16 s; the server dies after 2.
+	done := make(chan string, 1)
+	go func() {
+		_, errOut, _ := p.Run("volumes", "restore", "shop-data", "one-start", "--rate", "512KiB/s")
+		done <- errOut
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if matches, _ := filepath.Glob(filepath.Join(p.Data, "volumes", "published", "scratch-*")); len(matches) < 2 {
+			return fmt.Errorf("the copy has not started: %v", matches)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second)
+	p.Kill()
+	if errOut := <-done; !strings.Contains(errOut, "copied") {
+		t.Errorf("the restore showed no progress before the crash:\n%s", errOut)
+	}
+	p.Up()
+	p.MustRun("scale", "shop", "web=1")
+	waitLogged(t, p, "shop", "starts=3")
+	if !strings.Contains(p.ServerLog(), "deleting a volume no record names") {
+		t.Errorf("the half-made copy was not cleaned up at start:\n%s", p.ServerLog())
+	}
+	if matches, _ := filepath.Glob(filepath.Join(p.Data, "volumes", "published", "scratch-*")); len(matches) != 0 {
+		t.Errorf("scratch publications left: %v", matches)
+	}
+}

@@ -259,6 +259,11 @@ func Run(ctx context.Context, cfg Config) error {
 			ids[in.ID] = true
 		}
 		vols.svc.Unpublished(ctx, ids)
+		if vols.plugin != nil {
+			if err := vols.svc.Orphans(ctx); err != nil {
+				log.Warn("delete what a crash left in the storage pool", "err", err)
+			}
+		}
 	}
 	svc, err := deploy.New(deploy.Config{
 		Store: st, Runtime: rt, Volumes: vols.svc, Router: &rtr.client, Artifacts: artifacts,

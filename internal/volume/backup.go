@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,10 +50,20 @@ func (s *Service) scratch(ctx context.Context, id string) (string, func(), error
 		return "", nil, err
 	}
 	target := filepath.Join(dir, "volume")
+	// A record as an instance's publication has, so that a crash's
+	// leftovers are taken back at the next start (Unpublished).
+	b, err := json.Marshal(published{VolumeID: id})
+	if err == nil {
+		err = os.WriteFile(target+".json", b, 0o600)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
 	if _, err := s.cfg.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
 		VolumeId: id, TargetPath: target, VolumeCapability: capability,
 	}); err != nil {
-		os.Remove(dir)
+		os.RemoveAll(dir) // nothing is mounted there
 		return "", nil, pluginError("publish a scratch volume", err)
 	}
 	return target, func() {
@@ -61,6 +72,7 @@ func (s *Service) scratch(ctx context.Context, id string) (string, func(), error
 			s.log.Warn("unpublish a scratch volume", "dir", dir, "err", err)
 			return
 		}
+		os.Remove(target + ".json")
 		os.Remove(dir)
 	}, nil
 }

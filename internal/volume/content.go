@@ -277,11 +277,13 @@ func readStream(ctx context.Context, r io.Reader, dir string, uid, gid int, limi
 			if total+hdr.Size > limit {
 				return m, fmt.Errorf("%w: the stream holds more than the volume's %s: give a larger --size", ErrInvalid, human(limit))
 			}
-			e.Size, e.SHA256, err = writeFile(ctx, root, rel, e.Mode, tr, hdr.Size, buf, pace)
+			base := total
+			e.Size, e.SHA256, err = writeFile(ctx, root, rel, e.Mode, tr, hdr.Size, buf, pace, func(n int64) {
+				if progress != nil {
+					progress(base + n)
+				}
+			})
 			total += e.Size
-			if progress != nil {
-				progress(total)
-			}
 		default:
 			return m, bad("the entry %q is of a kind a volume does not hold", hdr.Name)
 		}
@@ -316,13 +318,13 @@ func readStream(ctx context.Context, r io.Reader, dir string, uid, gid int, limi
 
 // writeFile writes size bytes from r to a new file name in root and
 // returns their count and SHA-256.
-func writeFile(ctx context.Context, root *os.Root, name string, mode fs.FileMode, r io.Reader, size int64, buf []byte, pace *pacer) (int64, string, error) {
+func writeFile(ctx context.Context, root *os.Root, name string, mode fs.FileMode, r io.Reader, size int64, buf []byte, pace *pacer, progress func(int64)) (int64, string, error) {
 	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
 		return 0, "", err
 	}
 	h := sha256.New()
-	var w io.Writer = io.MultiWriter(f, h)
+	var w io.Writer = &countWriter{w: io.MultiWriter(f, h), progress: progress}
 	if pace != nil {
 		w = pacedWriter{ctx, w, pace}
 	}
@@ -334,6 +336,20 @@ func writeFile(ctx context.Context, root *os.Root, name string, mode fs.FileMode
 		err = cerr
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), err
+}
+
+// countWriter tells progress the bytes written so far.
+type countWriter struct {
+	w        io.Writer
+	n        int64
+	progress func(int64)
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	c.progress(c.n)
+	return n, err
 }
 
 // pacer holds a copy to a rate, in bytes a second, from its first byte.

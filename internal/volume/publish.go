@@ -145,3 +145,62 @@ func (s *Service) InUse(v store.Volume) bool {
 	matches, _ := filepath.Glob(filepath.Join(s.cfg.PublishDir, "*", v.Name+".json"))
 	return len(matches) > 0
 }
+
+// Orphans deletes the plugin's volumes and snapshots that no record names:
+// what a crash left between the plugin making something and its record
+// (a restore, an import or a scratch copy cut short). Only for a plugin
+// that keeps nothing but Paddock's volumes.
+func (s *Service) Orphans(ctx context.Context) error {
+	known := map[string]bool{}
+	vols, err := s.st.ListVolumes(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		known[v.CSIID] = true
+		snaps, err := s.st.ListSnapshots(ctx, v.Name)
+		if err != nil {
+			return err
+		}
+		for _, sn := range snaps {
+			known[sn.CSIID] = true
+		}
+	}
+	var errs []error
+	token := ""
+	for {
+		resp, err := s.cfg.Controller.ListVolumes(ctx, &csi.ListVolumesRequest{StartingToken: token})
+		if err != nil {
+			return pluginError("list volumes", err)
+		}
+		for _, e := range resp.Entries {
+			if id := e.GetVolume().GetVolumeId(); id != "" && !known[id] {
+				s.log.Info("deleting a volume no record names, left by a crash", "csi_id", id)
+				if _, err := s.cfg.Controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+					errs = append(errs, pluginError("delete orphan volume "+id, err))
+				}
+			}
+		}
+		if token = resp.NextToken; token == "" {
+			break
+		}
+	}
+	for {
+		resp, err := s.cfg.Controller.ListSnapshots(ctx, &csi.ListSnapshotsRequest{StartingToken: token})
+		if err != nil {
+			return pluginError("list snapshots", err)
+		}
+		for _, e := range resp.Entries {
+			if id := e.GetSnapshot().GetSnapshotId(); id != "" && !known[id] {
+				s.log.Info("deleting a snapshot no record names, left by a crash", "csi_id", id)
+				if _, err := s.cfg.Controller.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id}); err != nil {
+					errs = append(errs, pluginError("delete orphan snapshot "+id, err))
+				}
+			}
+		}
+		if token = resp.NextToken; token == "" {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
