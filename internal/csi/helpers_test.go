@@ -21,14 +21,16 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// needRoot skips tests that mount and attach loop devices.
+// needRoot skips tests that mount and attach loop devices where they
+// cannot (not root). As root, btrfs must work: CI runs as root with
+// btrfs-progs installed (.ci/run), and a missing tool fails there.
 func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: loop devices and mounts")
 	}
 	if why := btrfsUnavailable(); why != "" {
-		t.Skip("btrfs cannot run here: " + why)
+		t.Fatal("btrfs cannot run here (install btrfs-progs: apt-get install btrfs-progs): " + why)
 	}
 }
 

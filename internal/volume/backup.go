@@ -195,8 +195,7 @@ func (s *Service) Import(ctx context.Context, app, name string, size int64, r io
 		return store.Volume{}, err
 	}
 	v := store.Volume{Name: name, App: app, Size: max(vol.CapacityBytes, size), CSIID: vol.VolumeId, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.st.CreateVolume(ctx, v); err != nil {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: v.CSIID})
+	if err := s.record(ctx, v); err != nil {
 		return store.Volume{}, err
 	}
 	return v, nil

@@ -30,6 +30,9 @@ type published struct {
 // and returns what the runtime binds, with the environment variable each
 // is named in.
 func (s *Service) Mounts(ctx context.Context, app, process, instance string) ([]runtime.Mount, error) {
+	if err := checkInstance(instance); err != nil {
+		return nil, err
+	}
 	vols, err := s.st.ListVolumes(ctx, app)
 	if err != nil {
 		return nil, err
@@ -49,10 +52,15 @@ func (s *Service) Mounts(ctx context.Context, app, process, instance string) ([]
 	return out, nil
 }
 
-func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {
+// checkInstance refuses an instance name that is not one folder's name.
+func checkInstance(instance string) error {
 	if strings.ContainsAny(instance, "/\x00") || instance == "" || instance == "." || instance == ".." {
-		return "", fmt.Errorf("instance %q", instance)
+		return fmt.Errorf("%w: instance %q", ErrInvalid, instance)
 	}
+	return nil
+}
+
+func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {
 	dir := filepath.Join(s.cfg.PublishDir, instance)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
@@ -76,6 +84,9 @@ func (s *Service) publish(ctx context.Context, v store.Volume, instance string) 
 
 // Unpublish takes back every volume published for instance.
 func (s *Service) Unpublish(ctx context.Context, instance string) error {
+	if err := checkInstance(instance); err != nil {
+		return err
+	}
 	dir := filepath.Join(s.cfg.PublishDir, instance)
 	recs, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {

@@ -159,11 +159,24 @@ func (s *Service) create(ctx context.Context, a store.App, name string, size int
 		return store.Volume{}, err
 	}
 	v := store.Volume{Name: name, App: a.Name, Size: max(vol.CapacityBytes, size), CSIID: vol.VolumeId, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.st.CreateVolume(ctx, v); err != nil {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: v.CSIID})
+	if err := s.record(ctx, v); err != nil {
 		return store.Volume{}, err
 	}
 	return v, nil
+}
+
+// record records a volume the plugin made, unless the size it made (a
+// plugin may round up) takes the app past its quota: then the plugin's
+// volume is deleted again.
+func (s *Service) record(ctx context.Context, v store.Volume) error {
+	err := s.checkQuota(ctx, v.App, v.Size, "")
+	if err == nil {
+		err = s.st.CreateVolume(ctx, v)
+	}
+	if err != nil {
+		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: v.CSIID})
+	}
+	return err
 }
 
 // owner returns the CreateVolume parameters that give the volume to the
@@ -178,6 +191,25 @@ func (s *Service) owner(a store.App) (map[string]string, error) {
 	}
 	id := strconv.FormatUint(uint64(uid), 10)
 	return map[string]string{"uid": id, "gid": id}, nil
+}
+
+// quotaLeft returns the bytes app may still have beside its volumes but
+// except; 0 when it has no quota.
+func (s *Service) quotaLeft(ctx context.Context, app, except string) (int64, error) {
+	if s.cfg.AppQuota == 0 {
+		return 0, nil
+	}
+	vols, err := s.st.ListVolumes(ctx, app)
+	if err != nil {
+		return 0, err
+	}
+	left := s.cfg.AppQuota
+	for _, v := range vols {
+		if v.Name != except {
+			left -= v.Size
+		}
+	}
+	return max(left, 1), nil
 }
 
 func (s *Service) checkQuota(ctx context.Context, app string, size int64, except string) error {
@@ -304,8 +336,13 @@ func (s *Service) Resize(ctx context.Context, name string, size int64) (store.Vo
 	if err := s.checkQuota(ctx, v.App, size, name); err != nil {
 		return v, err
 	}
+	// Within the quota even where the plugin rounds up.
+	limit, err := s.quotaLeft(ctx, v.App, name)
+	if err != nil {
+		return v, err
+	}
 	resp, err := s.cfg.Controller.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
-		VolumeId: v.CSIID, CapacityRange: &csi.CapacityRange{RequiredBytes: size}, VolumeCapability: capability,
+		VolumeId: v.CSIID, CapacityRange: &csi.CapacityRange{RequiredBytes: size, LimitBytes: limit}, VolumeCapability: capability,
 	})
 	if err != nil {
 		return v, pluginError("resize volume "+name, err)

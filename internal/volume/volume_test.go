@@ -342,8 +342,6 @@ func TestMounts(t *testing.T) {
 // TestBadInstanceKeepsPublishDir: a Mounts refused for a bad instance name
 // leaves PublishDir alone.
 func TestBadInstanceKeepsPublishDir(t *testing.T) {
-	t.Skip(`bug: Mounts for instance "" or "." fails in publish, then cleans up with Unpublish(ctx, instance), ` +
-		"which does not check the name and removes filepath.Join(PublishDir, instance), PublishDir itself, when it is empty")
 	forEach(t, plugins(), func(t *testing.T, p plugin) {
 		e := newEnv(t, p)
 		e.create("data", 16*mib)
