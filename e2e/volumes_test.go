@@ -284,3 +284,79 @@ func TestRestoreSurvivesACrash(t *testing.T) {
 		t.Errorf("scratch publications left: %v", matches)
 	}
 }
+
+// TestPerInstanceVolumes: a volume attached --per-instance gives each
+// instance of a process type a volume of its own, kept across releases
+// and when scaled down.
+func TestPerInstanceVolumes(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "db")
+	p.MustRun("volumes", "create", "db-data", "--app", "db", "--size", "16MiB")
+	p.MustRun("volumes", "attach", "db-data", "db", "--process", "web", "--path", "data", "--per-instance")
+	deployVolumeApp(t, p, "db", "PADDOCK_VOLUME_DB_DATA", `[ -e $d/mark ] || head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n' > $d/mark; echo "mark=$(cat $d/mark)"`)
+	p.MustRun("scale", "db", "web=3")
+	// marks returns the mark each instance of release found.
+	marks := func(release int) map[string]bool {
+		var got map[string]bool
+		testenv.Eventually(t, 30*time.Second, func() error {
+			got = map[string]bool{}
+			logs := p.MustRun("logs", "db", "-n", "0")
+			for _, r := range ps(t, p, "db") {
+				if r.Release != release {
+					continue
+				}
+				prefix := strings.TrimPrefix(r.ID, "db.") + ": mark="
+				for line := range strings.Lines(logs) {
+					if _, m, ok := strings.Cut(line, prefix); ok {
+						got[strings.TrimSpace(m)] = true
+					}
+				}
+			}
+			if len(got) != 3 {
+				return fmt.Errorf("%d marks from instances of v%d, want 3:\n%s", len(got), release, logs)
+			}
+			return nil
+		})
+		return got
+	}
+	first := marks(1)
+	out := p.MustRun("volumes", "--app", "db")
+	for _, name := range []string{"db-data-1", "db-data-2"} {
+		if !strings.Contains(out, name) {
+			t.Errorf("volumes lacks %s:\n%s", name, out)
+		}
+	}
+	// A new release: three instances again, each on one of the volumes.
+	p.MustRun("config", "set", "db", "N=1")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		rows := ps(t, p, "db")
+		if len(rows) != 3 {
+			return fmt.Errorf("%d instances", len(rows))
+		}
+		for _, r := range rows {
+			if r.Release != 2 {
+				return fmt.Errorf("instance %s of v%d", r.ID, r.Release)
+			}
+		}
+		return nil
+	})
+	if again := marks(2); len(again) != 3 || !mapsEqual(first, again) {
+		t.Errorf("after a release the instances have marks %v, want the same three %v", again, first)
+	}
+	p.MustRun("scale", "db", "web=1")
+	if out := p.MustRun("volumes", "--app", "db"); !strings.Contains(out, "db-data-2") {
+		t.Errorf("a scale down deleted an instance's volume:\n%s", out)
+	}
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

@@ -21,6 +21,7 @@ type Volumes interface {
 	Get(ctx context.Context, name string) (store.Volume, error)
 	List(ctx context.Context, app string) ([]store.Volume, error)
 	Attach(ctx context.Context, name, app, process, path string) (store.Volume, error)
+	AttachPerInstance(ctx context.Context, name, app, process, path string) (store.Volume, error)
 	Detach(ctx context.Context, name string) (store.Volume, error)
 	Resize(ctx context.Context, name string, size int64) (store.Volume, error)
 	Snapshot(ctx context.Context, name, label string) (store.Snapshot, error)
@@ -65,7 +66,11 @@ func (s *Server) appVolume(r *http.Request) (store.Volume, error) {
 }
 
 func (s *Server) volumeOut(r *http.Request, v store.Volume) wire.Volume {
-	out := wire.Volume{Name: v.Name, App: v.App, Size: v.Size, Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name), CreatedAt: v.CreatedAt}
+	out := wire.Volume{Name: v.Name, App: v.App, Size: v.Size, Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name), CreatedAt: v.CreatedAt,
+		PerInstance: v.PerInstance, Template: v.Template}
+	if v.Template != "" {
+		out.Env = volume.EnvName(v.Template)
+	}
 	if used, ok := s.cfg.Volumes.Used(r.Context(), v); ok {
 		out.Used = &used
 	}
@@ -173,7 +178,11 @@ func (s *Server) attachVolume(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	if v, err = s.cfg.Volumes.Attach(r.Context(), v.Name, v.App, req.Process, req.Path); err != nil {
+	attach := s.cfg.Volumes.Attach
+	if req.PerInstance {
+		attach = s.cfg.Volumes.AttachPerInstance
+	}
+	if v, err = attach(r.Context(), v.Name, v.App, req.Process, req.Path); err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, s.volumeOut(r, v))

@@ -88,8 +88,13 @@ func usedHuman(v wire.Volume) string {
 }
 
 func attached(v wire.Volume) string {
-	if v.Process == "" {
+	switch {
+	case v.Template != "":
+		return "an instance's, of " + v.Template
+	case v.Process == "":
 		return "-"
+	case v.PerInstance:
+		return v.Process + ":" + v.Path + " (one per instance)"
 	}
 	return v.Process + ":" + v.Path
 }
@@ -174,6 +179,7 @@ func (e *env) volumesShowCmd() *cobra.Command {
 
 func (e *env) volumesAttachCmd() *cobra.Command {
 	var process, path string
+	var perInstance bool
 	cmd := &cobra.Command{
 		Use:   "attach NAME APP --process P --path DIR",
 		Short: "Attach a volume to a process type; instances started from then on get it",
@@ -182,16 +188,20 @@ func (e *env) volumesAttachCmd() *cobra.Command {
 			if process == "" || path == "" {
 				return fmt.Errorf("give the process type and the path: paddock volumes attach %s %s --process web --path data", args[0], args[1])
 			}
-			v, err := c.AttachVolume(cmd.Context(), args[1], args[0], process, path)
+			v, err := c.AttachVolume(cmd.Context(), args[1], args[0], wire.AttachRequest{Process: process, Path: path, PerInstance: perInstance})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stderr, "Attached %s to %s of %s at %s: instances started from now on get it (scale or release to roll it out).\n", v.Name, v.Process, v.App, v.Path)
+			if v.PerInstance {
+				fmt.Fprintf(e.stderr, "Each instance has a volume of its own: the first %s, the others %s-1, %s-2… of the same size, made as needed and kept when scaled down.\n", v.Name, v.Name, v.Name)
+			}
 			return nil
 		}),
 	}
 	cmd.Flags().StringVar(&process, "process", "", "the process type")
 	cmd.Flags().StringVar(&path, "path", "", "where, relative to the instance's working folder")
+	cmd.Flags().BoolVar(&perInstance, "per-instance", false, "give each instance a volume of its own (NAME, NAME-1, NAME-2…), so that the process can run several")
 	return cmd
 }
 

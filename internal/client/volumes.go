@@ -43,10 +43,10 @@ func (c *Client) ResizeVolume(ctx context.Context, app, name, size string) (wire
 	return out, c.do(ctx, "PATCH", volumePath(app, name), wire.VolumeRequest{Size: size}, &out)
 }
 
-// AttachVolume attaches a volume to a process type at path.
-func (c *Client) AttachVolume(ctx context.Context, app, name, process, path string) (wire.Volume, error) {
+// AttachVolume attaches a volume to a process type.
+func (c *Client) AttachVolume(ctx context.Context, app, name string, req wire.AttachRequest) (wire.Volume, error) {
 	var out wire.Volume
-	return out, c.do(ctx, "PUT", volumePath(app, name)+"/attachment", wire.AttachRequest{Process: process, Path: path}, &out)
+	return out, c.do(ctx, "PUT", volumePath(app, name)+"/attachment", req, &out)
 }
 
 // DetachVolume detaches a volume from its process type.

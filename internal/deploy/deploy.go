@@ -278,6 +278,21 @@ func (s *Service) hasVolumes(ctx context.Context, app, process string) bool {
 	return false
 }
 
+// sharedVolume reports whether a volume that all instances of process of
+// app would share is attached to it.
+func (s *Service) sharedVolume(ctx context.Context, app, process string) bool {
+	if s.cfg.Volumes == nil {
+		return false
+	}
+	vols, _ := s.cfg.Volumes.List(ctx, app)
+	for _, v := range vols {
+		if v.Process == process && !v.PerInstance {
+			return true
+		}
+	}
+	return false
+}
+
 // stopInstance stops an instance and takes back its volumes.
 func (s *Service) stopInstance(ctx context.Context, id string) error {
 	if err := s.rt.Stop(ctx, id); err != nil {
@@ -436,8 +451,8 @@ func (s *Service) Scale(ctx context.Context, app string, counts map[string]int, 
 		if spec.Port != 0 && n > 1 {
 			return a, fmt.Errorf("%w: %s listens on the fixed port %d, so only one instance can run on this machine; remove port from paddock.toml to let Paddock assign $PORT", ErrInvalid, p, spec.Port)
 		}
-		if n > 1 && s.hasVolumes(ctx, app, p) {
-			return a, fmt.Errorf("%w: %s has a volume attached, which one instance writes at a time: it runs at most 1 instance", ErrInvalid, p)
+		if n > 1 && s.sharedVolume(ctx, app, p) {
+			return a, fmt.Errorf("%w: %s has a volume attached, which one instance writes at a time: it runs at most 1 instance (attach it --per-instance to give each instance a volume of its own)", ErrInvalid, p)
 		}
 		desc = append(desc, fmt.Sprintf("%s=%d", p, n))
 	}

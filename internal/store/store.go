@@ -87,6 +87,13 @@ type Volume struct {
 	Process   string    `json:"process,omitempty"` // the process type it is attached to; "" when detached
 	Path      string    `json:"path,omitempty"`    // where instances find it, relative to their working folder
 	CreatedAt time.Time `json:"created_at"`
+	// PerInstance gives each instance of the process type a volume of its
+	// own: this one to the first, NAME-1, NAME-2… (made as needed, kept
+	// when scaled down) to the others, like a StatefulSet's claims.
+	PerInstance bool `json:"per_instance,omitempty"`
+	// Template is the per-instance volume this one was made for a further
+	// instance of; "" for a volume made on its own.
+	Template string `json:"template,omitempty"`
 }
 
 // Snapshot is a point-in-time, read-only copy of a volume.

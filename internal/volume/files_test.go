@@ -101,10 +101,11 @@ func TestSnapshotRestoreCloneData(t *testing.T) {
 		if _, err := e.svc.Clone(e.ctx, "data", "v1", "copy"); err != nil {
 			t.Fatalf("clone: %v", err)
 		}
-		if _, err := e.svc.Attach(e.ctx, "copy", app, "web", "copy"); err != nil {
+		// Another process type: data has one writer, web.1.
+		if _, err := e.svc.Attach(e.ctx, "copy", app, "worker", "copy"); err != nil {
 			t.Fatal(err)
 		}
-		ms, err := e.svc.Mounts(e.ctx, app, "web", "web.2")
+		ms, err := e.svc.Mounts(e.ctx, app, "worker", "worker.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,11 +115,11 @@ func TestSnapshotRestoreCloneData(t *testing.T) {
 		}
 		checkFile(t, "f in the clone", filepath.Join(mounts["copy"], "f"), "v1")
 		checkFile(t, "only-before in the clone", filepath.Join(mounts["copy"], "only-before"), "gone later")
-		checkFile(t, "f in the original", filepath.Join(mounts["data"], "f"), "v2")
+		checkFile(t, "f in the original", filepath.Join(dir, "f"), "v2")
 		writeFile(t, filepath.Join(mounts["copy"], "f"), "clone's own")
 		checkFile(t, "f in the original after writing the clone", filepath.Join(dir, "f"), "v2")
 		e.unpublish("web.1")
-		e.unpublish("web.2")
+		e.unpublish("worker.1")
 
 		if _, err := e.svc.Restore(e.ctx, "data", "v1", func(store.Volume) bool { return false }); err != nil {
 			t.Fatalf("restore: %v", err)
@@ -129,7 +130,7 @@ func TestSnapshotRestoreCloneData(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "only-after")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("a file written after the snapshot is still there after the restore: %v", err)
 		}
-		ms, err = e.svc.Mounts(e.ctx, app, "web", "web.3")
+		ms, err = e.svc.Mounts(e.ctx, app, "worker", "worker.2")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -37,17 +38,30 @@ func (s *Service) Mounts(ctx context.Context, app, process, instance string) ([]
 	if err != nil {
 		return nil, err
 	}
+	s.slots.Lock()
+	defer s.slots.Unlock()
 	var out []runtime.Mount
 	for _, v := range vols {
 		if v.Process != process {
 			continue
+		}
+		env, path := EnvName(v.Name), v.Path
+		if !v.PerInstance && slices.ContainsFunc(s.holders(v.Name), func(h string) bool { return h != instance }) {
+			s.Unpublish(context.WithoutCancel(ctx), instance)
+			return nil, fmt.Errorf("%w: volume %s is mounted by another instance of %s and has one writer: scale %s to 1, or attach the volume --per-instance", ErrInUse, v.Name, process, process)
+		}
+		if v.PerInstance {
+			if v, err = s.slot(ctx, v, vols, instance); err != nil {
+				s.Unpublish(context.WithoutCancel(ctx), instance)
+				return nil, err
+			}
 		}
 		source, err := s.publish(ctx, v, instance)
 		if err != nil {
 			s.Unpublish(context.WithoutCancel(ctx), instance)
 			return nil, err
 		}
-		out = append(out, runtime.Mount{Source: source, Target: v.Path, Env: EnvName(v.Name)})
+		out = append(out, runtime.Mount{Source: source, Target: path, Env: env})
 	}
 	return out, nil
 }
@@ -58,6 +72,56 @@ func checkInstance(instance string) error {
 		return fmt.Errorf("%w: instance %q", ErrInvalid, instance)
 	}
 	return nil
+}
+
+// slot returns the volume of a per-instance template that no instance
+// has: the template itself, else NAME-1, NAME-2…, made when missing. The
+// caller holds s.slots.
+func (s *Service) slot(ctx context.Context, tmpl store.Volume, vols []store.Volume, instance string) (store.Volume, error) {
+	byName := map[string]store.Volume{}
+	for _, v := range vols {
+		byName[v.Name] = v
+	}
+	// The volume the instance has already, if it has one.
+	for _, v := range vols {
+		if (v.Name == tmpl.Name || v.Template == tmpl.Name) && slices.Contains(s.holders(v.Name), instance) {
+			return v, nil
+		}
+	}
+	for k := 0; k <= 100; k++ {
+		name := tmpl.Name
+		if k > 0 {
+			name = fmt.Sprintf("%s-%d", tmpl.Name, k)
+		}
+		v, ok := byName[name]
+		switch {
+		case ok && (k == 0 || v.Template == tmpl.Name):
+			if !s.InUse(v) {
+				return v, nil
+			}
+			continue
+		case ok:
+			return v, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, tmpl.Process, name)
+		}
+		a, err := s.st.GetApp(ctx, tmpl.App)
+		if err != nil {
+			return v, err
+		}
+		if err := s.checkQuota(ctx, tmpl.App, tmpl.Size, ""); err != nil {
+			return v, err
+		}
+		vol, err := s.csiVolume(ctx, a, name, tmpl.Size, nil)
+		if err != nil {
+			return v, err
+		}
+		v = store.Volume{Name: name, App: tmpl.App, Size: max(vol.CapacityBytes, tmpl.Size), CSIID: vol.VolumeId, Template: tmpl.Name, CreatedAt: s.cfg.Now().UTC()}
+		if err := s.record(ctx, v); err != nil {
+			return v, err
+		}
+		s.log.Info("made a volume for another instance", "volume", name, "template", tmpl.Name, "app", tmpl.App)
+		return v, nil
+	}
+	return tmpl, fmt.Errorf("%w: every volume of %s is in use", ErrInUse, tmpl.Name)
 }
 
 func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {
@@ -153,8 +217,16 @@ func (s *Service) Used(ctx context.Context, v store.Volume) (used int64, ok bool
 
 // InUse reports whether an instance has the volume published.
 func (s *Service) InUse(v store.Volume) bool {
-	matches, _ := filepath.Glob(filepath.Join(s.cfg.PublishDir, "*", v.Name+".json"))
-	return len(matches) > 0
+	return len(s.holders(v.Name)) > 0
+}
+
+// holders returns the instances that have the volume published.
+func (s *Service) holders(volume string) []string {
+	matches, _ := filepath.Glob(filepath.Join(s.cfg.PublishDir, "*", volume+".json"))
+	for i, m := range matches {
+		matches[i] = filepath.Base(filepath.Dir(m))
+	}
+	return matches
 }
 
 // Orphans deletes the plugin's volumes and snapshots that no record names:

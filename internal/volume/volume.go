@@ -23,6 +23,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -68,6 +69,9 @@ type Service struct {
 	cfg Config
 	st  store.Store
 	log *slog.Logger
+	// slots is held while an instance picks its per-instance volumes, so
+	// that two instances never take the same.
+	slots sync.Mutex
 }
 
 // New returns a Service.
@@ -278,6 +282,18 @@ func (s *Service) List(ctx context.Context, app string) ([]store.Volume, error) 
 // instances' working folders. The change reaches instances started from
 // then on: with the next rollout (a scale or a release).
 func (s *Service) Attach(ctx context.Context, name, app, process, path string) (store.Volume, error) {
+	return s.attach(ctx, name, app, process, path, false)
+}
+
+// AttachPerInstance is Attach for a process type whose instances each
+// have a volume of their own: the first this one, the others NAME-1,
+// NAME-2… of the same size, made as they are first needed and kept when
+// the process is scaled down.
+func (s *Service) AttachPerInstance(ctx context.Context, name, app, process, path string) (store.Volume, error) {
+	return s.attach(ctx, name, app, process, path, true)
+}
+
+func (s *Service) attach(ctx context.Context, name, app, process, path string, perInstance bool) (store.Volume, error) {
 	if !manifest.ValidProcessName(process) {
 		return store.Volume{}, fmt.Errorf("%w: process type %q", ErrInvalid, process)
 	}
@@ -298,7 +314,10 @@ func (s *Service) Attach(ctx context.Context, name, app, process, path string) (
 		if v.App != app {
 			return v, fmt.Errorf("%w: volume %s belongs to app %s, not %s", ErrInvalid, name, v.App, app)
 		}
-		v.Process, v.Path = process, clean
+		if v.Template != "" {
+			return v, fmt.Errorf("%w: volume %s is an instance's volume of %s: attach %s instead", ErrInvalid, name, v.Template, v.Template)
+		}
+		v.Process, v.Path, v.PerInstance = process, clean, perInstance
 		return v, nil
 	})
 }
@@ -306,7 +325,7 @@ func (s *Service) Attach(ctx context.Context, name, app, process, path string) (
 // Detach detaches a volume from its process type.
 func (s *Service) Detach(ctx context.Context, name string) (store.Volume, error) {
 	return s.st.UpdateVolume(ctx, name, func(v store.Volume) (store.Volume, error) {
-		v.Process, v.Path = "", ""
+		v.Process, v.Path, v.PerInstance = "", "", false
 		return v, nil
 	})
 }

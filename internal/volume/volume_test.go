@@ -363,7 +363,10 @@ func TestUnpublished(t *testing.T) {
 	forEach(t, plugins(), func(t *testing.T, p plugin) {
 		e := newEnv(t, p)
 		e.create("data", 16*mib)
-		e.attach("data")
+		// A volume of its own for each instance: data, data-1, data-2.
+		if _, err := e.svc.AttachPerInstance(e.ctx, "data", app, "web", "data"); err != nil {
+			t.Fatal(err)
+		}
 		targets := map[string]string{}
 		for _, instance := range []string{"web.1", "web.2", "web.3"} {
 			targets[instance] = e.mount(instance)
@@ -394,8 +397,11 @@ func TestUnpublished(t *testing.T) {
 				}
 			}
 		}
-		if v, _ := e.svc.Get(e.ctx, "data"); !e.svc.InUse(v) {
-			t.Error("data not in use while web.2 has it")
+		if v, _ := e.svc.Get(e.ctx, "data-1"); !e.svc.InUse(v) {
+			t.Error("data-1 not in use while web.2 has it")
+		}
+		if v, _ := e.svc.Get(e.ctx, "data"); e.svc.InUse(v) {
+			t.Error("data in use after web.1 was swept")
 		}
 		if p.files {
 			if b, err := os.ReadFile(filepath.Join(targets["web.2"], "f")); err != nil || string(b) != "web.2" {

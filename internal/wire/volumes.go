@@ -17,6 +17,11 @@ type Volume struct {
 	// they are not.
 	NotEnforced string    `json:"size_not_enforced,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
+	// PerInstance: each instance of the process type has a volume of its
+	// own, this one the first; Template names the per-instance volume this
+	// one was made for a further instance of.
+	PerInstance bool   `json:"per_instance,omitempty"`
+	Template    string `json:"template,omitempty"`
 }
 
 // VolumeRequest creates a volume ("name", "size") or resizes one ("size").
@@ -27,8 +32,9 @@ type VolumeRequest struct {
 
 // AttachRequest attaches a volume to a process type.
 type AttachRequest struct {
-	Process string `json:"process"`
-	Path    string `json:"path"`
+	Process     string `json:"process"`
+	Path        string `json:"path"`
+	PerInstance bool   `json:"per_instance,omitempty"` // a volume of its own for each instance
 }
 
 // Snapshot is a snapshot of a volume.

@@ -196,6 +196,8 @@ var schema = []string{
 		last_success INTEGER NOT NULL,
 		last_error TEXT NOT NULL
 	)`,
+	`ALTER TABLE volumes ADD COLUMN per_instance INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE volumes ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

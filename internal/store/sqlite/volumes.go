@@ -10,20 +10,20 @@ import (
 	"paddock.dev/paddock/internal/store"
 )
 
-const volumeCols = `name, app, size, csi_id, process, path, created_at`
+const volumeCols = `name, app, size, csi_id, process, path, created_at, per_instance, template`
 
 func scanVolume(r scanner) (store.Volume, error) {
 	var v store.Volume
 	var created int64
-	err := r.Scan(&v.Name, &v.App, &v.Size, &v.CSIID, &v.Process, &v.Path, &created)
+	err := r.Scan(&v.Name, &v.App, &v.Size, &v.CSIID, &v.Process, &v.Path, &created, &v.PerInstance, &v.Template)
 	v.CreatedAt = fromMS(created)
 	return v, err
 }
 
 // CreateVolume records a volume.
 func (s *DB) CreateVolume(ctx context.Context, v store.Volume) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO volumes(`+volumeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		v.Name, v.App, v.Size, v.CSIID, v.Process, v.Path, ms(v.CreatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO volumes(`+volumeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.Name, v.App, v.Size, v.CSIID, v.Process, v.Path, ms(v.CreatedAt), v.PerInstance, v.Template)
 	switch {
 	case isUnique(err):
 		return fmt.Errorf("volume %q: %w", v.Name, store.ErrExists)
@@ -64,8 +64,8 @@ func (s *DB) UpdateVolume(ctx context.Context, name string, fn func(store.Volume
 			return err
 		}
 		v.Name, v.App = cur.Name, cur.App
-		_, err = tx.ExecContext(ctx, `UPDATE volumes SET size = ?, csi_id = ?, process = ?, path = ? WHERE name = ?`,
-			v.Size, v.CSIID, v.Process, v.Path, name)
+		_, err = tx.ExecContext(ctx, `UPDATE volumes SET size = ?, csi_id = ?, process = ?, path = ?, per_instance = ?, template = ? WHERE name = ?`,
+			v.Size, v.CSIID, v.Process, v.Path, v.PerInstance, v.Template, name)
 		return err
 	})
 	return v, err

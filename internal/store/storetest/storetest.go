@@ -492,17 +492,27 @@ func testVolumes(t *testing.T, s store.Store) {
 	if err := s.CreateVolume(ctx, v); !errors.Is(err, store.ErrExists) {
 		t.Errorf("a second volume of the name: got %v, want ErrExists", err)
 	}
+	member := store.Volume{Name: "data-1", App: "a", Size: 1 << 30, CSIID: "csi-2", Template: "data", CreatedAt: now}
+	if err := s.CreateVolume(ctx, member); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetVolume(ctx, "data-1"); err != nil || got != member {
+		t.Errorf("GetVolume of a per-instance member: %+v, %v; want %+v", got, err, member)
+	}
+	if err := s.DeleteVolume(ctx, "data-1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CreateVolume(ctx, store.Volume{Name: "x", App: "nope", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a volume of a missing app: got %v, want ErrNotFound", err)
 	}
 	got, err := s.UpdateVolume(ctx, "data", func(v store.Volume) (store.Volume, error) {
-		v.Process, v.Path, v.Size, v.App = "web", "data", 2<<30, "other"
+		v.Process, v.Path, v.Size, v.App, v.PerInstance = "web", "data", 2<<30, "other", true
 		return v, nil
 	})
 	if err != nil || got.App != "a" || got.Process != "web" {
 		t.Fatalf("UpdateVolume: %+v, %v", got, err)
 	}
-	if got, err := s.GetVolume(ctx, "data"); err != nil || got.Size != 2<<30 || got.Path != "data" || got.CSIID != "csi-1" || got.App != "a" {
+	if got, err := s.GetVolume(ctx, "data"); err != nil || got.Size != 2<<30 || got.Path != "data" || got.CSIID != "csi-1" || got.App != "a" || !got.PerInstance {
 		t.Errorf("GetVolume: %+v, %v", got, err)
 	}
 	if err := s.DeleteApp(ctx, "a"); !errors.Is(err, store.ErrConflict) {
