@@ -21,7 +21,7 @@ import (
 func (e *env) upCmd() *cobra.Command {
 	cfg := daemon.Config{}
 	var debug bool
-	var pool, quota string
+	var pool, quota, teamQuota string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the platform on this machine, in the foreground",
@@ -47,6 +47,9 @@ with the API address, into the CLI config (0600) of the user running it.`,
 			if cfg.VolumeQuota, err = optionalSize("--volume-quota", quota); err != nil {
 				return err
 			}
+			if cfg.TeamVolumeQuota, err = optionalSize("--team-volume-quota", teamQuota); err != nil {
+				return err
+			}
 			return daemon.Run(ctx, cfg)
 		},
 	}
@@ -66,6 +69,7 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.CSIEndpoint, "csi-endpoint", "", "socket of the CSI plugin that keeps volumes, e.g. unix:///run/csi/csi.sock (default: Paddock's own, in DATA/volumes)")
 	f.StringVar(&pool, "volume-pool", "", "size of the storage pool Paddock's own plugin makes on its first start; it grows as volumes need (default 10GiB, sparse)")
 	f.StringVar(&quota, "volume-quota", "", "most volume bytes one app may have, e.g. 100GiB (default: no limit)")
+	f.StringVar(&teamQuota, "team-volume-quota", "", "most volume bytes the apps granted to one team may have together (default: no limit)")
 	f.BoolVar(&debug, "debug", false, "log debug messages")
 	return cmd
 }

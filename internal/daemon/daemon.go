@@ -68,8 +68,9 @@ type Config struct {
 	// VolumePool is the size of the pool Paddock's own plugin makes on its
 	// first start; 0: 10 GiB (sparse, it grows as needed).
 	VolumePool int64
-	// VolumeQuota is the most bytes of volumes one app may have; 0: no limit.
-	VolumeQuota int64
+	// VolumeQuota is the most bytes of volumes one app may have, and
+	// TeamVolumeQuota the apps granted to one team together; 0: no limit.
+	VolumeQuota, TeamVolumeQuota int64
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string

@@ -71,7 +71,7 @@ func startVolumes(ctx context.Context, cfg Config, st store.Store, users *isolat
 	vc := volume.Config{
 		Store: st, Controller: csispec.NewControllerClient(conn), Node: node, NodeID: info.NodeId,
 		PublishDir: filepath.Join(dir, "published"), Enforcement: enforcement,
-		AppQuota: cfg.VolumeQuota, Logger: log,
+		AppQuota: cfg.VolumeQuota, TeamQuota: cfg.TeamVolumeQuota, Logger: log,
 	}
 	if users != nil {
 		vc.UserOf = func(a store.App) (uint32, error) { return users.App(a.ID) }

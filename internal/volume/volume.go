@@ -57,6 +57,9 @@ type Config struct {
 	UserOf     func(app store.App) (uint32, error) // the app's user, who owns its volumes; nil: the server's
 	// AppQuota is the most bytes of volumes one app may have; 0: no limit.
 	AppQuota int64
+	// TeamQuota is the most bytes of volumes the apps granted to one team
+	// may have together; 0: no limit.
+	TeamQuota int64
 	// Enforcement says whether the plugin refuses writes past a volume's
 	// size, and why not when it does not; nil: it does.
 	Enforcement func() (bool, string)
@@ -217,21 +220,42 @@ func (s *Service) quotaLeft(ctx context.Context, app, except string) (int64, err
 }
 
 func (s *Service) checkQuota(ctx context.Context, app string, size int64, except string) error {
-	if s.cfg.AppQuota == 0 {
+	if s.cfg.AppQuota == 0 && s.cfg.TeamQuota == 0 {
 		return nil
 	}
-	vols, err := s.st.ListVolumes(ctx, app)
+	vols, err := s.st.ListVolumes(ctx, "")
 	if err != nil {
 		return err
 	}
-	var total int64
+	byApp := map[string]int64{}
 	for _, v := range vols {
 		if v.Name != except {
-			total += v.Size
+			byApp[v.App] += v.Size
 		}
 	}
-	if total+size > s.cfg.AppQuota {
-		return fmt.Errorf("%w: app %s has %s of volumes and may have %s in all: %s more does not fit", ErrQuota, app, human(total), human(s.cfg.AppQuota), human(size))
+	if q := s.cfg.AppQuota; q > 0 && byApp[app]+size > q {
+		return fmt.Errorf("%w: app %s has %s of volumes and may have %s in all: %s more does not fit", ErrQuota, app, human(byApp[app]), human(q), human(size))
+	}
+	if s.cfg.TeamQuota == 0 {
+		return nil
+	}
+	acc, err := s.st.Access(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range acc.Grants {
+		if g.App != app {
+			continue
+		}
+		var total int64
+		for _, o := range acc.Grants {
+			if o.Team == g.Team {
+				total += byApp[o.App]
+			}
+		}
+		if total+size > s.cfg.TeamQuota {
+			return fmt.Errorf("%w: the apps of team %s have %s of volumes and may have %s in all: %s more for %s does not fit", ErrQuota, g.Team, human(total), human(s.cfg.TeamQuota), human(size), app)
+		}
 	}
 	return nil
 }

@@ -410,3 +410,31 @@ func TestUnpublished(t *testing.T) {
 		}
 	})
 }
+
+// TestTeamQuota: the apps granted to a team share its quota; an app of no
+// team, or of another team, does not count.
+func TestTeamQuota(t *testing.T) {
+	e := newEnv(t, mockDriver(), func(cfg *volume.Config) { cfg.TeamQuota = 64 * mib })
+	for _, step := range []func() error{
+		func() error { _, err := e.st.CreateApp(e.ctx, store.App{Name: "side"}); return err },
+		func() error { _, err := e.st.CreateApp(e.ctx, store.App{Name: "alone"}); return err },
+		func() error { return e.st.CreateTeam(e.ctx, store.Team{Name: "t1"}) },
+		func() error { return e.st.SetGrant(e.ctx, store.Grant{App: app, Team: "t1", Role: "developer"}) },
+		func() error { return e.st.SetGrant(e.ctx, store.Grant{App: "side", Team: "t1", Role: "viewer"}) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.create("data", 40*mib)
+	_, err := e.svc.Create(e.ctx, "side", "side-data", 32*mib)
+	if !errors.Is(err, volume.ErrQuota) || !strings.Contains(err.Error(), "team t1") || !strings.Contains(err.Error(), "64MiB") {
+		t.Errorf("a team's second app past the team's quota: %v, want ErrQuota naming the team and its quota", err)
+	}
+	if _, err := e.svc.Create(e.ctx, "side", "side-data", 24*mib); err != nil {
+		t.Errorf("within the team's quota: %v", err)
+	}
+	if _, err := e.svc.Create(e.ctx, "alone", "alone-data", 100*mib); err != nil {
+		t.Errorf("an app of no team: %v", err)
+	}
+}
