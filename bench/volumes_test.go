@@ -18,6 +18,7 @@ import (
 
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/testenv"
+	"paddock.dev/paddock/internal/wire"
 )
 
 // BenchmarkVolume measures volumes on Paddock's own btrfs pool, all on one
@@ -252,7 +253,7 @@ func fillVolume(b *testing.B, p *testenv.Platform, app string, n int64, size str
 	if _, err := c.CreateVolume(ctx, app, app+"-data", size); err != nil {
 		b.Fatal(err)
 	}
-	v, err := c.AttachVolume(ctx, app, app+"-data", "web", "data")
+	v, err := c.AttachVolume(ctx, app, app+"-data", wire.AttachRequest{Process: "web", Path: "data"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -137,9 +137,13 @@ func TestVolumeBackups(t *testing.T) {
 		ID, Checksum string
 		VerifiedAt   time.Time `json:"verified_at"`
 	}
-	if err := jsonUnmarshal(p.MustRun("volumes", "snapshots", "shop-data", "--json"), &snaps); err != nil || len(snaps) != 1 || !strings.HasPrefix(snaps[0].Checksum, "sha256:") {
-		t.Fatalf("snapshots: %+v %v", snaps, err)
-	}
+	// The checksum manifest is made after the snapshot's answer.
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if err := jsonUnmarshal(p.MustRun("volumes", "snapshots", "shop-data", "--json"), &snaps); err != nil || len(snaps) != 1 || !strings.HasPrefix(snaps[0].Checksum, "sha256:") {
+			return fmt.Errorf("snapshots: %+v %v", snaps, err)
+		}
+		return nil
+	})
 	if out := p.MustRun("volumes", "verify", "shop-data", "one"); !strings.Contains(out, snaps[0].Checksum) {
 		t.Errorf("verify: %s", out)
 	}
@@ -159,10 +163,13 @@ func TestVolumeBackups(t *testing.T) {
 		t.Errorf("import showed no progress:\n%s", errOut)
 	}
 	p.MustRun("volumes", "snapshot", "shop-copy", "--name", "copy")
-	var copies []struct{ Checksum string }
-	if err := jsonUnmarshal(p.MustRun("volumes", "snapshots", "shop-copy", "--json"), &copies); err != nil || len(copies) != 1 || copies[0].Checksum != snaps[0].Checksum {
-		t.Errorf("the imported volume's content differs: %+v, want checksum %s", copies, snaps[0].Checksum)
-	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var copies []struct{ Checksum string }
+		if err := jsonUnmarshal(p.MustRun("volumes", "snapshots", "shop-copy", "--json"), &copies); err != nil || len(copies) != 1 || copies[0].Checksum != snaps[0].Checksum {
+			return fmt.Errorf("the imported volume's content differs: %+v, want checksum %s", copies, snaps[0].Checksum)
+		}
+		return nil
+	})
 
 	// Damaged, cut and hostile streams make no volume.
 	good, err := os.ReadFile(stream)

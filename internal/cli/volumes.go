@@ -251,11 +251,7 @@ func (e *env) volumesSnapshotCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(e.stdout, sn.ID)
-			if sn.Checksum != "" {
-				fmt.Fprintf(e.stderr, "Content checksum %s: `paddock volumes verify %s %s` checks it.\n", sn.Checksum, args[0], sn.ID)
-			} else {
-				fmt.Fprintf(e.stderr, "The snapshot's content could not be read for a checksum: it cannot be verified (the server log says why).\n")
-			}
+			fmt.Fprintf(e.stderr, "Took snapshot %s of %s. Its content's checksum manifest is made now, reading about a GiB a second: `paddock volumes snapshots %s` shows it, `paddock volumes verify %s %s` checks it.\n", sn.ID, args[0], args[0], args[0], sn.ID)
 			return nil
 		}),
 	}

@@ -86,6 +86,9 @@ func startVolumes(ctx context.Context, cfg Config, st store.Store, users *isolat
 // close disconnects from the plugin and stops serving it; the pool stays
 // mounted, so that running apps keep their volumes.
 func (v *volumes) close() {
+	if v.svc != nil {
+		v.svc.Close()
+	}
 	if v.conn != nil {
 		v.conn.Close()
 	}

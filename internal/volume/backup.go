@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/store"
 )
@@ -135,7 +136,7 @@ func (s *Service) Verify(ctx context.Context, volume, ref string) (store.Snapsho
 		return sn, err
 	}
 	if sn.Checksum == "" {
-		return sn, fmt.Errorf("%w: snapshot %s of %s has no checksum manifest (its content could not be read when it was made): it cannot be verified", ErrCorrupt, sn.ID, volume)
+		return sn, fmt.Errorf("%w: snapshot %s of %s has no checksum manifest yet: it is made after the snapshot, reading about a GiB a second; try again shortly (if it never comes, the server log says why)", ErrInvalid, sn.ID, volume)
 	}
 	var sum string
 	err = s.withSnapshot(ctx, a, sn, v.Size, func(dir string) (err error) {
@@ -222,7 +223,12 @@ func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate
 			return err
 		}
 		defer done()
-		return write(ctx, dir, uid, newPacer(rate))
+		if err := write(ctx, dir, uid, newPacer(rate)); err != nil {
+			return err
+		}
+		// On disk before any record points at it: the swap that follows
+		// deletes the only other copy.
+		return syncfs(dir)
 	}()
 	if err != nil {
 		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
@@ -256,12 +262,13 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 	var total int64
 	var got contents
 	vol, err := s.withSnapshotVolume(ctx, a, sn, v, func(src string) (*csi.Volume, error) {
-		entries, _, err := manifestOf(ctx, src)
+		// Sizes only: the content is read once, by the copy, at its pace.
+		err := walk(ctx, src, func(e entry, _ *os.File) error {
+			total += e.Size
+			return nil
+		})
 		if err != nil {
 			return nil, err
-		}
-		for _, e := range entries {
-			total += e.Size
 		}
 		return s.fill(ctx, a, v.Name, v.Size, rate, nil, func(ctx context.Context, dir string, uid int, pace *pacer) error {
 			pr, pw := io.Pipe()
@@ -314,6 +321,19 @@ func (s *Service) swap(ctx context.Context, volume, id string) (store.Volume, er
 		s.log.Warn("delete the data a restore replaced", "volume", volume, "err", err)
 	}
 	return v, nil
+}
+
+// syncfs flushes the filesystem that holds dir.
+func syncfs(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("flush the copy to disk: %w", err)
+	}
+	return nil
 }
 
 // Backups.

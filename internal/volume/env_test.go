@@ -277,6 +277,7 @@ func (e *env) snapshot(volume, label string) store.Snapshot {
 	if err != nil {
 		e.t.Fatalf("snapshot %s: %v", volume, err)
 	}
+	e.svc.Wait() // its checksum, made in the background
 	return sn
 }
 

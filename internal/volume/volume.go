@@ -75,6 +75,11 @@ type Service struct {
 	// slots is held while an instance picks its per-instance volumes, so
 	// that two instances never take the same.
 	slots sync.Mutex
+	// Work that goes on after its request was answered (the checksum of
+	// a new snapshot) runs under bg, which Close ends.
+	bg     context.Context
+	stop   context.CancelFunc
+	bgWork sync.WaitGroup
 }
 
 // New returns a Service.
@@ -91,8 +96,18 @@ func New(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.PublishDir, 0o711); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
-	return &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger}, nil
+	bg, stop := context.WithCancel(context.Background())
+	return &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, bg: bg, stop: stop}, nil
 }
+
+// Close ends the work still going on in the background and waits for it.
+func (s *Service) Close() {
+	s.stop()
+	s.bgWork.Wait()
+}
+
+// Wait waits for the work going on in the background.
+func (s *Service) Wait() { s.bgWork.Wait() }
 
 var volumeName = regexp.MustCompile(`^[a-z][a-z0-9-]*$`) // and at most 40 bytes
 
@@ -427,7 +442,17 @@ func (s *Service) snapshotOf(ctx context.Context, v store.Volume, label string, 
 		s.cfg.Controller.DeleteSnapshot(context.WithoutCancel(ctx), &csi.DeleteSnapshotRequest{SnapshotId: sn.CSIID})
 		return store.Snapshot{}, err
 	}
-	return s.sum(ctx, a, v, sn), nil
+	if backup {
+		return s.sum(ctx, a, v, sn), nil
+	}
+	// The snapshot itself is instant; reading it for its checksum takes
+	// a while for each GiB, so it goes on after the answer.
+	s.bgWork.Add(1)
+	go func() {
+		defer s.bgWork.Done()
+		s.sum(s.bg, a, v, sn)
+	}()
+	return sn, nil
 }
 
 // Snapshots lists a volume's snapshots, oldest first.
