@@ -31,6 +31,7 @@ var expected = map[string][]string{
 	"GET /v1/whoami":                         everyone,
 	"POST /v1/login":                         everyone,
 	"POST /v1/shutdown":                      admins,
+	"GET /metrics":                           admins,
 	"GET /v1/apps":                           everyone,
 	"POST /v1/apps":                          creators,
 	"GET /v1/apps/{app}":                     readers,

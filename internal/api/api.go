@@ -19,6 +19,7 @@ import (
 	"paddock.dev/paddock/internal/audit"
 	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/store"
 )
 
@@ -58,6 +59,9 @@ type Config struct {
 	Limiter *auth.Limiter // failed authentications; default 100 an hour per address and per account (see guard.go)
 	CA      []byte        // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
+	// Metrics counts the API's requests and serves GET /metrics; nil: no
+	// counting, and that route answers 503.
+	Metrics *metrics.Metrics
 	// Shutdown stops the server, and every app too when apps is true. It
 	// is called after the response is sent.
 	Shutdown func(apps bool)
@@ -156,6 +160,10 @@ func (s *Server) table() []route {
 		r("GET /v1/whoami", auth.StatusRead, "", s.whoami),
 		r("POST /v1/login", auth.StatusRead, "auth.login", s.login),
 		r("POST /v1/shutdown", auth.SystemAdmin, "system.shutdown", s.shutdown),
+		// The platform's metrics in the Prometheus exposition format: every
+		// app's, so admins' (a scraper gets an admin's token, or scrapes
+		// the --metrics listener on a private address instead).
+		r("GET /metrics", auth.MetricsRead, "", s.metrics),
 
 		r("GET /v1/apps", auth.AppsList, "", s.listApps),
 		creates("app", r("POST /v1/apps", auth.AppsCreate, "apps.create", s.createApp)),

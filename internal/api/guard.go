@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -54,6 +55,20 @@ const maxRejectedTokens = 10_000
 // guard authenticates, rate-limits failures, authorizes and audits every
 // request before its handler runs; no handler can skip it.
 func (s *Server) guard(rt route) http.Handler {
+	h := s.admitted(rt)
+	if s.cfg.Metrics == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		s.cfg.Metrics.APIRequest(rt.Pattern, cmp.Or(sw.status, http.StatusOK), time.Since(start))
+	})
+}
+
+// admitted serves a route to the requests its permission admits.
+func (s *Server) admitted(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rt.Public {
 			if err := rt.h(w, r); err != nil {

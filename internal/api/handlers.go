@@ -337,3 +337,11 @@ func checkConfig(vars wire.ConfigPatch) error {
 }
 
 var configKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) // and at most 256 bytes
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Metrics == nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "metrics_unavailable", Message: "this server keeps no metrics"}
+	}
+	s.cfg.Metrics.Handler().ServeHTTP(w, r)
+	return nil
+}

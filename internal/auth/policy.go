@@ -69,13 +69,15 @@ const (
 	SecretsReveal Perm = "app.secrets.reveal"
 	// KeysAdmin is the keyring's status, rotation, backup and restore: admin.
 	KeysAdmin Perm = "keys.admin"
+	// MetricsRead is the platform's metrics, every app's: admin.
+	MetricsRead Perm = "metrics.read"
 )
 
 // global holds the least role each global permission needs.
 var global = map[Perm]Role{
 	StatusRead: Viewer, AppsList: Viewer, TokensOwn: Viewer,
 	AppsCreate:  Developer,
-	SystemAdmin: Admin, UsersAdmin: Admin, AuditRead: Admin, KeysAdmin: Admin,
+	SystemAdmin: Admin, UsersAdmin: Admin, AuditRead: Admin, KeysAdmin: Admin, MetricsRead: Admin,
 }
 
 // onApp holds the least role on the app each app permission needs.

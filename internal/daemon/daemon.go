@@ -29,6 +29,7 @@ import (
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/isolate"
+	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime/process"
 	"paddock.dev/paddock/internal/secrets"
@@ -71,6 +72,10 @@ type Config struct {
 	// VolumeQuota is the most bytes of volumes one app may have, and
 	// TeamVolumeQuota the apps granted to one team together; 0: no limit.
 	VolumeQuota, TeamVolumeQuota int64
+	// Metrics, when set, serves the platform's metrics in the Prometheus
+	// exposition format over plain HTTP at this address, without a token
+	// (keep it private); GET /metrics on the API serves them to admins.
+	Metrics string
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
@@ -266,8 +271,9 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+	mets := metrics.New()
 	svc, err := deploy.New(deploy.Config{
-		Store: st, Runtime: rt, Volumes: vols.svc, Router: &rtr.client, Artifacts: artifacts,
+		Store: st, Runtime: rt, Volumes: vols.svc, Metrics: mets, Router: &rtr.client, Artifacts: artifacts,
 		BuildDir:  filepath.Join(cfg.Data, "builds"),
 		BuildHome: cfg.BuildHome,
 		Logs:      filepath.Join(cfg.Data, "logs"),
@@ -282,12 +288,31 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	svc.CleanBuilds()
+	mets.WatchInstances(func(ctx context.Context) ([]metrics.Instance, error) {
+		insts, err := svc.AllInstances(ctx)
+		out := make([]metrics.Instance, 0, len(insts))
+		for _, in := range insts {
+			out = append(out, metrics.Instance{App: in.App, Process: in.Process, ID: in.ID, State: string(in.State),
+				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, Healthy: in.Healthy})
+		}
+		return out, err
+	})
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.Metrics, err)
+		}
+		defer metricsLn.Close()
+		if addr, ok := metricsLn.Addr().(*net.TCPAddr); ok && !addr.IP.IsLoopback() {
+			log.Warn("the metrics listener answers anyone who reaches it, without a token: keep it on a private network", "listen", cfg.Metrics)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Volumes: vols.svc, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir},
+		Deploy: svc, Store: st, Volumes: vols.svc, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
@@ -314,6 +339,13 @@ func Run(ctx context.Context, cfg Config) error {
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 
 	var wg sync.WaitGroup
+	if metricsLn != nil {
+		msrv := &http.Server{Handler: mets.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		wg.Add(1)
+		go func() { defer wg.Done(); msrv.Serve(metricsLn) }()
+		go func() { <-ctx.Done(); msrv.Close() }()
+	}
 	wg.Add(4)
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	go func() {
@@ -348,6 +380,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	fmt.Fprintf(cfg.Stderr, "  data:   %s\n", cfg.Data)
+	if metricsLn != nil {
+		fmt.Fprintf(cfg.Stderr, "  metrics: http://%s/metrics\n", metricsLn.Addr())
+	}
 	if len(caPEM) > 0 {
 		fp, _ := tlsca.Fingerprint(caPEM)
 		fmt.Fprintf(cfg.Stderr, "  CA:     %s (elsewhere: paddock login %s --ca-fingerprint %s)\n", fp, apiURL, fp)
@@ -580,7 +615,16 @@ func bootstrap(ctx context.Context, st *sqlite.DB, apiURL string, caPEM []byte, 
 // auditor gives the API the audit log with its verification.
 type auditor struct {
 	*audit.Log
-	dir string
+	dir     string
+	metrics *metrics.Metrics
+}
+
+// Append appends an event and times it.
+func (a auditor) Append(ctx context.Context, e audit.Event) (audit.Event, error) {
+	start := time.Now()
+	e, err := a.Log.Append(ctx, e)
+	a.metrics.AuditAppend(time.Since(start))
+	return e, err
 }
 
 func (a auditor) Verify(ctx context.Context) audit.Report {

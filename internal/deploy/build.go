@@ -44,7 +44,9 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 	if err != nil {
 		return store.Release{}, err
 	}
+	start := time.Now()
 	b, err := s.build(ctx, a, upload, p)
+	s.cfg.Metrics.Build(err == nil, time.Since(start))
 	if err != nil {
 		return store.Release{}, err
 	}

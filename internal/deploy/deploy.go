@@ -25,6 +25,7 @@ import (
 	"paddock.dev/paddock/internal/build"
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
@@ -70,6 +71,8 @@ type Config struct {
 	Keyring Keyring
 	// Volumes publishes apps' volumes to their instances; nil: none.
 	Volumes Volumes
+	// Metrics counts reconcile passes and builds; nil: none.
+	Metrics *metrics.Metrics
 	// ReservedHosts are names and addresses no app may add as a domain:
 	// the API's own.
 	ReservedHosts []string
@@ -531,6 +534,21 @@ func (s *Service) RemoveDomain(ctx context.Context, app, host string) error {
 	}
 	s.Kick()
 	return nil
+}
+
+// AllInstances returns every instance as the runtime reports it, with its
+// health and without its environment.
+func (s *Service) AllInstances(ctx context.Context) ([]Instance, error) {
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Instance, 0, len(insts))
+	for _, in := range insts {
+		in.Env = nil
+		out = append(out, s.rec.describe(in))
+	}
+	return out, nil
 }
 
 // Instances returns the instances of app as the runtime reports them, with

@@ -94,9 +94,11 @@ func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
+		start := time.Now()
 		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile", "err", err)
 		}
+		s.cfg.Metrics.ReconcilePass(time.Since(start))
 		select {
 		case <-ctx.Done():
 			s.rec.wg.Wait()

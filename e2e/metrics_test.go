@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/client"
+	"paddock.dev/paddock/internal/testenv"
+)
+
+// TestMetrics: the platform's metrics are in the Prometheus exposition
+// format, pass promtool's checks, are served to admins on the API and to
+// anyone on the --metrics listener, and a real Prometheus scrapes them.
+func TestMetrics(t *testing.T) {
+	p := testenv.Start(t, "--metrics", "127.0.0.1:0")
+	p.MustRun("apps", "create", "shop")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	p.MustRun("apps")
+
+	get := func(url, token string) (int, string) {
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := p.ClientWith("").HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get(p.API+"/metrics", p.Token)
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics as admin: %d %s", code, body)
+	}
+	for _, want := range []string{
+		`paddock_api_requests_total{code="200",route="GET /v1/apps"} `,
+		`paddock_api_request_duration_seconds_bucket{route="GET /v1/apps",le=`,
+		`paddock_instances{app="shop",process="web",state="running"} 1`,
+		`paddock_instance_cpu_seconds_total{app="shop",instance="shop.web.`,
+		`paddock_instance_resident_memory_bytes{app="shop"`,
+		`paddock_instance_open_fds{app="shop"`,
+		`paddock_instance_healthy{app="shop"`,
+		`paddock_instance_restarts_total{app="shop"`,
+		`paddock_builds_total{result="succeeded"} 1`,
+		`paddock_reconcile_passes_total `,
+		`paddock_audit_append_duration_seconds_count `,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+
+	// promtool checks names, help, units and conventions.
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is missing: apt-get install prometheus (.ci/run does)")
+	}
+	check := exec.Command(promtool, "check", "metrics")
+	check.Stdin = strings.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+
+	// Not to developers: the metrics are every app's.
+	if _, err := p.Client().CreateUser(context.Background(), "dev", "developer"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := p.Client().CreateToken(context.Background(), client.TokenRequest{Name: "dev", User: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(p.API+"/metrics", tok.Value); code != http.StatusForbidden {
+		t.Errorf("GET /metrics as a developer: %d %s", code, body)
+	}
+
+	// The listener of --metrics, scraped by a real Prometheus.
+	m := regexp.MustCompile(`metrics: http://(\S+)/metrics`).FindStringSubmatch(p.ServerLog())
+	if m == nil {
+		t.Fatalf("the server did not say where its metrics listener is:\n%s", p.ServerLog())
+	}
+	if resp, err := http.Get("http://" + m[1] + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics on the listener: %v %v", resp, err)
+	}
+	prom := startPrometheus(t, m[1])
+	testenv.Eventually(t, 60*time.Second, func() error {
+		resp, err := http.Get("http://" + prom + "/api/v1/query?query=" + url.QueryEscape(`paddock_instances{app="shop"}`))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Data struct {
+				Result []struct {
+					Metric map[string]string
+					Value  []any
+				}
+			}
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			return err
+		}
+		if len(out.Data.Result) != 1 || out.Data.Result[0].Metric["state"] != "running" {
+			return fmt.Errorf("Prometheus has %+v for paddock_instances of shop", out.Data.Result)
+		}
+		return nil
+	})
+}
+
+// startPrometheus runs a Prometheus that scrapes target every second and
+// returns its address; it is stopped at the test's end.
+func startPrometheus(t *testing.T, target string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is missing: apt-get install prometheus (.ci/run does)")
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "prometheus.yml")
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: paddock\n    static_configs:\n      - targets: [%q]\n", target)
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var log bytes.Buffer
+	cmd := exec.Command(bin, "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", log.String())
+		}
+	})
+	return addr
+}

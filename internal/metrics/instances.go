@@ -1,0 +1,120 @@
+package metrics
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Instance is what a scrape reports of an instance.
+type Instance struct {
+	App, Process, ID, State string
+	PID                     int
+	Restarts                int
+	StartedAt               time.Time
+	MemoryUsed              int64 // its cgroup's, in bytes; 0 when unknown
+	Healthy                 bool
+}
+
+// WatchInstances reports the instances list returns at each scrape: their
+// count by state, and each one's CPU, memory, open files, restarts, start
+// time and health, read from /proc and its cgroup.
+func (m *Metrics) WatchInstances(list func(context.Context) ([]Instance, error)) {
+	m.Registry.MustRegister(&instanceCollector{list: list})
+}
+
+var (
+	instanceLabels = []string{"app", "process", "instance"}
+	descInstances  = prometheus.NewDesc("paddock_instances", "Instances, by app, process type and state.",
+		[]string{"app", "process", "state"}, nil)
+	descRestarts = prometheus.NewDesc("paddock_instance_restarts_total", "Times the instance's process was restarted by its supervisor.", instanceLabels, nil)
+	descCPU      = prometheus.NewDesc("paddock_instance_cpu_seconds_total", "CPU time of the instance's main process, user and system.", instanceLabels, nil)
+	descRSS      = prometheus.NewDesc("paddock_instance_resident_memory_bytes", "Resident memory of the instance's main process.", instanceLabels, nil)
+	descCgroup   = prometheus.NewDesc("paddock_instance_memory_usage_bytes", "Memory of every process of the instance, as its cgroup counts it.", instanceLabels, nil)
+	descFDs      = prometheus.NewDesc("paddock_instance_open_fds", "Open file descriptors of the instance's main process.", instanceLabels, nil)
+	descStart    = prometheus.NewDesc("paddock_instance_start_time_seconds", "When the instance's current process started, in seconds since the epoch.", instanceLabels, nil)
+	descHealthy  = prometheus.NewDesc("paddock_instance_healthy", "1 when the instance passes its health check, else 0.", instanceLabels, nil)
+)
+
+type instanceCollector struct {
+	list func(context.Context) ([]Instance, error)
+}
+
+func (c *instanceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInstances, descRestarts, descCPU, descRSS, descCgroup, descFDs, descStart, descHealthy} {
+		ch <- d
+	}
+}
+
+func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	insts, err := c.list(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descInstances, err)
+		return
+	}
+	type key struct{ app, process, state string }
+	counts := map[key]int{}
+	for _, in := range insts {
+		counts[key{in.App, in.Process, in.State}]++
+		labels := []string{in.App, in.Process, in.ID}
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(in.Restarts), labels...)
+		healthy := 0.0
+		if in.Healthy {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, healthy, labels...)
+		if !in.StartedAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, float64(in.StartedAt.UnixNano())/1e9, labels...)
+		}
+		if in.MemoryUsed > 0 {
+			ch <- prometheus.MustNewConstMetric(descCgroup, prometheus.GaugeValue, float64(in.MemoryUsed), labels...)
+		}
+		if in.PID <= 0 {
+			continue
+		}
+		if cpu, rss, ok := procStat(in.PID); ok {
+			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, labels...)
+			ch <- prometheus.MustNewConstMetric(descRSS, prometheus.GaugeValue, rss, labels...)
+		}
+		if fds, err := os.ReadDir("/proc/" + strconv.Itoa(in.PID) + "/fd"); err == nil {
+			ch <- prometheus.MustNewConstMetric(descFDs, prometheus.GaugeValue, float64(len(fds)), labels...)
+		}
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(n), k.app, k.process, k.state)
+	}
+}
+
+// Linux's clock ticks a second for /proc/PID/stat (USER_HZ), 100 on every
+// architecture Go supports.
+const userHZ = 100
+
+// procStat reads a process's CPU seconds (user and system) and resident
+// bytes from /proc.
+func procStat(pid int) (cpu, rss float64, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command's name, in parentheses, may hold spaces: fields start
+	// after its last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After the name: state(0) ... utime(11) stime(12) ... rss(21), pages.
+	if len(f) < 22 {
+		return 0, 0, false
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	pages, _ := strconv.ParseFloat(f[21], 64)
+	return (utime + stime) / userHZ, pages * float64(os.Getpagesize()), true
+}
