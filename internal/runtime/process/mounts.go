@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/runtime"
 )
@@ -99,16 +102,43 @@ func linkOne(root *os.Root, name, source string) error {
 	return root.Symlink(source, name)
 }
 
-// unbindMounts takes the instance's volumes out of its working folder.
+// unbindMounts takes the instance's volumes out of its working folder:
+// those it was given, wherever the app has moved them since (it may rename
+// a folder above a mount point), and any other mount below the folder.
+// The app owns the folder and may have planted links in it: every path is
+// resolved beneath the folder (os.Root), the last component never
+// followed, and the unmount goes through the parent's descriptor.
 func unbindMounts(appDir string, mounts []runtime.Mount) {
-	for _, m := range mounts {
-		target := filepath.Join(appDir, filepath.Clean(m.Target))
-		if fi, err := os.Lstat(target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-			os.Remove(target)
-			continue
-		}
-		syscall.Unmount(target, syscall.MNT_DETACH)
+	root, err := os.OpenRoot(appDir)
+	if err != nil {
+		return
 	}
+	defer root.Close()
+	for _, m := range mounts {
+		rel := filepath.Clean(m.Target)
+		if fi, err := root.Lstat(rel); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			root.Remove(rel) // the link of a server without root
+		}
+	}
+	left := mountedBelow(appDir)
+	slices.Reverse(left) // deepest first
+	for _, mp := range left {
+		if rel, err := filepath.Rel(appDir, mp); err == nil && rel != "." {
+			detachBeneath(root, rel)
+		}
+	}
+}
+
+// detachBeneath detaches the mount at rel in root, reached without leaving
+// root and without following a link at rel itself.
+func detachBeneath(root *os.Root, rel string) error {
+	parent, err := root.OpenFile(filepath.Dir(rel), os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	path := "/proc/self/fd/" + strconv.Itoa(int(parent.Fd())) + "/" + filepath.Base(rel)
+	return unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
 }
 
 // mountedBelow lists the mount points at or below dir.

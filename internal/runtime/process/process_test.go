@@ -377,3 +377,49 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("the secrets tmpfs %s is inside the data folder, where backups copy it", r.secretsPath(in.ID))
 	}
 }
+
+// TestStopUnmountsOnlyInItsFolder: an app that moves the folder above its
+// volume and leaves a link to another mount in its place makes the stop
+// detach its own volume where it now is, never the mount the link names.
+func TestStopUnmountsOnlyInItsFolder(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	victim, source := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(victim, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", filepath.Join(victim, "data"), "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(filepath.Join(victim, "data"), syscall.MNT_DETACH) })
+	os.WriteFile(filepath.Join(source, "kept"), []byte("data\n"), 0o644)
+
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.1", App: "a", Process: "web", StopTimeout: time.Second,
+		Mounts:  []runtime.Mount{{Source: source, Target: "x/data", Env: "PADDOCK_VOLUME_DATA"}},
+		Command: fmt.Sprintf("cat $PADDOCK_VOLUME_DATA/kept && mv x y && ln -s %s x && echo moved; exec sleep 100", victim)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(r.LogFile(in.Spec))
+			t.Logf("the instance's log:\n%s", b)
+		}
+	})
+	waitFor(t, r, in.ID, "moved", func(runtime.Instance) bool {
+		b, _ := os.ReadFile(r.LogFile(in.Spec))
+		return strings.Contains(string(b), " out data\n") && strings.Contains(string(b), " out moved\n")
+	})
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	if m := mountedBelow(victim); len(m) != 1 {
+		t.Errorf("the mount the app's link named: %v, want it still mounted", m)
+	}
+	if m := mountedBelow(r.cfg.Dir); len(m) != 0 {
+		t.Errorf("left mounted in the runtime's folder: %v", m)
+	}
+	if b, err := os.ReadFile(filepath.Join(source, "kept")); err != nil || string(b) != "data\n" {
+		t.Errorf("the volume's data after the stop: %q %v", b, err)
+	}
+}
