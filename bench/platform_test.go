@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,6 +82,51 @@ func BenchmarkDeployToServing(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+}
+
+// BenchmarkScaleToServing times an instance of an artifact already on the
+// machine from the API call that asks for it (scale 0 → 1) to its first
+// 200 through the router: start, first health check, router table.
+func BenchmarkScaleToServing(b *testing.B) {
+	p := testenv.Start(b)
+	ctx := context.Background()
+	c := p.Client()
+	if _, err := c.CreateApp(ctx, "cold"); err != nil {
+		b.Fatal(err)
+	}
+	deploy(b, p, "cold", prebuilt(b, 1))
+	took := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if _, err := c.Scale(ctx, "cold", map[string]int{"web": 0}); err != nil {
+			b.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if insts, err := c.Instances(ctx, "cold"); err == nil && len(insts) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the instance did not stop")
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		if _, err := c.Scale(ctx, "cold", map[string]int{"web": 1}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if code, _, err := p.Get("cold.localhost", "/"); err == nil && code == 200 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
 }
 
 // BenchmarkRolloutUnderLoad rolls out a new release of 5 instances while 8

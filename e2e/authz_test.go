@@ -90,7 +90,7 @@ var expected = map[string][]string{
 	"POST /v1/apps/{app}/volumes/{volume}/snapshots":                   writers,
 	"DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}":      writers,
 	"POST /v1/apps/{app}/volumes/{volume}/restore":                     writers,
-	"POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify": readers,
+	"POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify": writers,
 	"GET /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/export":  writers,
 	"POST /v1/apps/{app}/volumes/{volume}/import":                      writers,
 	"GET /v1/backups":                                                  everyone,

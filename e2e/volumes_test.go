@@ -284,7 +284,7 @@ func TestRestoreSurvivesACrash(t *testing.T) {
 	p.Up()
 	p.MustRun("scale", "shop", "web=1")
 	waitLogged(t, p, "shop", "starts=3")
-	if !strings.Contains(p.ServerLog(), "deleting a volume no record names") {
+	if !strings.Contains(p.ServerLog(), "deleting a volume a crash left half made") {
 		t.Errorf("the half-made copy was not cleaned up at start:\n%s", p.ServerLog())
 	}
 	if matches, _ := filepath.Glob(filepath.Join(p.Data, "volumes", "published", "scratch-*")); len(matches) != 0 {

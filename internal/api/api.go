@@ -200,7 +200,8 @@ func (s *Server) table() []route {
 		r("POST /v1/apps/{app}/volumes/{volume}/snapshots", auth.AppWrite, "apps.volumes.snapshot", s.createSnapshot),
 		r("DELETE /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}", auth.AppWrite, "apps.volumes.snapshot-delete", s.deleteSnapshot),
 		r("POST /v1/apps/{app}/volumes/{volume}/restore", auth.AppWrite, "apps.volumes.restore", s.restoreVolume),
-		r("POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify", auth.AppRead, "", s.verifySnapshot),
+		// Verifying reads the whole snapshot: its developers'.
+		r("POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify", auth.AppWrite, "apps.volumes.verify", s.verifySnapshot),
 		// An export takes the app's data off the platform: its developers'.
 		r("GET /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/export", auth.AppWrite, "apps.volumes.export", s.exportSnapshot),
 		upload(r("POST /v1/apps/{app}/volumes/{volume}/import", auth.AppWrite, "apps.volumes.import", s.importVolume)),

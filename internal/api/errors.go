@@ -51,7 +51,7 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return e
 	case errors.As(err, &mb):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
-			Message: fmt.Sprintf("request body over the limit of %d bytes: make it smaller (a deploy skips what .paddockignore names)", mb.Limit)}
+			Message: fmt.Sprintf("request body over the limit of %d bytes: make it smaller (a deploy skips what .paddockignore names; an import's stream may be a little larger than the volume's --size, no more)", mb.Limit)}
 	case errors.Is(err, auth.ErrDenied):
 		return &Error{Status: http.StatusForbidden, Code: "forbidden", Message: err.Error()}
 	case errors.Is(err, auth.ErrUnauthenticated):
@@ -60,6 +60,8 @@ func (s *Server) toError(r *http.Request, err error) *Error {
 		return &Error{Status: http.StatusNotFound, Code: "not_found", Message: err.Error()}
 	case errors.Is(err, store.ErrExists):
 		return &Error{Status: http.StatusConflict, Code: "exists", Message: err.Error()}
+	case errors.Is(err, store.ErrConflict):
+		return &Error{Status: http.StatusConflict, Code: "conflict", Message: err.Error()}
 	case errors.Is(err, deploy.ErrInvalid):
 		return &Error{Status: http.StatusUnprocessableEntity, Code: "invalid", Message: strings.TrimPrefix(err.Error(), deploy.ErrInvalid.Error()+": ")}
 	case errors.Is(err, volume.ErrInvalid):

@@ -265,10 +265,8 @@ func Run(ctx context.Context, cfg Config) error {
 			ids[in.ID] = true
 		}
 		vols.svc.Unpublished(ctx, ids)
-		if vols.plugin != nil {
-			if err := vols.svc.Orphans(ctx); err != nil {
-				log.Warn("delete what a crash left in the storage pool", "err", err)
-			}
+		if err := vols.svc.Orphans(ctx); err != nil {
+			log.Warn("delete the volumes a crash left half made", "err", err)
 		}
 	}
 	mets := metrics.New()

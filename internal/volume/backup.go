@@ -50,7 +50,8 @@ func (s *Service) scratch(ctx context.Context, id string) (string, func(), error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, err
 	}
-	target := filepath.Join(dir, "volume")
+	// "_scratch" is no volume's name: no volume's holders count it.
+	target := filepath.Join(dir, "_scratch")
 	// A record as an instance's publication has, so that a crash's
 	// leftovers are taken back at the next start (Unpublished).
 	b, err := json.Marshal(published{VolumeID: id})
@@ -58,13 +59,15 @@ func (s *Service) scratch(ctx context.Context, id string) (string, func(), error
 		err = os.WriteFile(target+".json", b, 0o600)
 	}
 	if err != nil {
-		os.RemoveAll(dir)
+		os.Remove(target + ".json")
+		os.Remove(dir)
 		return "", nil, err
 	}
 	if _, err := s.cfg.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
 		VolumeId: id, TargetPath: target, VolumeCapability: capability,
 	}); err != nil {
-		os.RemoveAll(dir) // nothing is mounted there
+		os.Remove(target + ".json") // nothing is mounted there
+		os.Remove(dir)
 		return "", nil, pluginError("publish a scratch volume", err)
 	}
 	return target, func() {
@@ -81,11 +84,11 @@ func (s *Service) scratch(ctx context.Context, id string) (string, func(), error
 // withSnapshot runs fn on the content of a snapshot of a volume of app,
 // in a scratch volume made from it.
 func (s *Service) withSnapshot(ctx context.Context, a store.App, sn store.Snapshot, size int64, fn func(dir string) error) error {
-	vol, err := s.csiVolume(ctx, a, sn.Volume+"-scratch", size, snapshotSource(sn))
+	vol, err := s.pendingVolume(ctx, a, sn.Volume+"-scratch", size, snapshotSource(sn), "a scratch copy of snapshot "+sn.ID)
 	if err != nil {
 		return err
 	}
-	defer s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
+	defer s.deleteVolume(ctx, vol.VolumeId)
 	dir, done, err := s.scratch(ctx, vol.VolumeId)
 	if err != nil {
 		return err
@@ -196,7 +199,9 @@ func (s *Service) Import(ctx context.Context, app, name string, size int64, r io
 		return store.Volume{}, err
 	}
 	v := store.Volume{Name: name, App: app, Size: max(vol.CapacityBytes, size), CSIID: vol.VolumeId, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.record(ctx, v); err != nil {
+	err = s.record(ctx, v)
+	s.settle(vol.VolumeId) // named by the record, or deleted
+	if err != nil {
 		return store.Volume{}, err
 	}
 	return v, nil
@@ -205,10 +210,6 @@ func (s *Service) Import(ctx context.Context, app, name string, size int64, r io
 // fill makes an empty plugin volume and runs write on it, published in a
 // scratch folder; the volume is deleted again if write fails.
 func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate int64, progress func(int64), write func(ctx context.Context, dir string, uid int, pace *pacer) error) (*csi.Volume, error) {
-	vol, err := s.csiVolume(ctx, a, name, size, nil)
-	if err != nil {
-		return nil, err
-	}
 	uid := 0
 	if s.cfg.UserOf != nil {
 		u, err := s.cfg.UserOf(a)
@@ -216,6 +217,10 @@ func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate
 			return nil, err
 		}
 		uid = int(u)
+	}
+	vol, err := s.pendingVolume(ctx, a, name, size, nil, "a copy being filled for volume "+name)
+	if err != nil {
+		return nil, err
 	}
 	err = func() error {
 		dir, done, err := s.scratch(ctx, vol.VolumeId)
@@ -231,7 +236,7 @@ func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate
 		return syncfs(dir)
 	}()
 	if err != nil {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
+		s.deleteVolume(ctx, vol.VolumeId)
 		return nil, err
 	}
 	return vol, nil
@@ -243,13 +248,16 @@ func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate
 // swaps as Restore does. The copy is checked against the snapshot's
 // checksum manifest before the swap.
 func (s *Service) RestoreCopy(ctx context.Context, volume, ref string, rate int64, progress func(done, total int64), inUse func(store.Volume) bool) (store.Volume, error) {
+	defer s.lockVolume(volume)()
 	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
 		return v, err
 	}
-	if inUse != nil && inUse(v) {
-		return v, fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first, or restore to a new volume with --to", ErrInUse, volume, v.App, v.Process)
+	done, err := s.beginRestore(v, inUse)
+	if err != nil {
+		return v, err
 	}
+	defer done()
 	vol, err := s.copySnapshot(ctx, a, v, sn, rate, progress)
 	if err != nil {
 		return v, err
@@ -272,7 +280,9 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 		}
 		return s.fill(ctx, a, v.Name, v.Size, rate, nil, func(ctx context.Context, dir string, uid int, pace *pacer) error {
 			pr, pw := io.Pipe()
+			wrote := make(chan struct{})
 			go func() {
+				defer close(wrote)
 				pw.CloseWithError(writeStream(ctx, src, pw, contents{Volume: v.Name, Snapshot: sn.ID, Size: v.Size}))
 			}()
 			var err error
@@ -282,6 +292,7 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 				}
 			})
 			pr.CloseWithError(errors.New("copy ended"))
+			<-wrote // its files closed before the source is unpublished
 			return err
 		})
 	})
@@ -289,7 +300,7 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 		return nil, err
 	}
 	if sn.Checksum != "" && got.Checksum != sn.Checksum {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
+		s.deleteVolume(ctx, vol.VolumeId)
 		return nil, fmt.Errorf("%w: the copy of snapshot %s holds %s, the snapshot was %s when made", ErrCorrupt, sn.ID, got.Checksum, sn.Checksum)
 	}
 	return vol, nil
@@ -307,6 +318,7 @@ func (s *Service) withSnapshotVolume(ctx context.Context, a store.App, sn store.
 
 // swap points a volume's record at the plugin's volume id and deletes the
 // data it pointed at.
+// id is pending until then; the old data is pending until deleted.
 func (s *Service) swap(ctx context.Context, volume, id string) (store.Volume, error) {
 	var old string
 	v, err := s.st.UpdateVolume(ctx, volume, func(v store.Volume) (store.Volume, error) {
@@ -314,11 +326,12 @@ func (s *Service) swap(ctx context.Context, volume, id string) (store.Volume, er
 		return v, nil
 	})
 	if err != nil {
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: id})
+		s.deleteVolume(ctx, id)
 		return v, err
 	}
-	if _, err := s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: old}); err != nil {
-		s.log.Warn("delete the data a restore replaced", "volume", volume, "err", err)
+	s.settle(id)
+	if err := s.pend(old, "the data a restore of "+volume+" replaced"); err == nil {
+		s.deleteVolume(ctx, old)
 	}
 	return v, nil
 }
@@ -385,22 +398,25 @@ func (s *Service) schedules(ctx context.Context, app string) []store.BackupSched
 // Backups beyond keep (0: no limit), oldest first, are deleted. Only a
 // verified backup counts: one that fails verification is deleted.
 func (s *Service) Backup(ctx context.Context, volume string, keep int, verifyRestore bool) (store.Snapshot, error) {
+	defer s.lockVolume(volume)()
 	v, err := s.st.GetVolume(ctx, volume)
 	if err != nil {
 		return store.Snapshot{}, err
 	}
+	// The checksum is read from the stored copy, the snapshot itself.
 	sn, err := s.snapshotOf(ctx, v, "", true)
 	if err != nil {
 		return sn, err
 	}
+	id := sn.ID
 	fail := func(err error) (store.Snapshot, error) {
-		if derr := s.DeleteSnapshot(context.WithoutCancel(ctx), volume, sn.ID); derr != nil {
-			s.log.Warn("delete a backup that failed", "volume", volume, "snapshot", sn.ID, "err", derr)
+		if derr := s.deleteSnapshot(context.WithoutCancel(ctx), volume, id); derr != nil {
+			s.log.Warn("delete a backup that failed", "volume", volume, "snapshot", id, "err", derr)
 		}
 		return sn, fmt.Errorf("backup of %s: %w", volume, err)
 	}
-	if sn, err = s.Verify(ctx, volume, sn.ID); err != nil {
-		return fail(err)
+	if sn.Checksum == "" {
+		return fail(errors.New("its content could not be read for a checksum manifest (the server log says why)"))
 	}
 	if verifyRestore {
 		a, err := s.st.GetApp(ctx, v.App)
@@ -411,16 +427,17 @@ func (s *Service) Backup(ctx context.Context, volume string, keep int, verifyRes
 		if err != nil {
 			return fail(fmt.Errorf("restore into a scratch volume: %w", err))
 		}
-		s.cfg.Controller.DeleteVolume(context.WithoutCancel(ctx), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId})
+		s.deleteVolume(ctx, vol.VolumeId)
 	}
 	if keep > 0 {
 		list, err := s.st.ListSnapshots(ctx, volume)
 		if err != nil {
 			return sn, err
 		}
-		list = slices.DeleteFunc(list, func(sn store.Snapshot) bool { return !sn.Backup })
+		// Only verified backups count, and only they are pruned.
+		list = slices.DeleteFunc(list, func(sn store.Snapshot) bool { return !sn.Backup || sn.VerifiedAt.IsZero() })
 		for len(list) > keep {
-			if err := s.DeleteSnapshot(ctx, volume, list[0].ID); err != nil {
+			if err := s.deleteSnapshot(ctx, volume, list[0].ID); err != nil {
 				return sn, fmt.Errorf("delete an old backup: %w", err)
 			}
 			list = list[1:]

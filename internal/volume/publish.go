@@ -46,6 +46,10 @@ func (s *Service) Mounts(ctx context.Context, app, process, instance string) ([]
 			continue
 		}
 		env, path := EnvName(v.Name), v.Path
+		if s.restoring[v.Name] {
+			s.Unpublish(context.WithoutCancel(ctx), instance)
+			return nil, fmt.Errorf("%w: volume %s is being restored: its instances start once the restore ends", ErrInUse, v.Name)
+		}
 		if !v.PerInstance && slices.ContainsFunc(s.holders(v.Name), func(h string) bool { return h != instance }) {
 			s.Unpublish(context.WithoutCancel(ctx), instance)
 			return nil, fmt.Errorf("%w: volume %s is mounted by another instance of %s and has one writer: scale %s to 1, or attach the volume --per-instance", ErrInUse, v.Name, process, process)
@@ -96,10 +100,13 @@ func (s *Service) slot(ctx context.Context, tmpl store.Volume, vols []store.Volu
 		v, ok := byName[name]
 		switch {
 		case ok && (k == 0 || v.Template == tmpl.Name):
-			if !s.InUse(v) {
-				return v, nil
+			if s.InUse(v) {
+				continue
 			}
-			continue
+			if s.restoring[v.Name] {
+				return v, fmt.Errorf("%w: volume %s is being restored: the instance starts once the restore ends", ErrInUse, v.Name)
+			}
+			return v, nil
 		case ok:
 			return v, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, tmpl.Process, name)
 		}
@@ -227,63 +234,4 @@ func (s *Service) holders(volume string) []string {
 		matches[i] = filepath.Base(filepath.Dir(m))
 	}
 	return matches
-}
-
-// Orphans deletes the plugin's volumes and snapshots that no record names:
-// what a crash left between the plugin making something and its record
-// (a restore, an import or a scratch copy cut short). Only for a plugin
-// that keeps nothing but Paddock's volumes.
-func (s *Service) Orphans(ctx context.Context) error {
-	known := map[string]bool{}
-	vols, err := s.st.ListVolumes(ctx, "")
-	if err != nil {
-		return err
-	}
-	for _, v := range vols {
-		known[v.CSIID] = true
-		snaps, err := s.st.ListSnapshots(ctx, v.Name)
-		if err != nil {
-			return err
-		}
-		for _, sn := range snaps {
-			known[sn.CSIID] = true
-		}
-	}
-	var errs []error
-	token := ""
-	for {
-		resp, err := s.cfg.Controller.ListVolumes(ctx, &csi.ListVolumesRequest{StartingToken: token})
-		if err != nil {
-			return pluginError("list volumes", err)
-		}
-		for _, e := range resp.Entries {
-			if id := e.GetVolume().GetVolumeId(); id != "" && !known[id] {
-				s.log.Info("deleting a volume no record names, left by a crash", "csi_id", id)
-				if _, err := s.cfg.Controller.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
-					errs = append(errs, pluginError("delete orphan volume "+id, err))
-				}
-			}
-		}
-		if token = resp.NextToken; token == "" {
-			break
-		}
-	}
-	for {
-		resp, err := s.cfg.Controller.ListSnapshots(ctx, &csi.ListSnapshotsRequest{StartingToken: token})
-		if err != nil {
-			return pluginError("list snapshots", err)
-		}
-		for _, e := range resp.Entries {
-			if id := e.GetSnapshot().GetSnapshotId(); id != "" && !known[id] {
-				s.log.Info("deleting a snapshot no record names, left by a crash", "csi_id", id)
-				if _, err := s.cfg.Controller.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id}); err != nil {
-					errs = append(errs, pluginError("delete orphan snapshot "+id, err))
-				}
-			}
-		}
-		if token = resp.NextToken; token == "" {
-			break
-		}
-	}
-	return errors.Join(errs...)
 }

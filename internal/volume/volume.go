@@ -12,6 +12,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -49,11 +50,14 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	Store      store.Store                         // required
-	Controller csi.ControllerClient                // required
-	Node       csi.NodeClient                      // required
-	NodeID     string                              // the plugin's node ID, for publishing
-	PublishDir string                              // required: where volumes are published for instances
+	Store      store.Store          // required
+	Controller csi.ControllerClient // required
+	Node       csi.NodeClient       // required
+	NodeID     string               // the plugin's node ID, for publishing
+	PublishDir string               // required: where volumes are published for instances
+	// PendingDir keeps the plugin volumes no record names yet; default
+	// "pending" beside PublishDir.
+	PendingDir string
 	UserOf     func(app store.App) (uint32, error) // the app's user, who owns its volumes; nil: the server's
 	// AppQuota is the most bytes of volumes one app may have; 0: no limit.
 	AppQuota int64
@@ -72,9 +76,14 @@ type Service struct {
 	cfg Config
 	st  store.Store
 	log *slog.Logger
-	// slots is held while an instance picks its per-instance volumes, so
-	// that two instances never take the same.
-	slots sync.Mutex
+	// slots is held while an instance picks its volumes, so that two
+	// instances never take the same per-instance volume and none takes a
+	// volume being restored (restoring, which slots guards).
+	slots     sync.Mutex
+	restoring map[string]bool
+	// volumes holds a mutex for each volume, held by what changes its data
+	// or its snapshots: restores, backups, deletions.
+	volumes sync.Map
 	// Work that goes on after its request was answered (the checksum of
 	// a new snapshot) runs under bg, which Close ends.
 	bg     context.Context
@@ -93,11 +102,42 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.PendingDir == "" {
+		cfg.PendingDir = filepath.Join(filepath.Dir(cfg.PublishDir), "pending")
+	}
 	if err := os.MkdirAll(cfg.PublishDir, 0o711); err != nil {
 		return nil, fmt.Errorf("volume: %w", err)
 	}
+	if err := os.MkdirAll(cfg.PendingDir, 0o700); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
 	bg, stop := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, bg: bg, stop: stop}, nil
+	return &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, bg: bg, stop: stop, restoring: map[string]bool{}}, nil
+}
+
+// lockVolume holds a volume's mutex until the returned func is called.
+func (s *Service) lockVolume(name string) func() {
+	m, _ := s.volumes.LoadOrStore(name, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// beginRestore marks a volume as being restored, so that no instance
+// mounts it until the returned func is called; a volume mounted already
+// is refused.
+func (s *Service) beginRestore(v store.Volume, inUse func(store.Volume) bool) (func(), error) {
+	s.slots.Lock()
+	defer s.slots.Unlock()
+	if inUse != nil && inUse(v) {
+		return nil, fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first, or restore to a new volume with --to", ErrInUse, v.Name, v.App, cmp.Or(v.Process, "them"))
+	}
+	s.restoring[v.Name] = true
+	return func() {
+		s.slots.Lock()
+		delete(s.restoring, v.Name)
+		s.slots.Unlock()
+	}, nil
 }
 
 // Close ends the work still going on in the background and waits for it.
@@ -417,6 +457,9 @@ func (s *Service) Snapshot(ctx context.Context, name, label string) (store.Snaps
 		if err := ValidateName(label); err != nil {
 			return store.Snapshot{}, fmt.Errorf("%w: snapshot name %q: use lowercase letters, digits and dashes", ErrInvalid, label)
 		}
+		if strings.HasPrefix(label, "snap-") {
+			return store.Snapshot{}, fmt.Errorf("%w: snapshot name %q: names starting with snap- are snapshots' IDs; choose another", ErrInvalid, label)
+		}
 	}
 	v, err := s.st.GetVolume(ctx, name)
 	if err != nil {
@@ -468,13 +511,22 @@ func (s *Service) Snapshots(ctx context.Context, name string) ([]store.Snapshot,
 }
 
 // snapshot finds a snapshot of volume by ID or name.
+// An ID wins over a name; a name names the newest of that name.
 func (s *Service) snapshot(ctx context.Context, volume, ref string) (store.Snapshot, error) {
+	if ref == "" {
+		return store.Snapshot{}, fmt.Errorf("%w: give a snapshot's ID or name", ErrInvalid)
+	}
 	list, err := s.st.ListSnapshots(ctx, volume)
 	if err != nil {
 		return store.Snapshot{}, err
 	}
+	for _, sn := range list {
+		if sn.ID == ref {
+			return sn, nil
+		}
+	}
 	for i := len(list) - 1; i >= 0; i-- {
-		if list[i].ID == ref || list[i].Name == ref {
+		if list[i].Name == ref {
 			return list[i], nil
 		}
 	}
@@ -483,6 +535,11 @@ func (s *Service) snapshot(ctx context.Context, volume, ref string) (store.Snaps
 
 // DeleteSnapshot deletes a snapshot of a volume.
 func (s *Service) DeleteSnapshot(ctx context.Context, volume, ref string) error {
+	defer s.lockVolume(volume)()
+	return s.deleteSnapshot(ctx, volume, ref)
+}
+
+func (s *Service) deleteSnapshot(ctx context.Context, volume, ref string) error {
 	sn, err := s.snapshot(ctx, volume, ref)
 	if err != nil {
 		return err
@@ -532,18 +589,17 @@ func snapshotSource(sn store.Snapshot) *csi.VolumeContentSource {
 // point leaves the old data, or the restored data, never neither. A volume
 // in use by instances is refused: stop them first (scale to 0).
 func (s *Service) Restore(ctx context.Context, volume, ref string, inUse func(store.Volume) bool) (store.Volume, error) {
-	v, err := s.st.GetVolume(ctx, volume)
-	if err != nil {
-		return v, err
-	}
-	if inUse != nil && inUse(v) {
-		return v, fmt.Errorf("%w: volume %s is mounted by running instances of %s: scale %s to 0 first, or restore to a new volume with --to", ErrInUse, volume, v.App, v.Process)
-	}
+	defer s.lockVolume(volume)()
 	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
 		return v, err
 	}
-	vol, err := s.csiVolume(ctx, a, volume, v.Size, snapshotSource(sn))
+	done, err := s.beginRestore(v, inUse)
+	if err != nil {
+		return v, err
+	}
+	defer done()
+	vol, err := s.pendingVolume(ctx, a, volume, v.Size, snapshotSource(sn), "a restore of "+volume)
 	if err != nil {
 		return v, err
 	}
@@ -553,6 +609,7 @@ func (s *Service) Restore(ctx context.Context, volume, ref string, inUse func(st
 // Delete deletes a volume and its data. An attached volume, or one with
 // snapshots, is refused unless force, which deletes its snapshots too.
 func (s *Service) Delete(ctx context.Context, name string, force bool, inUse func(store.Volume) bool) error {
+	defer s.lockVolume(name)()
 	v, err := s.st.GetVolume(ctx, name)
 	if err != nil {
 		return err
@@ -571,7 +628,7 @@ func (s *Service) Delete(ctx context.Context, name string, force bool, inUse fun
 		return fmt.Errorf("%w: volume %s has %d snapshots: delete them, or delete with --force (which deletes them too)", ErrInUse, name, len(snaps))
 	}
 	for _, sn := range snaps {
-		if err := s.DeleteSnapshot(ctx, name, sn.ID); err != nil {
+		if err := s.deleteSnapshot(ctx, name, sn.ID); err != nil {
 			return err
 		}
 	}

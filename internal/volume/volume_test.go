@@ -1,13 +1,17 @@
 package volume_test
 
 import (
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	csispec "github.com/container-storage-interface/spec/lib/go/csi"
+
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/store/sqlite"
 	"paddock.dev/paddock/internal/volume"
 )
 
@@ -436,5 +440,56 @@ func TestTeamQuota(t *testing.T) {
 	}
 	if _, err := e.svc.Create(e.ctx, "alone", "alone-data", 100*mib); err != nil {
 		t.Errorf("an app of no team: %v", err)
+	}
+}
+
+// TestOrphansDeleteOnlyWhatACrashLeft: at start the volumes a crash left
+// half made are deleted; a store that lost its records (a fresh one, an
+// older copy) takes no volume with it.
+func TestOrphansDeleteOnlyWhatACrashLeft(t *testing.T) {
+	e := newEnv(t, mockDriver())
+	e.create("data", 16*mib)
+	e.snapshot("data", "one")
+	before := len(e.pluginVolumes())
+
+	fresh, err := sqlite.Open(e.ctx, filepath.Join(t.TempDir(), "fresh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	other, err := volume.New(volume.Config{Store: fresh, Controller: e.ctrl, Node: e.node, PublishDir: e.publish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Orphans(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(e.pluginVolumes()); got != before {
+		t.Errorf("a store without records made Orphans delete volumes: %d left of %d", got, before)
+	}
+
+	// A volume written down as pending, as a restore's copy is while it is
+	// filled, and then left by a crash.
+	resp, err := e.ctrl.CreateVolume(e.ctx, &csispec.CreateVolumeRequest{Name: "pdk-left", CapacityRange: &csispec.CapacityRange{RequiredBytes: 16 * mib},
+		VolumeCapabilities: []*csispec.VolumeCapability{{AccessType: &csispec.VolumeCapability_Mount{Mount: &csispec.VolumeCapability_MountVolume{}},
+			AccessMode: &csispec.VolumeCapability_AccessMode{Mode: csispec.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := filepath.Join(e.dir, "pending", hex.EncodeToString([]byte(resp.Volume.VolumeId))+".json")
+	if err := os.WriteFile(pending, []byte(`{"volume_id":"`+resp.Volume.VolumeId+`","why":"a test"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.Orphans(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.pluginVolumes()[resp.Volume.VolumeId]; ok {
+		t.Error("the volume a crash left is still there")
+	}
+	if got := len(e.pluginVolumes()); got != before {
+		t.Errorf("%d volumes after Orphans, want the %d recorded", got, before)
+	}
+	if _, err := os.Stat(pending); !os.IsNotExist(err) {
+		t.Errorf("the pending note is still there: %v", err)
 	}
 }
