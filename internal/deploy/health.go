@@ -49,9 +49,14 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 			h = &health{firstSeen: now}
 			s.rec.health[in.ID] = h
 		}
-		if !h.started.Equal(in.StartedAt) {
-			// A new process (a restart): it proves itself again.
-			h.started, h.ok, h.probed, h.fails, h.err = in.StartedAt, false, false, 0, ""
+		if h.started.IsZero() {
+			// Admitted before its supervisor had started the process:
+			// this is that process.
+			h.started = in.StartedAt
+		} else if !h.started.Equal(in.StartedAt) {
+			// A new process (a restart): it proves itself again; a check
+			// of the one before no longer counts.
+			h.started, h.ok, h.probed, h.probing, h.fails, h.err = in.StartedAt, false, false, false, 0, ""
 		}
 		interval := spec.Health.Interval
 		if !h.ok {
@@ -83,6 +88,56 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 			s.record(ctx, in, err)
 		}()
 	}
+}
+
+// admit checks a new instance quickly until it first passes, so that it
+// serves as soon as it is ready: 2 ms after it started, then every 5 ms for
+// 150 ms, then half as long again each time, until the reconciler's own
+// checks (every 250 ms for an instance not yet healthy) take over.
+func (s *Service) admit(ctx context.Context, in runtime.Instance, spec manifest.Process) {
+	s.rec.mu.Lock()
+	if _, ok := s.rec.health[in.ID]; !ok {
+		s.rec.health[in.ID] = &health{firstSeen: s.now(), started: in.StartedAt}
+	}
+	s.rec.mu.Unlock()
+	s.rec.wg.Add(1)
+	go func() {
+		defer s.rec.wg.Done()
+		for n, wait := 0, 2*time.Millisecond; wait < 250*time.Millisecond; n++ {
+			if n >= 30 { // 150 ms of checks 5 ms apart: back off
+				wait = wait * 3 / 2
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = max(wait, 5*time.Millisecond)
+			s.rec.mu.Lock()
+			h := s.rec.health[in.ID]
+			if h == nil || h.ok {
+				s.rec.mu.Unlock()
+				return
+			}
+			if h.probing {
+				s.rec.mu.Unlock()
+				continue
+			}
+			// The process the reconciler has seen, if it has: Start may
+			// answer before the supervisor has started it.
+			in.StartedAt = h.started
+			h.probing, h.lastProbe = true, s.now()
+			s.rec.mu.Unlock()
+			err := check(ctx, s.probes, in, spec)
+			if err == nil && in.Process == "web" {
+				err = portOwner(in) // the instance answered, not a squatter
+			}
+			s.record(ctx, in, err)
+			if err == nil {
+				return
+			}
+		}
+	}()
 }
 
 // check runs one health check: an HTTP GET of the health path for web
@@ -143,7 +198,9 @@ func unwrapURL(err error) error {
 func (s *Service) record(ctx context.Context, in runtime.Instance, err error) {
 	s.rec.mu.Lock()
 	h := s.rec.health[in.ID]
-	if h == nil || !h.started.Equal(in.StartedAt) {
+	// A zero start is the first process, checked before the reconciler
+	// saw when it started.
+	if h == nil || !in.StartedAt.IsZero() && !h.started.Equal(in.StartedAt) {
 		s.rec.mu.Unlock()
 		return
 	}

@@ -313,6 +313,7 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 				failure = fmt.Sprintf("could not start a %s instance: %v", p, err)
 				break
 			}
+			s.admit(ctx, in, spec)
 			cur = append(cur, in)
 		}
 		if len(cur) > want {
