@@ -166,3 +166,53 @@ func startPrometheus(t *testing.T, target string) string {
 	})
 	return addr
 }
+
+// TestEvents: the platform's events of an app, in order, as text and JSON,
+// and of every app one may read.
+func TestEvents(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("apps", "create", "side")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	p.MustRun("config", "set", "shop", "A=1")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		out := p.MustRun("events", "shop")
+		for _, want := range []string{"app created by admin", "release v1 created by admin", "started on port", "is healthy", "release v2 created by admin: Config: set A"} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("events lack %q:\n%s", want, out)
+			}
+		}
+		return nil
+	})
+	var evs []struct {
+		App, Message string
+		Time         time.Time
+	}
+	dec := json.NewDecoder(strings.NewReader(p.MustRun("events", "shop", "--json")))
+	for dec.More() {
+		var e struct {
+			App, Message string
+			Time         time.Time
+		}
+		if err := dec.Decode(&e); err != nil {
+			t.Fatalf("events --json: %v", err)
+		}
+		evs = append(evs, e)
+	}
+	if len(evs) < 5 {
+		t.Errorf("events --json: %d events", len(evs))
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Time.Before(evs[i-1].Time) || evs[i].App != "shop" {
+			t.Errorf("events out of order or of another app: %+v then %+v", evs[i-1], evs[i])
+		}
+	}
+	if out := p.MustRun("events"); !strings.Contains(out, "side: app created") || !strings.Contains(out, "shop: app created") {
+		t.Errorf("events of every app:\n%s", out)
+	}
+	if _, errOut, err := p.Run("events", "nope"); err == nil || !strings.Contains(errOut, "nope") {
+		t.Errorf("events of a missing app: %v %q", err, errOut)
+	}
+}

@@ -179,6 +179,7 @@ func (s *Server) table() []route {
 		r("PATCH /v1/apps/{app}/formation", auth.AppWrite, "apps.scale", s.scale),
 		r("GET /v1/apps/{app}/instances", auth.AppRead, "", s.instances),
 		r("GET /v1/apps/{app}/logs", auth.AppRead, "", s.logs),
+		r("GET /v1/apps/{app}/events", auth.AppRead, "", s.events),
 		r("GET /v1/apps/{app}/domains", auth.AppRead, "", s.listDomains),
 		r("POST /v1/apps/{app}/domains", auth.AppWrite, "apps.domains.add", s.addDomain),
 		r("DELETE /v1/apps/{app}/domains/{host}", auth.AppWrite, "apps.domains.remove", s.removeDomain),

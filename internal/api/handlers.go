@@ -294,6 +294,34 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// events streams an app's platform events as NDJSON.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			if since, err = time.Parse(time.RFC3339, v); err != nil {
+				return invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
+			}
+		} else {
+			since = s.now().Add(-d)
+		}
+	}
+	st := &stream{w: w}
+	err := s.d.Events(r.Context(), r.PathValue("app"), since, r.URL.Query().Get("follow") == "true", func(e store.Event) error {
+		st.send(wire.Event{ID: e.ID, App: e.App, Time: e.Time, Process: e.Process, Instance: e.Instance, Message: e.Message})
+		return r.Context().Err()
+	})
+	if err != nil && !st.started {
+		return err
+	}
+	if !st.started {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+	return nil
+}
+
 func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
 	info, err := s.d.App(r.Context(), r.PathValue("app"))
 	if err != nil {

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -387,6 +389,69 @@ func (e *env) changeConfig(cmd *cobra.Command, app string, vars map[string]*stri
 		return err
 	}
 	return e.waitRelease(cmd, c, rel)
+}
+
+func (e *env) eventsCmd() *cobra.Command {
+	var since string
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "events [APP]",
+		Short: "The platform's events: deploys, starts, exits, health, scales, config and secret changes, backups",
+		Long: `Events of one app, or of every app you may read (without APP, and
+without --follow), oldest first.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			var apps []string
+			if len(args) == 1 {
+				apps = args
+			} else {
+				if follow {
+					return errors.New("--follow follows one app: paddock events APP -f")
+				}
+				list, err := c.Apps(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, a := range list {
+					apps = append(apps, a.Name)
+				}
+			}
+			var all []wire.Event
+			for _, app := range apps {
+				err := c.Events(cmd.Context(), app, since, follow, func(ev wire.Event) {
+					if follow {
+						e.printEvent(ev)
+					} else {
+						all = append(all, ev)
+					}
+				})
+				if err != nil {
+					return err
+				}
+			}
+			slices.SortStableFunc(all, func(a, b wire.Event) int { return a.Time.Compare(b.Time) })
+			for _, ev := range all {
+				e.printEvent(ev)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&since, "since", "", "only events since this long ago (1h) or this time (RFC 3339)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	e.addJSON(cmd)
+	return cmd
+}
+
+func (e *env) printEvent(ev wire.Event) {
+	if e.jsonOut {
+		e.printJSON(ev)
+		return
+	}
+	who := ev.App
+	if ev.Instance != "" {
+		who = ev.Instance
+	}
+	fmt.Fprintf(e.stdout, "%s %s: %s\n", ev.Time.Local().Format("2006-01-02T15:04:05.000"), who, ev.Message)
 }
 
 func (e *env) logsCmd() *cobra.Command {

@@ -308,6 +308,35 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(wire.
 	return sc.Err()
 }
 
+// Events sends an app's platform events since since ("10m", an RFC 3339
+// time, "" for the newest thousand) to fn; with follow, new ones too until
+// ctx ends.
+func (c *Client) Events(ctx context.Context, app, since string, follow bool, fn func(wire.Event)) error {
+	v := url.Values{}
+	if since != "" {
+		v.Set("since", since)
+	}
+	if follow {
+		v.Set("follow", "true")
+	}
+	resp, err := c.request(ctx, "GET", appPath(app, "/events?"+v.Encode()), nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e wire.Event
+		if err := dec.Decode(&e); err != nil {
+			if err == io.EOF || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("events: %w", err)
+		}
+		fn(e)
+	}
+}
+
 // Domains lists an app's custom domains.
 func (c *Client) Domains(ctx context.Context, app string) ([]wire.Domain, error) {
 	var out []wire.Domain

@@ -93,3 +93,33 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 func eventLine(e store.Event) logs.Line {
 	return logs.Line{Time: e.Time, Source: "paddock", Stream: "paddock", Text: e.Message}
 }
+
+// Events sends the platform's events of app since since to emit, oldest
+// first (the newest thousand at most), and with follow the new ones as
+// they come until ctx ends.
+func (s *Service) Events(ctx context.Context, app string, since time.Time, follow bool, emit func(store.Event) error) error {
+	if _, err := s.st.GetApp(ctx, app); err != nil {
+		return err
+	}
+	var last int64
+	for {
+		evs, err := s.st.ListEvents(ctx, app, since, last)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if err := emit(e); err != nil {
+				return err
+			}
+			last = e.ID
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

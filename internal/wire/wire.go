@@ -265,3 +265,14 @@ type VerifyReport struct {
 	FirstBad    uint64 `json:"first_bad,omitempty"`
 	Error       string `json:"error,omitempty"`
 }
+
+// Event is a platform event of an app: a deploy, an instance's start,
+// exit, health, a scale, a config or secret change, a backup.
+type Event struct {
+	ID       int64     `json:"id"`
+	App      string    `json:"app"`
+	Time     time.Time `json:"time"`
+	Process  string    `json:"process,omitempty"`
+	Instance string    `json:"instance,omitempty"`
+	Message  string    `json:"message"`
+}
