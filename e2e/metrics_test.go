@@ -32,6 +32,15 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
 	}
 	p.MustRun("apps")
+	for i := 0; i < 5; i++ {
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if code, body, err := p.Get("shop.localhost", "/"); err != nil || code != 200 {
+				return fmt.Errorf("GET shop: %d %v %s", code, err, body)
+			}
+			return nil
+		})
+	}
+	p.Get("nothere.localhost", "/")
 
 	get := func(url, token string) (int, string) {
 		req, _ := http.NewRequest("GET", url, nil)
@@ -62,6 +71,10 @@ func TestMetrics(t *testing.T) {
 		`paddock_builds_total{result="succeeded"} 1`,
 		`paddock_reconcile_passes_total `,
 		`paddock_audit_append_duration_seconds_count `,
+		`paddock_router_requests_total{app="shop",code="2xx"} 5`,
+		`paddock_router_request_duration_seconds_count{app="shop"} 5`,
+		`paddock_router_response_bytes_total{app="shop"} `,
+		`paddock_router_requests_in_flight{app="shop"} 0`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
 	} {

@@ -295,6 +295,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return out, err
 	})
+	mets.WatchRouter(func(ctx context.Context) (map[string]metrics.Traffic, error) {
+		all, err := rtr.client.Stats(ctx)
+		out := make(map[string]metrics.Traffic, len(all))
+		for app, st := range all {
+			out[app] = metrics.Traffic{Requests: st.Requests, Bounds: router.DurationBounds[:], Durations: st.Durations,
+				Seconds: st.Seconds, BytesOut: st.BytesOut, InFlight: st.InFlight}
+		}
+		return out, err
+	})
 	var metricsLn net.Listener
 	if cfg.Metrics != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {

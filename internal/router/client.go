@@ -86,6 +86,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
+// Stats asks the router for every app's request counters.
+func (c *Client) Stats(ctx context.Context) (map[string]AppStats, error) {
+	var st map[string]AppStats
+	err := c.do(ctx, http.MethodGet, "/v1/stats", nil, &st)
+	return st, err
+}
+
 // ReadInfo reads StateDir/router.json without contacting the router: the
 // PID, the listen address and the start time of the router that last
 // started there. After a clean stop the PID is 0 and the address stays;

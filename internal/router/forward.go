@@ -230,6 +230,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 			waitBody(false)
 			return resFailed, false, errMalformed
 		}
+		c.status = code
 		fields, err := parseFields(head[nl+1:], c.h.fields[:0])
 		c.h.fields = fields[:0]
 		if err != nil {

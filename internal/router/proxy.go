@@ -257,6 +257,10 @@ type clientConn struct {
 	watchDone chan struct{}
 	gone      atomic.Bool // the client went away while its request was at a backend
 	bodyAbort atomic.Bool // the exchange stops the copy of the request body (see sendBody)
+
+	// What the client was answered, for the app's counters.
+	status  int
+	written int64
 }
 
 func (c *clientConn) serve() {
@@ -379,6 +383,10 @@ func (c *clientConn) handle(head []byte) bool {
 	if rt == nil {
 		return c.writeError(404, "no app is routed at host "+strconv.Quote(string(key))+"\n", keepOnError)
 	}
+	start, written := time.Now().UnixNano(), c.written
+	c.status = 0
+	rt.stats.inflight.Add(1)
+	defer func() { rt.stats.done(c.status, time.Now().UnixNano()-start, c.written-written) }()
 	if len(rt.backends) == 0 {
 		return c.writeErrorHeader(503, rt.msg503, "Retry-After: 5\r\nCache-Control: no-store\r\n", keepOnError)
 	}
@@ -421,6 +429,7 @@ func (c *clientConn) writeErrorHeader(code int, msg, header string, keep bool) b
 	out = append(out, "\r\n\r\n"...)
 	out = append(out, msg...)
 	c.out = out
+	c.status = code
 	if _, err := c.Write(out); err != nil {
 		return false
 	}
@@ -462,10 +471,15 @@ func (c *clientConn) armWrite() {
 // Write writes to the client within the write timeout.
 func (c *clientConn) Write(b []byte) (int, error) {
 	c.armWrite()
+	var n int
+	var err error
 	if c.rawio != nil {
-		return c.rawio.write(b)
+		n, err = c.rawio.write(b)
+	} else {
+		n, err = c.c.Write(b)
 	}
-	return c.c.Write(b)
+	c.written += int64(n)
+	return n, err
 }
 
 // ReadFrom copies r to the client until EOF (or the limit, when r is an
@@ -473,6 +487,7 @@ func (c *clientConn) Write(b []byte) (int, error) {
 // timeout. Over plain HTTP each slice is spliced in the kernel when r is a
 // TCP connection.
 func (c *clientConn) ReadFrom(r io.Reader) (n int64, err error) {
+	defer func() { c.written += n }()
 	limit := int64(1<<63 - 1)
 	if lr, ok := r.(*io.LimitedReader); ok {
 		r, limit = lr.R, lr.N

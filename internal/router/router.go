@@ -457,6 +457,7 @@ func (s *server) status() Status {
 //
 //	PUT /v1/table   body: Table   -> 200 {"version": N} (the version in use)
 //	GET /v1/status                -> 200 Status
+//	GET /v1/stats                 -> 200 {"APP": AppStats}
 func (s *server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/table", func(w http.ResponseWriter, r *http.Request) {
@@ -474,6 +475,10 @@ func (s *server) adminHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]uint64{"version": v})
+	})
+	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.p.set.appStats())
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -65,6 +65,7 @@ type routes struct {
 
 type route struct {
 	host, app string
+	stats     *appStats
 	backends  []*backend
 	next      atomic.Uint32 // round-robin cursor
 	msg503    string        // the body of the 503 answer when there is no backend
@@ -150,8 +151,9 @@ type backendSet struct {
 	owners *ownerLookup // who owns the server side of a new connection; nil: not checked
 	log    *slog.Logger
 
-	mu sync.Mutex
-	m  map[Backend]*backend
+	mu    sync.Mutex
+	m     map[Backend]*backend
+	stats map[string]*appStats // by app, kept across tables
 }
 
 // compile builds the routes of t, reusing known backends, and returns the
@@ -166,7 +168,7 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 	used := make(map[*backend]bool)
 	rs := &routes{version: t.Version, byHost: make(map[string]*route, len(t.Routes))}
 	for _, r := range t.Routes {
-		rt := &route{host: r.Host, app: r.App}
+		rt := &route{host: r.Host, app: r.App, stats: s.statsFor(r.App)}
 		for _, key := range r.Backends {
 			b := s.m[key]
 			if b == nil {
