@@ -279,6 +279,15 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 		}
 		q.Tail = n
 	}
+	if v := r.URL.Query().Get("grep"); v != "" {
+		// Go's regexps run in time linear in the text: no pattern can
+		// stall the server.
+		re, err := regexp.Compile(v)
+		if err != nil || len(v) > 1000 {
+			return invalid("grep=%q: give a regular expression (RE2 syntax) of at most 1000 bytes", v)
+		}
+		q.Grep = re
+	}
 	st := &stream{w: w}
 	err := s.d.Logs(r.Context(), r.PathValue("app"), q, func(l logs.Line) error {
 		st.send(lineOut(l))

@@ -475,6 +475,7 @@ func (e *env) logsCmd() *cobra.Command {
 	f.StringVar(&q.Process, "process", "", "only this process type's output")
 	f.StringVar(&q.Since, "since", "", "only lines since this long ago (10m) or this time (RFC 3339)")
 	f.IntVarP(&q.Tail, "num", "n", 100, "the last N lines (0: all)")
+	f.StringVar(&q.Grep, "grep", "", "only lines that match this regular expression (RE2 syntax); -n counts matching lines")
 	e.addJSON(cmd)
 	return cmd
 }

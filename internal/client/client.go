@@ -271,6 +271,7 @@ type LogQuery struct {
 	Since   string // a duration ("10m") or an RFC 3339 time
 	Tail    int
 	Follow  bool
+	Grep    string // a regular expression (RE2) the lines' text must match
 }
 
 // Logs passes an app's log lines to fn; with Follow it returns when ctx ends.
@@ -287,6 +288,9 @@ func (c *Client) Logs(ctx context.Context, app string, q LogQuery, fn func(wire.
 	}
 	if q.Follow {
 		v.Set("follow", "true")
+	}
+	if q.Grep != "" {
+		v.Set("grep", q.Grep)
 	}
 	resp, err := c.request(ctx, "GET", appPath(app, "/logs?"+v.Encode()), nil, "")
 	if err != nil {

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"time"
 
@@ -13,10 +14,11 @@ import (
 
 // LogQuery selects an app's log lines.
 type LogQuery struct {
-	Process string    // only this process type's instances (and no build output or events)
-	Since   time.Time // zero: from the start of what is kept
-	Tail    int       // the last Tail lines; 0 for all
-	Follow  bool      // keep sending new lines until ctx is done
+	Process string         // only this process type's instances (and no build output or events)
+	Since   time.Time      // zero: from the start of what is kept
+	Tail    int            // the last Tail lines; 0 for all
+	Follow  bool           // keep sending new lines until ctx is done
+	Grep    *regexp.Regexp // only lines whose text it matches; nil: all
 }
 
 // appLogLimit bounds what an app's logs keep on disk.
@@ -36,7 +38,7 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 		return err
 	}
 	dir := s.logDir(app, a.ID)
-	lq := logs.Query{Since: q.Since, Tail: q.Tail}
+	lq := logs.Query{Since: q.Since, Tail: q.Tail, Grep: q.Grep}
 	if q.Process != "" {
 		lq.Source = q.Process + "."
 	}
@@ -77,7 +79,9 @@ func (s *Service) Logs(ctx context.Context, app string, q LogQuery, emit func(lo
 				return err
 			}
 			for _, e := range evs {
-				lines = append(lines, eventLine(e))
+				if lq.Keep(e.Message) {
+					lines = append(lines, eventLine(e))
+				}
 				lastEvent = e.ID
 			}
 			sort.SliceStable(lines, func(i, j int) bool { return lines[i].Time.Before(lines[j].Time) })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -79,6 +80,11 @@ func TestReadTail(t *testing.T) {
 		{Query{Tail: 100, Since: time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC)}, "paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
 		{Query{Since: time.Date(2026, 1, 1, 0, 0, 5, 0, time.UTC)}, "paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
 		{Query{}, "web.x1:w1 worker.y2:k2 web.x1:w3 paddock:e4 web.x1:w5 worker.y2:k6 worker.y2:k7 web.x1:w8 paddock:e9"},
+		// Grep: the tail counts matching lines, across rotated files too.
+		{Query{Grep: regexp.MustCompile(`^w[135]$`)}, "web.x1:w1 web.x1:w3 web.x1:w5"},
+		{Query{Tail: 2, Grep: regexp.MustCompile(`^w[135]$`)}, "web.x1:w3 web.x1:w5"},
+		{Query{Tail: 2, Grep: regexp.MustCompile(`[ke][79]`)}, "worker.y2:k7 paddock:e9"},
+		{Query{Grep: regexp.MustCompile(`nothing`)}, ""},
 	} {
 		got, err := readAll(dir, tc.q, events)
 		if err != nil {

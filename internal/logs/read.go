@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -48,7 +49,14 @@ type Query struct {
 	Source string    // only files whose source starts with this ("web." for web instances); "" for all
 	Since  time.Time // only lines at or after this; zero for all
 	Tail   int       // only the last Tail lines; 0 for all
+	// Grep, when set, keeps only the lines whose text it matches; Tail
+	// then counts matching lines. Files are read a line at a time, never
+	// whole.
+	Grep *regexp.Regexp
 }
+
+// Keep reports whether a line's text passes the query's Grep.
+func (q Query) Keep(text string) bool { return q.Grep == nil || q.Grep.MatchString(text) }
 
 // source names a file's lines: "web.x1y2z3" for APP.web.x1y2z3.log.
 func source(name string) string {
@@ -101,9 +109,15 @@ func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 	if q.Tail > 0 {
 		var all []Line
 		for _, base := range order {
-			all = append(all, tail(bySource[base], source(base), q.Since, q.Tail)...)
+			all = append(all, tail(bySource[base], source(base), q, q.Tail)...)
 		}
-		all = append(all, extra[max(0, len(extra)-q.Tail):]...)
+		var kept []Line
+		for _, l := range extra {
+			if q.Keep(l.Text) {
+				kept = append(kept, l)
+			}
+		}
+		all = append(all, kept[max(0, len(kept)-q.Tail):]...)
 		sort.SliceStable(all, func(i, j int) bool { return all[i].Time.Before(all[j].Time) })
 		for _, l := range all[max(0, len(all)-q.Tail):] {
 			if err := emit(l); err != nil {
@@ -114,11 +128,17 @@ func Read(dir string, q Query, extra []Line, emit func(Line) error) error {
 	}
 	streams := make([]stream, 0, len(order)+1)
 	for _, base := range order {
-		st := &fileStream{files: bySource[base], src: source(base), since: q.Since}
+		st := &fileStream{files: bySource[base], src: source(base), q: q}
 		defer st.close()
 		streams = append(streams, st)
 	}
-	ex := sliceStream(extra)
+	var kept []Line
+	for _, l := range extra {
+		if q.Keep(l.Text) {
+			kept = append(kept, l)
+		}
+	}
+	ex := sliceStream(kept)
 	streams = append(streams, &ex)
 	heads := make([]*Line, len(streams))
 	for i, st := range streams {
@@ -160,7 +180,7 @@ func (s *sliceStream) next() *Line {
 type fileStream struct {
 	files []string
 	src   string
-	since time.Time
+	q     Query
 	f     *os.File
 	br    *bufio.Reader
 	line  []byte
@@ -185,7 +205,7 @@ func (s *fileStream) next() *Line {
 			continue
 		}
 		l, ok := ParseLine(string(line))
-		if !ok || l.Time.Before(s.since) {
+		if !ok || l.Time.Before(s.q.Since) || !s.q.Keep(l.Text) {
 			continue
 		}
 		l.Source = s.src
@@ -232,10 +252,10 @@ func (s *fileStream) close() {
 
 // tail returns the last n lines at or after since of files (older first),
 // reading each from its end.
-func tail(files []string, src string, since time.Time, n int) []Line {
+func tail(files []string, src string, q Query, n int) []Line {
 	var out []Line
 	for i := len(files) - 1; i >= 0 && len(out) < n; i-- {
-		lines, done := tailFile(files[i], src, since, n-len(out))
+		lines, done := tailFile(files[i], src, q, n-len(out))
 		out = append(lines, out...)
 		if done {
 			break // reached a line before since
@@ -246,7 +266,7 @@ func tail(files []string, src string, since time.Time, n int) []Line {
 
 // tailFile returns the last n lines of path at or after since, and whether
 // it met an older line (so older files need not be read).
-func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool) {
+func tailFile(path, src string, q Query, n int) (lines []Line, done bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, false
@@ -280,12 +300,14 @@ func tailFile(path, src string, since time.Time, n int) (lines []Line, done bool
 			if skip {
 				skip = false
 			} else if l, ok := ParseLine(string(line)); ok {
-				if l.Time.Before(since) {
+				if l.Time.Before(q.Since) {
 					done = true
 					break
 				}
-				l.Source = src
-				rev = append(rev, l)
+				if q.Keep(l.Text) {
+					l.Source = src
+					rev = append(rev, l)
+				}
 			}
 			if i < 0 {
 				break
@@ -356,7 +378,7 @@ func (f *Follower) Poll(ctx context.Context) []Line {
 		if end == 0 && n == maxReadLine {
 			end = n // damage: a line longer than any written, skipped
 		}
-		out = appendLines(out, b[:end], source(name))
+		out = appendLines(out, b[:end], source(name), f.q)
 		f.offsets[name] = off + int64(end)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
@@ -400,11 +422,11 @@ func Prune(dir string, max int64, keep map[string]bool) error {
 	return nil
 }
 
-func appendLines(out []Line, b []byte, src string) []Line {
+func appendLines(out []Line, b []byte, src string, q Query) []Line {
 	for len(b) > 0 {
 		line, rest, _ := bytes.Cut(b, []byte("\n"))
 		b = rest
-		if l, ok := ParseLine(string(line)); ok {
+		if l, ok := ParseLine(string(line)); ok && q.Keep(l.Text) {
 			l.Source = src
 			out = append(out, l)
 		}
