@@ -116,7 +116,7 @@ func (s *Service) volumeOf(ctx context.Context, volume, ref string) (store.Volum
 func (s *Service) sum(ctx context.Context, a store.App, v store.Volume, sn store.Snapshot) store.Snapshot {
 	var sum string
 	err := s.withSnapshot(ctx, a, sn, v.Size, func(dir string) (err error) {
-		_, sum, err = manifestOf(ctx, dir)
+		_, sum, err = manifestOf(ctx, dir, readBudget(v))
 		return err
 	})
 	if err == nil {
@@ -131,6 +131,10 @@ func (s *Service) sum(ctx context.Context, a store.App, v store.Volume, sn store
 	return sn
 }
 
+// readBudget is the most a checksum of v's content reads: four times its
+// size.
+func readBudget(v store.Volume) int64 { return 4 * v.Size }
+
 // Verify reads a snapshot's content again and checks it against the
 // checksum manifest taken when it was made: ErrCorrupt if it differs.
 func (s *Service) Verify(ctx context.Context, volume, ref string) (store.Snapshot, error) {
@@ -143,7 +147,7 @@ func (s *Service) Verify(ctx context.Context, volume, ref string) (store.Snapsho
 	}
 	var sum string
 	err = s.withSnapshot(ctx, a, sn, v.Size, func(dir string) (err error) {
-		_, sum, err = manifestOf(ctx, dir)
+		_, sum, err = manifestOf(ctx, dir, readBudget(v))
 		return err
 	})
 	if err != nil {
@@ -471,7 +475,15 @@ func (s *Service) backupsDue(ctx context.Context, event func(app, msg string)) {
 		if !b.LastRun.IsZero() && now.Sub(b.LastRun) >= 2*b.Every {
 			event(b.App, fmt.Sprintf("backup of volume %s missed: the last ran %s ago, and one is due every %s", b.Volume, now.Sub(b.LastRun).Round(time.Second), b.Every))
 		}
-		sn, err := s.scheduled(ctx, b)
+		// However an app fills its volume, one backup does not hold up
+		// the others for long: 10 minutes and a second for each 20 MiB.
+		timeout := 10 * time.Minute
+		if v, err := s.st.GetVolume(ctx, b.Volume); err == nil {
+			timeout += time.Duration(v.Size/(20<<20)) * time.Second
+		}
+		bctx, cancel := context.WithTimeout(ctx, timeout)
+		sn, err := s.scheduled(bctx, b)
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return

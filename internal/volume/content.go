@@ -142,12 +142,18 @@ func walk(ctx context.Context, dir string, fn func(e entry, f *os.File) error) e
 }
 
 // manifestOf reads every file below dir and returns the content's
-// entries and checksum.
-func manifestOf(ctx context.Context, dir string) ([]entry, string, error) {
+// entries and checksum. It reads at most budget bytes (0: no limit): sparse
+// files and hard links make a volume's files add up to more than it holds,
+// and an app must not make the server read without end.
+func manifestOf(ctx context.Context, dir string, budget int64) ([]entry, string, error) {
 	var entries []entry
+	var read int64
 	buf := make([]byte, copyBufferSize)
 	err := walk(ctx, dir, func(e entry, f *os.File) error {
 		if f != nil {
+			if read += e.Size; budget > 0 && read > budget {
+				return fmt.Errorf("%w: the volume's files add up to more than %s (sparse files or hard links): too much to read for a checksum", ErrInvalid, human(budget))
+			}
 			h := sha256.New()
 			n, err := io.CopyBuffer(h, contextReader{ctx, f}, buf)
 			if err != nil {

@@ -52,7 +52,7 @@ func TestStreamRoundTrip(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, want, err := manifestOf(context.Background(), src)
+	_, want, err := manifestOf(context.Background(), src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestStreamRoundTrip(t *testing.T) {
 	if m.Checksum != want {
 		t.Errorf("the stream's checksum %s, the source's %s", m.Checksum, want)
 	}
-	if _, got, _ := manifestOf(context.Background(), dst); got != want {
+	if _, got, _ := manifestOf(context.Background(), dst, 0); got != want {
 		t.Errorf("the imported tree's checksum %s, the source's %s", got, want)
 	}
 	if target, err := os.Readlink(filepath.Join(dst, "out")); err != nil || target != "/etc/passwd" {
@@ -75,9 +75,13 @@ func TestStreamRoundTrip(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dst, "fifo")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a fifo was imported: %v", err)
 	}
+	// A budget smaller than the files is refused.
+	if _, _, err := manifestOf(context.Background(), src, 100<<10); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a checksum over its read budget: %v, want ErrInvalid", err)
+	}
 	// A change anywhere changes the checksum.
 	os.WriteFile(filepath.Join(src, "sub/deep/b.bin"), []byte(strings.Repeat("x", 300<<10-1)+"y"), 0o640)
-	if _, got, _ := manifestOf(context.Background(), src); got == want {
+	if _, got, _ := manifestOf(context.Background(), src, 0); got == want {
 		t.Error("one byte changed and the checksum did not")
 	}
 }
