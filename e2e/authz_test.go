@@ -32,6 +32,10 @@ var expected = map[string][]string{
 	"POST /v1/login":                         everyone,
 	"POST /v1/shutdown":                      admins,
 	"GET /metrics":                           admins,
+	"GET /v1/alerts":                         everyone,
+	"GET /v1/alerts/webhooks":                admins,
+	"POST /v1/alerts/webhooks":               admins,
+	"DELETE /v1/alerts/webhooks/{webhook}":   admins,
 	"GET /v1/apps":                           everyone,
 	"POST /v1/apps":                          creators,
 	"GET /v1/apps/{app}":                     readers,
@@ -165,7 +169,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		}
 		return rank(a) - rank(b)
 	})
-	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch")
+	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch", "{webhook}", "nosuch")
 	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
 		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()

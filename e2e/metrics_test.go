@@ -8,16 +8,19 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/testenv"
 )
@@ -227,5 +230,83 @@ func TestEvents(t *testing.T) {
 	}
 	if _, errOut, err := p.Run("events", "nope"); err == nil || !strings.Contains(errOut, "nope") {
 		t.Errorf("events of a missing app: %v %q", err, errOut)
+	}
+}
+
+// TestAlerts: an app in a crash loop fires an alert once, as an event and
+// a signed notification to a webhook, and resolves it once the app is
+// fixed.
+func TestAlerts(t *testing.T) {
+	p := testenv.Start(t)
+	var mu sync.Mutex
+	var got []alerts.Notification
+	var secret string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if want := "sha256=" + alerts.Sign([]byte(secret), r.Header.Get("X-Paddock-Timestamp"), body); r.Header.Get("X-Paddock-Signature") != want {
+			t.Errorf("a notification's signature %q, want %q", r.Header.Get("X-Paddock-Signature"), want)
+		}
+		var n alerts.Notification
+		if err := json.Unmarshal(body, &n); err != nil {
+			t.Errorf("a notification: %v: %s", err, body)
+		}
+		got = append(got, n)
+	}))
+	defer hook.Close()
+	out := p.MustRun("alerts", "add", "--webhook", hook.URL)
+	mu.Lock()
+	secret = strings.TrimSpace(out)
+	mu.Unlock()
+	if len(secret) != 64 {
+		t.Fatalf("alerts add printed %q, want the secret", out)
+	}
+	if list := p.MustRun("alerts", "webhooks"); !strings.Contains(list, hook.URL) || strings.Contains(list, secret) {
+		t.Errorf("alerts webhooks (the URL, never the secret):\n%s", list)
+	}
+
+	p.MustRun("apps", "create", "crash")
+	// A worker that runs two seconds, then exits: the release rolls out,
+	// then the worker keeps crashing.
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.worker]\ncommand = \"sleep 2; echo dying; exit 1\"\n"), "--app", "crash"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	notified := func(status string) alerts.Notification {
+		var n alerts.Notification
+		testenv.Eventually(t, 60*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, g := range got {
+				if g.Status == status && g.Alert.Rule == "crash_loop" && g.Alert.App == "crash" {
+					n = g
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s crash_loop notification yet: %+v", status, got)
+		})
+		return n
+	}
+	notified("firing")
+	if list := p.MustRun("alerts"); !strings.Contains(list, "crash_loop") || !strings.Contains(list, "crash") {
+		t.Errorf("alerts:\n%s", list)
+	}
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.worker]\ncommand = \"exec sleep 1000\"\n"), "--app", "crash"); err != nil {
+		t.Fatalf("deploy the fix: %v\n%s\n%s", err, out, errOut)
+	}
+	notified("resolved")
+	mu.Lock()
+	firing := 0
+	for _, g := range got {
+		if g.Status == "firing" && g.Alert.Rule == "crash_loop" {
+			firing++
+		}
+	}
+	mu.Unlock()
+	if firing != 1 {
+		t.Errorf("%d firing notifications for one crash loop, want 1", firing)
+	}
+	if evs := p.MustRun("events", "crash"); !strings.Contains(evs, "alert crash_loop FIRING") || !strings.Contains(evs, "alert crash_loop resolved") {
+		t.Errorf("events:\n%s", evs)
 	}
 }

@@ -59,6 +59,9 @@ type Config struct {
 	Limiter *auth.Limiter // failed authentications; default 100 an hour per address and per account (see guard.go)
 	CA      []byte        // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
+	// Alerts are the alerts firing and their webhooks; nil: those routes
+	// answer 503.
+	Alerts Alerts
 	// Metrics counts the API's requests and serves GET /metrics; nil: no
 	// counting, and that route answers 503.
 	Metrics *metrics.Metrics
@@ -164,6 +167,11 @@ func (s *Server) table() []route {
 		// app's, so admins' (a scraper gets an admin's token, or scrapes
 		// the --metrics listener on a private address instead).
 		r("GET /metrics", auth.MetricsRead, "", s.metrics),
+		// Alerts of the apps one may read; their webhooks are admins'.
+		r("GET /v1/alerts", auth.AppsList, "", s.listAlerts),
+		r("GET /v1/alerts/webhooks", auth.SystemAdmin, "", s.listWebhooks),
+		r("POST /v1/alerts/webhooks", auth.SystemAdmin, "alerts.webhooks.add", s.addWebhook),
+		r("DELETE /v1/alerts/webhooks/{webhook}", auth.SystemAdmin, "alerts.webhooks.remove", s.removeWebhook),
 
 		r("GET /v1/apps", auth.AppsList, "", s.listApps),
 		creates("app", r("POST /v1/apps", auth.AppsCreate, "apps.create", s.createApp)),

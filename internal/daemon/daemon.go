@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/api"
 	"paddock.dev/paddock/internal/audit"
 	"paddock.dev/paddock/internal/auth"
@@ -304,6 +305,18 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return out, err
 	})
+	hooks := alertHooks{st: st, kr: keyring{kr}}
+	hooks.m = alerts.New(alerts.Config{
+		Conditions: conditions(svc, vols.svc, st),
+		Webhooks:   hooks.Webhooks,
+		Event: func(app, msg string) {
+			if err := st.AddEvent(context.WithoutCancel(ctx), store.Event{App: app, Time: time.Now().UTC(), Message: msg}); err != nil {
+				log.Warn("record event", "app", app, "err", err)
+			}
+			log.Info(msg, "app", app)
+		},
+		Logger: log,
+	})
 	var metricsLn net.Listener
 	if cfg.Metrics != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
@@ -319,7 +332,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Volumes: vols.svc, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
+		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
@@ -353,8 +366,9 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { defer wg.Done(); msrv.Serve(metricsLn) }()
 		go func() { <-ctx.Done(); msrv.Close() }()
 	}
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); svc.Run(ctx) }()
+	go func() { defer wg.Done(); hooks.m.Run(ctx, 5*time.Second) }()
 	go func() {
 		defer wg.Done()
 		vols.svc.RunBackups(ctx, time.Minute, func(app, msg string) {

@@ -126,6 +126,15 @@ type BackupSchedule struct {
 	LastError     string        `json:"last_error,omitempty"` // of the last run; "" when it succeeded
 }
 
+// Webhook is where alerts are sent; Secret signs them and is kept sealed
+// by the server's keyring.
+type Webhook struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	Secret    []byte    `json:"-"` // sealed
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // DataKey is a key that seals secrets, kept only wrapped by the
 // key-encryption key (KEK) whose ID it records.
 type DataKey struct {
@@ -297,6 +306,10 @@ type Store interface {
 	// UpdateSnapshot replaces a snapshot's record with what fn makes of it
 	// (its checksum and verification), in one transaction.
 	UpdateSnapshot(ctx context.Context, id string, fn func(Snapshot) (Snapshot, error)) (Snapshot, error)
+
+	AddWebhook(ctx context.Context, w Webhook) error
+	ListWebhooks(ctx context.Context) ([]Webhook, error)
+	DeleteWebhook(ctx context.Context, id string) error // ErrNotFound if there is none
 
 	// PutBackupSchedule creates or replaces a volume's backup schedule.
 	PutBackupSchedule(ctx context.Context, b BackupSchedule) error

@@ -276,3 +276,26 @@ type Event struct {
 	Instance string    `json:"instance,omitempty"`
 	Message  string    `json:"message"`
 }
+
+// Alert is a condition that needs someone's attention, firing now.
+type Alert struct {
+	Rule    string    `json:"rule"` // crash_loop, no_healthy_instance, memory_near_limit, volume_nearly_full, backup_failed
+	App     string    `json:"app"`
+	Subject string    `json:"subject,omitempty"` // the instance or volume it is about
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
+}
+
+// Webhook is where alerts are sent. Secret is in the answer to its
+// creation only.
+type Webhook struct {
+	ID        string    `json:"id"`
+	URL       string    `json:"url"`
+	Secret    string    `json:"secret,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// WebhookRequest adds a webhook.
+type WebhookRequest struct {
+	URL string `json:"url"`
+}

@@ -198,6 +198,12 @@ var schema = []string{
 	)`,
 	`ALTER TABLE volumes ADD COLUMN per_instance INTEGER NOT NULL DEFAULT 0`,
 	`ALTER TABLE volumes ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
+	`CREATE TABLE webhooks (
+		id TEXT PRIMARY KEY,
+		url TEXT NOT NULL,
+		secret BLOB NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"secret versions and release pins", testSecrets},
 		{"data keys", testDataKeys},
 		{"volumes and snapshots", testVolumes},
+		{"webhooks", testWebhooks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -477,6 +478,26 @@ func testDataKeys(t *testing.T, s store.Store) {
 	keys, err = s.DataKeys(ctx)
 	if err != nil || len(keys) != 2 || keys[0].Seals != 5 || string(keys[0].Wrapped) != "re-w1" || keys[1].KEKID != "kek2" || keys[0].Kind != "seal" {
 		t.Errorf("DataKeys after a rewrap: %+v, %v", keys, err)
+	}
+}
+
+func testWebhooks(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	w := store.Webhook{ID: "wh-1", URL: "https://example.test/hook", Secret: []byte("sealed"), CreatedAt: now}
+	if err := s.AddWebhook(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddWebhook(ctx, w); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a second webhook of the ID: %v, want ErrExists", err)
+	}
+	if list, err := s.ListWebhooks(ctx); err != nil || len(list) != 1 || list[0].URL != w.URL || string(list[0].Secret) != "sealed" {
+		t.Errorf("ListWebhooks: %+v, %v", list, err)
+	}
+	if err := s.DeleteWebhook(ctx, "wh-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteWebhook(ctx, "wh-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteWebhook of none: %v, want ErrNotFound", err)
 	}
 }
 

@@ -1,0 +1,32 @@
+package client
+
+import (
+	"context"
+	"net/url"
+
+	"paddock.dev/paddock/internal/wire"
+)
+
+// Alerts lists the alerts firing for the apps the caller may read.
+func (c *Client) Alerts(ctx context.Context) ([]wire.Alert, error) {
+	var out []wire.Alert
+	return out, c.do(ctx, "GET", "/v1/alerts", nil, &out)
+}
+
+// Webhooks lists where alerts are sent (admins).
+func (c *Client) Webhooks(ctx context.Context) ([]wire.Webhook, error) {
+	var out []wire.Webhook
+	return out, c.do(ctx, "GET", "/v1/alerts/webhooks", nil, &out)
+}
+
+// AddWebhook sends alerts to a URL too; the answer holds the secret that
+// signs them, this once.
+func (c *Client) AddWebhook(ctx context.Context, u string) (wire.Webhook, error) {
+	var out wire.Webhook
+	return out, c.do(ctx, "POST", "/v1/alerts/webhooks", wire.WebhookRequest{URL: u}, &out)
+}
+
+// RemoveWebhook stops sending alerts to a webhook.
+func (c *Client) RemoveWebhook(ctx context.Context, id string) error {
+	return c.do(ctx, "DELETE", "/v1/alerts/webhooks/"+url.PathEscape(id), nil, nil)
+}

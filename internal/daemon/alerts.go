@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"time"
+
+	"paddock.dev/paddock/internal/alerts"
+	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/volume"
+)
+
+// The default rules, on from the start: what the platform sees of each
+// app that needs someone's attention.
+func conditions(svc *deploy.Service, vols *volume.Service, st store.Store) func(context.Context) ([]alerts.Condition, error) {
+	return func(ctx context.Context) ([]alerts.Condition, error) {
+		insts, err := svc.AllInstances(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []alerts.Condition
+		now := time.Now()
+		webs, healthy := map[string]int{}, map[string]int{}
+		for _, in := range insts {
+			// Between its crashes an instance runs for a moment: a crash
+			// loop holds while it restarted often and lately.
+			if in.State == runtime.StateCrashLoop || in.Restarts >= 3 && now.Sub(in.StartedAt) < 2*time.Minute {
+				out = append(out, alerts.Condition{Rule: "crash_loop", App: in.App, Subject: in.ID,
+					Message: fmt.Sprintf("instance %s of %s keeps exiting (%d restarts, last: %s): see `paddock logs %s`", in.ID, in.App, in.Restarts, in.LastExit, in.App)})
+			}
+			if in.Memory > 0 && in.MemoryUsed >= in.Memory/10*9 {
+				out = append(out, alerts.Condition{Rule: "memory_near_limit", App: in.App, Subject: in.ID, For: time.Minute,
+					Message: fmt.Sprintf("instance %s of %s uses %d MiB of its %d MiB limit: raise memory in paddock.toml, or find the leak", in.ID, in.App, in.MemoryUsed>>20, in.Memory>>20)})
+			}
+			if in.Process == "web" && !in.Retiring {
+				webs[in.App]++
+				if in.Healthy {
+					healthy[in.App]++
+				}
+			}
+		}
+		for app, n := range webs {
+			if healthy[app] == 0 {
+				out = append(out, alerts.Condition{Rule: "no_healthy_instance", App: app, For: time.Minute,
+					Message: fmt.Sprintf("app %s has %d web instances and none is healthy: the router answers 503; see `paddock ps %s`", app, n, app)})
+			}
+		}
+		if vols == nil {
+			return out, nil
+		}
+		all, err := vols.List(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range all {
+			if used, ok := vols.Used(ctx, v); ok && used >= v.Size/10*9 {
+				out = append(out, alerts.Condition{Rule: "volume_nearly_full", App: v.App, Subject: v.Name,
+					Message: fmt.Sprintf("volume %s of %s holds %d MiB of %d MiB: grow it with `paddock volumes resize %s --size …`", v.Name, v.App, used>>20, v.Size>>20, v.Name)})
+			}
+		}
+		schedules, err := vols.Schedules(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range schedules {
+			if b.LastError != "" {
+				out = append(out, alerts.Condition{Rule: "backup_failed", App: b.App, Subject: b.Volume,
+					Message: fmt.Sprintf("the last backup of volume %s failed: %s", b.Volume, b.LastError)})
+			}
+		}
+		return out, nil
+	}
+}
+
+// alertHooks keeps the alerts' webhooks in the store, their secrets sealed
+// by the keyring.
+type alertHooks struct {
+	st store.Store
+	kr keyring
+	m  *alerts.Manager
+}
+
+func webhookAAD(id string) []byte { return []byte("paddock webhook\x00" + id) }
+
+// Active returns the alerts firing now.
+func (h alertHooks) Active() []alerts.Alert { return h.m.Active() }
+
+// Webhooks returns the webhooks with their secrets open.
+func (h alertHooks) Webhooks(ctx context.Context) ([]alerts.Webhook, error) {
+	list, err := h.st.ListWebhooks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]alerts.Webhook, 0, len(list))
+	for _, w := range list {
+		secret, err := h.kr.Open(ctx, w.Secret, webhookAAD(w.ID))
+		if err != nil {
+			return nil, fmt.Errorf("open the secret of webhook %s: %w", w.ID, err)
+		}
+		out = append(out, alerts.Webhook{ID: w.ID, URL: w.URL, Secret: secret})
+	}
+	return out, nil
+}
+
+// List returns the webhooks without their secrets.
+func (h alertHooks) List(ctx context.Context) ([]store.Webhook, error) {
+	return h.st.ListWebhooks(ctx)
+}
+
+// Add adds a webhook and returns it with its new secret, shown once.
+func (h alertHooks) Add(ctx context.Context, rawURL string) (store.Webhook, []byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return store.Webhook{}, nil, fmt.Errorf("%w: %q: give an http:// or https:// URL without credentials in it (the secret signs each notification)", alerts.ErrBadWebhook, rawURL)
+	}
+	id, secret := make([]byte, 6), make([]byte, 32)
+	rand.Read(id)
+	rand.Read(secret)
+	w := store.Webhook{ID: "wh-" + hex.EncodeToString(id), URL: u.String(), CreatedAt: time.Now().UTC()}
+	hexSecret := []byte(hex.EncodeToString(secret))
+	if w.Secret, err = h.kr.Seal(ctx, hexSecret, webhookAAD(w.ID)); err != nil {
+		return w, nil, err
+	}
+	return w, hexSecret, h.st.AddWebhook(ctx, w)
+}
+
+// Remove removes a webhook.
+func (h alertHooks) Remove(ctx context.Context, id string) error {
+	return h.st.DeleteWebhook(ctx, id)
+}
