@@ -100,6 +100,8 @@ func needRoot(t *testing.T) {
 }
 
 func TestClaim(t *testing.T) {
+	firstSlot = 3000
+	t.Cleanup(func() { firstSlot = 0 })
 	reg := t.TempDir()
 	a, b := t.TempDir(), t.TempDir()
 	ra, err := Claim(reg, a)

@@ -27,6 +27,12 @@ const (
 	maxSlots  = 4094 // up to 0x7FFE0000
 )
 
+// firstSlot is the first block Claim looks at. The package's tests claim
+// from a registry of their own, far from the blocks the machine's real
+// platforms (which start at 0) hold, whose app users' processes would
+// otherwise count as theirs.
+var firstSlot = 0
+
 // DefaultRegistry is the machine-wide folder where platforms claim their
 // blocks of user IDs, one file per block naming the data folder that owns it.
 const DefaultRegistry = "/var/lib/paddock-uid-ranges"
@@ -112,7 +118,7 @@ func Claim(registry, data string) (Range, error) {
 	}
 
 	used := systemIDs()
-	for k := 0; k < maxSlots; k++ {
+	for k := firstSlot; k < maxSlots; k++ {
 		owner, err := claimant(registry, k)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return Range{}, err
