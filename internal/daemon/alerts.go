@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net/url"
 	"time"
 
 	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/volume"
@@ -17,13 +19,17 @@ import (
 
 // The default rules, on from the start: what the platform sees of each
 // app that needs someone's attention.
-func conditions(svc *deploy.Service, vols *volume.Service, st store.Store) func(context.Context) ([]alerts.Condition, error) {
+func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.Context) (map[string]router.AppStats, error)) func(context.Context) ([]alerts.Condition, error) {
+	var window trafficWindow
 	return func(ctx context.Context) ([]alerts.Condition, error) {
 		insts, err := svc.AllInstances(ctx)
 		if err != nil {
 			return nil, err
 		}
 		var out []alerts.Condition
+		if stats, err := traffic(ctx); err == nil {
+			out = append(out, window.conditions(time.Now(), stats)...)
+		}
 		now := time.Now()
 		webs, healthy := map[string]int{}, map[string]int{}
 		for _, in := range insts {
@@ -75,6 +81,95 @@ func conditions(svc *deploy.Service, vols *volume.Service, st store.Store) func(
 		}
 		return out, nil
 	}
+}
+
+// Thresholds of the rules on an app's traffic, over the last five minutes.
+const (
+	trafficWindowLength = 5 * time.Minute
+	minRequests         = 20   // fewer say nothing
+	maxErrorRate        = 0.05 // of answers that are 5xx
+	maxP95              = time.Second
+)
+
+// trafficWindow keeps the router's counters of the last minutes, to read
+// rates from.
+type trafficWindow struct {
+	samples []trafficSample
+}
+
+type trafficSample struct {
+	at    time.Time
+	stats map[string]router.AppStats
+}
+
+// conditions adds a sample and returns the apps whose error rate or 95th
+// percentile latency over the window is too high.
+func (w *trafficWindow) conditions(now time.Time, stats map[string]router.AppStats) []alerts.Condition {
+	w.samples = append(w.samples, trafficSample{now, stats})
+	for len(w.samples) > 1 && now.Sub(w.samples[0].at) > trafficWindowLength {
+		w.samples = w.samples[1:]
+	}
+	first := w.samples[0].stats
+	var out []alerts.Condition
+	for app, cur := range stats {
+		old, ok := first[app]
+		if !ok {
+			continue
+		}
+		var total, errors uint64
+		for class, n := range cur.Requests {
+			d := n - old.Requests[class]
+			if n < old.Requests[class] { // the router restarted
+				d = n
+			}
+			total += d
+			if class == "5xx" {
+				errors += d
+			}
+		}
+		if total < minRequests {
+			continue
+		}
+		if rate := float64(errors) / float64(total); rate > maxErrorRate {
+			out = append(out, alerts.Condition{Rule: "error_rate", App: app,
+				Message: fmt.Sprintf("%.0f%% of the requests to %s in the last %s were answered 5xx (%d of %d): see `paddock logs %s`", rate*100, app, trafficWindowLength, errors, total, app)})
+		}
+		if p95 := percentile(old.Durations, cur.Durations, 0.95); p95 > maxP95.Seconds() {
+			out = append(out, alerts.Condition{Rule: "slow_responses", App: app,
+				Message: fmt.Sprintf("the 95th percentile of %s's response times in the last %s is over %gs", app, trafficWindowLength, p95)})
+		}
+	}
+	return out
+}
+
+// percentile returns the upper bound of the duration bucket that holds
+// the q quantile of the requests counted between two readings (+Inf for
+// the last bucket), in seconds.
+func percentile(old, cur []uint64, q float64) float64 {
+	var total uint64
+	d := make([]uint64, len(cur))
+	for i := range cur {
+		if i < len(old) && cur[i] >= old[i] {
+			d[i] = cur[i] - old[i]
+		} else {
+			d[i] = cur[i]
+		}
+		total += d[i]
+	}
+	if total == 0 {
+		return 0
+	}
+	var seen uint64
+	for i, n := range d {
+		seen += n
+		if float64(seen) >= q*float64(total) {
+			if i < len(router.DurationBounds) {
+				return router.DurationBounds[i]
+			}
+			return math.Inf(1)
+		}
+	}
+	return math.Inf(1)
 }
 
 // alertHooks keeps the alerts' webhooks in the store, their secrets sealed

@@ -307,7 +307,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	hooks := alertHooks{st: st, kr: keyring{kr}}
 	hooks.m = alerts.New(alerts.Config{
-		Conditions: conditions(svc, vols.svc, st),
+		Conditions: conditions(svc, vols.svc, rtr.client.Stats),
 		Webhooks:   hooks.Webhooks,
 		Event: func(app, msg string) {
 			if err := st.AddEvent(context.WithoutCancel(ctx), store.Event{App: app, Time: time.Now().UTC(), Message: msg}); err != nil {
