@@ -51,6 +51,7 @@ var expected = map[string][]string{
 	"GET /v1/apps/{app}/instances":           readers,
 	"GET /v1/apps/{app}/logs":                readers,
 	"GET /v1/apps/{app}/events":              readers,
+	"GET /v1/apps/{app}/metrics":             readers,
 	"GET /v1/apps/{app}/domains":             readers,
 	"POST /v1/apps/{app}/domains":            writers,
 	"DELETE /v1/apps/{app}/domains/{host}":   writers,

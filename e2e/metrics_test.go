@@ -120,6 +120,39 @@ func TestMetrics(t *testing.T) {
 	if resp, err := http.Get("http://" + m[1] + "/metrics"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics on the listener: %v %v", resp, err)
 	}
+	// The history: a point every 10 s of the app's request rate, among
+	// others, while requests come in.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				p.Get("shop.localhost", "/")
+			}
+		}
+	}()
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var hist struct {
+			Step   int `json:"step_seconds"`
+			Series map[string][]*float64
+		}
+		if err := json.Unmarshal([]byte(p.MustRun("metrics", "shop", "--json")), &hist); err != nil {
+			return err
+		}
+		for _, v := range hist.Series["requests_per_second"] {
+			if v != nil && *v > 1 && hist.Step == 10 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no request rate in the history yet: %+v", hist.Series["requests_per_second"])
+	})
+	if out := p.MustRun("metrics", "shop"); !strings.Contains(out, "requests ") || !strings.Contains(out, "/s (") {
+		t.Errorf("paddock metrics:\n%s", out)
+	}
+
 	prom := startPrometheus(t, m[1])
 	testenv.Eventually(t, 60*time.Second, func() error {
 		resp, err := http.Get("http://" + prom + "/api/v1/query?query=" + url.QueryEscape(`paddock_instances{app="shop"}`))

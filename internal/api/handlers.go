@@ -12,6 +12,7 @@ import (
 
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/logs"
+	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/wire"
 )
@@ -381,4 +382,35 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.cfg.Metrics.Handler().ServeHTTP(w, r)
 	return nil
+}
+
+// appMetrics answers an app's recent series from the history.
+func (s *Server) appMetrics(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.History == nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "metrics_unavailable", Message: "this server keeps no metrics"}
+	}
+	if _, err := s.st.GetApp(r.Context(), r.PathValue("app")); err != nil {
+		return err
+	}
+	since := s.now().Add(-time.Hour)
+	if v := r.URL.Query().Get("since"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > metrics.Span {
+			return invalid("since=%q: give a duration of at most %s, e.g. 1h", v, metrics.Span)
+		}
+		since = s.now().Add(-d)
+	}
+	start, points := s.cfg.History.Range(r.PathValue("app"), since, s.now())
+	out := wire.Metrics{App: r.PathValue("app"), Start: start, Step: int(metrics.Step / time.Second), Series: map[string][]*float64{}}
+	for i, name := range metrics.Series {
+		col := make([]*float64, len(points))
+		for j, p := range points {
+			if i < len(p) && p[i] >= 0 {
+				v := p[i]
+				col[j] = &v
+			}
+		}
+		out.Series[name] = col
+	}
+	return writeJSON(w, http.StatusOK, out)
 }

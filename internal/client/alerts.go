@@ -30,3 +30,13 @@ func (c *Client) AddWebhook(ctx context.Context, u string) (wire.Webhook, error)
 func (c *Client) RemoveWebhook(ctx context.Context, id string) error {
 	return c.do(ctx, "DELETE", "/v1/alerts/webhooks/"+url.PathEscape(id), nil, nil)
 }
+
+// Metrics returns an app's recent series since since ("1h"; "" for an hour).
+func (c *Client) Metrics(ctx context.Context, app, since string) (wire.Metrics, error) {
+	var out wire.Metrics
+	p := appPath(app, "/metrics")
+	if since != "" {
+		p += "?since=" + url.QueryEscape(since)
+	}
+	return out, c.do(ctx, "GET", p, nil, &out)
+}

@@ -287,7 +287,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	svc.CleanBuilds()
-	mets.WatchInstances(func(ctx context.Context) ([]metrics.Instance, error) {
+	instances := func(ctx context.Context) ([]metrics.Instance, error) {
 		insts, err := svc.AllInstances(ctx)
 		out := make([]metrics.Instance, 0, len(insts))
 		for _, in := range insts {
@@ -295,8 +295,9 @@ func Run(ctx context.Context, cfg Config) error {
 				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, Healthy: in.Healthy})
 		}
 		return out, err
-	})
-	mets.WatchRouter(func(ctx context.Context) (map[string]metrics.Traffic, error) {
+	}
+	mets.WatchInstances(instances)
+	traffic := func(ctx context.Context) (map[string]metrics.Traffic, error) {
 		all, err := rtr.client.Stats(ctx)
 		out := make(map[string]metrics.Traffic, len(all))
 		for app, st := range all {
@@ -304,7 +305,13 @@ func Run(ctx context.Context, cfg Config) error {
 				Seconds: st.Seconds, BytesOut: st.BytesOut, InFlight: st.InFlight}
 		}
 		return out, err
-	})
+	}
+	mets.WatchRouter(traffic)
+	history, err := metrics.NewHistory(filepath.Join(cfg.Data, "metrics", "history.json.gz"))
+	if err != nil {
+		return fmt.Errorf("open the metrics history: %w", err)
+	}
+	sampler := &metrics.Sampler{History: history, Traffic: traffic, Instances: instances}
 	hooks := alertHooks{st: st, kr: keyring{kr}}
 	hooks.m = alerts.New(alerts.Config{
 		Conditions: conditions(svc, vols.svc, rtr.client.Stats),
@@ -332,7 +339,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
+		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
@@ -366,7 +373,8 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { defer wg.Done(); msrv.Serve(metricsLn) }()
 		go func() { <-ctx.Done(); msrv.Close() }()
 	}
-	wg.Add(5)
+	wg.Add(6)
+	go func() { defer wg.Done(); sampler.Run(ctx) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	go func() { defer wg.Done(); hooks.m.Run(ctx, 5*time.Second) }()
 	go func() {

@@ -299,3 +299,12 @@ type Webhook struct {
 type WebhookRequest struct {
 	URL string `json:"url"`
 }
+
+// Metrics are an app's recent series: a point every Step seconds from
+// Start; null where nothing is known.
+type Metrics struct {
+	App    string                `json:"app"`
+	Start  time.Time             `json:"start"`
+	Step   int                   `json:"step_seconds"`
+	Series map[string][]*float64 `json:"series"` // requests_per_second, errors_per_second, p50_seconds, p95_seconds, p99_seconds, cpu_cores, memory_bytes
+}

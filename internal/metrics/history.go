@@ -1,0 +1,281 @@
+package metrics
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// The history keeps, per app, a point every Step for Span: request and
+// error rates, latency percentiles, CPU and memory. It is bounded (a ring
+// per app) and written to a file, so that it survives restarts.
+const (
+	Step = 10 * time.Second
+	Span = 24 * time.Hour
+	ring = int(Span / Step)
+)
+
+// Series are the names of an app's series, in the order Sample takes them.
+var Series = []string{"requests_per_second", "errors_per_second", "p50_seconds", "p95_seconds", "p99_seconds", "cpu_cores", "memory_bytes"}
+
+// Sample is one app's values at one time; NaN: not known then.
+type Sample [7]float64
+
+// History holds the apps' series.
+type History struct {
+	mu   sync.Mutex
+	file string
+	apps map[string]*appRing
+}
+
+type appRing struct {
+	Start  int64       `json:"start"` // unix seconds of the slot at index 0 of the newest lap
+	Last   int64       `json:"last"`  // unix seconds of the newest point
+	Points [][]float64 `json:"points"`
+}
+
+// NewHistory returns a history kept in file (gzip JSON), loaded from it if
+// it is there.
+func NewHistory(file string) (*History, error) {
+	h := &History{file: file, apps: map[string]*appRing{}}
+	f, err := os.Open(file)
+	if os.IsNotExist(err) {
+		return h, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return h, nil // damaged: start again rather than not start
+	}
+	if err := json.NewDecoder(zr).Decode(&h.apps); err != nil {
+		h.apps = map[string]*appRing{}
+	}
+	return h, nil
+}
+
+func slot(t int64) int { return int((t / int64(Step/time.Second)) % int64(ring)) }
+
+// Add records an app's sample at t.
+func (h *History) Add(app string, t time.Time, s Sample) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.apps[app]
+	if r == nil {
+		r = &appRing{Points: make([][]float64, ring)}
+		h.apps[app] = r
+	}
+	sec := t.Unix()
+	// Slots not written since the last point hold nothing now.
+	if r.Last != 0 {
+		gap := (sec - r.Last) / int64(Step/time.Second)
+		for i := int64(1); i < gap && i <= int64(ring); i++ {
+			r.Points[slot(r.Last+i*int64(Step/time.Second))] = nil
+		}
+	}
+	// JSON has no NaN: an unknown value is kept as -1 (no series is
+	// negative).
+	p := make([]float64, len(s))
+	for i, v := range s {
+		if math.IsNaN(v) {
+			v = -1
+		}
+		p[i] = v
+	}
+	r.Points[slot(sec)] = p
+	r.Last = sec
+}
+
+// Forget drops an app's series.
+func (h *History) Forget(app string) {
+	h.mu.Lock()
+	delete(h.apps, app)
+	h.mu.Unlock()
+}
+
+// Range returns an app's points from since to now, one every Step; a
+// point of nothing is nil.
+func (h *History) Range(app string, since, now time.Time) (start time.Time, points [][]float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	step := int64(Step / time.Second)
+	from := max(since.Unix(), now.Unix()-int64(Span/time.Second)+step) / step * step
+	to := now.Unix() / step * step
+	r := h.apps[app]
+	for t := from; t <= to; t += step {
+		var p []float64
+		if r != nil && t <= r.Last && r.Last-t < int64(Span/time.Second) {
+			p = r.Points[slot(t)]
+		}
+		points = append(points, p)
+	}
+	return time.Unix(from, 0).UTC(), points
+}
+
+// Save writes the history to its file, atomically.
+func (h *History) Save() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(h.file), 0o700); err != nil {
+		return err
+	}
+	tmp := h.file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	zw := gzip.NewWriter(f)
+	err = json.NewEncoder(zw).Encode(h.apps)
+	if cerr := zw.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save the metrics history: %w", err)
+	}
+	return os.Rename(tmp, h.file)
+}
+
+// quantile returns the q quantile, in seconds, of the requests counted
+// between two histograms with upper bounds bounds (and one bucket past
+// them), interpolating within the bucket; NaN without requests.
+func quantile(bounds []float64, old, cur []uint64, q float64) float64 {
+	d := make([]float64, len(cur))
+	var total float64
+	for i := range cur {
+		v := cur[i]
+		if i < len(old) && v >= old[i] {
+			v -= old[i]
+		}
+		d[i] = float64(v)
+		total += d[i]
+	}
+	if total == 0 {
+		return math.NaN()
+	}
+	want := q * total
+	var seen float64
+	for i, n := range d {
+		if seen+n >= want {
+			lo := 0.0
+			if i > 0 {
+				lo = bounds[i-1]
+			}
+			if i >= len(bounds) {
+				return bounds[len(bounds)-1]
+			}
+			return lo + (bounds[i]-lo)*(want-seen)/n
+		}
+		seen += n
+	}
+	return bounds[len(bounds)-1]
+}
+
+// Sampler adds a sample of every app to a history each Step.
+type Sampler struct {
+	History   *History
+	Traffic   func(context.Context) (map[string]Traffic, error)
+	Instances func(context.Context) ([]Instance, error)
+
+	prevAt      time.Time
+	prevTraffic map[string]Traffic
+	prevCPU     map[string]float64 // by instance
+}
+
+// Run samples every Step until ctx ends, saving the history every minute
+// and at the end.
+func (s *Sampler) Run(ctx context.Context) {
+	t := time.NewTicker(Step)
+	defer t.Stop()
+	saved := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			s.History.Save()
+			return
+		case now := <-t.C:
+			s.sample(ctx, now)
+			if now.Sub(saved) >= time.Minute {
+				s.History.Save()
+				saved = now
+			}
+		}
+	}
+}
+
+func (s *Sampler) sample(ctx context.Context, now time.Time) {
+	traffic, err := s.Traffic(ctx)
+	if err != nil {
+		traffic = nil
+	}
+	insts, _ := s.Instances(ctx)
+	secs := now.Sub(s.prevAt).Seconds()
+	first := s.prevAt.IsZero()
+	apps := map[string]*Sample{}
+	get := func(app string) *Sample {
+		a := apps[app]
+		if a == nil {
+			a = &Sample{math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), 0, 0}
+			apps[app] = a
+		}
+		return a
+	}
+	for app, cur := range traffic {
+		a := get(app)
+		old, ok := s.prevTraffic[app]
+		if first || !ok {
+			continue
+		}
+		var total, errs float64
+		for class, n := range cur.Requests {
+			d := float64(n) - float64(old.Requests[class])
+			if d < 0 { // the router restarted
+				d = float64(n)
+			}
+			total += d
+			if class == "5xx" {
+				errs += d
+			}
+		}
+		a[0], a[1] = total/secs, errs/secs
+		for i, q := range []float64{.5, .95, .99} {
+			a[2+i] = quantile(cur.Bounds, old.Durations, cur.Durations, q)
+		}
+	}
+	cpu := map[string]float64{}
+	for _, in := range insts {
+		a := get(in.App)
+		if in.MemoryUsed > 0 {
+			a[6] += float64(in.MemoryUsed)
+		}
+		if in.PID <= 0 {
+			continue
+		}
+		c, rss, ok := procStat(in.PID)
+		if !ok {
+			continue
+		}
+		if in.MemoryUsed == 0 {
+			a[6] += rss
+		}
+		cpu[in.ID] = c
+		if prev, ok := s.prevCPU[in.ID]; ok && !first && c >= prev {
+			a[5] += (c - prev) / secs
+		}
+	}
+	for app, a := range apps {
+		s.History.Add(app, now, *a)
+	}
+	s.prevAt, s.prevTraffic, s.prevCPU = now, traffic, cpu
+}

@@ -1,0 +1,60 @@
+package metrics
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestHistory: points land a step apart, gaps read as nothing, what is
+// older than the span is gone, and the history survives a restart.
+func TestHistory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "history.json.gz")
+	h, err := NewHistory(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	h.Add("shop", t0, Sample{1, 0, .01, .05, .09, .5, 100})
+	h.Add("shop", t0.Add(Step), Sample{2, 1, math.NaN(), math.NaN(), math.NaN(), .25, 200})
+	h.Add("shop", t0.Add(4*Step), Sample{4, 0, .01, .02, .03, 1, 400})
+	start, pts := h.Range("shop", t0, t0.Add(4*Step))
+	if !start.Equal(t0) || len(pts) != 5 {
+		t.Fatalf("range from %v, %d points", start, len(pts))
+	}
+	if pts[0][0] != 1 || pts[1][0] != 2 || pts[1][2] != -1 || pts[2] != nil || pts[3] != nil || pts[4][6] != 400 {
+		t.Errorf("points %v", pts)
+	}
+	if err := h.Save(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := NewHistory(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, pts := again.Range("shop", t0, t0.Add(4*Step)); len(pts) != 5 || pts[4] == nil || pts[4][0] != 4 {
+		t.Errorf("after a restart: %v", pts)
+	}
+	// A day later the old points are gone, though their slots come round.
+	later := t0.Add(Span + 2*Step)
+	h.Add("shop", later, Sample{9})
+	if _, pts := h.Range("shop", t0, later); pts[len(pts)-1][0] != 9 || pts[0] != nil && pts[0][0] == 2 {
+		t.Errorf("a day later: first %v, last %v", pts[0], pts[len(pts)-1])
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	bounds := []float64{.01, .1, 1}
+	old := []uint64{0, 0, 0, 0}
+	cur := []uint64{50, 40, 9, 1}
+	if q := quantile(bounds, old, cur, .5); q != .01 {
+		t.Errorf("p50 %v, want .01", q)
+	}
+	if q := quantile(bounds, old, cur, .95); q <= .1 || q > 1 {
+		t.Errorf("p95 %v, want in (.1, 1]", q)
+	}
+	if q := quantile(bounds, cur, cur, .5); !math.IsNaN(q) {
+		t.Errorf("no requests: %v, want NaN", q)
+	}
+}
