@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -69,10 +70,14 @@ type Config struct {
 	// Webhooks returns where to send alerts; nil: nowhere.
 	Webhooks func(context.Context) ([]Webhook, error)
 	// Event tells an app's events; nil: not told.
-	Event  func(app, msg string)
-	Client *http.Client     // default: 10 s timeout
-	Now    func() time.Time // default time.Now
-	Logger *slog.Logger     // default: discard
+	Event func(app, msg string)
+	// ResolveAfter is how long a firing alert's condition must be gone
+	// before it resolves, so that one near its threshold does not flap;
+	// default 30 s.
+	ResolveAfter time.Duration
+	Client       *http.Client     // default: 10 s timeout, no redirects
+	Now          func() time.Time // default time.Now
+	Logger       *slog.Logger     // default: discard
 }
 
 // Manager evaluates conditions and sends what fires and resolves.
@@ -80,14 +85,29 @@ type Manager struct {
 	cfg     Config
 	mu      sync.Mutex
 	seen    map[string]time.Time // conditions holding, since when
+	gone    map[string]time.Time // firing alerts whose condition is gone, since when
 	firing  map[string]Alert
-	sending sync.WaitGroup
+	queues  map[string]chan delivery // by webhook: one sender each, in order
+	ctx     context.Context          // ends the senders' waits
+	sending sync.WaitGroup           // deliveries queued and not done
+}
+
+type delivery struct {
+	hook Webhook
+	ts   string
+	body []byte
 }
 
 // New returns a Manager.
 func New(cfg Config) *Manager {
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
+		// A redirect is an answer, not a hop: a receiver must not bounce
+		// the platform's POST elsewhere.
+		cfg.Client = &http.Client{Timeout: 10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if cfg.ResolveAfter == 0 {
+		cfg.ResolveAfter = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -95,12 +115,16 @@ func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, seen: map[string]time.Time{}, firing: map[string]Alert{}}
+	return &Manager{cfg: cfg, seen: map[string]time.Time{}, gone: map[string]time.Time{}, firing: map[string]Alert{},
+		queues: map[string]chan delivery{}, ctx: context.Background()}
 }
 
 // Run evaluates every interval until ctx ends, then waits for the
 // notifications under way.
 func (m *Manager) Run(ctx context.Context, interval time.Duration) {
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -147,8 +171,18 @@ func (m *Manager) Evaluate(ctx context.Context) {
 		}
 	}
 	for k, a := range m.firing {
-		if !holding[k] {
+		if holding[k] {
+			delete(m.gone, k)
+			continue
+		}
+		since, ok := m.gone[k]
+		if !ok {
+			since = now
+			m.gone[k] = now
+		}
+		if now.Sub(since) >= m.cfg.ResolveAfter {
 			delete(m.firing, k)
+			delete(m.gone, k)
 			resolved = append(resolved, a)
 		}
 	}
@@ -195,27 +229,57 @@ func (m *Manager) tell(ctx context.Context, status string, a Alert, now time.Tim
 	}
 	ts := strconv.FormatInt(now.Unix(), 10)
 	for _, h := range hooks {
-		m.sending.Add(1)
-		go func() {
-			defer m.sending.Done()
-			m.send(context.WithoutCancel(ctx), h, ts, body)
-		}()
+		m.enqueue(delivery{hook: h, ts: ts, body: body})
 	}
 }
 
-// send posts body to a webhook, trying 5 times over about a minute.
-func (m *Manager) send(ctx context.Context, h Webhook, ts string, body []byte) {
+// enqueue hands a delivery to its webhook's sender, which delivers one
+// at a time, in order: a receiver never sees a resolution before its
+// firing.
+func (m *Manager) enqueue(d delivery) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := d.hook.ID + " " + d.hook.URL
+	q, ok := m.queues[key]
+	if !ok {
+		q = make(chan delivery, 256)
+		m.queues[key] = q
+		go m.deliver(m.ctx, q)
+	}
+	select {
+	case q <- d:
+		m.sending.Add(1)
+	default:
+		m.cfg.Logger.Warn("an alert's webhook is behind by 256 notifications: this one is dropped", "webhook", d.hook.ID)
+	}
+}
+
+// deliver sends a webhook's deliveries in order, each tried 5 times over
+// about a minute, until ctx ends.
+func (m *Manager) deliver(ctx context.Context, q chan delivery) {
+	for d := range q {
+		m.send(ctx, d)
+		m.sending.Done()
+	}
+}
+
+func (m *Manager) send(ctx context.Context, d delivery) {
 	wait := 2 * time.Second
 	for try := 1; ; try++ {
-		err := m.post(ctx, h, ts, body)
+		err := m.post(context.WithoutCancel(ctx), d.hook, d.ts, d.body)
 		if err == nil {
 			return
 		}
-		if try == 5 {
-			m.cfg.Logger.Warn("an alert did not reach its webhook", "webhook", h.ID, "err", err)
+		if try == 5 || ctx.Err() != nil {
+			m.cfg.Logger.Warn("an alert did not reach its webhook", "webhook", d.hook.ID, "err", err)
 			return
 		}
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
 		wait *= 2
 	}
 }
@@ -231,6 +295,11 @@ func (m *Manager) post(ctx context.Context, h Webhook, ts string, body []byte) e
 	req.Header.Set("X-Paddock-Signature", "sha256="+Sign(h.Secret, ts, body))
 	resp, err := m.cfg.Client.Do(req)
 	if err != nil {
+		// Not the URL: it may hold a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return ue.Err
+		}
 		return err
 	}
 	resp.Body.Close()

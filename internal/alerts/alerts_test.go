@@ -63,8 +63,16 @@ func TestFireOnceResolveOnce(t *testing.T) {
 		t.Errorf("active: %+v", a)
 	}
 	conds = nil
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 2; i++ { // gone 0 and 10 s: not resolved yet
 		m.Evaluate(ctx)
+		now = now.Add(10 * time.Second)
+	}
+	if len(m.Active()) != 1 {
+		t.Errorf("resolved before its condition was gone for 30 s: %v", m.Active())
+	}
+	for i := 0; i < 4; i++ {
+		m.Evaluate(ctx)
+		now = now.Add(10 * time.Second)
 	}
 	m.sending.Wait()
 	if len(events) != 2 || !strings.Contains(events[0], "FIRING") || !strings.Contains(events[1], "resolved") {

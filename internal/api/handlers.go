@@ -283,9 +283,12 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("grep"); v != "" {
 		// Go's regexps run in time linear in the text: no pattern can
 		// stall the server.
+		if len(v) > 1000 {
+			return invalid("grep: give a regular expression (RE2 syntax) of at most 1000 bytes")
+		}
 		re, err := regexp.Compile(v)
-		if err != nil || len(v) > 1000 {
-			return invalid("grep=%q: give a regular expression (RE2 syntax) of at most 1000 bytes", v)
+		if err != nil {
+			return invalid("grep=%q: %v: give a regular expression in RE2 syntax", v, err)
 		}
 		q.Grep = re
 	}

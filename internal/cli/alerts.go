@@ -29,7 +29,8 @@ func (e *env) alertsCmd() *cobra.Command {
 		Short: "Alerts firing now, and the webhooks they are sent to",
 		Long: `The platform raises alerts on its own: an instance in a crash loop, an app
 with no healthy web instance, memory near its limit, a volume nearly full, a
-failed backup. Each fires once and resolves once, as an event of its app and
+failed backup, more than 5% of 5xx answers or a 95th percentile over a
+second in the last five minutes. Each fires once and resolves once, as an event of its app and
 a POST to every webhook, signed: X-Paddock-Signature is "sha256=" and the hex
 HMAC-SHA256, under the webhook's secret, of X-Paddock-Timestamp, a dot and
 the body.`,

@@ -21,21 +21,27 @@ import (
 // app that needs someone's attention.
 func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.Context) (map[string]router.AppStats, error)) func(context.Context) ([]alerts.Condition, error) {
 	var window trafficWindow
+	var lastTraffic []alerts.Condition
+	crashes := restartWindow{}
 	return func(ctx context.Context) ([]alerts.Condition, error) {
 		insts, err := svc.AllInstances(ctx)
 		if err != nil {
 			return nil, err
 		}
 		var out []alerts.Condition
+		// Without a reading of the router, its conditions stay as they
+		// were: an alert does not resolve for want of a reading.
 		if stats, err := traffic(ctx); err == nil {
-			out = append(out, window.conditions(time.Now(), stats)...)
+			lastTraffic = window.conditions(time.Now(), stats)
 		}
+		out = append(out, lastTraffic...)
 		now := time.Now()
 		webs, healthy := map[string]int{}, map[string]int{}
+		crashes.begin()
 		for _, in := range insts {
 			// Between its crashes an instance runs for a moment: a crash
-			// loop holds while it restarted often and lately.
-			if in.State == runtime.StateCrashLoop || in.Restarts >= 3 && now.Sub(in.StartedAt) < 2*time.Minute {
+			// loop holds while it restarted 3 times in 10 minutes.
+			if in.State == runtime.StateCrashLoop || crashes.count(in.ID, now, in.Restarts) >= 3 {
 				out = append(out, alerts.Condition{Rule: "crash_loop", App: in.App, Subject: in.ID,
 					Message: fmt.Sprintf("instance %s of %s keeps exiting (%d restarts, last: %s): see `paddock logs %s`", in.ID, in.App, in.Restarts, in.LastExit, in.App)})
 			}
@@ -50,6 +56,7 @@ func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.
 				}
 			}
 		}
+		crashes.end()
 		for app, n := range webs {
 			if healthy[app] == 0 {
 				out = append(out, alerts.Condition{Rule: "no_healthy_instance", App: app, For: time.Minute,
@@ -80,6 +87,43 @@ func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.
 			}
 		}
 		return out, nil
+	}
+}
+
+// restartWindow keeps each instance's restart counts of the last ten
+// minutes.
+type restartWindow struct {
+	seen    map[string][]restartSample
+	current map[string]bool
+}
+
+type restartSample struct {
+	at       time.Time
+	restarts int
+}
+
+func (w *restartWindow) begin() { w.current = map[string]bool{} }
+
+// count adds a reading and returns the restarts within the window.
+func (w *restartWindow) count(id string, now time.Time, restarts int) int {
+	if w.seen == nil {
+		w.seen = map[string][]restartSample{}
+	}
+	w.current[id] = true
+	s := append(w.seen[id], restartSample{now, restarts})
+	for len(s) > 1 && now.Sub(s[0].at) > 10*time.Minute {
+		s = s[1:]
+	}
+	w.seen[id] = s
+	return restarts - s[0].restarts
+}
+
+// end forgets the instances not read since begin.
+func (w *restartWindow) end() {
+	for id := range w.seen {
+		if !w.current[id] {
+			delete(w.seen, id)
+		}
 	}
 }
 
@@ -136,7 +180,7 @@ func (w *trafficWindow) conditions(now time.Time, stats map[string]router.AppSta
 		}
 		if p95 := percentile(old.Durations, cur.Durations, 0.95); p95 > maxP95.Seconds() {
 			out = append(out, alerts.Condition{Rule: "slow_responses", App: app,
-				Message: fmt.Sprintf("the 95th percentile of %s's response times in the last %s is over %gs", app, trafficWindowLength, p95)})
+				Message: fmt.Sprintf("the 95th percentile of %s's response times in the last %s is over %gs", app, trafficWindowLength, min(p95, router.DurationBounds[len(router.DurationBounds)-1]))})
 		}
 	}
 	return out

@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg Config) error {
 		out := make([]metrics.Instance, 0, len(insts))
 		for _, in := range insts {
 			out = append(out, metrics.Instance{App: in.App, Process: in.Process, ID: in.ID, State: string(in.State),
-				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, Healthy: in.Healthy})
+				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, CPUSeconds: in.CPUSeconds, Healthy: in.Healthy})
 		}
 		return out, err
 	}
@@ -311,7 +311,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("open the metrics history: %w", err)
 	}
-	sampler := &metrics.Sampler{History: history, Traffic: traffic, Instances: instances}
+	sampler := &metrics.Sampler{History: history, Traffic: traffic, Instances: instances, Logger: log,
+		Apps: func(ctx context.Context) (map[string]bool, error) {
+			apps, err := st.ListApps(ctx)
+			known := make(map[string]bool, len(apps))
+			for _, a := range apps {
+				known[a.Name] = true
+			}
+			return known, err
+		}}
 	hooks := alertHooks{st: st, kr: keyring{kr}}
 	hooks.m = alerts.New(alerts.Config{
 		Conditions: conditions(svc, vols.svc, rtr.client.Stats),

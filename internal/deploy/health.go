@@ -57,6 +57,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 			// A new process (a restart): it proves itself again; a check
 			// of the one before no longer counts.
 			h.started, h.ok, h.probed, h.probing, h.fails, h.err = in.StartedAt, false, false, false, 0, ""
+			h.gen++
 		}
 		interval := spec.Health.Interval
 		if !h.ok {
@@ -69,6 +70,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 		if in.State != runtime.StateRunning {
 			h.ok = false
 		}
+		gen := h.gen
 		if due {
 			h.probing, h.lastProbe = true, now
 		}
@@ -85,7 +87,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 				// that took its port.
 				err = portOwner(in)
 			}
-			s.record(ctx, in, err)
+			s.record(ctx, in, gen, err)
 		}()
 	}
 }
@@ -123,16 +125,14 @@ func (s *Service) admit(ctx context.Context, in runtime.Instance, spec manifest.
 				s.rec.mu.Unlock()
 				continue
 			}
-			// The process the reconciler has seen, if it has: Start may
-			// answer before the supervisor has started it.
-			in.StartedAt = h.started
+			gen := h.gen
 			h.probing, h.lastProbe = true, s.now()
 			s.rec.mu.Unlock()
 			err := check(ctx, s.probes, in, spec)
 			if err == nil && in.Process == "web" {
 				err = portOwner(in) // the instance answered, not a squatter
 			}
-			s.record(ctx, in, err)
+			s.record(ctx, in, gen, err)
 			if err == nil {
 				return
 			}
@@ -195,12 +195,12 @@ func unwrapURL(err error) error {
 	}
 }
 
-func (s *Service) record(ctx context.Context, in runtime.Instance, err error) {
+// record records a check's result, unless the instance's process changed
+// since the check began (gen): it says nothing of the new one.
+func (s *Service) record(ctx context.Context, in runtime.Instance, gen int, err error) {
 	s.rec.mu.Lock()
 	h := s.rec.health[in.ID]
-	// A zero start is the first process, checked before the reconciler
-	// saw when it started.
-	if h == nil || !in.StartedAt.IsZero() && !h.started.Equal(in.StartedAt) {
+	if h == nil || h.gen != gen {
 		s.rec.mu.Unlock()
 		return
 	}

@@ -102,11 +102,17 @@ func eventLine(e store.Event) logs.Line {
 // first (the newest thousand at most), and with follow the new ones as
 // they come until ctx ends.
 func (s *Service) Events(ctx context.Context, app string, since time.Time, follow bool, emit func(store.Event) error) error {
-	if _, err := s.st.GetApp(ctx, app); err != nil {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
 		return err
 	}
 	var last int64
 	for {
+		// The app followed, not a new one of its name: the caller was
+		// allowed this one.
+		if cur, err := s.st.GetApp(ctx, app); err != nil || cur.ID != a.ID {
+			return nil
+		}
 		evs, err := s.st.ListEvents(ctx, app, since, last)
 		if err != nil {
 			return err

@@ -60,6 +60,7 @@ type health struct {
 	fails     int
 	lastProbe time.Time
 	err       string
+	gen       int // counts the processes seen: a check counts for the one it began with
 }
 
 func (r *reconcilerState) init() {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -59,6 +61,11 @@ func NewHistory(file string) (*History, error) {
 	if err := json.NewDecoder(zr).Decode(&h.apps); err != nil {
 		h.apps = map[string]*appRing{}
 	}
+	for app, r := range h.apps {
+		if r == nil || len(r.Points) != ring {
+			delete(h.apps, app) // written with another step or span
+		}
+	}
 	return h, nil
 }
 
@@ -73,12 +80,12 @@ func (h *History) Add(app string, t time.Time, s Sample) {
 		r = &appRing{Points: make([][]float64, ring)}
 		h.apps[app] = r
 	}
-	sec := t.Unix()
+	step := int64(Step / time.Second)
+	k := t.Unix() / step // the point's slot number
 	// Slots not written since the last point hold nothing now.
 	if r.Last != 0 {
-		gap := (sec - r.Last) / int64(Step/time.Second)
-		for i := int64(1); i < gap && i <= int64(ring); i++ {
-			r.Points[slot(r.Last+i*int64(Step/time.Second))] = nil
+		for j := r.Last/step + 1; j < k && j <= r.Last/step+int64(ring); j++ {
+			r.Points[j%int64(ring)] = nil
 		}
 	}
 	// JSON has no NaN: an unknown value is kept as -1 (no series is
@@ -90,8 +97,8 @@ func (h *History) Add(app string, t time.Time, s Sample) {
 		}
 		p[i] = v
 	}
-	r.Points[slot(sec)] = p
-	r.Last = sec
+	r.Points[k%int64(ring)] = p
+	r.Last = k * step
 }
 
 // Forget drops an app's series.
@@ -120,10 +127,15 @@ func (h *History) Range(app string, since, now time.Time) (start time.Time, poin
 	return time.Unix(from, 0).UTC(), points
 }
 
-// Save writes the history to its file, atomically.
+// Save writes the history to its file, atomically and durably. It copies
+// the points under the lock and encodes them outside it.
 func (h *History) Save() error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	apps := make(map[string]*appRing, len(h.apps))
+	for app, r := range h.apps {
+		apps[app] = &appRing{Last: r.Last, Points: slices.Clone(r.Points)}
+	}
+	h.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(h.file), 0o700); err != nil {
 		return err
 	}
@@ -133,18 +145,24 @@ func (h *History) Save() error {
 		return err
 	}
 	zw := gzip.NewWriter(f)
-	err = json.NewEncoder(zw).Encode(h.apps)
+	err = json.NewEncoder(zw).Encode(apps)
 	if cerr := zw.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, h.file)
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("save the metrics history: %w", err)
 	}
-	return os.Rename(tmp, h.file)
+	return nil
 }
 
 // quantile returns the q quantile, in seconds, of the requests counted
@@ -187,6 +205,10 @@ type Sampler struct {
 	History   *History
 	Traffic   func(context.Context) (map[string]Traffic, error)
 	Instances func(context.Context) ([]Instance, error)
+	// Apps returns the apps there are: the series of others are dropped
+	// (a new app of a destroyed one's name starts with none).
+	Apps   func(context.Context) (map[string]bool, error)
+	Logger *slog.Logger // nil: save failures go unsaid
 
 	prevAt      time.Time
 	prevTraffic map[string]Traffic
@@ -202,15 +224,21 @@ func (s *Sampler) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			s.History.Save()
+			s.save()
 			return
 		case now := <-t.C:
 			s.sample(ctx, now)
 			if now.Sub(saved) >= time.Minute {
-				s.History.Save()
+				s.save()
 				saved = now
 			}
 		}
+	}
+}
+
+func (s *Sampler) save() {
+	if err := s.History.Save(); err != nil && s.Logger != nil {
+		s.Logger.Warn("save the metrics history", "err", err)
 	}
 }
 
@@ -263,6 +291,9 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 			continue
 		}
 		c, rss, ok := procStat(in.PID)
+		if in.CPUSeconds > 0 {
+			c, ok = in.CPUSeconds, true
+		}
 		if !ok {
 			continue
 		}
@@ -274,8 +305,21 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 			a[5] += (c - prev) / secs
 		}
 	}
-	for app, a := range apps {
-		s.History.Add(app, now, *a)
+	known, err := s.Apps(ctx)
+	if err != nil {
+		return // nothing is known for sure: nothing is written
 	}
+	for app, a := range apps {
+		if known[app] {
+			s.History.Add(app, now, *a)
+		}
+	}
+	s.History.mu.Lock()
+	for app := range s.History.apps {
+		if !known[app] {
+			delete(s.History.apps, app)
+		}
+	}
+	s.History.mu.Unlock()
 	s.prevAt, s.prevTraffic, s.prevCPU = now, traffic, cpu
 }

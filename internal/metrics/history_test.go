@@ -44,6 +44,23 @@ func TestHistory(t *testing.T) {
 	}
 }
 
+// TestHistoryGapsAtAnyPhase: a gap between points taken at any second of
+// their steps reads as nothing, never as a day-old point in that slot.
+func TestHistoryGapsAtAnyPhase(t *testing.T) {
+	h, err := NewHistory(filepath.Join(t.TempDir(), "h.json.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	h.Add("a", t0.Add(-Span+10*time.Second), Sample{7}) // a day ago, the slot of t0+10s
+	h.Add("a", t0.Add(9*time.Second), Sample{1})
+	h.Add("a", t0.Add(21*time.Second), Sample{2})
+	_, pts := h.Range("a", t0, t0.Add(21*time.Second))
+	if len(pts) != 3 || pts[0] == nil || pts[0][0] != 1 || pts[1] != nil || pts[2] == nil || pts[2][0] != 2 {
+		t.Errorf("points %v, want 1, nothing, 2", pts)
+	}
+}
+
 func TestQuantile(t *testing.T) {
 	bounds := []float64{.01, .1, 1}
 	old := []uint64{0, 0, 0, 0}

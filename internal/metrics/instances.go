@@ -16,7 +16,8 @@ type Instance struct {
 	PID                     int
 	Restarts                int
 	StartedAt               time.Time
-	MemoryUsed              int64 // its cgroup's, in bytes; 0 when unknown
+	MemoryUsed              int64   // its cgroup's, in bytes; 0 when unknown
+	CPUSeconds              float64 // of all its processes, from its cgroup; 0 when unknown
 	Healthy                 bool
 }
 
@@ -32,7 +33,7 @@ var (
 	descInstances  = prometheus.NewDesc("paddock_instances", "Instances, by app, process type and state.",
 		[]string{"app", "process", "state"}, nil)
 	descRestarts = prometheus.NewDesc("paddock_instance_restarts_total", "Times the instance's process was restarted by its supervisor.", instanceLabels, nil)
-	descCPU      = prometheus.NewDesc("paddock_instance_cpu_seconds_total", "CPU time of the instance's main process, user and system.", instanceLabels, nil)
+	descCPU      = prometheus.NewDesc("paddock_instance_cpu_seconds_total", "CPU time of the instance's processes (its main process's where it has no cgroup), user and system.", instanceLabels, nil)
 	descRSS      = prometheus.NewDesc("paddock_instance_resident_memory_bytes", "Resident memory of the instance's main process.", instanceLabels, nil)
 	descCgroup   = prometheus.NewDesc("paddock_instance_memory_usage_bytes", "Memory of every process of the instance, as its cgroup counts it.", instanceLabels, nil)
 	descFDs      = prometheus.NewDesc("paddock_instance_open_fds", "Open file descriptors of the instance's main process.", instanceLabels, nil)
@@ -78,7 +79,11 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 		if in.PID <= 0 {
 			continue
 		}
-		if cpu, rss, ok := procStat(in.PID); ok {
+		cpu, rss, ok := procStat(in.PID)
+		if in.CPUSeconds > 0 {
+			cpu, ok = in.CPUSeconds, true // every process of it, not its shell's
+		}
+		if ok {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, labels...)
 			ch <- prometheus.MustNewConstMetric(descRSS, prometheus.GaugeValue, rss, labels...)
 		}

@@ -189,6 +189,17 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 		rt.msg504 = fmt.Sprintf("gateway timeout: an instance of app %s did not answer in time; check `paddock logs %s`\n", r.App, r.App)
 		rs.byHost[r.Host] = rt
 	}
+	// The counters of an app no longer routed go: a new app of its name
+	// starts from nothing.
+	routed := make(map[string]bool, len(t.Routes))
+	for _, r := range t.Routes {
+		routed[r.App] = true
+	}
+	for app := range s.stats {
+		if !routed[app] {
+			delete(s.stats, app)
+		}
+	}
 	var removed []*backend
 	for key, b := range s.m {
 		if !used[b] {
