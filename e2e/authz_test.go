@@ -52,6 +52,9 @@ var expected = map[string][]string{
 	"GET /v1/apps/{app}/logs":                readers,
 	"GET /v1/apps/{app}/events":              readers,
 	"GET /v1/apps/{app}/metrics":             readers,
+	"GET /v1/apps/{app}/drains":              readers,
+	"POST /v1/apps/{app}/drains":             writers,
+	"DELETE /v1/apps/{app}/drains/{drain}":   writers,
 	"GET /v1/apps/{app}/domains":             readers,
 	"POST /v1/apps/{app}/domains":            writers,
 	"DELETE /v1/apps/{app}/domains/{host}":   writers,
@@ -170,7 +173,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		}
 		return rank(a) - rank(b)
 	})
-	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch", "{webhook}", "nosuch")
+	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch", "{webhook}", "nosuch", "{drain}", "nosuch")
 	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
 		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()

@@ -59,6 +59,8 @@ type Config struct {
 	Limiter *auth.Limiter // failed authentications; default 100 an hour per address and per account (see guard.go)
 	CA      []byte        // PEM of the CA that signed the server's certificate, served at /v1/ca
 	Version string
+	// Drains are the apps' log drains; nil: those routes answer 503.
+	Drains Drains
 	// History is the apps' recent metrics; nil: that route answers 503.
 	History *metrics.History
 	// Alerts are the alerts firing and their webhooks; nil: those routes
@@ -191,6 +193,9 @@ func (s *Server) table() []route {
 		r("GET /v1/apps/{app}/logs", auth.AppRead, "", s.logs),
 		r("GET /v1/apps/{app}/events", auth.AppRead, "", s.events),
 		r("GET /v1/apps/{app}/metrics", auth.AppRead, "", s.appMetrics),
+		r("GET /v1/apps/{app}/drains", auth.AppRead, "", s.listDrains),
+		r("POST /v1/apps/{app}/drains", auth.AppWrite, "apps.drains.add", s.addDrain),
+		r("DELETE /v1/apps/{app}/drains/{drain}", auth.AppWrite, "apps.drains.remove", s.removeDrain),
 		r("GET /v1/apps/{app}/domains", auth.AppRead, "", s.listDomains),
 		r("POST /v1/apps/{app}/domains", auth.AppWrite, "apps.domains.add", s.addDomain),
 		r("DELETE /v1/apps/{app}/domains/{host}", auth.AppWrite, "apps.domains.remove", s.removeDomain),

@@ -40,3 +40,21 @@ func (c *Client) Metrics(ctx context.Context, app, since string) (wire.Metrics, 
 	}
 	return out, c.do(ctx, "GET", p, nil, &out)
 }
+
+// Drains lists an app's log drains.
+func (c *Client) Drains(ctx context.Context, app string) ([]wire.Drain, error) {
+	var out []wire.Drain
+	return out, c.do(ctx, "GET", appPath(app, "/drains"), nil, &out)
+}
+
+// AddDrain forwards an app's log lines to a URL; ca (PEM) is trusted
+// beside the system's certificates.
+func (c *Client) AddDrain(ctx context.Context, app, u, ca string) (wire.Drain, error) {
+	var out wire.Drain
+	return out, c.do(ctx, "POST", appPath(app, "/drains"), wire.DrainRequest{URL: u, CA: ca}, &out)
+}
+
+// RemoveDrain stops forwarding to a drain.
+func (c *Client) RemoveDrain(ctx context.Context, app, id string) error {
+	return c.do(ctx, "DELETE", appPath(app, "/drains/", url.PathEscape(id)), nil, nil)
+}

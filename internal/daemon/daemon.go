@@ -29,6 +29,7 @@ import (
 	"paddock.dev/paddock/internal/build"
 	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/drains"
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
@@ -320,6 +321,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return known, err
 		}}
+	drainer := drainAPI{st: st, kr: keyring{kr}, logs: filepath.Join(cfg.Data, "logs"), fwd: &drains.Forwarder{Logger: log}}
+	drainer.fwd.Drains, drainer.fwd.LogDir = drainer.all, drainer.logDir
+	if host, err := os.Hostname(); err == nil {
+		drainer.fwd.Hostname = host
+	}
 	hooks := alertHooks{st: st, kr: keyring{kr}}
 	hooks.m = alerts.New(alerts.Config{
 		Conditions: conditions(svc, vols.svc, rtr.client.Stats),
@@ -347,7 +353,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
+		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Drains: drainer, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Shutdown: func(apps bool) {
@@ -381,7 +387,8 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { defer wg.Done(); msrv.Serve(metricsLn) }()
 		go func() { <-ctx.Done(); msrv.Close() }()
 	}
-	wg.Add(6)
+	wg.Add(7)
+	go func() { defer wg.Done(); drainer.fwd.Run(ctx, 500*time.Millisecond) }()
 	go func() { defer wg.Done(); sampler.Run(ctx) }()
 	go func() { defer wg.Done(); svc.Run(ctx) }()
 	go func() { defer wg.Done(); hooks.m.Run(ctx, 5*time.Second) }()

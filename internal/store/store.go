@@ -135,6 +135,16 @@ type Webhook struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// Drain forwards an app's log lines to a URL, which is kept sealed by the
+// server's keyring (it may carry a token).
+type Drain struct {
+	ID        string    `json:"id"`
+	App       string    `json:"app"`
+	URL       []byte    `json:"-"` // sealed
+	CA        []byte    `json:"-"` // PEM certificates to trust beside the system's; nil: the system's
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // DataKey is a key that seals secrets, kept only wrapped by the
 // key-encryption key (KEK) whose ID it records.
 type DataKey struct {
@@ -306,6 +316,10 @@ type Store interface {
 	// UpdateSnapshot replaces a snapshot's record with what fn makes of it
 	// (its checksum and verification), in one transaction.
 	UpdateSnapshot(ctx context.Context, id string, fn func(Snapshot) (Snapshot, error)) (Snapshot, error)
+
+	AddDrain(ctx context.Context, d Drain) error
+	ListDrains(ctx context.Context, app string) ([]Drain, error) // app "" lists all
+	DeleteDrain(ctx context.Context, app, id string) error      // ErrNotFound if the app has no such drain
 
 	AddWebhook(ctx context.Context, w Webhook) error
 	ListWebhooks(ctx context.Context) ([]Webhook, error)

@@ -308,3 +308,24 @@ type Metrics struct {
 	Step   int                   `json:"step_seconds"`
 	Series map[string][]*float64 `json:"series"` // requests_per_second, errors_per_second, p50_seconds, p95_seconds, p99_seconds, cpu_cores, memory_bytes
 }
+
+// Drain forwards an app's log lines. URL is shown without credentials,
+// query or fragment.
+type Drain struct {
+	ID           string    `json:"id"`
+	App          string    `json:"app"`
+	URL          string    `json:"url"`
+	Sent         int64     `json:"sent"`
+	Dropped      int64     `json:"dropped"`
+	LastError    string    `json:"last_error,omitempty"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// DrainRequest adds a drain: syslog://HOST:PORT, syslog+tls://HOST:PORT or
+// https://HOST/PATH; CA holds PEM certificates to trust beside the
+// system's.
+type DrainRequest struct {
+	URL string `json:"url"`
+	CA  string `json:"ca,omitempty"`
+}

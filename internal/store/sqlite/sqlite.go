@@ -204,6 +204,13 @@ var schema = []string{
 		secret BLOB NOT NULL,
 		created_at INTEGER NOT NULL
 	)`,
+	`CREATE TABLE drains (
+		id TEXT PRIMARY KEY,
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		url BLOB NOT NULL,
+		ca BLOB,
+		created_at INTEGER NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

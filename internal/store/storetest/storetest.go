@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"data keys", testDataKeys},
 		{"volumes and snapshots", testVolumes},
 		{"webhooks", testWebhooks},
+		{"drains", testDrains},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -478,6 +479,32 @@ func testDataKeys(t *testing.T, s store.Store) {
 	keys, err = s.DataKeys(ctx)
 	if err != nil || len(keys) != 2 || keys[0].Seals != 5 || string(keys[0].Wrapped) != "re-w1" || keys[1].KEKID != "kek2" || keys[0].Kind != "seal" {
 		t.Errorf("DataKeys after a rewrap: %+v, %v", keys, err)
+	}
+}
+
+func testDrains(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	d := store.Drain{ID: "dr-1", App: "a", URL: []byte("sealed"), CreatedAt: now}
+	if err := s.AddDrain(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddDrain(ctx, store.Drain{ID: "dr-2", App: "nope", URL: []byte("x"), CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a drain of a missing app: %v, want ErrNotFound", err)
+	}
+	if list, err := s.ListDrains(ctx, ""); err != nil || len(list) != 1 || string(list[0].URL) != "sealed" || list[0].App != "a" {
+		t.Errorf("ListDrains: %+v, %v", list, err)
+	}
+	if err := s.DeleteDrain(ctx, "b", "dr-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting a drain through another app: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteApp(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListDrains(ctx, ""); err != nil || len(list) != 0 {
+		t.Errorf("a deleted app's drains: %+v, %v", list, err)
 	}
 }
 

@@ -1,0 +1,33 @@
+package drains
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"paddock.dev/paddock/internal/logs"
+)
+
+func TestCheck(t *testing.T) {
+	for _, ok := range []string{"syslog://logs.example:514", "syslog+tls://logs.example:6514", "https://logs.example/in?token=x"} {
+		if _, err := Check(ok); err != nil {
+			t.Errorf("Check(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "ftp://x/y", "syslog://nohostport", "syslog://h:1/path", "https://", "http://plain.example/in", "::"} {
+		if _, err := Check(bad); !errors.Is(err, ErrBadURL) {
+			t.Errorf("Check(%q): %v, want ErrBadURL", bad, err)
+		}
+	}
+}
+
+// TestSyslog: RFC 5424 headers, with what an app controls (its output)
+// only in MSG and what the platform names made safe for the header.
+func TestSyslog(t *testing.T) {
+	l := logs.Line{Time: time.Date(2026, 12, 1, 12, 0, 0, 123456000, time.UTC), Source: "web.x1 y", Stream: "err", Text: "boom <14>1 fake"}
+	got := string(Syslog(l, "shop", "host name"))
+	want := "<11>1 2026-12-01T12:00:00.123456Z host_name shop web.x1_y - - boom <14>1 fake"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
