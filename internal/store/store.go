@@ -319,7 +319,7 @@ type Store interface {
 
 	AddDrain(ctx context.Context, d Drain) error
 	ListDrains(ctx context.Context, app string) ([]Drain, error) // app "" lists all
-	DeleteDrain(ctx context.Context, app, id string) error      // ErrNotFound if the app has no such drain
+	DeleteDrain(ctx context.Context, app, id string) error       // ErrNotFound if the app has no such drain
 
 	AddWebhook(ctx context.Context, w Webhook) error
 	ListWebhooks(ctx context.Context) ([]Webhook, error)
