@@ -7,6 +7,7 @@ package logs
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -24,6 +25,22 @@ type File struct {
 	f     *os.File
 	size  int64
 	buf   []byte // the line being written
+
+	// At most rate lines a second of the app's own streams are kept
+	// (a token bucket of a second's lines); the others are counted and
+	// said to be dropped.
+	rate    float64
+	tokens  float64
+	last    time.Time
+	dropped int64
+}
+
+// SetRate keeps at most n lines a second of the app's streams (not the
+// platform's notes); 0 keeps all.
+func (l *File) SetRate(n int) {
+	l.mu.Lock()
+	l.rate, l.tokens = float64(n), float64(n)
+	l.mu.Unlock()
 }
 
 // Open opens path for appending, creating it and its folder as needed.
@@ -57,6 +74,28 @@ func (l *File) Line(stream, text string) {
 func (l *File) write(stream string, text []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.f == nil {
+		return
+	}
+	if l.rate > 0 && stream != "paddock" {
+		now := time.Now()
+		l.tokens = min(l.rate, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+		l.last = now
+		if l.tokens < 1 {
+			l.dropped++
+			return
+		}
+		l.tokens--
+		if l.dropped > 0 {
+			l.append("paddock", fmt.Appendf(nil, "%d lines dropped: the app wrote more than %d lines a second", l.dropped, int(l.rate)))
+			l.dropped = 0
+		}
+	}
+	l.append(stream, text)
+}
+
+// append writes a line; l.mu is held.
+func (l *File) append(stream string, text []byte) {
 	if l.f == nil {
 		return
 	}

@@ -234,3 +234,37 @@ func TestReadSkipsDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimit: an app that writes faster than the rate keeps a
+// second's lines and the rest are said to be dropped; the platform's notes
+// are never dropped.
+func TestRateLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.web.x1.log")
+	f, err := Open(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetRate(1000)
+	for i := 0; i < 5000; i++ {
+		f.Line("out", "spam")
+	}
+	f.Line("paddock", "a note")
+	time.Sleep(20 * time.Millisecond) // some tokens come back
+	f.Line("out", "after")
+	f.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	spam := strings.Count(text, " out spam\n")
+	if spam < 1000 || spam > 1100 {
+		t.Errorf("%d of 5000 lines kept at 1000 a second, want about 1000", spam)
+	}
+	if !strings.Contains(text, " paddock a note\n") || !strings.Contains(text, " out after\n") {
+		t.Errorf("a note or a later line is missing")
+	}
+	if !regexp.MustCompile(` paddock 39\d\d lines dropped: the app wrote more than 1000 lines a second\n`).MatchString(text) {
+		t.Errorf("no report of the dropped lines:\n%s", text[len(text)-300:])
+	}
+}

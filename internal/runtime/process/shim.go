@@ -27,6 +27,7 @@ const (
 	restartMax     = time.Minute
 	stableAfter    = 30 * time.Second
 	crashLoopAfter = 3
+	appLineRate    = 10000 // lines a second an instance's log keeps
 )
 
 // RunShim supervises one instance until it is told to stop (SIGTERM or
@@ -50,6 +51,9 @@ func RunShim(ctx context.Context, dir string) error {
 		return fmt.Errorf("shim: %w", err)
 	}
 	defer out.Close()
+	// An app that floods its output loses lines, not the machine's disk
+	// or the platform's time.
+	out.SetRate(appLineRate)
 
 	sh := &shim{dir: dir, spec: ss, logs: out}
 	if ss.Secrets {
