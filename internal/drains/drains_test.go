@@ -1,7 +1,11 @@
 package drains
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,4 +34,38 @@ func TestSyslog(t *testing.T) {
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
+}
+
+// BenchmarkSyslog measures lines of 100 bytes formatted as RFC 5424
+// messages and sent, octet-counted, in batches of 500 to a receiver on
+// loopback TCP that discards them.
+func BenchmarkSyslog(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	u, _ := Check("syslog://" + ln.Addr().String())
+	d := &drainer{d: Drain{App: "shop"}, u: u}
+	batch := make([]logs.Line, 500)
+	for i := range batch {
+		batch[i] = logs.Line{Time: time.Now(), Source: "web.x1y2z3", Stream: "out", Text: strings.Repeat("x", 100)}
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := d.send(ctx, batch, "host"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "lines/s")
 }

@@ -1,6 +1,7 @@
 package logs
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -267,4 +268,24 @@ func TestRateLimit(t *testing.T) {
 	if !regexp.MustCompile(` paddock 39\d\d lines dropped: the app wrote more than 1000 lines a second\n`).MatchString(text) {
 		t.Errorf("no report of the dropped lines:\n%s", text[len(text)-300:])
 	}
+}
+
+// BenchmarkCapture measures an instance's output captured and stored: lines
+// of 100 bytes written to a stream, split, timestamped and appended to the
+// log file.
+func BenchmarkCapture(b *testing.B) {
+	f, err := Open(filepath.Join(b.TempDir(), "a.web.x1.log"), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	w := f.Stream("out")
+	line := []byte(strings.Repeat("x", 99) + "\n")
+	chunk := bytes.Repeat(line, 64)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w.Write(chunk)
+	}
+	b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "lines/s")
 }
