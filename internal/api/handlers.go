@@ -261,17 +261,9 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
 // logs streams log lines as newline-delimited JSON.
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	q := deploy.LogQuery{Process: r.URL.Query().Get("process"), Follow: r.URL.Query().Get("follow") == "true"}
-	if v := r.URL.Query().Get("since"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			t, terr := time.Parse(time.RFC3339, v)
-			if terr != nil {
-				return invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
-			}
-			q.Since = t
-		} else {
-			q.Since = s.now().Add(-d)
-		}
+	var err error
+	if q.Since, err = s.since(r); err != nil {
+		return err
 	}
 	if v := r.URL.Query().Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -293,7 +285,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 		q.Grep = re
 	}
 	st := &stream{w: w}
-	err := s.d.Logs(r.Context(), r.PathValue("app"), q, func(l logs.Line) error {
+	err = s.d.Logs(r.Context(), r.PathValue("app"), q, func(l logs.Line) error {
 		st.send(lineOut(l))
 		return r.Context().Err()
 	})
@@ -307,21 +299,31 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// since reads the since parameter: a duration back from now, or a time;
+// zero without one.
+func (s *Server) since(r *http.Request) (time.Time, error) {
+	v := r.URL.Query().Get("since")
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return s.now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return t, invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
+	}
+	return t, nil
+}
+
 // events streams an app's platform events as NDJSON.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
-	var since time.Time
-	if v := r.URL.Query().Get("since"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			if since, err = time.Parse(time.RFC3339, v); err != nil {
-				return invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
-			}
-		} else {
-			since = s.now().Add(-d)
-		}
+	since, err := s.since(r)
+	if err != nil {
+		return err
 	}
 	st := &stream{w: w}
-	err := s.d.Events(r.Context(), r.PathValue("app"), since, r.URL.Query().Get("follow") == "true", func(e store.Event) error {
+	err = s.d.Events(r.Context(), r.PathValue("app"), since, r.URL.Query().Get("follow") == "true", func(e store.Event) error {
 		st.send(wire.Event{ID: e.ID, App: e.App, Time: e.Time, Process: e.Process, Instance: e.Instance, Message: e.Message})
 		return r.Context().Err()
 	})

@@ -179,20 +179,8 @@ func (s *Service) Export(ctx context.Context, volume, ref string, w io.Writer) e
 // bytes written so far. The volume is recorded only once its content
 // matches the stream's manifest; a bad stream leaves nothing behind.
 func (s *Service) Import(ctx context.Context, app, name string, size int64, r io.Reader, rate int64, progress func(int64)) (store.Volume, error) {
-	if err := ValidateName(name); err != nil {
-		return store.Volume{}, err
-	}
-	if size < MinSize || size > MaxSize {
-		return store.Volume{}, fmt.Errorf("%w: a volume has between 1MiB and 1PiB", ErrInvalid)
-	}
-	a, err := s.st.GetApp(ctx, app)
+	a, err := s.checkNew(ctx, app, name, size)
 	if err != nil {
-		return store.Volume{}, err
-	}
-	if _, err := s.st.GetVolume(ctx, name); err == nil {
-		return store.Volume{}, fmt.Errorf("volume %q: %w", name, store.ErrExists)
-	}
-	if err := s.checkQuota(ctx, app, size, ""); err != nil {
 		return store.Volume{}, err
 	}
 	vol, err := s.fill(ctx, a, name, size, rate, progress, func(ctx context.Context, dir string, uid int, pace *pacer) error {

@@ -192,23 +192,30 @@ var capability = &csi.VolumeCapability{
 
 // Create makes a volume of size bytes for app.
 func (s *Service) Create(ctx context.Context, app, name string, size int64) (store.Volume, error) {
-	if err := ValidateName(name); err != nil {
-		return store.Volume{}, err
-	}
-	if size < MinSize || size > MaxSize {
-		return store.Volume{}, fmt.Errorf("%w: a volume has between 1MiB and 1PiB", ErrInvalid)
-	}
-	a, err := s.st.GetApp(ctx, app)
+	a, err := s.checkNew(ctx, app, name, size)
 	if err != nil {
 		return store.Volume{}, err
 	}
-	if _, err := s.st.GetVolume(ctx, name); err == nil {
-		return store.Volume{}, fmt.Errorf("volume %q: %w", name, store.ErrExists)
-	}
-	if err := s.checkQuota(ctx, app, size, ""); err != nil {
-		return store.Volume{}, err
-	}
 	return s.create(ctx, a, name, size, nil)
+}
+
+// checkNew checks a new volume's name and size, that its app exists and
+// that it fits the quota, and returns the app.
+func (s *Service) checkNew(ctx context.Context, app, name string, size int64) (store.App, error) {
+	if err := ValidateName(name); err != nil {
+		return store.App{}, err
+	}
+	if size < MinSize || size > MaxSize {
+		return store.App{}, fmt.Errorf("%w: a volume has between 1MiB and 1PiB", ErrInvalid)
+	}
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return a, err
+	}
+	if _, err := s.st.GetVolume(ctx, name); err == nil {
+		return a, fmt.Errorf("volume %q: %w", name, store.ErrExists)
+	}
+	return a, s.checkQuota(ctx, app, size, "")
 }
 
 // create asks the plugin for a volume, from source if not nil, and records
