@@ -343,3 +343,33 @@ func TestAlerts(t *testing.T) {
 		t.Errorf("events:\n%s", evs)
 	}
 }
+
+// TestLivenessRestart: an instance that was healthy and then fails its
+// checks leaves the router at once and is replaced after restart_after
+// failures in a row; a wrong status counts as a failure.
+func TestLivenessRestart(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "sick")
+	p.MustRun("config", "set", "sick", "SICK_AFTER=3s")
+	manifest := "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\npath = \"/healthz\"\nstatus = 200\ninterval = \"200ms\"\nrestart_after = 4\n"
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest), "--app", "sick"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	first := ps(t, p, "sick")
+	if len(first) != 1 {
+		t.Fatalf("instances: %+v", first)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		rows := ps(t, p, "sick")
+		if len(rows) == 0 || rows[0].ID == first[0].ID {
+			return fmt.Errorf("the sick instance %s is still there: %+v", first[0].ID, rows)
+		}
+		return nil
+	})
+	if evs := p.MustRun("events", "sick"); !strings.Contains(evs, "failed 4 health checks in a row: replacing it") || !strings.Contains(evs, "503 Service Unavailable, want 200") {
+		t.Errorf("events:\n%s", evs)
+	}
+	if _, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\nstatus = 200\nrestart_after = -1\n"), "--app", "sick"); err == nil || !strings.Contains(errOut, "status needs a path") || !strings.Contains(errOut, "restart_after") {
+		t.Errorf("a bad health table: %v %q", err, errOut)
+	}
+}

@@ -159,6 +159,9 @@ func check(ctx context.Context, probes *http.Client, in runtime.Instance, spec m
 			return fmt.Errorf("GET %s: %w", spec.Health.Path, unwrapURL(err))
 		}
 		resp.Body.Close()
+		if want := spec.Health.Status; want != 0 && resp.StatusCode != want {
+			return fmt.Errorf("GET %s: %s, want %d", spec.Health.Path, resp.Status, want)
+		}
 		if resp.StatusCode >= 400 {
 			return fmt.Errorf("GET %s: %s", spec.Health.Path, resp.Status)
 		}

@@ -326,6 +326,13 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 		}
 		healthy := 0
 		for _, in := range cur {
+			if n := s.failedInARow(in); spec.Health.RestartAfter > 0 && n >= spec.Health.RestartAfter {
+				// Liveness: it was healthy and is no more; a new one
+				// takes its place at the next pass.
+				s.retire(ctx, in, fmt.Sprintf("failed %d health checks in a row: replacing it", n))
+				settled = false
+				continue
+			}
 			ok, why := s.healthy(in, spec)
 			if ok {
 				healthy++
@@ -365,6 +372,17 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 
 // healthy says whether in is healthy, and if it is not, whether it has
 // failed for good: crash-looping, or unhealthy past its grace period.
+// failedInARow returns the checks an instance that was healthy has
+// failed since it last passed one; 0 for one never healthy.
+func (s *Service) failedInARow(in runtime.Instance) int {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	if h := s.rec.health[in.ID]; h != nil && h.everOK && h.started.Equal(in.StartedAt) {
+		return h.fails
+	}
+	return 0
+}
+
 func (s *Service) healthy(in runtime.Instance, spec manifest.Process) (bool, string) {
 	s.rec.mu.Lock()
 	defer s.rec.mu.Unlock()

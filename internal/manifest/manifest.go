@@ -51,6 +51,11 @@ type Health struct {
 	Interval time.Duration `json:"interval_ns"`    // default 2s
 	Timeout  time.Duration `json:"timeout_ns"`     // default 2s
 	Grace    time.Duration `json:"grace_ns"`       // how long a new instance may take to become healthy; default 60s
+	// Status is the HTTP status the check wants; 0: any under 400.
+	Status int `json:"status,omitempty"`
+	// RestartAfter replaces an instance that was healthy once it fails
+	// this many checks in a row; 0: never (it only leaves the router).
+	RestartAfter int `json:"restart_after,omitempty"`
 }
 
 // Defaults.
@@ -200,6 +205,15 @@ func (m *Manifest) validate(p *problems) {
 		h := pr.Health
 		if h.Path != "" && (!strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \t\r\n")) {
 			p.add("%s.health: path %q must be an absolute URL path without spaces, e.g. \"/healthz\"", where, h.Path)
+		}
+		if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+			p.add("%s.health: status %d is not an HTTP status: give one such as 200", where, h.Status)
+		}
+		if h.Status != 0 && h.Path == "" {
+			p.add("%s.health: status needs a path to GET, e.g. path = \"/healthz\"", where)
+		}
+		if h.RestartAfter < 0 || h.RestartAfter > 1000 {
+			p.add("%s.health: restart_after %d: give a number of failed checks in a row, 1 to 1000 (0: never)", where, h.RestartAfter)
 		}
 		for _, d := range []struct {
 			key string

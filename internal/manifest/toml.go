@@ -37,10 +37,12 @@ type tomlProcess struct {
 }
 
 type tomlHealth struct {
-	Path     any `toml:"path"`
-	Interval any `toml:"interval"`
-	Timeout  any `toml:"timeout"`
-	Grace    any `toml:"grace"`
+	Path         any `toml:"path"`
+	Interval     any `toml:"interval"`
+	Timeout      any `toml:"timeout"`
+	Grace        any `toml:"grace"`
+	Status       any `toml:"status"`
+	RestartAfter any `toml:"restart_after"`
 }
 
 // Known keys, for the "unknown key" message.
@@ -48,7 +50,7 @@ var (
 	topKeys     = []string{"name", "build", "processes"}
 	buildKeys   = []string{"command", "timeout"}
 	processKeys = []string{"command", "instances", "port", "memory", "stop_timeout", "health"}
-	healthKeys  = []string{"path", "interval", "timeout", "grace"}
+	healthKeys  = []string{"path", "interval", "timeout", "grace", "status", "restart_after"}
 )
 
 // Parse parses and validates paddock.toml. Missing values get their
@@ -95,6 +97,8 @@ func Parse(b []byte) (*Manifest, error) {
 		pr.Health.Interval = duration(&p, key+".health.interval", h.Interval, DefaultHealthInterval)
 		pr.Health.Timeout = duration(&p, key+".health.timeout", h.Timeout, DefaultHealthTimeout)
 		pr.Health.Grace = duration(&p, key+".health.grace", h.Grace, DefaultHealthGrace)
+		pr.Health.Status = integer(&p, key+".health.status", h.Status, 0)
+		pr.Health.RestartAfter = integer(&p, key+".health.restart_after", h.RestartAfter, 0)
 		m.Processes[name] = pr
 	}
 	m.validate(&p)

@@ -61,7 +61,14 @@ func serve(addr, body string, retry bool) {
 			continue
 		}
 		fmt.Println("listening on", addr)
+		// SICK_AFTER=3s: /healthz answers 503 from then on.
+		sickAfter, _ := time.ParseDuration(os.Getenv("SICK_AFTER"))
+		start := time.Now()
 		http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" && sickAfter > 0 && time.Since(start) > sickAfter {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
 			fmt.Fprint(w, body)
 		}))
 	}
