@@ -89,7 +89,8 @@ func (s *syslogReceiver) numbers() map[int]bool {
 // receiver with a private CA; while the syslog receiver is down the lines
 // wait, and reach it once it is back.
 func TestDrains(t *testing.T) {
-	p := testenv.Start(t)
+	// The receivers are on this machine's loopback.
+	p := testenv.Start(t, "--drains-local")
 	p.MustRun("apps", "create", "shop")
 	var sys syslogReceiver
 	sys.serve(t, "127.0.0.1:0")

@@ -67,6 +67,7 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "serve the API over plain HTTP (loopback addresses only)")
 	f.BoolVar(&cfg.WeakIsolation, "weak-isolation", false, "run as root even where apps' processes cannot be held in cgroups or fenced off each other's ports")
 	f.StringVar(&cfg.Metrics, "metrics", "", "serve the platform's Prometheus metrics at this address over plain HTTP without a token, e.g. 127.0.0.1:9090 (default: only GET /metrics on the API, for admins)")
+	f.BoolVar(&cfg.DrainsLocal, "drains-local", false, "let log drains reach this machine's loopback and link-local addresses (a syslog on localhost)")
 	f.StringVar(&cfg.CSIEndpoint, "csi-endpoint", "", "socket of the CSI plugin that keeps volumes, e.g. unix:///run/csi/csi.sock (default: Paddock's own, in DATA/volumes)")
 	f.StringVar(&pool, "volume-pool", "", "size of the storage pool Paddock's own plugin makes on its first start; it grows as volumes need (default 10GiB, sparse)")
 	f.StringVar(&quota, "volume-quota", "", "most volume bytes one app may have, e.g. 100GiB (default: no limit)")

@@ -68,6 +68,10 @@ type Config struct {
 	// CSIEndpoint is the socket of the CSI plugin that keeps volumes, e.g.
 	// unix:///run/csi/csi.sock; "": Paddock's own, in this process.
 	CSIEndpoint string
+	// DrainsLocal lets log drains reach this machine's loopback and
+	// link-local addresses; off, a developer's drain cannot make the
+	// server talk to local services or a cloud's metadata endpoint.
+	DrainsLocal bool
 	// VolumePool is the size of the pool Paddock's own plugin makes on its
 	// first start; 0: 10 GiB (sparse, it grows as needed).
 	VolumePool int64
@@ -321,7 +325,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return known, err
 		}}
-	drainer := drainAPI{st: st, kr: keyring{kr}, logs: filepath.Join(cfg.Data, "logs"), fwd: &drains.Forwarder{Logger: log}}
+	drainer := drainAPI{st: st, kr: keyring{kr}, logs: filepath.Join(cfg.Data, "logs"), fwd: &drains.Forwarder{Logger: log, AllowLocal: cfg.DrainsLocal}}
 	drainer.fwd.Drains, drainer.fwd.LogDir = drainer.all, drainer.logDir
 	if host, err := os.Hostname(); err == nil {
 		drainer.fwd.Hostname = host

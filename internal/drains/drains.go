@@ -17,9 +17,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"paddock.dev/paddock/internal/logs"
@@ -73,6 +75,10 @@ type Forwarder struct {
 	Logger *slog.Logger
 	// Hostname names this machine in syslog messages; default the host's.
 	Hostname string
+	// AllowLocal lets drains reach loopback and link-local addresses
+	// (this machine's services, a cloud's metadata endpoint). Off, a
+	// developer's drain cannot make the server talk to them.
+	AllowLocal bool
 
 	mu     sync.Mutex
 	active map[string]*drainer
@@ -91,7 +97,36 @@ type drainer struct {
 	backoff time.Duration
 	conn    net.Conn // syslog
 	client  *http.Client
+	dialer  *net.Dialer
 	st      Status
+}
+
+// ErrLocal is a drain that would reach this machine or a link-local
+// address.
+var ErrLocal = errors.New("a drain may not reach this machine's loopback or link-local addresses (start the server with --drains-local to allow it)")
+
+// dialer connects to drains, checking the address it connects to (after
+// DNS, so that a name cannot rebind to a forbidden one).
+func dialer(allowLocal bool) *net.Dialer {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	if !allowLocal {
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			ip, err := netip.ParseAddr(host)
+			if err != nil {
+				return err
+			}
+			ip = ip.Unmap()
+			if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsUnspecified() || ip.IsMulticast() {
+				return ErrLocal
+			}
+			return nil
+		}
+	}
+	return d
 }
 
 // Run forwards until ctx ends, reading new lines every interval.
@@ -158,8 +193,8 @@ func (f *Forwarder) refresh(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		dr := &drainer{d: d, u: u, follow: logs.NewFollower(dir, logs.Query{})}
-		if dr.client, err = httpClient(d.CA); err != nil {
+		dr := &drainer{d: d, u: u, follow: logs.NewFollower(dir, logs.Query{}), dialer: dialer(f.AllowLocal)}
+		if dr.client, err = httpClient(d.CA, dr.dialer); err != nil {
 			f.Logger.Warn("a log drain's certificates", "drain", d.ID, "err", err)
 			continue
 		}
@@ -200,13 +235,13 @@ func rootsWith(ca []byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func httpClient(ca []byte) (*http.Client, error) {
+func httpClient(ca []byte, d *net.Dialer) (*http.Client, error) {
 	roots, err := rootsWith(ca)
 	if err != nil {
 		return nil, err
 	}
 	return &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, DialContext: d.DialContext, Proxy: nil},
 		// A redirect is an answer: the lines go where they were told to.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
@@ -262,7 +297,10 @@ func (d *drainer) send(ctx context.Context, lines []logs.Line, host string) erro
 		return d.post(ctx, lines)
 	}
 	if d.conn == nil {
-		dialer := &net.Dialer{Timeout: 10 * time.Second}
+		dialer := d.dialer
+		if dialer == nil {
+			dialer = &net.Dialer{Timeout: 10 * time.Second}
+		}
 		var err error
 		if d.u.Scheme == "syslog+tls" {
 			roots, rerr := rootsWith(d.d.CA)

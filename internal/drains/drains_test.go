@@ -25,6 +25,30 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestNoLocalDrains: without AllowLocal a drain reaches no loopback or
+// link-local address, whatever name leads there.
+func TestNoLocalDrains(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, addr := range []string{ln.Addr().String(), "localhost:" + port, "169.254.169.254:80", "[::1]:" + port} {
+		if c, err := dialer(false).Dial("tcp", addr); !errors.Is(err, ErrLocal) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("dial %s: %v, want ErrLocal", addr, err)
+		}
+	}
+	c, err := dialer(true).Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("with AllowLocal: %v", err)
+	}
+	c.Close()
+}
+
 // TestSyslog: RFC 5424 headers, with what an app controls (its output)
 // only in MSG and what the platform names made safe for the header.
 func TestSyslog(t *testing.T) {
