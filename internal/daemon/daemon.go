@@ -297,7 +297,7 @@ func Run(ctx context.Context, cfg Config) error {
 		out := make([]metrics.Instance, 0, len(insts))
 		for _, in := range insts {
 			out = append(out, metrics.Instance{App: in.App, Process: in.Process, ID: in.ID, State: string(in.State),
-				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, CPUSeconds: in.CPUSeconds, Healthy: in.Healthy})
+				PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, MemoryUsed: in.MemoryUsed, Cgroup: in.Cgroup, Healthy: in.Healthy})
 		}
 		return out, err
 	}

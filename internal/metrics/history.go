@@ -284,6 +284,10 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 	cpu := map[string]float64{}
 	for _, in := range insts {
 		a := get(in.App)
+		cgCPU, cgMem := cgroupUsage(in.Cgroup)
+		if in.MemoryUsed == 0 {
+			in.MemoryUsed = cgMem
+		}
 		if in.MemoryUsed > 0 {
 			a[6] += float64(in.MemoryUsed)
 		}
@@ -291,8 +295,8 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 			continue
 		}
 		c, rss, ok := procStat(in.PID)
-		if in.CPUSeconds > 0 {
-			c, ok = in.CPUSeconds, true
+		if cgCPU > 0 {
+			c, ok = cgCPU, true
 		}
 		if !ok {
 			continue

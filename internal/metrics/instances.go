@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,8 +17,8 @@ type Instance struct {
 	PID                     int
 	Restarts                int
 	StartedAt               time.Time
-	MemoryUsed              int64   // its cgroup's, in bytes; 0 when unknown
-	CPUSeconds              float64 // of all its processes, from its cgroup; 0 when unknown
+	MemoryUsed              int64  // its memory cgroup's, in bytes; 0 when unknown
+	Cgroup                  string // its cgroup v2, for the CPU time and memory of all its processes
 	Healthy                 bool
 }
 
@@ -73,6 +74,10 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 		if !in.StartedAt.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descStart, prometheus.GaugeValue, float64(in.StartedAt.UnixNano())/1e9, labels...)
 		}
+		cgCPU, cgMem := cgroupUsage(in.Cgroup)
+		if in.MemoryUsed == 0 {
+			in.MemoryUsed = cgMem
+		}
 		if in.MemoryUsed > 0 {
 			ch <- prometheus.MustNewConstMetric(descCgroup, prometheus.GaugeValue, float64(in.MemoryUsed), labels...)
 		}
@@ -80,8 +85,8 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		cpu, rss, ok := procStat(in.PID)
-		if in.CPUSeconds > 0 {
-			cpu, ok = in.CPUSeconds, true // every process of it, not its shell's
+		if cgCPU > 0 {
+			cpu, ok = cgCPU, true // every process of it, not its shell's
 		}
 		if ok {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, labels...)
@@ -94,6 +99,27 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(n), k.app, k.process, k.state)
 	}
+}
+
+// cgroupUsage reads the CPU seconds and memory bytes of every process a
+// cgroup v2 holds (or held, for the CPU time); zeros when unknown. It is
+// read at scrapes and samples only, not on every reconcile pass.
+func cgroupUsage(dir string) (cpu float64, mem int64) {
+	if dir == "" {
+		return 0, 0
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				cpu = float64(n) / 1e6
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "memory.current")); err == nil {
+		mem, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	}
+	return cpu, mem
 }
 
 // Linux's clock ticks a second for /proc/PID/stat (USER_HZ), 100 on every

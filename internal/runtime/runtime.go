@@ -95,9 +95,9 @@ type Instance struct {
 	MemoryLimit    string `json:"memory_limit,omitempty"`
 	MemoryEnforced bool   `json:"memory_enforced"`
 	MemoryUsed     int64  `json:"memory_used,omitempty"`
-	// CPUSeconds is the CPU time of all the instance's processes, from
-	// its cgroup; 0 when unknown.
-	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	// Cgroup is the instance's cgroup (v2), which holds all its
+	// processes, for their CPU time and memory; "" without one.
+	Cgroup string `json:"-"`
 }
 
 // Runtime starts, stops and reports instances.

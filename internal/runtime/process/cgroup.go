@@ -80,22 +80,6 @@ func cgroupOOMKills(dir string) int64 {
 	return 0
 }
 
-// cgroupCPUSeconds reads the CPU time of every process a cgroup v2 has
-// held, its children's included.
-func cgroupCPUSeconds(dir string) float64 {
-	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return float64(n) / 1e6
-		}
-	}
-	return 0
-}
-
 func cgroupMemoryUsed(dir string) int64 {
 	for _, name := range []string{"memory.usage_in_bytes", "memory.current"} {
 		if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {

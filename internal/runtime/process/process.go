@@ -334,12 +334,7 @@ func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instan
 	if st.Cgroup != "" {
 		inst.MemoryUsed = cgroupMemoryUsed(st.Cgroup)
 	}
-	if ss.Track != "" {
-		inst.CPUSeconds = cgroupCPUSeconds(ss.Track)
-		if inst.MemoryUsed == 0 {
-			inst.MemoryUsed = cgroupMemoryUsed(ss.Track)
-		}
-	}
+	inst.Cgroup = ss.Track
 	return inst
 }
 
