@@ -25,12 +25,9 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Alerts == nil {
 		return errNoAlerts
 	}
-	pol, p := s.cfg.Authz.Policy(), principal(r)
 	out := []wire.Alert{}
-	for _, a := range s.cfg.Alerts.Active() {
-		if pol.Visible(p, a.App) {
-			out = append(out, wire.Alert{Rule: a.Rule, App: a.App, Subject: a.Subject, Message: a.Message, Since: a.Since})
-		}
+	for _, a := range visible(s, r, s.cfg.Alerts.Active(), func(a alerts.Alert) string { return a.App }) {
+		out = append(out, wire.Alert{Rule: a.Rule, App: a.App, Subject: a.Subject, Message: a.Message, Since: a.Since})
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

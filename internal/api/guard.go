@@ -344,3 +344,16 @@ func (w *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// visible keeps the items of the apps the request's caller may read; app
+// names an item's app.
+func visible[T any](s *Server, r *http.Request, items []T, app func(T) string) []T {
+	pol, p := s.cfg.Authz.Policy(), principal(r)
+	out := make([]T, 0, len(items))
+	for _, it := range items {
+		if pol.Visible(p, app(it)) {
+			out = append(out, it)
+		}
+	}
+	return out
+}

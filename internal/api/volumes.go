@@ -95,12 +95,9 @@ func (s *Server) listAllVolumes(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	pol, p := s.cfg.Authz.Policy(), principal(r)
 	out := []wire.Volume{}
-	for _, v := range vols {
-		if pol.Visible(p, v.App) {
-			out = append(out, s.volumeOut(r, v))
-		}
+	for _, v := range visible(s, r, vols, func(v store.Volume) string { return v.App }) {
+		out = append(out, s.volumeOut(r, v))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -438,12 +435,9 @@ func (s *Server) listBackups(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	pol, p := s.cfg.Authz.Policy(), principal(r)
 	out := []wire.BackupSchedule{}
-	for _, b := range list {
-		if pol.Visible(p, b.App) {
-			out = append(out, s.backupOut(r, b))
-		}
+	for _, b := range visible(s, r, list, func(b store.BackupSchedule) string { return b.App }) {
+		out = append(out, s.backupOut(r, b))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }

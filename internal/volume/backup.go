@@ -261,16 +261,17 @@ func (s *Service) RestoreCopy(ctx context.Context, volume, ref string, rate int6
 func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume, sn store.Snapshot, rate int64, progress func(done, total int64)) (*csi.Volume, error) {
 	var total int64
 	var got contents
-	vol, err := s.withSnapshotVolume(ctx, a, sn, v, func(src string) (*csi.Volume, error) {
+	var vol *csi.Volume
+	err := s.withSnapshot(ctx, a, sn, v.Size, func(src string) (err error) {
 		// Sizes only: the content is read once, by the copy, at its pace.
-		err := walk(ctx, src, func(e entry, _ *os.File) error {
+		err = walk(ctx, src, func(e entry, _ *os.File) error {
 			total += e.Size
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return s.fill(ctx, a, v.Name, v.Size, rate, nil, func(ctx context.Context, dir string, uid int, pace *pacer) error {
+		vol, err = s.fill(ctx, a, v.Name, v.Size, rate, nil, func(ctx context.Context, dir string, uid int, pace *pacer) error {
 			pr, pw := io.Pipe()
 			wrote := make(chan struct{})
 			go func() {
@@ -287,6 +288,7 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 			<-wrote // its files closed before the source is unpublished
 			return err
 		})
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -296,16 +298,6 @@ func (s *Service) copySnapshot(ctx context.Context, a store.App, v store.Volume,
 		return nil, fmt.Errorf("%w: the copy of snapshot %s holds %s, the snapshot was %s when made", ErrCorrupt, sn.ID, got.Checksum, sn.Checksum)
 	}
 	return vol, nil
-}
-
-// withSnapshotVolume is withSnapshot for fn that makes a plugin volume.
-func (s *Service) withSnapshotVolume(ctx context.Context, a store.App, sn store.Snapshot, v store.Volume, fn func(dir string) (*csi.Volume, error)) (*csi.Volume, error) {
-	var vol *csi.Volume
-	err := s.withSnapshot(ctx, a, sn, v.Size, func(dir string) (err error) {
-		vol, err = fn(dir)
-		return err
-	})
-	return vol, err
 }
 
 // swap points a volume's record at the plugin's volume id and deletes the
