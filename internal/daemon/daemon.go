@@ -28,6 +28,7 @@ import (
 	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/build"
 	"paddock.dev/paddock/internal/client"
+	"paddock.dev/paddock/internal/dashboard"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/drains"
 	"paddock.dev/paddock/internal/isolate"
@@ -370,7 +371,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: handler, MaxHeaderBytes: 64 << 10,
+	dash, err := dashboard.New(dashboard.Config{API: handler, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: apiAndDashboard(handler, dash), MaxHeaderBytes: 64 << 10,
 		// A request's head (and the TLS handshake before it) must arrive
 		// within ReadHeaderTimeout and a kept-alive connection may idle for
 		// IdleTimeout. There is no ReadTimeout: it would cut uploads on slow
@@ -577,6 +582,19 @@ func lockData(dir string) (func(), error) {
 		return nil, fmt.Errorf("data folder %s is in use by another paddock server: stop it first, or choose another with --data", dir)
 	}
 	return func() { f.Close() }, nil
+}
+
+// apiAndDashboard serves the API's paths (/v1/…, with its JSON 404 for
+// unknown routes, /healthz and /metrics) to the API and every other path
+// to the dashboard, on the one listener.
+func apiAndDashboard(api, dash http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	mux.Handle("/v1", api)
+	mux.Handle("/healthz", api)
+	mux.Handle("/metrics", api)
+	mux.Handle("/", dash)
+	return mux
 }
 
 // secure wraps the API listener in TLS unless plain HTTP was asked for (on
