@@ -310,6 +310,7 @@ func TestDashboard(t *testing.T) {
 			"another origin":   {token, map[string]string{"Origin": "https://evil.example"}},
 			"cross-site fetch": {token, map[string]string{"Sec-Fetch-Site": "cross-site"}},
 			"same-site fetch":  {token, map[string]string{"Sec-Fetch-Site": "same-site"}},
+			"null origin":      {token, map[string]string{"Origin": "null"}},
 		} {
 			if resp, body := set(tc.csrf, tc.header); resp.StatusCode != http.StatusForbidden {
 				t.Errorf("%s: status %d, want 403\n%s", name, resp.StatusCode, body)
@@ -323,7 +324,12 @@ func TestDashboard(t *testing.T) {
 			t.Fatal("a refused form changed the config")
 		}
 		u, _ := url.Parse(p.API)
-		resp, _ := set(token, map[string]string{"Origin": u.Scheme + "://" + u.Host, "Sec-Fetch-Site": "same-origin"})
+		// What Chromium sends under Referrer-Policy: no-referrer.
+		resp, _ := set(token, map[string]string{"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("a same-origin form with Origin: null: %d, want 303", resp.StatusCode)
+		}
+		resp, _ = set(token, map[string]string{"Origin": u.Scheme + "://" + u.Host, "Sec-Fetch-Site": "same-origin"})
 		_, page = b.follow(resp)
 		if !strings.Contains(page, "Set FROM_CSRF") {
 			t.Errorf("no flash after the form:\n%s", page)

@@ -105,14 +105,21 @@ func (h *Handler) toLogin(w http.ResponseWriter, r *http.Request, msg string) {
 
 // sameOrigin refuses a state-changing request that a browser says comes
 // from another site: Sec-Fetch-Site, when sent, must be same-origin, and
-// Origin, when sent, must be this server's.
+// Origin, when sent, must be this server's. Under Referrer-Policy
+// no-referrer a browser sends "Origin: null" even for this origin's own
+// forms; that is accepted only when Sec-Fetch-Site says same-origin.
 func (h *Handler) sameOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		site := r.Header.Get("Sec-Fetch-Site")
+		if site != "" && site != "same-origin" {
 			h.renderError(w, r, nil, http.StatusForbidden, "This form was sent from another site ("+site+"): refused.")
 			return
 		}
-		if origin := r.Header.Get("Origin"); origin != "" && origin != selfOrigin(r) {
+		origin := r.Header.Get("Origin")
+		if origin == "null" && site == "same-origin" {
+			origin = ""
+		}
+		if origin != "" && origin != selfOrigin(r) {
 			h.renderError(w, r, nil, http.StatusForbidden, "This form was sent from another origin: refused.")
 			return
 		}
