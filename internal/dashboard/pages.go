@@ -25,13 +25,14 @@ const (
 	stateNew       = "new"       // never released
 )
 
-// appState sums an app's instances up in one word.
-func appState(a wire.App, insts []wire.Instance) string {
+// appState sums an app's instances up in one word, against the instance
+// counts its current release and scale declare.
+func appState(a wire.AppInfo, insts []wire.Instance) string {
 	if a.Release == 0 {
 		return stateNew
 	}
 	want := 0
-	for _, n := range a.Formation {
+	for _, n := range a.Processes {
 		want += n
 	}
 	healthy, crashing, rolling := 0, 0, false
@@ -69,7 +70,7 @@ type procCount struct {
 	Want    int
 }
 
-func procCounts(a wire.App, insts []wire.Instance) []procCount {
+func procCounts(a wire.AppInfo, insts []wire.Instance) []procCount {
 	m := map[string]*procCount{}
 	get := func(t string) *procCount {
 		if m[t] == nil {
@@ -77,7 +78,7 @@ func procCounts(a wire.App, insts []wire.Instance) []procCount {
 		}
 		return m[t]
 	}
-	for t, n := range a.Formation {
+	for t, n := range a.Processes {
 		get(t).Want = n
 	}
 	for _, in := range insts {
@@ -151,12 +152,16 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 func (h *Handler) overviewRow(r *http.Request, s *session, a wire.App) overviewRow {
 	row := overviewRow{Name: a.Name, Release: a.Release}
 	base := "/v1/apps/" + url.PathEscape(a.Name)
+	info := wire.AppInfo{App: a}
+	if err := h.call(r, s.token, http.MethodGet, base, nil, &info); err != nil {
+		row.Problem = "app: " + messageOf(err)
+	}
 	var insts []wire.Instance
 	if err := h.call(r, s.token, http.MethodGet, base+"/instances", nil, &insts); err != nil {
 		row.Problem = "instances: " + messageOf(err)
 	}
-	row.State = appState(a, insts)
-	row.Counts = procCounts(a, insts)
+	row.State = appState(info, insts)
+	row.Counts = procCounts(info, insts)
 	var m wire.Metrics
 	if err := h.call(r, s.token, http.MethodGet, base+"/metrics?since=30m", nil, &m); err != nil {
 		if row.Problem == "" {
@@ -313,8 +318,8 @@ func (h *Handler) appPage(w http.ResponseWriter, r *http.Request, s *session) er
 		},
 	})
 	now := h.now()
-	d.State = appState(d.Info.App, insts)
-	d.Counts = procCounts(d.Info.App, insts)
+	d.State = appState(d.Info, insts)
+	d.Counts = procCounts(d.Info, insts)
 	for _, in := range insts {
 		row := instanceRow{Instance: in}
 		if !in.StartedAt.IsZero() && (in.State == "running" || in.State == "starting") {
