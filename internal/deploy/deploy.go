@@ -557,7 +557,11 @@ func (s *Service) Instances(ctx context.Context, app string) ([]Instance, error)
 	if _, err := s.st.GetApp(ctx, app); err != nil {
 		return nil, err
 	}
-	insts, err := s.rt.List(ctx)
+	list := s.rt.List
+	if al, ok := s.rt.(appLister); ok {
+		list = func(ctx context.Context) ([]runtime.Instance, error) { return al.ListApp(ctx, app) }
+	}
+	insts, err := list(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -578,6 +582,12 @@ func (s *Service) Instances(ctx context.Context, app string) ([]Instance, error)
 		return out[i].ID < out[j].ID
 	})
 	return out, nil
+}
+
+// appLister is a runtime that lists one app's instances for less than all
+// of them (the process runtime reads only that app's folders).
+type appLister interface {
+	ListApp(ctx context.Context, app string) ([]runtime.Instance, error)
 }
 
 // Instance is a runtime instance with what the reconciler knows of it.

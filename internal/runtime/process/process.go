@@ -293,13 +293,27 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 
 // List reports every instance with a folder under Dir.
 func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
+	return r.list("")
+}
+
+// ListApp returns the instances of one app. It reads only the folders
+// named for the app (an instance's ID, its folder's name, starts with its
+// app's name and a dot), not every instance's, so that one app's
+// instances cost the same with 5 instances on the machine or 500. A name
+// that is another app's prefix ("shop" of "shop.web") may match more
+// folders; the caller keeps those of its app.
+func (r *Runtime) ListApp(ctx context.Context, app string) ([]runtime.Instance, error) {
+	return r.list(app + ".")
+}
+
+func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 	entries, err := os.ReadDir(r.cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
 	var out []runtime.Instance
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
 		dir := filepath.Join(r.cfg.Dir, e.Name())

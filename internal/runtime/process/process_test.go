@@ -423,3 +423,34 @@ func TestStopUnmountsOnlyInItsFolder(t *testing.T) {
 		t.Errorf("the volume's data after the stop: %q %v", b, err)
 	}
 }
+
+// TestListApp: one app's instances, read from its folders alone.
+func TestListApp(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	for _, s := range []runtime.Spec{
+		{ID: "shop.web.aaa111", App: "shop", AppID: 1, Process: "web"},
+		{ID: "shop.worker.bbb222", App: "shop", AppID: 1, Process: "worker"},
+		{ID: "shopx.web.ccc333", App: "shopx", AppID: 2, Process: "web"},
+	} {
+		s.Command, s.StopTimeout = "exec sleep 1000", time.Second
+		if _, err := r.Start(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop, err := r.ListApp(ctx, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, in := range shop {
+		got = append(got, in.ID)
+	}
+	if len(all) != 3 || strings.Join(got, " ") != "shop.web.aaa111 shop.worker.bbb222" {
+		t.Errorf("List: %d instances; ListApp(shop): %v; want 3, and shop's two", len(all), got)
+	}
+}
