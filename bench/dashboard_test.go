@@ -133,6 +133,25 @@ func BenchmarkDashboard(b *testing.B) {
 	// Let the history gather a few samples of every app.
 	time.Sleep(25 * time.Second)
 	b.Run("overview", func(b *testing.B) { timePage(b, c, p.API, "/", `href="/apps/app099"`) })
+	// What the overview asks the API for each app, 100 apps one after
+	// the other: where its time goes.
+	api := p.Client().HTTPClient()
+	for _, route := range []string{"", "/instances", "/metrics?since=30m"} {
+		b.Run("api-100x"+strings.NewReplacer("/", "-", "?", "-", "=", "-").Replace(route), func(b *testing.B) {
+			for range b.N {
+				for i := range 100 {
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/v1/apps/app%03d%s", p.API, i, route), nil)
+					req.Header.Set("Authorization", "Bearer "+p.Token)
+					resp, err := api.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
+	}
 	b.Run("app", func(b *testing.B) { timePage(b, c, p.API, "/apps/app042", "app042.worker.") })
 	b.Run("app-day", func(b *testing.B) { timePage(b, c, p.API, "/apps/app042?range=24h", "app042.worker.") })
 	b.Run("assets", func(b *testing.B) {

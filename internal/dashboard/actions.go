@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -105,7 +106,7 @@ func (h *Handler) logStream(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		return rc.Flush()
 	}
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(r.Context())
 	started := false
 	// start begins the answer with an event "hello": the page then clears
 	// what an earlier connection showed, as the tail comes again.
@@ -124,7 +125,10 @@ func (h *Handler) logStream(w http.ResponseWriter, r *http.Request, s *session) 
 	lines := make(chan []byte, 64)
 	errc := make(chan error, 1)
 	ready := make(chan struct{})
+	ended := make(chan struct{})
+	defer func() { cancel(); <-ended }() // the follow ends with the page's stream
 	go func() {
+		defer close(ended)
 		errc <- h.stream(ctx, r, s.token, appPath(r)+"/logs?"+q.Encode(), func() { close(ready) }, func(line []byte) error {
 			select {
 			case lines <- append([]byte(nil), line...):

@@ -55,8 +55,8 @@ func parseTemplates(version string) (map[string]*template.Template, error) {
 // render writes a page. It renders into a buffer first, so that a
 // template failure sends an error page and not half a page.
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) error {
-	if d.Flash == nil && d.S != nil {
-		d.Flash = d.S.flash
+	if d.Flash == nil {
+		d.Flash = takeFlash(w, r) // the message of the last action, shown once
 	}
 	d.Asset = h.assetVersion
 	var buf bytes.Buffer

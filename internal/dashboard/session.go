@@ -33,7 +33,6 @@ type session struct {
 	token string         // the session's API token
 	who   wire.Principal // what the API says the token is
 	csrf  string         // the value forms must carry back
-	flash *flash         // the message of the last action, shown once
 }
 
 // The session as its templates see it.
@@ -84,7 +83,6 @@ func (h *Handler) withSession(f func(w http.ResponseWriter, r *http.Request, s *
 			return
 		}
 		s.csrf = h.csrfToken(s.token)
-		s.flash = takeFlash(w, r)
 		if err := f(w, r, s); err != nil {
 			h.renderError(w, r, s, statusOf(err), messageOf(err))
 		}
@@ -150,7 +148,7 @@ func (h *Handler) csrfChecked(f func(w http.ResponseWriter, r *http.Request, s *
 }
 
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
-	h.render(w, r, http.StatusOK, "login", pageData{Title: "Sign in", Flash: takeFlash(w, r)})
+	h.render(w, r, http.StatusOK, "login", pageData{Title: "Sign in"})
 }
 
 // login makes a session from a pasted token: it asks the API who the token
