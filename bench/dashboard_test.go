@@ -132,6 +132,23 @@ func BenchmarkDashboard(b *testing.B) {
 	c := dashboardClient(b, p)
 	// Let the history gather a few samples of every app.
 	time.Sleep(25 * time.Second)
+	// What the platform itself spends with 500 instances and nobody
+	// asking: the dashboard's pages share the machine with it.
+	b.Run("server-idle", func(b *testing.B) {
+		ticks := func() int64 {
+			f, _ := os.ReadFile("/proc/" + strconv.Itoa(p.PID()) + "/stat")
+			s := string(f)
+			fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+			u, _ := strconv.ParseInt(fields[11], 10, 64)
+			k, _ := strconv.ParseInt(fields[12], 10, 64)
+			return u + k
+		}
+		t0, start := ticks(), time.Now()
+		time.Sleep(10 * time.Second)
+		for range b.N {
+		}
+		b.ReportMetric(float64(ticks()-t0)/time.Since(start).Seconds(), "server-cpu-%")
+	})
 	b.Run("overview", func(b *testing.B) { timePage(b, c, p.API, "/", `href="/apps/app099"`) })
 	// What the overview asks the API for each app, 100 apps one after
 	// the other: where its time goes.

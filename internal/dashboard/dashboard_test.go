@@ -345,6 +345,49 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("actions go through the API", func(t *testing.T) {
+		if _, err := admin.CreateVolume(ctx, "shop", "shop-data", "8MiB"); err != nil {
+			t.Fatal(err)
+		}
+		b := newBrowser(t, p)
+		b.login(p.Token)
+		_, page := b.get("/apps/shop")
+		csrf := csrfOf(t, page)
+		post := func(path string, form url.Values, want string) string {
+			t.Helper()
+			form.Set("csrf", csrf)
+			resp, body := b.do("POST", path, form, nil)
+			if resp.StatusCode != http.StatusSeeOther {
+				t.Fatalf("POST %s: %d\n%s", path, resp.StatusCode, body)
+			}
+			_, page := b.follow(resp)
+			if !strings.Contains(page, want) {
+				t.Errorf("POST %s: the page lacks %q:\n%s", path, want, page)
+			}
+			return page
+		}
+		const value = "s3cr3t-value-never-shown"
+		page = post("/apps/shop/secrets", url.Values{"name": {"API_KEY"}, "value": {value}}, "Set secret API_KEY (version 1)")
+		if strings.Contains(page, value) {
+			t.Error("the page shows the secret's value")
+		}
+		if secs, err := admin.Secrets(ctx, "shop"); err != nil || len(secs) != 1 || secs[0].Name != "API_KEY" {
+			t.Errorf("secrets after the form: %v %v", secs, err)
+		}
+		post("/apps/shop/secrets/unset", url.Values{"name": {"API_KEY"}}, "Unset secret API_KEY")
+		post("/apps/shop/scale", url.Values{"process": {"worker"}, "count": {"2"}}, "Scaled worker to 2")
+		if f, err := admin.Formation(ctx, "shop"); err != nil || f["worker"] != 2 {
+			t.Errorf("formation after the form: %v %v", f, err)
+		}
+		post("/apps/shop/volumes/shop-data/snapshots", url.Values{"name": {"before"}}, "Took snapshot")
+		if snaps, err := admin.Snapshots(ctx, "shop", "shop-data"); err != nil || len(snaps) != 1 {
+			t.Errorf("snapshots after the form: %v %v", snaps, err)
+		}
+		// An API refusal comes back as the API's message.
+		post("/apps/shop/config", url.Values{"key": {"1BAD"}, "value": {"x"}}, "1BAD")
+		post("/apps/shop/rollback", url.Values{"version": {"v99"}}, "v99")
+	})
+
 	t.Run("a viewer sees no forms and is refused by the API", func(t *testing.T) {
 		b := newBrowser(t, p)
 		b.login(viewTok.Value)
