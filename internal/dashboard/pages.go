@@ -338,6 +338,10 @@ func (h *Handler) appPage(w http.ResponseWriter, r *http.Request, s *session) er
 		span = "last day"
 	}
 	sr := func(name, class, key string) series { return series{name, class, metrics.Series[key]} }
+	from := "1 hour ago"
+	if d.Range == "24h" {
+		from = "1 day ago"
+	}
 	d.Charts = []chart{
 		lineChart("Requests, "+span, 320, 80, perSecond, sr("requests", "c-req", "requests_per_second")),
 		lineChart("Errors, "+span, 320, 80, perSecond, sr("errors", "c-err", "errors_per_second")),
@@ -345,6 +349,9 @@ func (h *Handler) appPage(w http.ResponseWriter, r *http.Request, s *session) er
 			sr("p50", "c-p50", "p50_seconds"), sr("p95", "c-p95", "p95_seconds"), sr("p99", "c-p99", "p99_seconds")),
 		lineChart("CPU, "+span, 320, 80, cores, sr("cpu", "c-cpu", "cpu_cores")),
 		lineChart("Memory, "+span, 320, 80, bytesText, sr("memory", "c-mem", "memory_bytes")),
+	}
+	for i := range d.Charts {
+		d.Charts[i].From = from
 	}
 	d.Releases = releaseRows(rels, d.Info.Release)
 	if d.Info.Current != nil {

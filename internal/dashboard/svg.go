@@ -14,6 +14,7 @@ type chart struct {
 	Lines   []chartLine
 	Summary string // last and highest values, as text beside the chart
 	Empty   bool   // nothing known over the range
+	From    string // the time axis's left end, like "1 hour ago"; "" for none
 }
 
 type chartLine struct {
