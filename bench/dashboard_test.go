@@ -126,9 +126,15 @@ func timePage(b *testing.B, c *http.Client, base, path, must string) {
 // the weight of its assets.
 //
 //	go test -run '^$' -bench Dashboard -benchtime 50x ./bench/
-func BenchmarkDashboard(b *testing.B) {
+func BenchmarkDashboard(b *testing.B) { benchDashboard(b, 5) }
+
+// BenchmarkDashboardSmall is BenchmarkDashboard with one instance per app
+// (100 instances): what the pages cost apart from the instances' number.
+func BenchmarkDashboardSmall(b *testing.B) { benchDashboard(b, 1) }
+
+func benchDashboard(b *testing.B, perApp int) {
 	p := testenv.Start(b)
-	sleepers(b, p, 100, 5)
+	sleepers(b, p, 100, perApp)
 	c := dashboardClient(b, p)
 	// Let the history gather a few samples of every app.
 	time.Sleep(25 * time.Second)
