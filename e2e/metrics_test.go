@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -372,4 +373,44 @@ func TestLivenessRestart(t *testing.T) {
 	if _, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\nstatus = 200\nrestart_after = -1\n"), "--app", "sick"); err == nil || !strings.Contains(errOut, "status needs a path") || !strings.Contains(errOut, "restart_after") {
 		t.Errorf("a bad health table: %v %q", err, errOut)
 	}
+}
+
+// TestCommandHealthCheck: a health check command runs inside the instance
+// with its secrets; the instance joins the router when it first passes,
+// and a release whose check never passes fails with the check's reason,
+// its secrets redacted.
+func TestCommandHealthCheck(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "chk")
+	const secret = "s3cr3t-db-password-31c9"
+	if _, errOut, err := p.RunIn("", strings.NewReader(secret), "secrets", "set", "chk", "DB_PASSWORD"); err != nil {
+		t.Fatalf("secrets set: %v\n%s", err, errOut)
+	}
+	manifest := func(check string) string {
+		return "[processes.web]\ncommand = \"(sleep 1; touch ready) & exec ./tenant serve\"\n" +
+			"[processes.web.health]\ninterval = \"200ms\"\ngrace = \"4s\"\ncommand = " + strconv.Quote(check) + "\n"
+	}
+	start := time.Now()
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest(`test -f ready || { echo "no db at $DB_PASSWORD"; exit 4; }`)), "--app", "chk"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("the deploy took %s: it did not wait for the check, which fails for a second", took)
+	}
+	if rows := ps(t, p, "chk"); len(rows) != 1 || !rows[0].Healthy {
+		t.Errorf("ps: %+v", rows)
+	}
+	out, errOut, err := p.Run("deploy", tenantApp(t, manifest(`echo "no db at $DB_PASSWORD"; exit 4`)), "--app", "chk")
+	if err == nil {
+		t.Fatalf("a release whose check never passes was deployed:\n%s", out)
+	}
+	if want := "health check command exited with code 4: no db at [REDACTED:DB_PASSWORD]"; !strings.Contains(errOut, want) {
+		t.Errorf("deploy's error does not say %q:\n%s", want, errOut)
+	}
+	for _, s := range []string{out, errOut, p.MustRun("events", "chk"), p.MustRun("ps", "chk", "--json"), p.ServerLog()} {
+		if strings.Contains(s, secret) {
+			t.Errorf("the secret leaked:\n%s", s)
+		}
+	}
+	serving(t, p, "chk.localhost", "")
 }

@@ -550,6 +550,9 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
 		Secrets: secrets, Mounts: mounts,
 	}
+	if h := spec.Health; h.Command != "" {
+		rs.Check = &runtime.Check{Command: h.Command, Interval: h.Interval, Timeout: h.Timeout}
+	}
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {
 		if s.cfg.Volumes != nil {

@@ -136,14 +136,17 @@ type shimSpec struct {
 
 // shimState is state.json.
 type shimState struct {
-	ShimPID     int           `json:"shim_pid"`
-	PID         int           `json:"pid"`
-	State       runtime.State `json:"state"`
-	Restarts    int           `json:"restarts"`
-	StartedAt   time.Time     `json:"started_at"`
-	LastExit    string        `json:"last_exit,omitempty"`
-	MemoryLimit string        `json:"memory_limit,omitempty"`
-	Cgroup      string        `json:"cgroup,omitempty"`
+	ShimPID   int           `json:"shim_pid"`
+	PID       int           `json:"pid"`
+	State     runtime.State `json:"state"`
+	Restarts  int           `json:"restarts"`
+	StartedAt time.Time     `json:"started_at"`
+	LastExit  string        `json:"last_exit,omitempty"`
+	// Checked is the last result of the health check command, of the
+	// current process.
+	Checked     *runtime.CheckResult `json:"checked,omitempty"`
+	MemoryLimit string               `json:"memory_limit,omitempty"`
+	Cgroup      string               `json:"cgroup,omitempty"`
 }
 
 // LogFile returns where the instance's output goes.
@@ -324,6 +327,7 @@ func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instan
 		Restarts:    st.Restarts,
 		StartedAt:   st.StartedAt,
 		LastExit:    st.LastExit,
+		Checked:     st.Checked,
 		MemoryLimit: st.MemoryLimit,
 		// The shim made a cgroup for the limit: it holds.
 		MemoryEnforced: st.Cgroup != "",
