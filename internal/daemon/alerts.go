@@ -53,7 +53,7 @@ func conditions(w watched) func(context.Context) ([]alerts.Condition, error) {
 		now := time.Now()
 		for _, sr := range rules {
 			r := alerts.Rule{ID: sr.ID, App: sr.App, Metric: sr.Metric, Above: sr.Above, Threshold: sr.Threshold, For: sr.For}
-			_, points := w.history.Range(sr.App, now.Add(-time.Minute), now)
+			_, _, points := w.history.Range(sr.App, now.Add(-time.Minute), now)
 			if c, ok := r.Condition(points); ok {
 				out = append(out, c)
 			}
