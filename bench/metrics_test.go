@@ -14,16 +14,21 @@ import (
 	"paddock.dev/paddock/internal/testenv"
 )
 
-// BenchmarkMetricsScrape times GET /metrics on a platform of 20 apps of 5
-// instances each (100 instances), and reports the server's CPU while idle
-// for 20 s: what collecting metrics and history costs when nothing
-// happens.
+// BenchmarkMetricsScrape times GET /metrics on a platform of 100 apps of 5
+// instances each (500 instances; PADDOCK_BENCH_APPS sets the number of
+// apps), and reports the server's CPU while idle for 20 s: what
+// collecting metrics and history, reconciling and health checks cost when
+// nothing happens.
 func BenchmarkMetricsScrape(b *testing.B) {
+	apps := 100
+	if v, err := strconv.Atoi(os.Getenv("PADDOCK_BENCH_APPS")); err == nil && v > 0 {
+		apps = v
+	}
 	p := testenv.Start(b)
 	ctx := context.Background()
 	dir := prebuilt(b, 5)
-	for i := 0; i < 20; i++ {
-		app := fmt.Sprintf("m%02d", i)
+	for i := 0; i < apps; i++ {
+		app := fmt.Sprintf("m%03d", i)
 		if _, err := p.Client().CreateApp(ctx, app); err != nil {
 			b.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func newProbeClient() *http.Client {
 func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 	now := s.now()
 	for _, in := range insts {
-		m, _, err := s.manifest(ctx, in.App, in.AppID, in.Release)
+		m, err := s.processManifest(ctx, in.App, in.AppID, in.Release)
 		if err != nil {
 			continue
 		}

@@ -17,6 +17,7 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,6 +31,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,6 +67,36 @@ type Config struct {
 type Runtime struct {
 	cfg Config
 	log *slog.Logger
+
+	// listed keeps what List read of each instance's folder, so that a
+	// pass over hundreds of idle instances re-reads only what changed.
+	mu     sync.Mutex
+	listed map[string]*listed
+}
+
+// listed is what List knows of one instance folder: its spec and state as
+// of the files' identities, and its shim once checked.
+type listed struct {
+	specID, stateID fileID
+	spec            shimSpec
+	state           shimState
+	shimPID         int
+	shimStart       string // the shim's start time (/proc/PID/stat): a reused pid has another
+}
+
+// fileID tells one version of a file from another: they are written by
+// rename, so each has an inode of its own.
+type fileID struct {
+	ino, size int64
+	mtime     int64
+}
+
+func idOf(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{int64(st.Ino), st.Size, st.Mtim.Nano()}, nil
 }
 
 // New returns a Runtime after creating its folders.
@@ -300,26 +332,83 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.listed == nil {
+		r.listed = map[string]*listed{}
+	}
+	seen := make(map[string]bool, len(entries))
 	var out []runtime.Instance
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
 		dir := filepath.Join(r.cfg.Dir, e.Name())
-		var ss shimSpec
-		if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
+		l := r.listed[e.Name()]
+		specID, err := idOf(filepath.Join(dir, "spec.json"))
+		if err != nil {
 			continue // being created or removed
 		}
-		st, err := readState(dir)
-		if err != nil {
-			st = shimState{State: runtime.StateLost}
+		if l == nil || l.specID != specID {
+			l = &listed{specID: specID}
+			if err := readJSON(filepath.Join(dir, "spec.json"), &l.spec); err != nil {
+				continue
+			}
+			r.listed[e.Name()] = l
 		}
-		out = append(out, r.instance(dir, ss, st))
+		seen[e.Name()] = true
+		if stateID, err := idOf(filepath.Join(dir, "state.json")); err != nil {
+			l.state, l.stateID = shimState{State: runtime.StateLost}, fileID{}
+		} else if stateID != l.stateID {
+			st, err := readState(dir)
+			if err != nil {
+				st = shimState{State: runtime.StateLost}
+			}
+			l.state, l.stateID = st, stateID
+		}
+		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive(dir)))
+	}
+	for name := range r.listed {
+		if !seen[name] {
+			delete(r.listed, name)
+		}
 	}
 	return out, nil
 }
 
+// shimAlive is shimAlive for the shim in l's state, reading its command
+// line only the first time: then its start time tells it from a process
+// that got its pid since.
+func (l *listed) shimAlive(dir string) bool {
+	pid := l.state.ShimPID
+	if pid <= 0 {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 20 || fields[0] == "Z" {
+		return false
+	}
+	start := fields[19] // starttime, the 22nd field
+	if l.shimPID == pid && l.shimStart == start {
+		return true
+	}
+	if !shimAlive(pid, dir) {
+		return false
+	}
+	l.shimPID, l.shimStart = pid, start
+	return true
+}
+
 func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
+	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, dir))
+}
+
+func (r *Runtime) instanceOf(dir string, ss shimSpec, st shimState, alive bool) runtime.Instance {
 	inst := runtime.Instance{
 		Spec:        ss.Spec,
 		State:       st.State,
@@ -332,7 +421,7 @@ func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instan
 		// The shim made a cgroup for the limit: it holds.
 		MemoryEnforced: st.Cgroup != "",
 	}
-	if st.State != runtime.StateStopped && !shimAlive(st.ShimPID, dir) {
+	if st.State != runtime.StateStopped && !alive {
 		inst.State = runtime.StateLost
 	}
 	if st.Cgroup != "" {
