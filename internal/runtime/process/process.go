@@ -17,7 +17,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,6 +33,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/runtime"
@@ -80,8 +81,7 @@ type listed struct {
 	specID, stateID fileID
 	spec            shimSpec
 	state           shimState
-	shimPID         int
-	shimStart       string // the shim's start time (/proc/PID/stat): a reused pid has another
+	shimPID, pidfd  int // the shim checked last, and a pidfd of it (-1: none)
 }
 
 // fileID tells one version of a file from another: they are written by
@@ -350,8 +350,12 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
 			continue // being created or removed
 		}
 		if l == nil || l.specID != specID {
-			l = &listed{specID: specID}
+			if l != nil {
+				l.close()
+			}
+			l = &listed{specID: specID, pidfd: -1}
 			if err := readJSON(filepath.Join(dir, "spec.json"), &l.spec); err != nil {
+				delete(r.listed, e.Name())
 				continue
 			}
 			r.listed[e.Name()] = l
@@ -368,8 +372,9 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
 		}
 		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive(dir)))
 	}
-	for name := range r.listed {
+	for name, l := range r.listed {
 		if !seen[name] {
+			l.close()
 			delete(r.listed, name)
 		}
 	}
@@ -377,31 +382,41 @@ func (r *Runtime) List(ctx context.Context) ([]runtime.Instance, error) {
 }
 
 // shimAlive is shimAlive for the shim in l's state, reading its command
-// line only the first time: then its start time tells it from a process
-// that got its pid since.
+// line only the first time: then a pidfd of the checked process answers,
+// which no process that gets its pid since can pass for.
 func (l *listed) shimAlive(dir string) bool {
 	pid := l.state.ShimPID
 	if pid <= 0 {
 		return false
 	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
+	if l.shimPID == pid && l.pidfd >= 0 {
+		// Readable once the process has ended, zombie or reaped.
+		fds := []unix.PollFd{{Fd: int32(l.pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n == 0
 	}
-	i := bytes.LastIndexByte(stat, ')')
-	fields := strings.Fields(string(stat[i+1:]))
-	if i < 0 || len(fields) < 20 || fields[0] == "Z" {
-		return false
-	}
-	start := fields[19] // starttime, the 22nd field
-	if l.shimPID == pid && l.shimStart == start {
-		return true
-	}
+	l.close()
 	if !shimAlive(pid, dir) {
 		return false
 	}
-	l.shimPID, l.shimStart = pid, start
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return true // checked above; checked again next time
+	}
+	if !shimAlive(pid, dir) { // the pid changed hands between the two
+		unix.Close(fd)
+		return false
+	}
+	l.shimPID, l.pidfd = pid, fd
 	return true
+}
+
+// close lets go of the pidfd of the shim l checked last.
+func (l *listed) close() {
+	if l.pidfd >= 0 {
+		unix.Close(l.pidfd)
+	}
+	l.shimPID, l.pidfd = 0, -1
 }
 
 func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
