@@ -378,15 +378,17 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 		if in.PID <= 0 {
 			continue
 		}
-		c, rss, ok := procStat(in.PID)
-		if cgCPU > 0 {
-			c, ok = cgCPU, true
+		if in.MemoryUsed == 0 {
+			if rss, ok := procRSS(in.PID); ok {
+				a[6] += rss
+			}
+		}
+		c, ok := cgCPU, cgCPU > 0
+		if !ok {
+			c, ok = procCPU(in.PID)
 		}
 		if !ok {
 			continue
-		}
-		if in.MemoryUsed == 0 {
-			a[6] += rss
 		}
 		cpu[in.ID] = c
 		if prev, ok := s.prevCPU[in.ID]; ok && !first && c >= prev {
