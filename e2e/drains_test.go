@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -178,4 +179,69 @@ func TestDrains(t *testing.T) {
 	if out := p.MustRun("drains", "shop", "--json"); !strings.Contains(out, `"sent"`) {
 		t.Errorf("drains --json:\n%s", out)
 	}
+}
+
+// TestDrainToRsyslog: a real syslog server, rsyslog, reads the drain's
+// octet-counted RFC 5424 messages: the app's name, the instance and the
+// line land in its fields.
+func TestDrainToRsyslog(t *testing.T) {
+	rsyslogd, err := exec.LookPath("rsyslogd")
+	if err != nil {
+		t.Fatal("rsyslogd is not installed (apt-get install rsyslog; .ci/run does)")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	out := filepath.Join(dir, "received.log")
+	conf := fmt.Sprintf(`global(workDirectory=%q)
+module(load="imtcp")
+input(type="imtcp" address="127.0.0.1" port="%d")
+template(name="fields" type="string" string="app=%%app-name%% proc=%%procid%% sev=%%syslogseverity-text%% msg=%%msg%%\n")
+*.* action(type="omfile" file=%q template="fields")
+`, dir, port, out)
+	confFile := filepath.Join(dir, "rsyslog.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(rsyslogd, "-n", "-f", confFile, "-i", filepath.Join(dir, "rsyslogd.pid"))
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("rsyslogd does not listen: %v\n%s", err, logs.String())
+		}
+		return c.Close()
+	})
+
+	p := testenv.Start(t, "--drains-local")
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("drains", "add", "shop", "syslog://"+addr)
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.worker]\ncommand = \"i=0; while true; do i=$((i+1)); echo line $i; echo oops $i >&2; sleep 0.1; done\"\n"), "--app", "shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	line := regexp.MustCompile(`(?m)^app=shop proc=worker\.\S+ sev=info msg=line 5$`)
+	errLine := regexp.MustCompile(`(?m)^app=shop proc=worker\.\S+ sev=err msg=oops 5$`)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		b, _ := os.ReadFile(out)
+		if !line.Match(b) || !errLine.Match(b) {
+			return fmt.Errorf("rsyslog has not received lines 5 of stdout and stderr with their fields:\n%s\nrsyslogd:\n%s", b, logs.String())
+		}
+		return nil
+	})
+}
+
+// freePort returns a port of 127.0.0.1 that nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -3,9 +3,16 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -371,5 +379,136 @@ func TestLivenessRestart(t *testing.T) {
 	}
 	if _, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\nstatus = 200\nrestart_after = -1\n"), "--app", "sick"); err == nil || !strings.Contains(errOut, "status needs a path") || !strings.Contains(errOut, "restart_after") {
 		t.Errorf("a bad health table: %v %q", err, errOut)
+	}
+}
+
+// TestCommandHealthCheck: a health check command runs inside the instance
+// with its secrets; the instance joins the router when it first passes,
+// and a release whose check never passes fails with the check's reason,
+// its secrets redacted.
+func TestCommandHealthCheck(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "chk")
+	const secret = "s3cr3t-db-password-31c9"
+	if _, errOut, err := p.RunIn("", strings.NewReader(secret), "secrets", "set", "chk", "DB_PASSWORD"); err != nil {
+		t.Fatalf("secrets set: %v\n%s", err, errOut)
+	}
+	manifest := func(check string) string {
+		return "[processes.web]\ncommand = \"(sleep 1; touch ready) & exec ./tenant serve\"\n" +
+			"[processes.web.health]\ninterval = \"200ms\"\ngrace = \"4s\"\ncommand = " + strconv.Quote(check) + "\n"
+	}
+	start := time.Now()
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest(`test -f ready || { echo "no db at $DB_PASSWORD"; exit 4; }`)), "--app", "chk"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("the deploy took %s: it did not wait for the check, which fails for a second", took)
+	}
+	if rows := ps(t, p, "chk"); len(rows) != 1 || !rows[0].Healthy {
+		t.Errorf("ps: %+v", rows)
+	}
+	out, errOut, err := p.Run("deploy", tenantApp(t, manifest(`echo "no db at $DB_PASSWORD"; exit 4`)), "--app", "chk")
+	if err == nil {
+		t.Fatalf("a release whose check never passes was deployed:\n%s", out)
+	}
+	if want := "health check command exited with code 4: no db at [REDACTED:DB_PASSWORD]"; !strings.Contains(errOut, want) {
+		t.Errorf("deploy's error does not say %q:\n%s", want, errOut)
+	}
+	for _, s := range []string{out, errOut, p.MustRun("events", "chk"), p.MustRun("ps", "chk", "--json"), p.ServerLog()} {
+		if strings.Contains(s, secret) {
+			t.Errorf("the secret leaked:\n%s", s)
+		}
+	}
+	serving(t, p, "chk.localhost", "")
+}
+
+// TestAlertRules: a rule set on an app's metrics fires when the metric
+// passes its threshold and is seen by who may read the app only; a rule on
+// an unknown metric is refused with the metrics there are; a certificate
+// the platform serves that expires soon raises an alert for admins.
+func TestAlertRules(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "apps.crt"), filepath.Join(dir, "apps.key")
+	writeCert(t, certFile, keyFile, time.Now().Add(3*24*time.Hour))
+	p := testenv.Start(t, "--https", "127.0.0.1:0", "--https-cert", certFile, "--https-key", keyFile)
+	tok := secretsTeam(t, p) // app shop: dev may write it, other may not
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+
+	if _, errOut, err := runAs(p, tok["dev"], "", "alerts", "add", "shop", "--when", "latency > 1s"); err == nil ||
+		!strings.Contains(errOut, `unknown metric "latency": use one of requests, errors, error_rate, p50, p95, p99, cpu, memory`) {
+		t.Errorf("a rule on an unknown metric: %v %q", err, errOut)
+	}
+	if _, errOut, err := runAs(p, tok["other"], "", "alerts", "add", "shop", "--when", "requests > 0"); err == nil {
+		t.Errorf("a developer without access to shop set a rule on it: %q", errOut)
+	}
+	out := mustRunAs(t, p, tok["dev"], "", "alerts", "add", "shop", "--when", "requests > 0.5", "--for", "0s")
+	id := regexp.MustCompile(`rule-[0-9a-f]+`).FindString(out)
+	if id == "" {
+		t.Fatalf("alerts add: %q", out)
+	}
+	if list := mustRunAs(t, p, tok["dev"], "", "alerts", "rules"); !strings.Contains(list, id) || !strings.Contains(list, "requests > 0.5/s") || !strings.Contains(list, "crash_loop") {
+		t.Errorf("alerts rules:\n%s", list)
+	}
+	if list := mustRunAs(t, p, tok["other"], "", "alerts", "rules", "shop"); strings.Contains(list, id) {
+		t.Errorf("another developer sees shop's rule:\n%s", list)
+	}
+
+	// Traffic past the threshold: the next sample of the history (every
+	// 10 s) and evaluation (every 5 s) fire it.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				p.Get("shop.localhost", "/")
+			}
+		}
+	}()
+	testenv.Eventually(t, 45*time.Second, func() error {
+		if list := mustRunAs(t, p, tok["dev"], "", "alerts"); !strings.Contains(list, "requests > 0.5/s") || !strings.Contains(list, id) {
+			return fmt.Errorf("the rule has not fired:\n%s", list)
+		}
+		return nil
+	})
+	if list := mustRunAs(t, p, tok["other"], "", "alerts"); strings.Contains(list, "shop") || strings.Contains(list, "certificate") {
+		t.Errorf("another developer sees shop's or the platform's alerts:\n%s", list)
+	}
+	if list := p.MustRun("alerts"); !strings.Contains(list, "certificate_expiring") || !strings.Contains(list, "apps' HTTPS certificate ("+certFile+") expires on") {
+		t.Errorf("no alert of the certificate that expires in 3 days:\n%s", list)
+	}
+	mustRunAs(t, p, tok["dev"], "", "alerts", "remove", "shop", id)
+	if list := mustRunAs(t, p, tok["dev"], "", "alerts", "rules", "shop"); strings.Contains(list, id) {
+		t.Errorf("a removed rule is listed:\n%s", list)
+	}
+}
+
+// writeCert writes a self-signed certificate for localhost that expires at
+// notAfter, and its key.
+func writeCert(t *testing.T, certFile, keyFile string, notAfter time.Time) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost", "*.localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/store"
@@ -16,6 +17,9 @@ type Alerts interface {
 	List(ctx context.Context) ([]store.Webhook, error)
 	Add(ctx context.Context, url string) (store.Webhook, []byte, error)
 	Remove(ctx context.Context, id string) error
+	Rules(ctx context.Context, app string) ([]store.AlertRule, error)
+	AddRule(ctx context.Context, app, when string, holdFor time.Duration, by string) (store.AlertRule, error)
+	RemoveRule(ctx context.Context, app, id string) error
 }
 
 var errNoAlerts = &Error{Status: http.StatusServiceUnavailable, Code: "alerts_unavailable", Message: "this server keeps no alerts"}
@@ -73,6 +77,61 @@ func (s *Server) removeWebhook(w http.ResponseWriter, r *http.Request) error {
 		return errNoAlerts
 	}
 	if err := s.cfg.Alerts.Remove(r.Context(), r.PathValue("webhook")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func ruleOut(r store.AlertRule) wire.AlertRule {
+	return wire.AlertRule{ID: r.ID, App: r.App, For: r.For, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt,
+		When: alerts.Rule{Metric: r.Metric, Above: r.Above, Threshold: r.Threshold}.When()}
+}
+
+// listRules lists the built-in rules and the rules set on the apps the
+// caller may read (?app=NAME: on that app only).
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Alerts == nil {
+		return errNoAlerts
+	}
+	out := []wire.AlertRule{}
+	for _, b := range alerts.Builtins {
+		out = append(out, wire.AlertRule{ID: b.Name, When: b.Description, Builtin: true})
+	}
+	app := r.URL.Query().Get("app")
+	rules, err := s.cfg.Alerts.Rules(r.Context(), app)
+	if err != nil {
+		return err
+	}
+	for _, rule := range visible(s, r, rules, func(r store.AlertRule) string { return r.App }) {
+		out = append(out, ruleOut(rule))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) addRule(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Alerts == nil {
+		return errNoAlerts
+	}
+	var req wire.AlertRuleRequest
+	if err := readJSON(w, r, &req); err != nil {
+		return err
+	}
+	rule, err := s.cfg.Alerts.AddRule(r.Context(), r.PathValue("app"), req.When, req.For, principal(r).User)
+	if errors.Is(err, alerts.ErrBadRule) {
+		return invalid("%s", err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, ruleOut(rule))
+}
+
+func (s *Server) removeRule(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Alerts == nil {
+		return errNoAlerts
+	}
+	if err := s.cfg.Alerts.RemoveRule(r.Context(), r.PathValue("app"), r.PathValue("rule")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -176,6 +176,9 @@ func (s *Server) table() []route {
 		r("GET /v1/alerts/webhooks", auth.SystemAdmin, "", s.listWebhooks),
 		r("POST /v1/alerts/webhooks", auth.SystemAdmin, "alerts.webhooks.add", s.addWebhook),
 		r("DELETE /v1/alerts/webhooks/{webhook}", auth.SystemAdmin, "alerts.webhooks.remove", s.removeWebhook),
+		r("GET /v1/alerts/rules", auth.AppsList, "", s.listRules),
+		r("POST /v1/apps/{app}/alerts/rules", auth.AppWrite, "apps.alerts.add", s.addRule),
+		r("DELETE /v1/apps/{app}/alerts/rules/{rule}", auth.AppWrite, "apps.alerts.remove", s.removeRule),
 
 		r("GET /v1/apps", auth.AppsList, "", s.listApps),
 		creates("app", r("POST /v1/apps", auth.AppsCreate, "apps.create", s.createApp)),

@@ -32,6 +32,19 @@ func TestParseExpiry(t *testing.T) {
 	}
 }
 
+func TestAgo(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1d": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "0d": 0, "90m": 90 * time.Minute, "1h30m": 90 * time.Minute} {
+		if got, ok := ago(in); !ok || got != want {
+			t.Errorf("ago(%q): %s, %v; want %s", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"-1d", "-1h", "d", "1w", "3651d", "soon", ""} {
+		if got, ok := ago(in); ok {
+			t.Errorf("ago(%q): %s, want refused", in, got)
+		}
+	}
+}
+
 func TestParseVersion(t *testing.T) {
 	for in, want := range map[string]int{"v3": 3, "3": 3, "v0": 0, "x": 0, "": 0, "v-1": 0} {
 		got, err := parseVersion(in)

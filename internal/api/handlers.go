@@ -306,14 +306,24 @@ func (s *Server) since(r *http.Request) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+	if d, ok := ago(v); ok {
 		return s.now().Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		return t, invalid("since=%q: give a duration like 10m or a time like 2026-01-02T15:04:05Z", v)
+		return t, invalid("since=%q: give a duration like 10m or 1d, or a time like 2026-01-02T15:04:05Z", v)
 	}
 	return t, nil
+}
+
+// ago reads a duration back from now: Go's (90m, 1h30m) or days (7d).
+func ago(v string) (time.Duration, bool) {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		days, err := strconv.Atoi(n)
+		return time.Duration(days) * 24 * time.Hour, err == nil && days >= 0 && days <= 3650
+	}
+	d, err := time.ParseDuration(v)
+	return d, err == nil && d >= 0
 }
 
 // events streams an app's platform events as NDJSON.
@@ -399,14 +409,14 @@ func (s *Server) appMetrics(w http.ResponseWriter, r *http.Request) error {
 	}
 	since := s.now().Add(-time.Hour)
 	if v := r.URL.Query().Get("since"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 || d > metrics.Span {
-			return invalid("since=%q: give a duration of at most %s, e.g. 1h", v, metrics.Span)
+		d, ok := ago(v)
+		if !ok || d <= 0 || d > metrics.CoarseSpan {
+			return invalid("since=%q: give a duration of at most 30d, e.g. 1h or 7d", v)
 		}
 		since = s.now().Add(-d)
 	}
-	start, points := s.cfg.History.Range(r.PathValue("app"), since, s.now())
-	out := wire.Metrics{App: r.PathValue("app"), Start: start, Step: int(metrics.Step / time.Second), Series: map[string][]*float64{}}
+	start, step, points := s.cfg.History.Range(r.PathValue("app"), since, s.now())
+	out := wire.Metrics{App: r.PathValue("app"), Start: start, Step: int(step / time.Second), Series: map[string][]*float64{}}
 	for i, name := range metrics.Series {
 		col := make([]*float64, len(points))
 		for j, p := range points {

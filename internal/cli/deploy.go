@@ -436,7 +436,7 @@ without --follow), oldest first.`,
 			return nil
 		}),
 	}
-	cmd.Flags().StringVar(&since, "since", "", "only events since this long ago (1h) or this time (RFC 3339)")
+	cmd.Flags().StringVar(&since, "since", "", "only events since this long ago (1h, 7d) or this time (RFC 3339)")
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
 	e.addJSON(cmd)
 	return cmd
@@ -473,7 +473,7 @@ func (e *env) logsCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.BoolVarP(&q.Follow, "follow", "f", false, "keep printing new lines")
 	f.StringVar(&q.Process, "process", "", "only this process type's output")
-	f.StringVar(&q.Since, "since", "", "only lines since this long ago (10m) or this time (RFC 3339)")
+	f.StringVar(&q.Since, "since", "", "only lines since this long ago (10m, 1d) or this time (RFC 3339)")
 	f.IntVarP(&q.Tail, "num", "n", 100, "the last N lines (0: all)")
 	f.StringVar(&q.Grep, "grep", "", "only lines that match this regular expression (RE2 syntax); -n counts matching lines")
 	e.addJSON(cmd)

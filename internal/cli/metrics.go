@@ -43,7 +43,7 @@ and memory of its instances. --json gives the series.`,
 			return nil
 		}),
 	}
-	cmd.Flags().StringVar(&since, "since", "1h", "how far back, up to 24h")
+	cmd.Flags().StringVar(&since, "since", "1h", "how far back, up to 30d: a point every 10s for up to 24h, every 5 minutes beyond")
 	cmd.Flags().IntVar(&width, "width", 60, "columns of each chart")
 	e.addJSON(cmd)
 	return cmd

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/url"
+	"time"
 
 	"paddock.dev/paddock/internal/wire"
 )
@@ -11,6 +12,28 @@ import (
 func (c *Client) Alerts(ctx context.Context) ([]wire.Alert, error) {
 	var out []wire.Alert
 	return out, c.do(ctx, "GET", "/v1/alerts", nil, &out)
+}
+
+// AlertRules lists the built-in alert rules and those set on the apps the
+// caller may read (app "": every such app).
+func (c *Client) AlertRules(ctx context.Context, app string) ([]wire.AlertRule, error) {
+	var out []wire.AlertRule
+	p := "/v1/alerts/rules"
+	if app != "" {
+		p += "?app=" + url.QueryEscape(app)
+	}
+	return out, c.do(ctx, "GET", p, nil, &out)
+}
+
+// AddAlertRule sets a rule on an app's metrics, such as "p95 > 500ms".
+func (c *Client) AddAlertRule(ctx context.Context, app, when string, holdFor time.Duration) (wire.AlertRule, error) {
+	var out wire.AlertRule
+	return out, c.do(ctx, "POST", appPath(app, "/alerts/rules"), wire.AlertRuleRequest{When: when, For: holdFor}, &out)
+}
+
+// RemoveAlertRule removes a rule set on an app's metrics.
+func (c *Client) RemoveAlertRule(ctx context.Context, app, id string) error {
+	return c.do(ctx, "DELETE", appPath(app, "/alerts/rules/"+url.PathEscape(id)), nil, nil)
 }
 
 // Webhooks lists where alerts are sent (admins).

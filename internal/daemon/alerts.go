@@ -3,39 +3,68 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
+	"os"
 	"time"
 
 	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/deploy"
+	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/volume"
 )
 
-// The default rules, on from the start: what the platform sees of each
-// app that needs someone's attention.
-func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.Context) (map[string]router.AppStats, error)) func(context.Context) ([]alerts.Condition, error) {
+// watched is what the alerts' rules read.
+type watched struct {
+	svc     *deploy.Service
+	vols    *volume.Service // nil: no volumes
+	traffic func(context.Context) (map[string]router.AppStats, error)
+	st      store.Store      // the rules users set
+	history *metrics.History // what they read
+	certs   []certFile       // the certificates the platform serves
+}
+
+// conditions returns what is wrong now: by the default rules, on from the
+// start (what the platform sees of each app that needs someone's
+// attention), and by the rules users set on their apps' metrics.
+func conditions(w watched) func(context.Context) ([]alerts.Condition, error) {
 	var window trafficWindow
 	var lastTraffic []alerts.Condition
 	crashes := restartWindow{}
+	svc, vols, traffic := w.svc, w.vols, w.traffic
 	return func(ctx context.Context) ([]alerts.Condition, error) {
 		insts, err := svc.AllInstances(ctx)
 		if err != nil {
 			return nil, err
 		}
+		rules, err := w.st.ListAlertRules(ctx, "")
+		if err != nil {
+			return nil, err
+		}
 		var out []alerts.Condition
+		now := time.Now()
+		for _, sr := range rules {
+			r := alerts.Rule{ID: sr.ID, App: sr.App, Metric: sr.Metric, Above: sr.Above, Threshold: sr.Threshold, For: sr.For}
+			_, _, points := w.history.Range(sr.App, now.Add(-time.Minute), now)
+			if c, ok := r.Condition(points); ok {
+				out = append(out, c)
+			}
+		}
+		out = append(out, expiring(w.certs, now)...)
 		// Without a reading of the router, its conditions stay as they
 		// were: an alert does not resolve for want of a reading.
 		if stats, err := traffic(ctx); err == nil {
 			lastTraffic = window.conditions(time.Now(), stats)
 		}
 		out = append(out, lastTraffic...)
-		now := time.Now()
 		webs, healthy := map[string]int{}, map[string]int{}
 		crashes.begin()
 		for _, in := range insts {
@@ -87,6 +116,57 @@ func conditions(svc *deploy.Service, vols *volume.Service, traffic func(context.
 			}
 		}
 		return out, nil
+	}
+}
+
+// certFile is a certificate the platform serves, and what to do before it
+// expires.
+type certFile struct {
+	What, Path, Do string
+}
+
+// certWarning is how long before a certificate expires its alert fires.
+const certWarning = 14 * 24 * time.Hour
+
+// expiring returns a condition for each certificate that expires within
+// certWarning, or cannot be read.
+func expiring(certs []certFile, now time.Time) []alerts.Condition {
+	var out []alerts.Condition
+	for _, c := range certs {
+		leaf, err := readLeaf(c.Path)
+		cond := alerts.Condition{Rule: "certificate_expiring", Subject: c.What}
+		switch {
+		case err != nil:
+			cond.Message = fmt.Sprintf("the %s (%s) cannot be read: %v", c.What, c.Path, err)
+		case now.Add(certWarning).After(leaf.NotAfter):
+			days := int(math.Ceil(leaf.NotAfter.Sub(now).Hours() / 24))
+			when := fmt.Sprintf("expires on %s, in %d days", leaf.NotAfter.UTC().Format(time.DateOnly), days)
+			if days <= 0 {
+				when = "expired on " + leaf.NotAfter.UTC().Format(time.DateOnly)
+			}
+			cond.Message = fmt.Sprintf("the %s (%s) %s: %s", c.What, c.Path, when, c.Do)
+		default:
+			continue
+		}
+		out = append(out, cond)
+	}
+	return out
+}
+
+// readLeaf reads the first certificate of a PEM file.
+func readLeaf(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return nil, errors.New("no certificate in it")
+		}
+		if blk.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(blk.Bytes)
+		}
 	}
 }
 
@@ -266,6 +346,30 @@ func (h alertHooks) Add(ctx context.Context, rawURL string) (store.Webhook, []by
 		return w, nil, err
 	}
 	return w, hexSecret, h.st.AddWebhook(ctx, w)
+}
+
+// Rules returns the rules set on app's metrics, or on every app's when app
+// is "".
+func (h alertHooks) Rules(ctx context.Context, app string) ([]store.AlertRule, error) {
+	return h.st.ListAlertRules(ctx, app)
+}
+
+// AddRule sets a rule on app's metrics.
+func (h alertHooks) AddRule(ctx context.Context, app, when string, holdFor time.Duration, by string) (store.AlertRule, error) {
+	r, err := alerts.ParseRule(when, holdFor)
+	if err != nil {
+		return store.AlertRule{}, err
+	}
+	id := make([]byte, 4)
+	rand.Read(id)
+	sr := store.AlertRule{ID: "rule-" + hex.EncodeToString(id), App: app, Metric: r.Metric, Above: r.Above, Threshold: r.Threshold,
+		For: r.For, CreatedBy: by, CreatedAt: time.Now().UTC()}
+	return sr, h.st.AddAlertRule(ctx, sr)
+}
+
+// RemoveRule removes a rule of app's.
+func (h alertHooks) RemoveRule(ctx context.Context, app, id string) error {
+	return h.st.DeleteAlertRule(ctx, app, id)
 }
 
 // Remove removes a webhook.

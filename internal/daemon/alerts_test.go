@@ -1,6 +1,14 @@
 package daemon
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +56,52 @@ func TestTrafficRules(t *testing.T) {
 	// Readings older than the window no longer count.
 	if c := w.conditions(start.Add(10*time.Minute), later); len(c) != 0 {
 		t.Errorf("nothing happened for 9 minutes, yet %v", c)
+	}
+}
+
+// TestCertificateExpiry: a certificate that expires within two weeks, has
+// expired or cannot be read raises certificate_expiring; one that has
+// longer to live does not.
+func TestCertificateExpiry(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	write := func(name string, notAfter time.Time) string {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: now.Add(-time.Hour), NotAfter: notAfter}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+		return path
+	}
+	certs := []certFile{
+		{"fine", write("fine.crt", now.Add(90*24*time.Hour)), "nothing"},
+		{"soon", write("soon.crt", now.Add(3*24*time.Hour+time.Hour)), "renew it"},
+		{"gone", write("gone.crt", now.Add(-24*time.Hour)), "renew it"},
+		{"missing", filepath.Join(dir, "missing.crt"), "renew it"},
+	}
+	got := map[string]string{}
+	for _, c := range expiring(certs, now) {
+		if c.Rule != "certificate_expiring" || c.App != "" {
+			t.Errorf("condition %+v", c)
+		}
+		got[c.Subject] = c.Message
+	}
+	for subject, want := range map[string]string{
+		"soon":    "expires on 2026-12-04, in 4 days: renew it",
+		"gone":    "expired on 2026-11-30: renew it",
+		"missing": "cannot be read",
+	} {
+		if !strings.Contains(got[subject], want) {
+			t.Errorf("%s: %q, want it to say %q", subject, got[subject], want)
+		}
+	}
+	if _, ok := got["fine"]; ok || len(got) != 3 {
+		t.Errorf("conditions: %v", got)
 	}
 }

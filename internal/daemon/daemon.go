@@ -333,9 +333,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	hooks := alertHooks{st: st, kr: keyring{kr}}
 	hooks.m = alerts.New(alerts.Config{
-		Conditions: conditions(svc, vols.svc, rtr.client.Stats),
+		Conditions: conditions(watched{svc: svc, vols: vols.svc, traffic: rtr.client.Stats, st: st, history: history, certs: servedCerts(cfg)}),
 		Webhooks:   hooks.Webhooks,
 		Event: func(app, msg string) {
+			if app == "" { // the platform's own: its log only
+				log.Warn(msg)
+				return
+			}
 			if err := st.AddEvent(context.WithoutCancel(ctx), store.Event{App: app, Time: time.Now().UTC(), Message: msg}); err != nil {
 				log.Warn("record event", "app", app, "err", err)
 			}
@@ -636,6 +640,29 @@ func secure(cfg Config, ln net.Listener) (string, []byte, []string, net.Listener
 	}
 	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	return "https://" + host, caPEM, hosts, tl, nil
+}
+
+// servedCerts lists the certificates the platform serves that do not renew
+// on their own while it runs, for the certificate_expiring alert.
+func servedCerts(cfg Config) []certFile {
+	var out []certFile
+	switch {
+	case cfg.InsecureHTTP:
+	case cfg.TLSCert != "":
+		out = append(out, certFile{"API's certificate", cfg.TLSCert, "replace it (--tls-cert) and restart the server"})
+	default:
+		tls := filepath.Join(cfg.Data, "tls")
+		out = append(out, certFile{"API's certificate", filepath.Join(tls, "server.crt"), "restart the server, which makes a new one"},
+			certFile{"platform's CA", filepath.Join(tls, "ca.crt"), "make a new one (move the tls folder away and restart the server), then log every CLI in again"})
+	}
+	switch {
+	case cfg.HTTPS == "":
+	case cfg.HTTPSCert != "":
+		out = append(out, certFile{"apps' HTTPS certificate", cfg.HTTPSCert, "replace it (--https-cert) and restart the server"})
+	default:
+		out = append(out, certFile{"apps' CA", filepath.Join(cfg.Data, "router-ca", "ca.crt"), "make a new one (move the router-ca folder away and restart the server)"})
+	}
+	return out
 }
 
 // bootstrap makes the admin user and its first token on a new store, and

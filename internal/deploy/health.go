@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -35,7 +36,7 @@ func newProbeClient() *http.Client {
 func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 	now := s.now()
 	for _, in := range insts {
-		m, _, err := s.manifest(ctx, in.App, in.AppID, in.Release)
+		m, err := s.processManifest(ctx, in.App, in.AppID, in.Release)
 		if err != nil {
 			continue
 		}
@@ -97,6 +98,9 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 // 150 ms, then half as long again each time, until the reconciler's own
 // checks (every 250 ms for an instance not yet healthy) take over.
 func (s *Service) admit(ctx context.Context, in runtime.Instance, spec manifest.Process) {
+	if spec.Health.Command != "" {
+		return // the runtime runs it, as quickly, and reports to the reconciler
+	}
 	s.rec.mu.Lock()
 	if _, ok := s.rec.health[in.ID]; !ok {
 		s.rec.health[in.ID] = &health{firstSeen: s.now(), started: in.StartedAt}
@@ -148,6 +152,19 @@ func check(ctx context.Context, probes *http.Client, in runtime.Instance, spec m
 	ctx, cancel := context.WithTimeout(ctx, spec.Health.Timeout)
 	defer cancel()
 	switch {
+	case spec.Health.Command != "":
+		// The runtime runs the command inside the instance and reports
+		// its last result.
+		r := in.Checked
+		switch {
+		case r == nil:
+			return errors.New("health check command: no result yet")
+		case !r.OK:
+			return errors.New("health check command " + r.Message)
+		case time.Since(r.At) > 3*spec.Health.Interval+spec.Health.Timeout:
+			return fmt.Errorf("health check command: no result for %s", time.Since(r.At).Round(time.Second))
+		}
+		return nil
 	case spec.Health.Path != "":
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+spec.Health.Path, nil)
 		if err != nil {

@@ -181,7 +181,7 @@ func (s *Service) evictSquatted(ctx context.Context, insts []runtime.Instance) {
 // that a replacement starts on another port; one with a fixed port cannot
 // move.
 func (s *Service) move(ctx context.Context, in runtime.Instance, why string) {
-	if m, _, err := s.manifest(ctx, in.App, in.AppID, in.Release); err != nil || m.Processes[in.Process].Port != 0 {
+	if m, err := s.processManifest(ctx, in.App, in.AppID, in.Release); err != nil || m.Processes[in.Process].Port != 0 {
 		return
 	}
 	s.retire(ctx, in, why+"; a replacement starts on another port")
@@ -255,6 +255,21 @@ func (s *Service) manifest(ctx context.Context, app string, appID int64, version
 	s.rec.manifests[key] = m
 	s.rec.mu.Unlock()
 	return m, rel, nil
+}
+
+// processManifest is manifest without the release, which it reads only
+// the first time: a manifest is kept by the app's ID, never reused, and its
+// release's number, so that what it finds is that instance's, without a
+// query on every pass over every instance.
+func (s *Service) processManifest(ctx context.Context, app string, appID int64, version int) (*manifest.Manifest, error) {
+	s.rec.mu.Lock()
+	m := s.rec.manifests[strconv.FormatInt(appID, 10)+"/"+strconv.Itoa(version)]
+	s.rec.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	m, _, err := s.manifest(ctx, app, appID, version)
+	return m, err
 }
 
 func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime.Instance) error {
@@ -549,6 +564,9 @@ func (s *Service) start(ctx context.Context, a store.App, rel store.Release, pro
 		ID: id, App: a.Name, AppID: a.ID, Process: process, UID: uid, GID: uid, Release: rel.Version, Artifact: rel.Artifact,
 		Command: spec.Command, Env: env, Port: port, Memory: spec.Memory, StopTimeout: spec.StopTimeout,
 		Secrets: secrets, Mounts: mounts,
+	}
+	if h := spec.Health; h.Command != "" {
+		rs.Check = &runtime.Check{Command: h.Command, Interval: h.Interval, Timeout: h.Timeout}
 	}
 	in, err := s.rt.Start(ctx, rs)
 	if err != nil {

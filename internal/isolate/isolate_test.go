@@ -284,12 +284,24 @@ func TestListenerOwners(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper printed %q", line)
 	}
-	owners, err := ListenerOwners()
+	ln6, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := owners[port]; len(got) != 1 || got[0].UID != 123457 || got[0].Addr.String() != "127.0.0.1" || !got[0].Takes() {
-		t.Errorf("owners of port %d: got %v, want [123457]", port, got)
+	defer ln6.Close()
+	port6 := ln6.Addr().(*net.TCPAddr).Port
+	// The kernel's sock_diag, and /proc/net/tcp where it is missing.
+	for name, list := range map[string]func() (map[int][]Listener, error){"sock_diag": diagListeners, "/proc": procListeners} {
+		owners, err := list()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := owners[port]; len(got) != 1 || got[0].UID != 123457 || got[0].Addr.String() != "127.0.0.1" || !got[0].Takes() {
+			t.Errorf("%s: owners of port %d: got %v, want [123457]", name, port, got)
+		}
+		if v6 := owners[port6]; len(v6) != 1 || v6[0].UID != 0 || v6[0].Addr.String() != "::1" || v6[0].Takes() {
+			t.Errorf("%s: owners of port %d (IPv6): got %v, want [0 on ::1]", name, port6, v6)
+		}
 	}
 }
 
@@ -433,4 +445,41 @@ func listen(t *testing.T, addr string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// BenchmarkListenerOwners reads the listeners with 5,000 connections in
+// TIME_WAIT beside them, as health checks and proxied requests leave: by
+// sock_diag, which the kernel filters, and by /proc/net/tcp, which lists
+// them all.
+func BenchmarkListenerOwners(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for range 5000 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	for name, list := range map[string]func() (map[int][]Listener, error){"sock_diag": diagListeners, "proc": procListeners} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := list(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

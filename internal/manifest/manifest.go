@@ -47,10 +47,13 @@ type Process struct {
 
 // Health is how the platform decides that an instance is ready and alive.
 type Health struct {
-	Path     string        `json:"path,omitempty"` // HTTP GET path, e.g. "/healthz"; empty: a TCP connect to the port
-	Interval time.Duration `json:"interval_ns"`    // default 2s
-	Timeout  time.Duration `json:"timeout_ns"`     // default 2s
-	Grace    time.Duration `json:"grace_ns"`       // how long a new instance may take to become healthy; default 60s
+	Path string `json:"path,omitempty"` // HTTP GET path, e.g. "/healthz"; empty: a TCP connect to the port
+	// Command is a check run inside the instance, as its user and with
+	// its environment, instead of a request: exit status 0 is healthy.
+	Command  string        `json:"command,omitempty"`
+	Interval time.Duration `json:"interval_ns"` // default 2s
+	Timeout  time.Duration `json:"timeout_ns"`  // default 2s
+	Grace    time.Duration `json:"grace_ns"`    // how long a new instance may take to become healthy; default 60s
 	// Status is the HTTP status the check wants; 0: any under 400.
 	Status int `json:"status,omitempty"`
 	// RestartAfter replaces an instance that was healthy once it fails
@@ -182,6 +185,7 @@ func (m *Manifest) validate(p *problems) {
 		}
 		checkText(p, where+".command", pr.Command)
 		checkText(p, where+".health.path", pr.Health.Path)
+		checkText(p, where+".health.command", pr.Health.Command)
 		if pr.Instances < 0 {
 			p.add("%s: instances is %d: use 0 or more", where, pr.Instances)
 		}
@@ -208,6 +212,12 @@ func (m *Manifest) validate(p *problems) {
 		}
 		if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
 			p.add("%s.health: status %d is not an HTTP status: give one such as 200", where, h.Status)
+		}
+		if h.Path != "" && h.Command != "" {
+			p.add("%s.health: give a path or a command to check, not both", where)
+		}
+		if h.Command != "" && strings.TrimSpace(h.Command) == "" {
+			p.add("%s.health: command is blank: give the command to run, e.g. command = \"./bin/check\"", where)
 		}
 		if h.Status != 0 && h.Path == "" {
 			p.add("%s.health: status needs a path to GET, e.g. path = \"/healthz\"", where)

@@ -115,9 +115,14 @@ func TestParseErrors(t *testing.T) {
 				`unknown key "nmae"; known top-level keys: name, build, processes; did you mean "name"?`,
 				`unknown key "buld"; known top-level keys: name, build, processes; did you mean "build"?`,
 				`unknown key "build.timeuot"; known keys of build: command, timeout; did you mean "timeout"?`,
-				`unknown key "processes.web.health.pth"; known keys of health: path, interval, timeout, grace, status, restart_after; did you mean "path"?`,
+				`unknown key "processes.web.health.pth"; known keys of health: path, command, interval, timeout, grace, status, restart_after; did you mean "path"?`,
 				`unknown key "processes.web.helth"; known keys of a process: command, instances, port, memory, stop_timeout, health; did you mean "health"?`,
 			},
+		},
+		{
+			name: "a health check by path and by command",
+			toml: web + "[processes.web.health]\npath = \"/healthz\"\ncommand = \"./check\"\n",
+			want: []string{`processes.web.health: give a path or a command to check, not both`},
 		},
 		{
 			name: "unknown key far from any known one",

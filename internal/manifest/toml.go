@@ -38,6 +38,7 @@ type tomlProcess struct {
 
 type tomlHealth struct {
 	Path         any `toml:"path"`
+	Command      any `toml:"command"`
 	Interval     any `toml:"interval"`
 	Timeout      any `toml:"timeout"`
 	Grace        any `toml:"grace"`
@@ -50,7 +51,7 @@ var (
 	topKeys     = []string{"name", "build", "processes"}
 	buildKeys   = []string{"command", "timeout"}
 	processKeys = []string{"command", "instances", "port", "memory", "stop_timeout", "health"}
-	healthKeys  = []string{"path", "interval", "timeout", "grace", "status", "restart_after"}
+	healthKeys  = []string{"path", "command", "interval", "timeout", "grace", "status", "restart_after"}
 )
 
 // Parse parses and validates paddock.toml. Missing values get their
@@ -94,6 +95,7 @@ func Parse(b []byte) (*Manifest, error) {
 		pr.StopTimeout = duration(&p, key+".stop_timeout", fp.StopTimeout, DefaultStopTimeout)
 		h := fp.Health
 		pr.Health.Path = str(&p, key+".health.path", h.Path)
+		pr.Health.Command = str(&p, key+".health.command", h.Command)
 		pr.Health.Interval = duration(&p, key+".health.interval", h.Interval, DefaultHealthInterval)
 		pr.Health.Timeout = duration(&p, key+".health.timeout", h.Timeout, DefaultHealthTimeout)
 		pr.Health.Grace = duration(&p, key+".health.grace", h.Grace, DefaultHealthGrace)

@@ -15,12 +15,17 @@ import (
 )
 
 // The history keeps, per app, a point every Step for Span: request and
-// error rates, latency percentiles, CPU and memory. It is bounded (a ring
-// per app) and written to a file, so that it survives restarts.
+// error rates, latency percentiles, CPU and memory; and beyond, a point
+// every CoarseStep for CoarseSpan, each summing up the fine points of its
+// time. It is bounded (two rings per app) and written to a file, so that it
+// survives restarts.
 const (
-	Step = 10 * time.Second
-	Span = 24 * time.Hour
-	ring = int(Span / Step)
+	Step       = 10 * time.Second
+	Span       = 24 * time.Hour
+	CoarseStep = 5 * time.Minute
+	CoarseSpan = 30 * 24 * time.Hour
+	ring       = int(Span / Step)
+	coarseRing = int(CoarseSpan / CoarseStep)
 )
 
 // Series are the names of an app's series, in the order Sample takes them.
@@ -37,9 +42,11 @@ type History struct {
 }
 
 type appRing struct {
-	Start  int64       `json:"start"` // unix seconds of the slot at index 0 of the newest lap
-	Last   int64       `json:"last"`  // unix seconds of the newest point
-	Points [][]float64 `json:"points"`
+	Start      int64       `json:"start,omitempty"` // unused; kept for files written before
+	Last       int64       `json:"last"`            // unix seconds of the newest point
+	Points     [][]float64 `json:"points"`
+	CoarseLast int64       `json:"coarse_last"`
+	Coarse     [][]float64 `json:"coarse"`
 }
 
 // NewHistory returns a history kept in file (gzip JSON), loaded from it if
@@ -64,6 +71,10 @@ func NewHistory(file string) (*History, error) {
 	for app, r := range h.apps {
 		if r == nil || len(r.Points) != ring {
 			delete(h.apps, app) // written with another step or span
+			continue
+		}
+		if len(r.Coarse) != coarseRing {
+			r.Coarse, r.CoarseLast = make([][]float64, coarseRing), 0
 		}
 	}
 	return h, nil
@@ -71,34 +82,100 @@ func NewHistory(file string) (*History, error) {
 
 func slot(t int64) int { return int((t / int64(Step/time.Second)) % int64(ring)) }
 
+// put stores p at unix time t in a ring of points step seconds apart whose
+// newest point is at *last, emptying the slots it skips.
+func put(points [][]float64, last *int64, step, t int64, p []float64) {
+	n := int64(len(points))
+	k := t / step
+	if *last != 0 {
+		for j := *last/step + 1; j < k && j <= *last/step+n; j++ {
+			points[j%n] = nil
+		}
+	}
+	points[k%n] = p
+	*last = k * step
+}
+
+// get returns the point at unix time t of a ring, nil if it holds none.
+func get(points [][]float64, last, step, t int64) []float64 {
+	n := int64(len(points))
+	if t > last || last-t >= n*step {
+		return nil
+	}
+	return points[(t/step)%n]
+}
+
 // Add records an app's sample at t.
 func (h *History) Add(app string, t time.Time, s Sample) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.apps[app]
 	if r == nil {
-		r = &appRing{Points: make([][]float64, ring)}
+		r = &appRing{Points: make([][]float64, ring), Coarse: make([][]float64, coarseRing)}
 		h.apps[app] = r
 	}
-	step := int64(Step / time.Second)
-	k := t.Unix() / step // the point's slot number
-	// Slots not written since the last point hold nothing now.
-	if r.Last != 0 {
-		for j := r.Last/step + 1; j < k && j <= r.Last/step+int64(ring); j++ {
-			r.Points[j%int64(ring)] = nil
-		}
-	}
 	// JSON has no NaN: an unknown value is kept as -1 (no series is
-	// negative).
+	// negative). Five significant digits are plenty for charts and rules,
+	// and keep the file small.
 	p := make([]float64, len(s))
 	for i, v := range s {
 		if math.IsNaN(v) {
 			v = -1
 		}
-		p[i] = v
+		p[i] = round5(v)
 	}
-	r.Points[k%int64(ring)] = p
-	r.Last = k * step
+	step := int64(Step / time.Second)
+	put(r.Points, &r.Last, step, t.Unix(), p)
+	// The coarse point of t's time sums up the fine points so far.
+	cstep := int64(CoarseStep / time.Second)
+	from := t.Unix() / cstep * cstep
+	var fine [][]float64
+	for u := from; u <= r.Last; u += step {
+		fine = append(fine, get(r.Points, r.Last, step, u))
+	}
+	put(r.Coarse, &r.CoarseLast, cstep, from, summary(fine))
+}
+
+// round5 rounds v to five significant digits.
+func round5(v float64) float64 {
+	if v == 0 || math.IsInf(v, 0) {
+		return v
+	}
+	scale := math.Pow(10, 4-math.Floor(math.Log10(math.Abs(v))))
+	return math.Round(v*scale) / scale
+}
+
+// summary sums up points into one: the mean of each series where known,
+// the latency percentiles weighted by the requests.
+func summary(points [][]float64) []float64 {
+	out := make([]float64, len(Series))
+	var sum, weight Sample
+	var n [len(Sample{})]int
+	for _, p := range points {
+		for i := 0; i < len(p) && i < len(out); i++ {
+			if p[i] < 0 {
+				continue
+			}
+			w := 1.0
+			if i >= 2 && i <= 4 { // p50, p95, p99
+				w = max(p[0], 0)
+			}
+			sum[i] += p[i] * w
+			weight[i] += w
+			n[i]++
+		}
+	}
+	for i := range out {
+		switch {
+		case n[i] == 0:
+			out[i] = -1
+		case weight[i] == 0:
+			out[i] = 0
+		default:
+			out[i] = round5(sum[i] / weight[i])
+		}
+	}
+	return out
 }
 
 // Forget drops an app's series.
@@ -108,23 +185,30 @@ func (h *History) Forget(app string) {
 	h.mu.Unlock()
 }
 
-// Range returns an app's points from since to now, one every Step; a
-// point of nothing is nil.
-func (h *History) Range(app string, since, now time.Time) (start time.Time, points [][]float64) {
+// Range returns an app's points from since to now: one every Step when
+// since is within Span, else one every CoarseStep (for at most CoarseSpan);
+// a point of nothing is nil.
+func (h *History) Range(app string, since, now time.Time) (start time.Time, step time.Duration, points [][]float64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	step := int64(Step / time.Second)
-	from := max(since.Unix(), now.Unix()-int64(Span/time.Second)+step) / step * step
-	to := now.Unix() / step * step
+	step, span := Step, Span
+	if now.Sub(since) > Span {
+		step, span = CoarseStep, CoarseSpan
+	}
+	st := int64(step / time.Second)
+	from := max(since.Unix(), now.Unix()-int64(span/time.Second)+st) / st * st
+	to := now.Unix() / st * st
 	r := h.apps[app]
-	for t := from; t <= to; t += step {
+	for t := from; t <= to; t += st {
 		var p []float64
-		if r != nil && t <= r.Last && r.Last-t < int64(Span/time.Second) {
-			p = r.Points[slot(t)]
+		if r != nil && step == Step {
+			p = get(r.Points, r.Last, st, t)
+		} else if r != nil {
+			p = get(r.Coarse, r.CoarseLast, st, t)
 		}
 		points = append(points, p)
 	}
-	return time.Unix(from, 0).UTC(), points
+	return time.Unix(from, 0).UTC(), step, points
 }
 
 // Save writes the history to its file, atomically and durably. It copies
@@ -133,7 +217,7 @@ func (h *History) Save() error {
 	h.mu.Lock()
 	apps := make(map[string]*appRing, len(h.apps))
 	for app, r := range h.apps {
-		apps[app] = &appRing{Last: r.Last, Points: slices.Clone(r.Points)}
+		apps[app] = &appRing{Last: r.Last, Points: slices.Clone(r.Points), CoarseLast: r.CoarseLast, Coarse: slices.Clone(r.Coarse)}
 	}
 	h.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(h.file), 0o700); err != nil {
@@ -294,15 +378,17 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 		if in.PID <= 0 {
 			continue
 		}
-		c, rss, ok := procStat(in.PID)
-		if cgCPU > 0 {
-			c, ok = cgCPU, true
+		if in.MemoryUsed == 0 {
+			if rss, ok := procRSS(in.PID); ok {
+				a[6] += rss
+			}
+		}
+		c, ok := cgCPU, cgCPU > 0
+		if !ok {
+			c, ok = procCPU(in.PID)
 		}
 		if !ok {
 			continue
-		}
-		if in.MemoryUsed == 0 {
-			a[6] += rss
 		}
 		cpu[in.ID] = c
 		if prev, ok := s.prevCPU[in.ID]; ok && !first && c >= prev {

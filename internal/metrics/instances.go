@@ -84,12 +84,14 @@ func (c *instanceCollector) Collect(ch chan<- prometheus.Metric) {
 		if in.PID <= 0 {
 			continue
 		}
-		cpu, rss, ok := procStat(in.PID)
-		if cgCPU > 0 {
-			cpu, ok = cgCPU, true // every process of it, not its shell's
+		cpu, ok := cgCPU, cgCPU > 0 // every process of it, not its shell's
+		if !ok {
+			cpu, ok = procCPU(in.PID)
 		}
 		if ok {
 			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, cpu, labels...)
+		}
+		if rss, ok := procRSS(in.PID); ok {
 			ch <- prometheus.MustNewConstMetric(descRSS, prometheus.GaugeValue, rss, labels...)
 		}
 		if fds, err := os.ReadDir("/proc/" + strconv.Itoa(in.PID) + "/fd"); err == nil {
@@ -126,26 +128,40 @@ func cgroupUsage(dir string) (cpu float64, mem int64) {
 // architecture Go supports.
 const userHZ = 100
 
-// procStat reads a process's CPU seconds (user and system) and resident
-// bytes from /proc.
-func procStat(pid int) (cpu, rss float64, ok bool) {
+// procCPU reads a process's CPU seconds (user and system) from
+// /proc/PID/stat, which costs more the more threads it has: read only
+// where no cgroup counts them.
+func procCPU(pid int) (float64, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return 0, false
 	}
 	// The command's name, in parentheses, may hold spaces: fields start
 	// after its last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, 0, false
+		return 0, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// After the name: state(0) ... utime(11) stime(12) ... rss(21), pages.
-	if len(f) < 22 {
-		return 0, 0, false
+	// After the name: state(0) ... utime(11) stime(12).
+	if len(f) < 13 {
+		return 0, false
 	}
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	pages, _ := strconv.ParseFloat(f[21], 64)
-	return (utime + stime) / userHZ, pages * float64(os.Getpagesize()), true
+	return (utime + stime) / userHZ, true
+}
+
+// procRSS reads a process's resident bytes from /proc/PID/statm.
+func procRSS(pid int) (float64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseFloat(f[1], 64)
+	return pages * float64(os.Getpagesize()), err == nil
 }

@@ -38,6 +38,27 @@ type Spec struct {
 	// a runtime keeps them in memory only, never writing their values to
 	// disk.
 	Secrets []Secret `json:"-"`
+	// Check is a health check the runtime runs inside the instance, with
+	// its user, environment and limits; nil: none.
+	Check *Check `json:"check,omitempty"`
+}
+
+// Check is a command whose exit status says whether an instance is
+// healthy: 0 is healthy. The runtime runs it soon after the process
+// starts, then more often until it first passes, then every Interval.
+type Check struct {
+	Command  string        `json:"command"` // run with /bin/sh -c in the instance's folder
+	Interval time.Duration `json:"interval"`
+	Timeout  time.Duration `json:"timeout"` // killed after this, and failed
+}
+
+// CheckResult is the last result of an instance's Check.
+type CheckResult struct {
+	OK bool      `json:"ok"`
+	At time.Time `json:"at"` // when it ended
+	// Message is why it failed: the exit and the last line of output,
+	// with the instance's secrets redacted.
+	Message string `json:"message,omitempty"`
 }
 
 // Mount binds a folder of the host into an instance.
@@ -91,6 +112,9 @@ type Instance struct {
 	Restarts  int       `json:"restarts"`
 	StartedAt time.Time `json:"started_at"` // when the current process started
 	LastExit  string    `json:"last_exit,omitempty"`
+	// Checked is the last result of the instance's Check, of its current
+	// process; nil before the first.
+	Checked *CheckResult `json:"checked,omitempty"`
 	// MemoryLimit says how the memory limit is enforced, or why it is not.
 	MemoryLimit    string `json:"memory_limit,omitempty"`
 	MemoryEnforced bool   `json:"memory_enforced"`

@@ -135,6 +135,19 @@ type Webhook struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// AlertRule is a threshold on one of an app's metrics that someone set
+// (see internal/alerts).
+type AlertRule struct {
+	ID        string        `json:"id"`
+	App       string        `json:"app"`
+	Metric    string        `json:"metric"`
+	Above     bool          `json:"above"` // > when true, < when false
+	Threshold float64       `json:"threshold"`
+	For       time.Duration `json:"for"`
+	CreatedBy string        `json:"created_by"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
 // Drain forwards an app's log lines to a URL, which is kept sealed by the
 // server's keyring (it may carry a token).
 type Drain struct {
@@ -320,6 +333,10 @@ type Store interface {
 	AddDrain(ctx context.Context, d Drain) error
 	ListDrains(ctx context.Context, app string) ([]Drain, error) // app "" lists all
 	DeleteDrain(ctx context.Context, app, id string) error       // ErrNotFound if the app has no such drain
+
+	AddAlertRule(ctx context.Context, r AlertRule) error
+	ListAlertRules(ctx context.Context, app string) ([]AlertRule, error) // app "" lists all
+	DeleteAlertRule(ctx context.Context, app, id string) error           // ErrNotFound if the app has no such rule
 
 	AddWebhook(ctx context.Context, w Webhook) error
 	ListWebhooks(ctx context.Context) ([]Webhook, error)

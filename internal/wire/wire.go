@@ -279,9 +279,9 @@ type Event struct {
 
 // Alert is a condition that needs someone's attention, firing now.
 type Alert struct {
-	Rule    string    `json:"rule"` // crash_loop, no_healthy_instance, memory_near_limit, volume_nearly_full, backup_failed
-	App     string    `json:"app"`
-	Subject string    `json:"subject,omitempty"` // the instance or volume it is about
+	Rule    string    `json:"rule"`              // a built-in rule's name (crash_loop, …), or the condition of a rule set on the app ("p95 > 500ms")
+	App     string    `json:"app"`               // "" for the platform's own (certificate_expiring)
+	Subject string    `json:"subject,omitempty"` // the instance, volume or certificate it is about; the rule's ID for a rule set on the app
 	Message string    `json:"message"`
 	Since   time.Time `json:"since"`
 }
@@ -293,6 +293,27 @@ type Webhook struct {
 	URL       string    `json:"url"`
 	Secret    string    `json:"secret,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// AlertRule is a rule alerts fire by: a built-in one, which watches every
+// app, or one set on an app's metrics.
+type AlertRule struct {
+	ID        string        `json:"id"`            // the built-in rule's name, or rule-…
+	App       string        `json:"app,omitempty"` // "" for a built-in rule
+	When      string        `json:"when"`          // the condition: "p95 > 500ms", or what a built-in rule watches
+	For       time.Duration `json:"for_ns"`        // how long it holds before it fires
+	Builtin   bool          `json:"builtin,omitempty"`
+	CreatedBy string        `json:"created_by,omitempty"`
+	CreatedAt time.Time     `json:"created_at,omitzero"`
+}
+
+// AlertRuleRequest sets a rule on an app's metrics: When is
+// "METRIC > THRESHOLD" or "METRIC < THRESHOLD" (METRIC: requests, errors,
+// error_rate, p50, p95, p99, cpu, memory), For how long it holds before it
+// fires.
+type AlertRuleRequest struct {
+	When string        `json:"when"`
+	For  time.Duration `json:"for_ns"`
 }
 
 // WebhookRequest adds a webhook.

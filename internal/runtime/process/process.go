@@ -30,8 +30,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/runtime"
@@ -65,6 +68,35 @@ type Config struct {
 type Runtime struct {
 	cfg Config
 	log *slog.Logger
+
+	// listed keeps what List read of each instance's folder, so that a
+	// pass over hundreds of idle instances re-reads only what changed.
+	mu     sync.Mutex
+	listed map[string]*listed
+}
+
+// listed is what List knows of one instance folder: its spec and state as
+// of the files' identities, and its shim once checked.
+type listed struct {
+	specID, stateID fileID
+	spec            shimSpec
+	state           shimState
+	shimPID, pidfd  int // the shim checked last, and a pidfd of it (-1: none)
+}
+
+// fileID tells one version of a file from another: they are written by
+// rename, so each has an inode of its own.
+type fileID struct {
+	ino, size int64
+	mtime     int64
+}
+
+func idOf(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{int64(st.Ino), st.Size, st.Mtim.Nano()}, nil
 }
 
 // New returns a Runtime after creating its folders.
@@ -136,14 +168,17 @@ type shimSpec struct {
 
 // shimState is state.json.
 type shimState struct {
-	ShimPID     int           `json:"shim_pid"`
-	PID         int           `json:"pid"`
-	State       runtime.State `json:"state"`
-	Restarts    int           `json:"restarts"`
-	StartedAt   time.Time     `json:"started_at"`
-	LastExit    string        `json:"last_exit,omitempty"`
-	MemoryLimit string        `json:"memory_limit,omitempty"`
-	Cgroup      string        `json:"cgroup,omitempty"`
+	ShimPID   int           `json:"shim_pid"`
+	PID       int           `json:"pid"`
+	State     runtime.State `json:"state"`
+	Restarts  int           `json:"restarts"`
+	StartedAt time.Time     `json:"started_at"`
+	LastExit  string        `json:"last_exit,omitempty"`
+	// Checked is the last result of the health check command, of the
+	// current process.
+	Checked     *runtime.CheckResult `json:"checked,omitempty"`
+	MemoryLimit string               `json:"memory_limit,omitempty"`
+	Cgroup      string               `json:"cgroup,omitempty"`
 }
 
 // LogFile returns where the instance's output goes.
@@ -311,26 +346,98 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.listed == nil {
+		r.listed = map[string]*listed{}
+	}
+	seen := make(map[string]bool, len(entries))
 	var out []runtime.Instance
 	for _, e := range entries {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
 		dir := filepath.Join(r.cfg.Dir, e.Name())
-		var ss shimSpec
-		if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
+		l := r.listed[e.Name()]
+		specID, err := idOf(filepath.Join(dir, "spec.json"))
+		if err != nil {
 			continue // being created or removed
 		}
-		st, err := readState(dir)
-		if err != nil {
-			st = shimState{State: runtime.StateLost}
+		if l == nil || l.specID != specID {
+			if l != nil {
+				l.close()
+			}
+			l = &listed{specID: specID, pidfd: -1}
+			if err := readJSON(filepath.Join(dir, "spec.json"), &l.spec); err != nil {
+				delete(r.listed, e.Name())
+				continue
+			}
+			r.listed[e.Name()] = l
 		}
-		out = append(out, r.instance(dir, ss, st))
+		seen[e.Name()] = true
+		if stateID, err := idOf(filepath.Join(dir, "state.json")); err != nil {
+			l.state, l.stateID = shimState{State: runtime.StateLost}, fileID{}
+		} else if stateID != l.stateID {
+			st, err := readState(dir)
+			if err != nil {
+				st = shimState{State: runtime.StateLost}
+			}
+			l.state, l.stateID = st, stateID
+		}
+		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive(dir)))
+	}
+	for name, l := range r.listed {
+		if !seen[name] && strings.HasPrefix(name, prefix) {
+			l.close()
+			delete(r.listed, name)
+		}
 	}
 	return out, nil
 }
 
+// shimAlive is shimAlive for the shim in l's state, reading its command
+// line only the first time: then a pidfd of the checked process answers,
+// which no process that gets its pid since can pass for.
+func (l *listed) shimAlive(dir string) bool {
+	pid := l.state.ShimPID
+	if pid <= 0 {
+		return false
+	}
+	if l.shimPID == pid && l.pidfd >= 0 {
+		// Readable once the process has ended, zombie or reaped.
+		fds := []unix.PollFd{{Fd: int32(l.pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err == nil && n == 0
+	}
+	l.close()
+	if !shimAlive(pid, dir) {
+		return false
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return true // checked above; checked again next time
+	}
+	if !shimAlive(pid, dir) { // the pid changed hands between the two
+		unix.Close(fd)
+		return false
+	}
+	l.shimPID, l.pidfd = pid, fd
+	return true
+}
+
+// close lets go of the pidfd of the shim l checked last.
+func (l *listed) close() {
+	if l.pidfd >= 0 {
+		unix.Close(l.pidfd)
+	}
+	l.shimPID, l.pidfd = 0, -1
+}
+
 func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
+	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, dir))
+}
+
+func (r *Runtime) instanceOf(dir string, ss shimSpec, st shimState, alive bool) runtime.Instance {
 	inst := runtime.Instance{
 		Spec:        ss.Spec,
 		State:       st.State,
@@ -338,11 +445,12 @@ func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instan
 		Restarts:    st.Restarts,
 		StartedAt:   st.StartedAt,
 		LastExit:    st.LastExit,
+		Checked:     st.Checked,
 		MemoryLimit: st.MemoryLimit,
 		// The shim made a cgroup for the limit: it holds.
 		MemoryEnforced: st.Cgroup != "",
 	}
-	if st.State != runtime.StateStopped && !shimAlive(st.ShimPID, dir) {
+	if st.State != runtime.StateStopped && !alive {
 		inst.State = runtime.StateLost
 	}
 	if st.Cgroup != "" {

@@ -454,3 +454,55 @@ func TestListApp(t *testing.T) {
 		t.Errorf("List: %d instances; ListApp(shop): %v; want 3, and shop's two", len(all), got)
 	}
 }
+
+// TestCheckCommand: the health check command runs inside the instance, as
+// its user with its environment; a failure says why without the secrets it
+// prints; a check that hangs is killed at its timeout, with what it forked.
+func TestCheckCommand(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	const secret = "s3cr3t-check-value-77d1"
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.12", App: "a", AppID: 1, Process: "web", UID: 123471, GID: 123471,
+		Command: "sleep 0.3; touch ready; exec sleep 1000", StopTimeout: time.Second,
+		Secrets: []runtime.Secret{{Name: "DB_PASSWORD", Value: []byte(secret)}},
+		Check: &runtime.Check{Interval: 100 * time.Millisecond, Timeout: 300 * time.Millisecond,
+			Command: `id -u > checked-by; test -f ready || { echo "no db with $DB_PASSWORD"; exit 3; }`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := waitFor(t, r, in.ID, "failing its check", func(in runtime.Instance) bool { return in.Checked != nil && !in.Checked.OK })
+	if want := "exited with code 3: no db with [REDACTED:DB_PASSWORD]"; failed.Checked.Message != want {
+		t.Errorf("failed check: %q, want %q", failed.Checked.Message, want)
+	}
+	waitFor(t, r, in.ID, "passing its check", func(in runtime.Instance) bool { return in.Checked != nil && in.Checked.OK })
+	if b, _ := os.ReadFile(filepath.Join(r.cfg.Dir, in.ID, "app", "checked-by")); strings.TrimSpace(string(b)) != "123471" {
+		t.Errorf("the check ran as uid %q, want the app's 123471", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.cfg.Dir, in.ID, "state.json")); strings.Contains(string(b), secret) {
+		t.Errorf("state.json holds the secret: %s", b)
+	}
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A check that hangs, with a child in a session of its own.
+	in, err = r.Start(ctx, runtime.Spec{ID: "a.web.13", App: "a", AppID: 1, Process: "web", UID: 123471, GID: 123471,
+		Command: "exec sleep 1000", StopTimeout: time.Second,
+		Check: &runtime.Check{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond,
+			Command: `setsid sleep 1000 & echo $! >> hung.pids; exec sleep 1000`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := waitFor(t, r, in.ID, "timing out", func(in runtime.Instance) bool { return in.Checked != nil && !in.Checked.OK })
+	if want := "timed out after 200ms"; hung.Checked.Message != want {
+		t.Errorf("hung check: %q, want %q", hung.Checked.Message, want)
+	}
+	b, _ := os.ReadFile(filepath.Join(r.cfg.Dir, in.ID, "app", "hung.pids"))
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		waitGoneT(t, pid, "a check's child")
+	}
+}

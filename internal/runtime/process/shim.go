@@ -10,8 +10,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/logs"
@@ -82,16 +84,32 @@ func RunShim(ctx context.Context, dir string) error {
 	crashes := 0
 	for {
 		exited, started := sh.start()
-		var exit error
-		select {
-		case exit = <-exited:
-		case <-stop:
-			sh.terminate(exited)
-			return nil
-		case <-ctx.Done():
-			sh.terminate(exited)
-			return nil
+		done := make(chan struct{})
+		checked := make(chan runtime.CheckResult)
+		if sh.spec.Check != nil && sh.st.State == runtime.StateRunning {
+			go sh.checks(done, checked)
 		}
+		var exit error
+	running:
+		for {
+			select {
+			case exit = <-exited:
+				break running
+			case r := <-checked:
+				sh.st.Checked = &r
+				sh.save()
+			case <-stop:
+				close(done)
+				sh.terminate(exited)
+				return nil
+			case <-ctx.Done():
+				close(done)
+				sh.terminate(exited)
+				return nil
+			}
+		}
+		close(done)
+		sh.st.Checked = nil
 		// Whatever the main process leaves behind goes with it, or it
 		// would hold the port against the restart.
 		sh.killAll()
@@ -129,7 +147,8 @@ type shim struct {
 	logs      *logs.File
 	st        shimState
 	oomBefore int64
-	runs      int // processes started, each in a cgroup of its own
+	runs      int    // processes started, each in a cgroup of its own
+	run       string // the running process's cgroup (v2); "" without one
 	secretEnv []string
 	redactor  *secrets.Redactor // nil without secrets
 	flush     []func() error    // the running process's output writers
@@ -164,46 +183,26 @@ func (sh *shim) save() error {
 // cannot start at all counts as one that exited at once.
 func (sh *shim) start() (<-chan error, time.Time) {
 	exited := make(chan error, 1)
-	cmd := exec.Command("/bin/sh", "-c", sh.spec.Command)
-	if sh.st.Cgroup != "" && sh.st.Cgroup != sh.spec.Track {
-		// Join the v1 memory cgroup between fork and exec, through this
-		// binary, so that no process of the instance ever runs outside it
-		// (the cgroup v2 it is born in stays its own). The shim
-		// may outlive its binary's file (`go run` deletes it, an upgrade
-		// replaces it): /proc/self/exe still opens the running one.
-		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup,
-			strconv.FormatUint(uint64(sh.spec.UID), 10), strconv.FormatUint(uint64(sh.spec.GID), 10),
-			"/bin/sh", "-c", sh.spec.Command)
-	} else if sh.spec.UID != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sh.spec.UID, Gid: sh.spec.GID, Groups: []uint32{}}}
-	}
-	cmd.Dir = filepath.Join(sh.dir, "app")
-	cmd.Env = append(append(append([]string{}, sh.spec.Env...), sh.secretEnv...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
+	cmd := sh.command(sh.spec.Command)
 	cmd.Stdout = sh.output("out")
 	cmd.Stderr = sh.output("err")
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
 	if sh.spec.Track != "" {
 		// Born inside the instance's cgroup: no process of it ever runs
 		// outside, whatever it forks or however it detaches. Each start
 		// gets a fresh cgroup below it: this kernel kills whatever is
 		// cloned into a cgroup that was killed once.
 		sh.runs++
-		run := filepath.Join(sh.spec.Track, "run-"+strconv.Itoa(sh.runs))
-		if err := os.Mkdir(run, 0o755); err != nil {
+		sh.run = filepath.Join(sh.spec.Track, "run-"+strconv.Itoa(sh.runs))
+		if err := os.Mkdir(sh.run, 0o755); err != nil {
 			exited <- fmt.Errorf("create cgroup: %w", err)
 			return exited, time.Now()
 		}
-		fd, err := isolate.Open(run)
+		fd, err := sh.inCgroup(cmd)
 		if err != nil {
 			exited <- err
 			return exited, time.Now()
 		}
 		defer fd.Close()
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
 	}
 	// Output still held open by a stray grandchild must not keep the shim
 	// from seeing the exit.
@@ -221,6 +220,148 @@ func (sh *shim) start() (<-chan error, time.Time) {
 	sh.logs.Line("paddock", fmt.Sprintf("started pid %d: %s", cmd.Process.Pid, sh.spec.Command))
 	go func() { exited <- cmd.Wait() }()
 	return exited, now
+}
+
+// command returns a command that runs script as the instance's process
+// runs: as its user, in its folder, with its environment, in a process
+// group of its own.
+func (sh *shim) command(script string) *exec.Cmd {
+	cmd := exec.Command("/bin/sh", "-c", script)
+	if sh.st.Cgroup != "" && sh.st.Cgroup != sh.spec.Track {
+		// Join the v1 memory cgroup between fork and exec, through this
+		// binary, so that no process of the instance ever runs outside it
+		// (the cgroup v2 it is born in stays its own). The shim
+		// may outlive its binary's file (`go run` deletes it, an upgrade
+		// replaces it): /proc/self/exe still opens the running one.
+		cmd = exec.Command("/proc/self/exe", "cgexec", sh.st.Cgroup,
+			strconv.FormatUint(uint64(sh.spec.UID), 10), strconv.FormatUint(uint64(sh.spec.GID), 10),
+			"/bin/sh", "-c", script)
+	} else if sh.spec.UID != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: sh.spec.UID, Gid: sh.spec.GID, Groups: []uint32{}}}
+	}
+	cmd.Dir = filepath.Join(sh.dir, "app")
+	cmd.Env = append(append(append([]string{}, sh.spec.Env...), sh.secretEnv...), "PORT="+strconv.Itoa(sh.spec.Port), "HOME="+cmd.Dir)
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	return cmd
+}
+
+// inCgroup makes cmd start inside the running process's cgroup (v2); the
+// caller closes the descriptor once cmd started.
+func (sh *shim) inCgroup(cmd *exec.Cmd) (*os.File, error) {
+	fd, err := isolate.Open(sh.run)
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+	return fd, nil
+}
+
+// checks runs the health check command until done is closed, sending each
+// result: 5 ms after the process started, then twice as long each time, up
+// to a quarter of a second, until it first passes; then every interval.
+func (sh *shim) checks(done <-chan struct{}, results chan<- runtime.CheckResult) {
+	c := sh.spec.Check
+	wait, passed := 5*time.Millisecond, false
+	for {
+		select {
+		case <-done:
+			return
+		case <-time.After(wait):
+		}
+		r := sh.check(c)
+		select {
+		case results <- r:
+		case <-done:
+			return
+		}
+		passed = passed || r.OK
+		if passed {
+			wait = c.Interval
+		} else {
+			wait = min(wait*2, 250*time.Millisecond, c.Interval)
+		}
+	}
+}
+
+// check runs the health check command once. Its processes live in the
+// instance's cgroup, so that they count against its limits and go with it.
+func (sh *shim) check(c *runtime.Check) runtime.CheckResult {
+	cmd := sh.command(c.Command)
+	var out tail
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second
+	timedOut := false
+	err := func() error {
+		if sh.run != "" {
+			fd, err := sh.inCgroup(cmd)
+			if err != nil {
+				return err
+			}
+			defer fd.Close()
+		}
+		return cmd.Start()
+	}()
+	if err == nil {
+		pgid := cmd.Process.Pid
+		timer := time.AfterFunc(c.Timeout, func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+		err = cmd.Wait()
+		timedOut = !timer.Stop()
+	}
+	r := runtime.CheckResult{OK: err == nil, At: time.Now().UTC()}
+	if err == nil {
+		return r
+	}
+	var ee *exec.ExitError
+	switch {
+	case timedOut:
+		r.Message = "timed out after " + c.Timeout.String()
+	case errors.As(err, &ee):
+		r.Message = fmt.Sprintf("exited with code %d", ee.ExitCode())
+	default:
+		r.Message = "failed to start: " + err.Error()
+	}
+	if line := out.lastLine(); line != "" {
+		r.Message += ": " + line
+	}
+	if sh.redactor != nil {
+		r.Message = sh.redactor.RedactString(r.Message)
+	}
+	return r
+}
+
+// tail keeps the end of a check's output: its last line is the reason
+// it gives.
+type tail struct{ b []byte }
+
+const tailMax = 512
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > tailMax {
+		t.b = append(t.b[:0], t.b[len(t.b)-tailMax:]...)
+	}
+	return len(p), nil
+}
+
+// lastLine is the last line that is not blank, printable and at most 200
+// bytes long.
+func (t *tail) lastLine() string {
+	lines := strings.Split(strings.TrimSpace(string(t.b)), "\n")
+	line := strings.TrimSpace(lines[len(lines)-1])
+	line = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, strings.ToValidUTF8(line, "?"))
+	if len(line) > 200 {
+		line = strings.ToValidUTF8(line[:200], "") + "…"
+	}
+	return line
 }
 
 func (sh *shim) describe(err error) string {

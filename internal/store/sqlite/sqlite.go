@@ -211,6 +211,16 @@ var schema = []string{
 		ca BLOB,
 		created_at INTEGER NOT NULL
 	)`,
+	`CREATE TABLE alert_rules (
+		id TEXT PRIMARY KEY,
+		app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+		metric TEXT NOT NULL,
+		above INTEGER NOT NULL,
+		threshold REAL NOT NULL,
+		hold_ns INTEGER NOT NULL,
+		created_by TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"volumes and snapshots", testVolumes},
 		{"webhooks", testWebhooks},
 		{"drains", testDrains},
+		{"alert rules", testAlertRules},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -505,6 +506,35 @@ func testDrains(t *testing.T, s store.Store) {
 	}
 	if list, err := s.ListDrains(ctx, ""); err != nil || len(list) != 0 {
 		t.Errorf("a deleted app's drains: %+v, %v", list, err)
+	}
+}
+
+func testAlertRules(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.CreateApp(ctx, store.App{Name: "a", CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	r := store.AlertRule{ID: "rule-1", App: "a", Metric: "p95", Above: true, Threshold: 0.5, For: 5 * time.Minute, CreatedBy: "ann", CreatedAt: now}
+	if err := s.AddAlertRule(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAlertRule(ctx, r); !errors.Is(err, store.ErrExists) {
+		t.Errorf("a second rule of the ID: %v, want ErrExists", err)
+	}
+	if err := s.AddAlertRule(ctx, store.AlertRule{ID: "rule-2", App: "nope", Metric: "p95", CreatedAt: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a rule of a missing app: %v, want ErrNotFound", err)
+	}
+	if list, err := s.ListAlertRules(ctx, "a"); err != nil || len(list) != 1 || list[0] != r {
+		t.Errorf("ListAlertRules: %+v, %v, want %+v", list, err, r)
+	}
+	if err := s.DeleteAlertRule(ctx, "b", "rule-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting a rule through another app: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteApp(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListAlertRules(ctx, ""); err != nil || len(list) != 0 {
+		t.Errorf("a deleted app's rules: %+v, %v", list, err)
 	}
 }
 
