@@ -353,13 +353,13 @@ func TestAlerts(t *testing.T) {
 }
 
 // TestLivenessRestart: an instance that was healthy and then fails its
-// checks leaves the router at once and is replaced after restart_after
-// failures in a row; a wrong status counts as a failure.
+// checks leaves the router after unhealthy_after failures in a row and is
+// replaced after restart_after; a wrong status counts as a failure.
 func TestLivenessRestart(t *testing.T) {
 	p := testenv.Start(t)
 	p.MustRun("apps", "create", "sick")
 	p.MustRun("config", "set", "sick", "SICK_AFTER=3s")
-	manifest := "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\npath = \"/healthz\"\nstatus = 200\ninterval = \"200ms\"\nrestart_after = 4\n"
+	manifest := "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\npath = \"/healthz\"\nstatus = 200\ninterval = \"200ms\"\nunhealthy_after = 2\nrestart_after = 4\n"
 	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest), "--app", "sick"); err != nil {
 		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
 	}
@@ -374,7 +374,7 @@ func TestLivenessRestart(t *testing.T) {
 		}
 		return nil
 	})
-	if evs := p.MustRun("events", "sick"); !strings.Contains(evs, "failed 4 health checks in a row: replacing it") || !strings.Contains(evs, "503 Service Unavailable, want 200") {
+	if evs := p.MustRun("events", "sick"); !strings.Contains(evs, "failed 2 health checks: GET /healthz: 503 Service Unavailable, want 200") || !strings.Contains(evs, "failed 4 health checks in a row: replacing it") {
 		t.Errorf("events:\n%s", evs)
 	}
 	if _, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n[processes.web.health]\nstatus = 200\nrestart_after = -1\n"), "--app", "sick"); err == nil || !strings.Contains(errOut, "status needs a path") || !strings.Contains(errOut, "restart_after") {

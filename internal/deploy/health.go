@@ -16,7 +16,8 @@ import (
 )
 
 // unhealthyAfter consecutive failed checks take a healthy instance out of
-// the router; one success puts it (back) in.
+// the router, unless its manifest says otherwise; one success puts it
+// (back) in.
 const unhealthyAfter = 3
 
 // newProbeClient returns the HTTP client of health checks: a new
@@ -88,7 +89,7 @@ func (s *Service) probe(ctx context.Context, insts []runtime.Instance) {
 				// that took its port.
 				err = portOwner(in)
 			}
-			s.record(ctx, in, gen, err)
+			s.record(ctx, in, spec, gen, err)
 		}()
 	}
 }
@@ -136,7 +137,7 @@ func (s *Service) admit(ctx context.Context, in runtime.Instance, spec manifest.
 			if err == nil && in.Process == "web" {
 				err = portOwner(in) // the instance answered, not a squatter
 			}
-			s.record(ctx, in, gen, err)
+			s.record(ctx, in, spec, gen, err)
 			if err == nil {
 				return
 			}
@@ -217,7 +218,7 @@ func unwrapURL(err error) error {
 
 // record records a check's result, unless the instance's process changed
 // since the check began (gen): it says nothing of the new one.
-func (s *Service) record(ctx context.Context, in runtime.Instance, gen int, err error) {
+func (s *Service) record(ctx context.Context, in runtime.Instance, spec manifest.Process, gen int, err error) {
 	s.rec.mu.Lock()
 	h := s.rec.health[in.ID]
 	if h == nil || h.gen != gen {
@@ -241,7 +242,11 @@ func (s *Service) record(ctx context.Context, in runtime.Instance, gen int, err 
 	} else {
 		h.fails++
 		h.err = err.Error()
-		if h.ok && h.fails >= unhealthyAfter {
+		after := spec.Health.UnhealthyAfter
+		if after == 0 {
+			after = unhealthyAfter
+		}
+		if h.ok && h.fails >= after {
 			h.ok = false
 			msg = fmt.Sprintf("instance %s failed %d health checks: %v", short(in.ID), h.fails, err)
 		}

@@ -56,6 +56,9 @@ type Health struct {
 	Grace    time.Duration `json:"grace_ns"`    // how long a new instance may take to become healthy; default 60s
 	// Status is the HTTP status the check wants; 0: any under 400.
 	Status int `json:"status,omitempty"`
+	// UnhealthyAfter takes a healthy instance out of the router once it
+	// fails this many checks in a row (one pass puts it back); 0: 3.
+	UnhealthyAfter int `json:"unhealthy_after,omitempty"`
 	// RestartAfter replaces an instance that was healthy once it fails
 	// this many checks in a row; 0: never (it only leaves the router).
 	RestartAfter int `json:"restart_after,omitempty"`
@@ -221,6 +224,9 @@ func (m *Manifest) validate(p *problems) {
 		}
 		if h.Status != 0 && h.Path == "" {
 			p.add("%s.health: status needs a path to GET, e.g. path = \"/healthz\"", where)
+		}
+		if h.UnhealthyAfter < 0 || h.UnhealthyAfter > 1000 {
+			p.add("%s.health: unhealthy_after %d: give a number of failed checks in a row, 1 to 1000 (0: 3)", where, h.UnhealthyAfter)
 		}
 		if h.RestartAfter < 0 || h.RestartAfter > 1000 {
 			p.add("%s.health: restart_after %d: give a number of failed checks in a row, 1 to 1000 (0: never)", where, h.RestartAfter)

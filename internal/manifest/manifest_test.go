@@ -115,7 +115,7 @@ func TestParseErrors(t *testing.T) {
 				`unknown key "nmae"; known top-level keys: name, build, processes; did you mean "name"?`,
 				`unknown key "buld"; known top-level keys: name, build, processes; did you mean "build"?`,
 				`unknown key "build.timeuot"; known keys of build: command, timeout; did you mean "timeout"?`,
-				`unknown key "processes.web.health.pth"; known keys of health: path, command, interval, timeout, grace, status, restart_after; did you mean "path"?`,
+				`unknown key "processes.web.health.pth"; known keys of health: path, command, interval, timeout, grace, status, unhealthy_after, restart_after; did you mean "path"?`,
 				`unknown key "processes.web.helth"; known keys of a process: command, instances, port, memory, stop_timeout, health; did you mean "health"?`,
 			},
 		},

@@ -37,13 +37,14 @@ type tomlProcess struct {
 }
 
 type tomlHealth struct {
-	Path         any `toml:"path"`
-	Command      any `toml:"command"`
-	Interval     any `toml:"interval"`
-	Timeout      any `toml:"timeout"`
-	Grace        any `toml:"grace"`
-	Status       any `toml:"status"`
-	RestartAfter any `toml:"restart_after"`
+	Path           any `toml:"path"`
+	Command        any `toml:"command"`
+	Interval       any `toml:"interval"`
+	Timeout        any `toml:"timeout"`
+	Grace          any `toml:"grace"`
+	Status         any `toml:"status"`
+	UnhealthyAfter any `toml:"unhealthy_after"`
+	RestartAfter   any `toml:"restart_after"`
 }
 
 // Known keys, for the "unknown key" message.
@@ -51,7 +52,7 @@ var (
 	topKeys     = []string{"name", "build", "processes"}
 	buildKeys   = []string{"command", "timeout"}
 	processKeys = []string{"command", "instances", "port", "memory", "stop_timeout", "health"}
-	healthKeys  = []string{"path", "command", "interval", "timeout", "grace", "status", "restart_after"}
+	healthKeys  = []string{"path", "command", "interval", "timeout", "grace", "status", "unhealthy_after", "restart_after"}
 )
 
 // Parse parses and validates paddock.toml. Missing values get their
@@ -100,6 +101,7 @@ func Parse(b []byte) (*Manifest, error) {
 		pr.Health.Timeout = duration(&p, key+".health.timeout", h.Timeout, DefaultHealthTimeout)
 		pr.Health.Grace = duration(&p, key+".health.grace", h.Grace, DefaultHealthGrace)
 		pr.Health.Status = integer(&p, key+".health.status", h.Status, 0)
+		pr.Health.UnhealthyAfter = integer(&p, key+".health.unhealthy_after", h.UnhealthyAfter, 0)
 		pr.Health.RestartAfter = integer(&p, key+".health.restart_after", h.RestartAfter, 0)
 		m.Processes[name] = pr
 	}
