@@ -40,6 +40,8 @@ var expected = map[string][]string{
 	"POST /v1/apps/{app}/alerts/rules":          writers,
 	"DELETE /v1/apps/{app}/alerts/rules/{rule}": writers,
 	"GET /v1/apps":                              everyone,
+	"GET /v1/instances":                         everyone,
+	"GET /v1/metrics/apps":                      everyone,
 	"POST /v1/apps":                             creators,
 	"GET /v1/apps/{app}":                        readers,
 	"DELETE /v1/apps/{app}":                     writers,

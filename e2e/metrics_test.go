@@ -512,3 +512,61 @@ func writeCert(t *testing.T, certFile, keyFile string, notAfter time.Time) {
 		t.Fatal(err)
 	}
 }
+
+// TestEveryAppInOneRequest: GET /v1/instances and GET /v1/metrics/apps
+// answer for the apps the caller may read, and no other.
+func TestEveryAppInOneRequest(t *testing.T) {
+	p := testenv.Start(t)
+	tok := secretsTeam(t, p) // shop: dev may read it, other may not
+	p.MustRun("apps", "create", "side")
+	for _, app := range []string{"shop", "side"} {
+		if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", app); err != nil {
+			t.Fatalf("deploy %s: %v\n%s\n%s", app, err, out, errOut)
+		}
+	}
+	get := func(token, path string, v any) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", p.API+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := p.Client().HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if v != nil && resp.StatusCode == 200 {
+			if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode
+	}
+	apps := func(token string) (inst, met []string) {
+		var insts []struct{ App, ID string }
+		var ms []struct{ App string }
+		if code := get(token, "/v1/instances", &insts); code != 200 {
+			t.Fatalf("GET /v1/instances: %d", code)
+		}
+		if code := get(token, "/v1/metrics/apps?since=1h&series=requests_per_second", &ms); code != 200 {
+			t.Fatalf("GET /v1/metrics/apps: %d", code)
+		}
+		for _, in := range insts {
+			inst = append(inst, in.App)
+		}
+		for _, m := range ms {
+			met = append(met, m.App)
+		}
+		return inst, met
+	}
+	for who, want := range map[string]string{"admin": "shop side", "dev": "shop", "other": ""} {
+		inst, met := apps(tok[who])
+		if got := strings.Join(inst, " "); got != want {
+			t.Errorf("%s: instances of %q, want %q", who, got, want)
+		}
+		if got := strings.Join(met, " "); got != want {
+			t.Errorf("%s: metrics of %q, want %q", who, got, want)
+		}
+	}
+	if code := get(p.Token, "/v1/metrics/apps?series=passwords", nil); code != 422 {
+		t.Errorf("an unknown series: %d, want 422", code)
+	}
+}

@@ -181,6 +181,8 @@ func (s *Server) table() []route {
 		r("DELETE /v1/apps/{app}/alerts/rules/{rule}", auth.AppWrite, "apps.alerts.remove", s.removeRule),
 
 		r("GET /v1/apps", auth.AppsList, "", s.listApps),
+		r("GET /v1/instances", auth.AppsList, "", s.allInstances),
+		r("GET /v1/metrics/apps", auth.AppsList, "", s.allMetrics),
 		creates("app", r("POST /v1/apps", auth.AppsCreate, "apps.create", s.createApp)),
 		r("GET /v1/apps/{app}", auth.AppRead, "", s.getApp),
 		r("DELETE /v1/apps/{app}", auth.AppAdmin, "apps.destroy", s.destroyApp),

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,6 +252,28 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) error {
 	return s.getFormation(w, r)
 }
 
+// allInstances answers the instances of every app the caller may read, in
+// one request; an instance of a destroyed app, still stopping, is no one's.
+func (s *Server) allInstances(w http.ResponseWriter, r *http.Request) error {
+	apps, err := s.d.ListApps(r.Context())
+	if err != nil {
+		return err
+	}
+	ids := map[string]int64{}
+	for _, a := range visible(s, r, apps, func(a store.App) string { return a.Name }) {
+		ids[a.Name] = a.ID
+	}
+	list, err := s.d.AllInstances(r.Context())
+	if err != nil {
+		return err
+	}
+	list = slices.DeleteFunc(list, func(in deploy.Instance) bool { id, ok := ids[in.App]; return !ok || id != in.AppID })
+	slices.SortFunc(list, func(a, b deploy.Instance) int {
+		return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Process, b.Process), cmp.Compare(a.ID, b.ID))
+	})
+	return writeJSON(w, http.StatusOK, listOut(list, instanceOut))
+}
+
 func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
 	list, err := s.d.Instances(r.Context(), r.PathValue("app"))
 	if err != nil {
@@ -400,24 +424,79 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
 }
 
 // appMetrics answers an app's recent series from the history.
+var errNoMetrics = &Error{Status: http.StatusServiceUnavailable, Code: "metrics_unavailable", Message: "this server keeps no metrics"}
+
 func (s *Server) appMetrics(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.History == nil {
-		return &Error{Status: http.StatusServiceUnavailable, Code: "metrics_unavailable", Message: "this server keeps no metrics"}
+		return errNoMetrics
 	}
 	if _, err := s.st.GetApp(r.Context(), r.PathValue("app")); err != nil {
 		return err
 	}
-	since := s.now().Add(-time.Hour)
+	q, err := s.metricsQuery(r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.series(r.PathValue("app"), q))
+}
+
+// allMetrics answers the recent series of every app the caller may read,
+// in one request: what an overview of many apps draws.
+func (s *Server) allMetrics(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.History == nil {
+		return errNoMetrics
+	}
+	q, err := s.metricsQuery(r)
+	if err != nil {
+		return err
+	}
+	apps, err := s.d.ListApps(r.Context())
+	if err != nil {
+		return err
+	}
+	out := []wire.Metrics{}
+	for _, a := range visible(s, r, apps, func(a store.App) string { return a.Name }) {
+		out = append(out, s.series(a.Name, q))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// metricsQuery is what a request of series asks for: since (a duration
+// back, at most 30 days; an hour by default) and series (names, comma
+// separated; all by default).
+type metricsQuery struct {
+	since  time.Time
+	series []string
+}
+
+func (s *Server) metricsQuery(r *http.Request) (metricsQuery, error) {
+	q := metricsQuery{since: s.now().Add(-time.Hour), series: metrics.Series}
 	if v := r.URL.Query().Get("since"); v != "" {
 		d, ok := ago(v)
 		if !ok || d <= 0 || d > metrics.CoarseSpan {
-			return invalid("since=%q: give a duration of at most 30d, e.g. 1h or 7d", v)
+			return q, invalid("since=%q: give a duration of at most 30d, e.g. 1h or 7d", v)
 		}
-		since = s.now().Add(-d)
+		q.since = s.now().Add(-d)
 	}
-	start, step, points := s.cfg.History.Range(r.PathValue("app"), since, s.now())
-	out := wire.Metrics{App: r.PathValue("app"), Start: start, Step: int(step / time.Second), Series: map[string][]*float64{}}
+	if v := r.URL.Query().Get("series"); v != "" {
+		q.series = strings.Split(v, ",")
+		for _, name := range q.series {
+			if !slices.Contains(metrics.Series, name) {
+				return q, invalid("series=%q: no series %q; there are %s", v, name, strings.Join(metrics.Series, ", "))
+			}
+		}
+	}
+	return q, nil
+}
+
+// series returns an app's series of q.
+func (s *Server) series(app string, q metricsQuery) wire.Metrics {
+	start, step, points := s.cfg.History.Range(app, q.since, s.now())
+	out := wire.Metrics{App: app, Start: start, Step: int(step / time.Second), Series: map[string][]*float64{}}
 	for i, name := range metrics.Series {
+		if !slices.Contains(q.series, name) {
+			continue
+		}
 		col := make([]*float64, len(points))
 		for j, p := range points {
 			if i < len(p) && p[i] >= 0 {
@@ -427,5 +506,5 @@ func (s *Server) appMetrics(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.Series[name] = col
 	}
-	return writeJSON(w, http.StatusOK, out)
+	return out
 }

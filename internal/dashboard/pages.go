@@ -121,27 +121,60 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 		return err
 	}
 	d := overviewData{Apps: make([]overviewRow, len(apps)), Counts: map[string]int{}}
+	// Every app's instances and traffic in one request each; the declared
+	// instance counts, from each app's release, one request an app.
+	var insts []wire.Instance
+	var series []wire.Metrics
+	var mu sync.Mutex // guards d.Errors for the jobs below
+	failed := func(what string, err error) {
+		mu.Lock()
+		d.Errors = append(d.Errors, what+": "+messageOf(err))
+		mu.Unlock()
+	}
 	jobs := []func(){
 		func() {
 			if err := h.call(r, s.token, http.MethodGet, "/v1/status", nil, &d.Status); err != nil {
-				d.Errors = append(d.Errors, "status: "+messageOf(err))
+				failed("status", err)
 			}
 		},
 		func() {
 			if err := h.call(r, s.token, http.MethodGet, "/v1/alerts", nil, &d.Alerts); err != nil {
-				d.Errors = append(d.Errors, "alerts: "+messageOf(err))
+				failed("alerts", err)
+			}
+		},
+		func() {
+			if err := h.call(r, s.token, http.MethodGet, "/v1/instances", nil, &insts); err != nil {
+				failed("instances", err)
+			}
+		},
+		func() {
+			if err := h.call(r, s.token, http.MethodGet, "/v1/metrics/apps?since=30m&series=requests_per_second,errors_per_second", nil, &series); err != nil {
+				failed("metrics", err)
 			}
 		},
 	}
-	var mu sync.Mutex // guards d.Errors for the jobs above
-	for i := range jobs {
-		f := jobs[i]
-		jobs[i] = func() { mu.Lock(); defer mu.Unlock(); f() }
-	}
+	infos := make([]wire.AppInfo, len(apps))
+	problems := make([]string, len(apps))
 	for i, a := range apps {
-		jobs = append(jobs, func() { d.Apps[i] = h.overviewRow(r, s, a) })
+		jobs = append(jobs, func() {
+			infos[i] = wire.AppInfo{App: a}
+			if err := h.call(r, s.token, http.MethodGet, "/v1/apps/"+url.PathEscape(a.Name), nil, &infos[i]); err != nil {
+				problems[i] = "app: " + messageOf(err)
+			}
+		})
 	}
 	h.parallel(jobs)
+	byApp := map[string][]wire.Instance{}
+	for _, in := range insts {
+		byApp[in.App] = append(byApp[in.App], in)
+	}
+	seriesOf := map[string]wire.Metrics{}
+	for _, m := range series {
+		seriesOf[m.App] = m
+	}
+	for i := range apps {
+		d.Apps[i] = overviewRowOf(infos[i], byApp[apps[i].Name], seriesOf[apps[i].Name], problems[i])
+	}
 	d.Audit = h.auditStatus(r, s, false)
 	for _, row := range d.Apps {
 		d.Counts[row.State]++
@@ -149,25 +182,10 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	return h.render(w, r, http.StatusOK, "overview", pageData{Title: "Overview", Nav: "overview", S: s, Page: d})
 }
 
-func (h *Handler) overviewRow(r *http.Request, s *session, a wire.App) overviewRow {
-	row := overviewRow{Name: a.Name, Release: a.Release}
-	base := "/v1/apps/" + url.PathEscape(a.Name)
-	info := wire.AppInfo{App: a}
-	if err := h.call(r, s.token, http.MethodGet, base, nil, &info); err != nil {
-		row.Problem = "app: " + messageOf(err)
-	}
-	var insts []wire.Instance
-	if err := h.call(r, s.token, http.MethodGet, base+"/instances", nil, &insts); err != nil {
-		row.Problem = "instances: " + messageOf(err)
-	}
+func overviewRowOf(info wire.AppInfo, insts []wire.Instance, m wire.Metrics, problem string) overviewRow {
+	row := overviewRow{Name: info.Name, Release: info.Release, Problem: problem}
 	row.State = appState(info, insts)
 	row.Counts = procCounts(info, insts)
-	var m wire.Metrics
-	if err := h.call(r, s.token, http.MethodGet, base+"/metrics?since=30m", nil, &m); err != nil {
-		if row.Problem == "" {
-			row.Problem = "metrics: " + messageOf(err)
-		}
-	}
 	row.Requests = lineChart("requests per second, last 30 minutes", 120, 24, perSecond,
 		series{"requests", "c-req", m.Series["requests_per_second"]})
 	row.Errors = lineChart("errors per second, last 30 minutes", 120, 24, perSecond,

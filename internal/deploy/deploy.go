@@ -242,7 +242,7 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 			return info, err
 		}
 		info.Current = &rel
-		m, err := releaseManifest(rel)
+		m, err := s.manifestOf(a.ID, rel)
 		if err != nil {
 			return info, err
 		}

@@ -241,20 +241,28 @@ func (s *Service) manifest(ctx context.Context, app string, appID int64, version
 	if a, err := s.st.GetApp(ctx, app); err != nil || a.ID != appID {
 		return nil, rel, fmt.Errorf("app %s (%d): %w", app, appID, store.ErrNotFound)
 	}
-	key := strconv.FormatInt(appID, 10) + "/" + strconv.Itoa(version)
+	m, err := s.manifestOf(appID, rel)
+	return m, rel, err
+}
+
+// manifestOf returns the manifest of release rel of the app whose ID is
+// appID, parsed once: releases never change, and IDs are never reused.
+func (s *Service) manifestOf(appID int64, rel store.Release) (*manifest.Manifest, error) {
+	key := strconv.FormatInt(appID, 10) + "/" + strconv.Itoa(rel.Version)
 	s.rec.mu.Lock()
 	m := s.rec.manifests[key]
 	s.rec.mu.Unlock()
 	if m != nil {
-		return m, rel, nil
+		return m, nil
 	}
-	if m, err = releaseManifest(rel); err != nil {
-		return nil, rel, err
+	m, err := releaseManifest(rel)
+	if err != nil {
+		return nil, err
 	}
 	s.rec.mu.Lock()
 	s.rec.manifests[key] = m
 	s.rec.mu.Unlock()
-	return m, rel, nil
+	return m, nil
 }
 
 // processManifest is manifest without the release, which it reads only
