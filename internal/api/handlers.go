@@ -48,7 +48,11 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
 	visible := []wire.App{}
 	for _, a := range apps {
 		if pol.Visible(p, a.Name) {
-			visible = append(visible, appOut(a))
+			out := appOut(a)
+			if out.Processes, err = s.d.Processes(r.Context(), a); err != nil {
+				return err
+			}
+			visible = append(visible, out)
 		}
 	}
 	return writeJSON(w, http.StatusOK, visible)

@@ -27,7 +27,8 @@ func appOut(a store.App) wire.App {
 }
 
 func appInfoOut(i deploy.AppInfo) wire.AppInfo {
-	out := wire.AppInfo{App: appOut(i.App), URL: i.URL, Domains: listOut(i.Domains, domainOut), Processes: i.Process}
+	out := wire.AppInfo{App: appOut(i.App), URL: i.URL, Domains: listOut(i.Domains, domainOut)}
+	out.Processes = i.Process
 	if i.Current != nil {
 		rel := releaseOut(*i.Current)
 		out.Current = &rel

@@ -101,7 +101,6 @@ type overviewRow struct {
 	Counts   []procCount
 	Requests chart
 	Errors   chart
-	Problem  string // why a part of the row is missing
 }
 
 type overviewData struct {
@@ -121,8 +120,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 		return err
 	}
 	d := overviewData{Apps: make([]overviewRow, len(apps)), Counts: map[string]int{}}
-	// Every app's instances and traffic in one request each; the declared
-	// instance counts, from each app's release, one request an app.
+	// Every app's instances and traffic in one request each: the list of
+	// apps has their wanted instance counts.
 	var insts []wire.Instance
 	var series []wire.Metrics
 	var mu sync.Mutex // guards d.Errors for the jobs below
@@ -153,16 +152,6 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 			}
 		},
 	}
-	infos := make([]wire.AppInfo, len(apps))
-	problems := make([]string, len(apps))
-	for i, a := range apps {
-		jobs = append(jobs, func() {
-			infos[i] = wire.AppInfo{App: a}
-			if err := h.call(r, s.token, http.MethodGet, "/v1/apps/"+url.PathEscape(a.Name), nil, &infos[i]); err != nil {
-				problems[i] = "app: " + messageOf(err)
-			}
-		})
-	}
 	h.parallel(jobs)
 	byApp := map[string][]wire.Instance{}
 	for _, in := range insts {
@@ -172,8 +161,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	for _, m := range series {
 		seriesOf[m.App] = m
 	}
-	for i := range apps {
-		d.Apps[i] = overviewRowOf(infos[i], byApp[apps[i].Name], seriesOf[apps[i].Name], problems[i])
+	for i, a := range apps {
+		d.Apps[i] = overviewRowOf(wire.AppInfo{App: a}, byApp[a.Name], seriesOf[a.Name])
 	}
 	d.Audit = h.auditStatus(r, s, false)
 	for _, row := range d.Apps {
@@ -182,8 +171,8 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	return h.render(w, r, http.StatusOK, "overview", pageData{Title: "Overview", Nav: "overview", S: s, Page: d})
 }
 
-func overviewRowOf(info wire.AppInfo, insts []wire.Instance, m wire.Metrics, problem string) overviewRow {
-	row := overviewRow{Name: info.Name, Release: info.Release, Problem: problem}
+func overviewRowOf(info wire.AppInfo, insts []wire.Instance, m wire.Metrics) overviewRow {
+	row := overviewRow{Name: info.Name, Release: info.Release}
 	row.State = appState(info, insts)
 	row.Counts = procCounts(info, insts)
 	row.Requests = lineChart("requests per second, last 30 minutes", 120, 24, perSecond,

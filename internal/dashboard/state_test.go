@@ -9,7 +9,7 @@ import (
 
 func TestAppState(t *testing.T) {
 	app := func(release int, procs map[string]int) wire.AppInfo {
-		return wire.AppInfo{App: wire.App{Name: "a", Release: release}, Processes: procs}
+		return wire.AppInfo{App: wire.App{Name: "a", Release: release, Processes: procs}}
 	}
 	in := func(proc string, release int, state string, healthy bool) wire.Instance {
 		return wire.Instance{Process: proc, Release: release, State: state, Healthy: healthy}

@@ -317,6 +317,30 @@ func (s *Service) appUID(a store.App) (uint32, error) {
 	return s.cfg.Users.App(a.ID)
 }
 
+// Processes returns the instance counts app a wants by process type: its
+// current release's, with its formation's over them. The release's
+// manifest is read once.
+func (s *Service) Processes(ctx context.Context, a store.App) (map[string]int, error) {
+	out := map[string]int{}
+	if a.Release == 0 {
+		return out, nil
+	}
+	m := s.cachedManifest(a.ID, a.Release)
+	if m == nil {
+		rel, err := s.st.GetRelease(ctx, a.Name, a.Release)
+		if err != nil {
+			return nil, err
+		}
+		if m, err = s.manifestOf(a.ID, rel); err != nil {
+			return nil, err
+		}
+	}
+	for p, spec := range m.Processes {
+		out[p] = wantCount(a, p, spec)
+	}
+	return out, nil
+}
+
 func wantCount(a store.App, process string, p manifest.Process) int {
 	if n, ok := a.Formation[process]; ok {
 		return n

@@ -248,11 +248,7 @@ func (s *Service) manifest(ctx context.Context, app string, appID int64, version
 // manifestOf returns the manifest of release rel of the app whose ID is
 // appID, parsed once: releases never change, and IDs are never reused.
 func (s *Service) manifestOf(appID int64, rel store.Release) (*manifest.Manifest, error) {
-	key := strconv.FormatInt(appID, 10) + "/" + strconv.Itoa(rel.Version)
-	s.rec.mu.Lock()
-	m := s.rec.manifests[key]
-	s.rec.mu.Unlock()
-	if m != nil {
+	if m := s.cachedManifest(appID, rel.Version); m != nil {
 		return m, nil
 	}
 	m, err := releaseManifest(rel)
@@ -260,9 +256,21 @@ func (s *Service) manifestOf(appID int64, rel store.Release) (*manifest.Manifest
 		return nil, err
 	}
 	s.rec.mu.Lock()
-	s.rec.manifests[key] = m
+	s.rec.manifests[manifestKey(appID, rel.Version)] = m
 	s.rec.mu.Unlock()
 	return m, nil
+}
+
+// cachedManifest returns the manifest of an app's release if it was read
+// before, else nil.
+func (s *Service) cachedManifest(appID int64, version int) *manifest.Manifest {
+	s.rec.mu.Lock()
+	defer s.rec.mu.Unlock()
+	return s.rec.manifests[manifestKey(appID, version)]
+}
+
+func manifestKey(appID int64, version int) string {
+	return strconv.FormatInt(appID, 10) + "/" + strconv.Itoa(version)
 }
 
 // processManifest is manifest without the release, which it reads only
@@ -270,10 +278,7 @@ func (s *Service) manifestOf(appID int64, rel store.Release) (*manifest.Manifest
 // release's number, so that what it finds is that instance's, without a
 // query on every pass over every instance.
 func (s *Service) processManifest(ctx context.Context, app string, appID int64, version int) (*manifest.Manifest, error) {
-	s.rec.mu.Lock()
-	m := s.rec.manifests[strconv.FormatInt(appID, 10)+"/"+strconv.Itoa(version)]
-	s.rec.mu.Unlock()
-	if m != nil {
+	if m := s.cachedManifest(appID, version); m != nil {
 		return m, nil
 	}
 	m, _, err := s.manifest(ctx, app, appID, version)

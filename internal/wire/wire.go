@@ -58,15 +58,17 @@ type App struct {
 	Release int `json:"release"`
 	// Formation holds the instance counts set with scale, by process type.
 	Formation map[string]int `json:"formation"`
+	// Processes are the instance counts wanted by process type: the
+	// current release's, with the formation's over them.
+	Processes map[string]int `json:"processes"`
 }
 
 // AppInfo is the answer of GET /v1/apps/{app}.
 type AppInfo struct {
 	App
-	URL       string         `json:"url"`
-	Current   *Release       `json:"current,omitempty"`
-	Domains   []Domain       `json:"domains"`
-	Processes map[string]int `json:"processes"` // declared instance counts by process type
+	URL     string   `json:"url"`
+	Current *Release `json:"current,omitempty"`
+	Domains []Domain `json:"domains"`
 }
 
 // Release statuses.
