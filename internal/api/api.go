@@ -21,6 +21,7 @@ import (
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/wire"
 )
 
 // Limits on request bodies.
@@ -69,6 +70,9 @@ type Config struct {
 	// Metrics counts the API's requests and serves GET /metrics; nil: no
 	// counting, and that route answers 503.
 	Metrics *metrics.Metrics
+	// Health reports how the platform's parts are doing, to admins in GET
+	// /v1/status; nil: not reported.
+	Health func(context.Context) wire.PlatformHealth
 	// Shutdown stops the server, and every app too when apps is true. It
 	// is called after the response is sent.
 	Shutdown func(apps bool)

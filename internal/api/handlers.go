@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"paddock.dev/paddock/internal/auth"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/logs"
 	"paddock.dev/paddock/internal/metrics"
@@ -20,7 +21,12 @@ import (
 )
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, wire.Status{Version: s.cfg.Version, User: principal(r).User})
+	out := wire.Status{Version: s.cfg.Version, User: principal(r).User}
+	if s.cfg.Health != nil && s.cfg.Authz.Policy().Decide(principal(r), auth.SystemAdmin, "") == nil {
+		h := s.cfg.Health(r.Context())
+		out.Health = &h
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) shutdown(w http.ResponseWriter, r *http.Request) error {

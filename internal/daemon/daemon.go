@@ -34,11 +34,13 @@ import (
 	"paddock.dev/paddock/internal/isolate"
 	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
+	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/runtime/process"
 	"paddock.dev/paddock/internal/secrets"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/store/sqlite"
 	"paddock.dev/paddock/internal/tlsca"
+	"paddock.dev/paddock/internal/wire"
 )
 
 // Config configures the platform on this machine.
@@ -365,6 +367,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Drains: drainer, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
+		Health: func(ctx context.Context) wire.PlatformHealth { return platformHealth(ctx, st, rt, cfg.Data) },
 		Shutdown: func(apps bool) {
 			mu.Lock()
 			stopApps = apps
@@ -640,6 +643,36 @@ func secure(cfg Config, ln net.Listener) (string, []byte, []string, net.Listener
 	}
 	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	return "https://" + host, caPEM, hosts, tl, nil
+}
+
+// platformHealth reads how the store, the runtime and the data folder's
+// disk are doing.
+func platformHealth(ctx context.Context, st *sqlite.DB, rt runtime.Runtime, data string) wire.PlatformHealth {
+	var h wire.PlatformHealth
+	start := time.Now()
+	err := st.Ping(ctx)
+	h.Store = wire.StoreHealth{OK: err == nil, LatencyMS: float64(time.Since(start).Microseconds()) / 1000}
+	if err != nil {
+		h.Store.Error = err.Error()
+	}
+	h.Runtime.States = map[string]int{}
+	if insts, err := rt.List(ctx); err != nil {
+		h.Runtime.Error = err.Error()
+	} else {
+		h.Runtime.Instances = len(insts)
+		for _, in := range insts {
+			h.Runtime.States[string(in.State)]++
+		}
+		h.Runtime.OK = h.Runtime.States[string(runtime.StateLost)] == 0
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(data, &fs); err != nil {
+		h.Disk.Error = err.Error()
+	} else {
+		h.Disk.FreeBytes, h.Disk.TotalBytes = fs.Bavail*uint64(fs.Bsize), fs.Blocks*uint64(fs.Bsize)
+		h.Disk.OK = h.Disk.FreeBytes >= h.Disk.TotalBytes/10
+	}
+	return h
 }
 
 // servedCerts lists the certificates the platform serves that do not renew

@@ -410,6 +410,26 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("platform health for admins only", func(t *testing.T) {
+		b := newBrowser(t, p)
+		b.login(p.Token)
+		_, page := b.get("/")
+		for _, want := range []string{"<dt>Store</dt>", "answering</span> in", "<dt>Runtime</dt>", "<dt>Disk</dt>", "free of"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the admin's overview lacks %q", want)
+			}
+		}
+		if !regexp.MustCompile(`[1-9]\d* instances · [1-9]\d* running`).MatchString(page) {
+			i := strings.Index(page, "<dt>Runtime</dt>")
+			t.Errorf("the admin's overview does not count the running instances: %.300s", page[max(i, 0):])
+		}
+		v := newBrowser(t, p)
+		v.login(viewTok.Value)
+		if _, page := v.get("/"); strings.Contains(page, "<dt>Store</dt>") || strings.Contains(page, "<dt>Disk</dt>") {
+			t.Errorf("a viewer sees the platform's health")
+		}
+	})
+
 	t.Run("audit page", func(t *testing.T) {
 		b := newBrowser(t, p)
 		b.login(p.Token)

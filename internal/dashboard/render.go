@@ -39,7 +39,8 @@ func parseTemplates(version string) (map[string]*template.Template, error) {
 			}
 			return s[:n] + "…"
 		},
-		"join": strings.Join,
+		"join":  strings.Join,
+		"bytes": func(n uint64) string { return bytesText(float64(n)) },
 	}
 	out := map[string]*template.Template{}
 	for _, p := range pages {

@@ -36,6 +36,38 @@ type ErrorBody struct {
 type Status struct {
 	Version string `json:"version"`
 	User    string `json:"user"`
+	// Health is the platform's, for admins only.
+	Health *PlatformHealth `json:"health,omitempty"`
+}
+
+// PlatformHealth is how the platform's own parts are doing.
+type PlatformHealth struct {
+	Store   StoreHealth   `json:"store"`
+	Runtime RuntimeHealth `json:"runtime"`
+	Disk    DiskHealth    `json:"disk"`
+}
+
+// StoreHealth is the store's answer to a query.
+type StoreHealth struct {
+	OK        bool    `json:"ok"`
+	Error     string  `json:"error,omitempty"`
+	LatencyMS float64 `json:"latency_ms"`
+}
+
+// RuntimeHealth counts the instances by state.
+type RuntimeHealth struct {
+	OK        bool           `json:"ok"` // the runtime answered, and no instance is lost
+	Error     string         `json:"error,omitempty"`
+	Instances int            `json:"instances"`
+	States    map[string]int `json:"states"`
+}
+
+// DiskHealth is the space of the filesystem of the data folder.
+type DiskHealth struct {
+	OK         bool   `json:"ok"` // at least 10% free
+	Error      string `json:"error,omitempty"`
+	FreeBytes  uint64 `json:"free_bytes"`
+	TotalBytes uint64 `json:"total_bytes"`
 }
 
 // ShutdownRequest is the body of POST /v1/shutdown.

@@ -375,9 +375,13 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 			r.listed[e.Name()] = l
 		}
 		seen[e.Name()] = true
-		if stateID, err := idOf(filepath.Join(dir, "state.json")); err != nil {
-			l.state, l.stateID = shimState{State: runtime.StateLost}, fileID{}
-		} else if stateID != l.stateID {
+		stateID, err := idOf(filepath.Join(dir, "state.json"))
+		if err != nil {
+			// Before its shim's first word, or while Stop removes the
+			// folder: nothing to report, and nothing lost.
+			continue
+		}
+		if stateID != l.stateID {
 			st, err := readState(dir)
 			if err != nil {
 				st = shimState{State: runtime.StateLost}

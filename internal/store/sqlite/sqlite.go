@@ -269,6 +269,12 @@ func (s *DB) migrate(ctx context.Context) error {
 // Close closes the database.
 func (s *DB) Close() error { return s.db.Close() }
 
+// Ping runs a query: the store answers.
+func (s *DB) Ping(ctx context.Context) error {
+	var n int
+	return s.db.QueryRowContext(ctx, `SELECT count(*) FROM apps`).Scan(&n)
+}
+
 func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
