@@ -514,7 +514,8 @@ func writeCert(t *testing.T, certFile, keyFile string, notAfter time.Time) {
 }
 
 // TestEveryAppInOneRequest: GET /v1/instances and GET /v1/metrics/apps
-// answer for the apps the caller may read, and no other.
+// answer for the apps the caller may read, and no other; instances come
+// with their recent CPU.
 func TestEveryAppInOneRequest(t *testing.T) {
 	p := testenv.Start(t)
 	tok := secretsTeam(t, p) // shop: dev may read it, other may not
@@ -566,6 +567,20 @@ func TestEveryAppInOneRequest(t *testing.T) {
 			t.Errorf("%s: metrics of %q, want %q", who, got, want)
 		}
 	}
+	// Each instance's CPU, once the server has sampled it twice (10 s apart).
+	testenv.Eventually(t, 40*time.Second, func() error {
+		var insts []struct {
+			ID       string
+			CPUCores *float64 `json:"cpu_cores"`
+		}
+		get(p.Token, "/v1/instances", &insts)
+		for _, in := range insts {
+			if in.CPUCores == nil || *in.CPUCores < 0 || *in.CPUCores > 2 {
+				return fmt.Errorf("instance %s: cpu_cores %v", in.ID, in.CPUCores)
+			}
+		}
+		return nil
+	})
 	if code := get(p.Token, "/v1/metrics/apps?series=passwords", nil); code != 422 {
 		t.Errorf("an unknown series: %d, want 422", code)
 	}

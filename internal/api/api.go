@@ -70,6 +70,9 @@ type Config struct {
 	// Metrics counts the API's requests and serves GET /metrics; nil: no
 	// counting, and that route answers 503.
 	Metrics *metrics.Metrics
+	// InstanceCPU returns an instance's CPU, in cores, over the last few
+	// seconds; nil: not reported.
+	InstanceCPU func(id string) (float64, bool)
 	// Health reports how the platform's parts are doing, to admins in GET
 	// /v1/status; nil: not reported.
 	Health func(context.Context) wire.PlatformHealth

@@ -281,7 +281,20 @@ func (s *Server) allInstances(w http.ResponseWriter, r *http.Request) error {
 	slices.SortFunc(list, func(a, b deploy.Instance) int {
 		return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Process, b.Process), cmp.Compare(a.ID, b.ID))
 	})
-	return writeJSON(w, http.StatusOK, listOut(list, instanceOut))
+	return writeJSON(w, http.StatusOK, s.instancesOut(list))
+}
+
+// instancesOut converts instances for a client, with their recent CPU.
+func (s *Server) instancesOut(list []deploy.Instance) []wire.Instance {
+	out := listOut(list, instanceOut)
+	if s.cfg.InstanceCPU != nil {
+		for i := range out {
+			if c, ok := s.cfg.InstanceCPU(out[i].ID); ok {
+				out[i].CPUCores = &c
+			}
+		}
+	}
+	return out
 }
 
 func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
@@ -289,7 +302,7 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, listOut(list, instanceOut))
+	return writeJSON(w, http.StatusOK, s.instancesOut(list))
 }
 
 // logs streams log lines as newline-delimited JSON.

@@ -367,7 +367,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Drains: drainer, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
-		Health: func(ctx context.Context) wire.PlatformHealth { return platformHealth(ctx, st, rt, cfg.Data) },
+		Health:      func(ctx context.Context) wire.PlatformHealth { return platformHealth(ctx, st, rt, cfg.Data) },
+		InstanceCPU: sampler.CPU,
 		Shutdown: func(apps bool) {
 			mu.Lock()
 			stopApps = apps

@@ -201,6 +201,7 @@ func (h *Handler) parallel(jobs []func()) {
 type instanceRow struct {
 	wire.Instance
 	Uptime string
+	CPU    string // of one core, over the last 10 s
 	Memory string // used of the limit
 }
 
@@ -331,6 +332,9 @@ func (h *Handler) appPage(w http.ResponseWriter, r *http.Request, s *session) er
 		row := instanceRow{Instance: in}
 		if !in.StartedAt.IsZero() && (in.State == "running" || in.State == "starting") {
 			row.Uptime = ago(now.Sub(in.StartedAt))
+		}
+		if in.CPUCores != nil {
+			row.CPU = strconv.FormatFloat(*in.CPUCores*100, 'f', 1, 64) + "%"
 		}
 		if in.MemoryUsed > 0 {
 			row.Memory = bytesText(float64(in.MemoryUsed))

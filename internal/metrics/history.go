@@ -297,6 +297,18 @@ type Sampler struct {
 	prevAt      time.Time
 	prevTraffic map[string]Traffic
 	prevCPU     map[string]float64 // by instance
+
+	mu    sync.Mutex
+	cores map[string]float64 // each instance's CPU over the last step
+}
+
+// CPU returns an instance's CPU, in cores, over the last step; false
+// before two samples of it.
+func (s *Sampler) CPU(id string) (float64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.cores[id]
+	return c, ok
 }
 
 // Run samples every Step until ctx ends, saving the history every minute
@@ -365,7 +377,7 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 			a[2+i] = quantile(cur.Bounds, old.Durations, cur.Durations, q)
 		}
 	}
-	cpu := map[string]float64{}
+	cpu, cores := map[string]float64{}, map[string]float64{}
 	for _, in := range insts {
 		a := get(in.App)
 		cgCPU, cgMem := cgroupUsage(in.Cgroup)
@@ -393,6 +405,7 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 		cpu[in.ID] = c
 		if prev, ok := s.prevCPU[in.ID]; ok && !first && c >= prev {
 			a[5] += (c - prev) / secs
+			cores[in.ID] = (c - prev) / secs
 		}
 	}
 	known, err := s.Apps(ctx)
@@ -412,4 +425,7 @@ func (s *Sampler) sample(ctx context.Context, now time.Time) {
 	}
 	s.History.mu.Unlock()
 	s.prevAt, s.prevTraffic, s.prevCPU = now, traffic, cpu
+	s.mu.Lock()
+	s.cores = cores
+	s.mu.Unlock()
 }

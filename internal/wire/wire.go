@@ -160,9 +160,12 @@ type Instance struct {
 	MemoryLimit    string `json:"memory_limit,omitempty"`
 	MemoryEnforced bool   `json:"memory_enforced"`
 	MemoryUsed     int64  `json:"memory_used,omitempty"`
-	Healthy        bool   `json:"healthy"`
-	Health         string `json:"health,omitempty"` // the last failed health check
-	Retiring       bool   `json:"retiring,omitempty"`
+	// CPUCores is the CPU the instance used over the last 10 s, in cores;
+	// null before the server has measured it twice.
+	CPUCores *float64 `json:"cpu_cores,omitempty"`
+	Healthy  bool     `json:"healthy"`
+	Health   string   `json:"health,omitempty"` // the last failed health check
+	Retiring bool     `json:"retiring,omitempty"`
 }
 
 // LogLine is one line of GET /v1/apps/{app}/logs (newline-delimited JSON).
