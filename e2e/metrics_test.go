@@ -584,4 +584,25 @@ func TestEveryAppInOneRequest(t *testing.T) {
 	if code := get(p.Token, "/v1/metrics/apps?series=passwords", nil); code != 422 {
 		t.Errorf("an unknown series: %d, want 422", code)
 	}
+
+	// Restart: the instance goes, another takes its place; a developer
+	// without access to the app cannot.
+	old := ps(t, p, "shop")[0].ID
+	if _, errOut, err := runAs(p, tok["other"], "", "restart", "shop", old); err == nil {
+		t.Errorf("a developer without access restarted shop's instance: %q", errOut)
+	}
+	short := strings.TrimPrefix(old, "shop.")
+	if out := mustRunAs(t, p, tok["dev"], "", "restart", "shop", short); !strings.Contains(out, "Restarting "+short) {
+		t.Errorf("restart: %q", out)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		rows := ps(t, p, "shop")
+		if len(rows) != 1 || rows[0].ID == old || !rows[0].Healthy {
+			return fmt.Errorf("instances %+v, want one healthy other than %s", rows, old)
+		}
+		return nil
+	})
+	if evs := p.MustRun("events", "shop"); !strings.Contains(evs, "restarted by dev") {
+		t.Errorf("events:\n%s", evs)
+	}
 }

@@ -202,6 +202,7 @@ func (s *Server) table() []route {
 		r("GET /v1/apps/{app}/formation", auth.AppRead, "", s.getFormation),
 		r("PATCH /v1/apps/{app}/formation", auth.AppWrite, "apps.scale", s.scale),
 		r("GET /v1/apps/{app}/instances", auth.AppRead, "", s.instances),
+		r("POST /v1/apps/{app}/instances/{instance}/restart", auth.AppWrite, "apps.restart", s.restartInstance),
 		r("GET /v1/apps/{app}/logs", auth.AppRead, "", s.logs),
 		r("GET /v1/apps/{app}/events", auth.AppRead, "", s.events),
 		r("GET /v1/apps/{app}/metrics", auth.AppRead, "", s.appMetrics),

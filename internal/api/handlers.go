@@ -305,6 +305,14 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, s.instancesOut(list))
 }
 
+func (s *Server) restartInstance(w http.ResponseWriter, r *http.Request) error {
+	if err := s.d.Restart(r.Context(), r.PathValue("app"), r.PathValue("instance"), principal(r).User); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
 // logs streams log lines as newline-delimited JSON.
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	q := deploy.LogQuery{Process: r.URL.Query().Get("process"), Follow: r.URL.Query().Get("follow") == "true"}

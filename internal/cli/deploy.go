@@ -127,6 +127,25 @@ func formation(f map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
+func (e *env) restartCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart APP INSTANCE",
+		Short: "Replace an instance: it leaves the router and stops, and another starts in its place",
+		Long: `Replace an instance (as ps names it): it leaves the router, finishes the
+requests it is serving and stops, and the platform starts another in its
+place. An app with one web instance is unavailable until the new one is
+healthy; scale it to two first for no interruption.`,
+		Args: cobra.ExactArgs(2),
+		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if err := c.RestartInstance(cmd.Context(), args[0], args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Restarting %s of %s: see paddock ps %s\n", args[1], args[0], args[0])
+			return nil
+		}),
+	}
+}
+
 func (e *env) psCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ps APP",

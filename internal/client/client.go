@@ -265,6 +265,12 @@ func (c *Client) Instances(ctx context.Context, app string) ([]wire.Instance, er
 	return out, c.do(ctx, "GET", appPath(app, "/instances"), nil, &out)
 }
 
+// RestartInstance replaces an instance of app (its ID, or the ID without
+// the app's name as ps shows it).
+func (c *Client) RestartInstance(ctx context.Context, app, id string) error {
+	return c.do(ctx, "POST", appPath(app, "/instances/"+url.PathEscape(id)+"/restart"), nil, nil)
+}
+
 // LogQuery selects log lines.
 type LogQuery struct {
 	Process string

@@ -47,6 +47,12 @@ func (h *Handler) scale(w http.ResponseWriter, r *http.Request, s *session) erro
 	return done(w, r, "instances", err, fmt.Sprintf("Scaled %s to %d.", proc, n))
 }
 
+func (h *Handler) restart(w http.ResponseWriter, r *http.Request, s *session) error {
+	id := r.PostForm.Get("instance")
+	err := h.call(r, s.token, http.MethodPost, appPath(r)+"/instances/"+url.PathEscape(id)+"/restart", nil, nil)
+	return done(w, r, "instances", err, fmt.Sprintf("Restarting %s: another starts in its place.", id))
+}
+
 func (h *Handler) setConfig(w http.ResponseWriter, r *http.Request, s *session) error {
 	key, value := strings.TrimSpace(r.PostForm.Get("key")), r.PostForm.Get("value")
 	err := h.call(r, s.token, http.MethodPatch, appPath(r)+"/config", wire.ConfigPatch{key: &value}, nil)

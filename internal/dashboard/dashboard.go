@@ -136,6 +136,7 @@ func (h *Handler) routes() {
 
 	action("POST /apps/{app}/rollback", h.rollback)
 	action("POST /apps/{app}/scale", h.scale)
+	action("POST /apps/{app}/restart", h.restart)
 	action("POST /apps/{app}/config", h.setConfig)
 	action("POST /apps/{app}/config/unset", h.unsetConfig)
 	action("POST /apps/{app}/secrets", h.setSecret)

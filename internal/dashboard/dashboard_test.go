@@ -379,6 +379,25 @@ func TestDashboard(t *testing.T) {
 		if f, err := admin.Formation(ctx, "shop"); err != nil || f["worker"] != 2 {
 			t.Errorf("formation after the form: %v %v", f, err)
 		}
+		insts, err := admin.Instances(ctx, "shop")
+		if err != nil || len(insts) == 0 {
+			t.Fatalf("instances: %v %v", insts, err)
+		}
+		victim := insts[0].ID
+		post("/apps/shop/restart", url.Values{"instance": {victim}}, "Restarting "+victim)
+		testenv.Eventually(t, 30*time.Second, func() error {
+			insts, err := admin.Instances(ctx, "shop")
+			for _, in := range insts {
+				if in.ID == victim {
+					return fmt.Errorf("instance %s is still there (%v)", victim, err)
+				}
+			}
+			if len(insts) < 2 {
+				return fmt.Errorf("%d instances, want its replacement too", len(insts))
+			}
+			return nil
+		})
+		post("/apps/shop/restart", url.Values{"instance": {"worker.nosuch"}}, "worker.nosuch")
 		post("/apps/shop/volumes/shop-data/snapshots", url.Values{"name": {"before"}}, "Took snapshot")
 		if snaps, err := admin.Snapshots(ctx, "shop", "shop-data"); err != nil || len(snaps) != 1 {
 			t.Errorf("snapshots after the form: %v %v", snaps, err)
@@ -395,7 +414,7 @@ func TestDashboard(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("GET /apps/shop as viewer: %d", resp.StatusCode)
 		}
-		for _, action := range []string{"/rollback", "/scale", "/config", "/secrets", "/snapshots"} {
+		for _, action := range []string{"/rollback", "/scale", "/restart", "/config", "/secrets", "/snapshots"} {
 			if strings.Contains(page, `action="/apps/shop`+action) {
 				t.Errorf("the viewer's page has a %s form", action)
 			}

@@ -317,6 +317,28 @@ func (s *Service) appUID(a store.App) (uint32, error) {
 	return s.cfg.Users.App(a.ID)
 }
 
+// Restart replaces an instance of app, named by its ID or by the ID
+// without the app's name ("web.2l38dh"): it leaves the router and stops,
+// and the reconciler starts another in its place.
+func (s *Service) Restart(ctx context.Context, app, id, actor string) error {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return err
+	}
+	insts, err := s.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, in := range insts {
+		if in.App == app && in.AppID == a.ID && (in.ID == id || in.ID == app+"."+id) {
+			s.retire(ctx, in, "restarted by "+actor)
+			s.Kick()
+			return nil
+		}
+	}
+	return fmt.Errorf("instance %q of app %s: %w (see `paddock ps %s`)", id, app, store.ErrNotFound, app)
+}
+
 // Processes returns the instance counts app a wants by process type: its
 // current release's, with its formation's over them. The release's
 // manifest is read once.
