@@ -25,7 +25,9 @@ export GOWORK=off
 # The wrapper modules' go.sum files are committed: never rewrite them here.
 export GOFLAGS="-mod=readonly -buildvcs=false"
 
-kube_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$here/kube-apiserver/go.mod")"
+kube_version="$(awk '
+  $1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }
+  $1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2 }' "$here/kube-apiserver/go.mod")"
 if [ -z "$kube_version" ]; then
   echo "build.sh: no k8s.io/kubernetes version in $here/kube-apiserver/go.mod" >&2
   exit 1
@@ -60,12 +62,12 @@ if ! up_to_date; then
     rm -f "$out/stamp"
     start=$SECONDS
     echo "build.sh: building etcd into $out" >&2
-    (cd "$here/etcd" && go build -trimpath -o "$out/etcd.tmp" .)
+    (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" .)
     mv -f "$out/etcd.tmp" "$out/etcd"
     echo "build.sh: building kube-apiserver $kube_version into $out" >&2
     pkg=k8s.io/component-base/version
     (cd "$here/kube-apiserver" && go build -trimpath \
-      -ldflags "-X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+      -ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
       -o "$out/kube-apiserver.tmp" .)
     mv -f "$out/kube-apiserver.tmp" "$out/kube-apiserver"
     echo "$stamp" >"$out/stamp.tmp"
