@@ -64,6 +64,7 @@ if ! up_to_date; then
     echo "build.sh: building etcd into $out" >&2
     (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" .)
     mv -f "$out/etcd.tmp" "$out/etcd"
+    echo "build.sh: built etcd in $((SECONDS - start)) s" >&2
     echo "build.sh: building kube-apiserver $kube_version into $out" >&2
     pkg=k8s.io/component-base/version
     (cd "$here/kube-apiserver" && go build -trimpath \
