@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds the real etcd and kube-apiserver that Paddock's Kubernetes tests run,
+# from the wrapper modules beside this script, with nothing but Go and the
+# module proxy. The binaries go to <repo>/.cache/kube/<kubernetes version>/
+# (ignored by git); the folder's path is the only line printed on stdout.
+#
+# A build happens only when the folder's stamp (a hash of the wrapper
+# modules, this script and the Go version) differs, so a warm call costs a
+# few milliseconds. A lock on the folder lets several test processes call
+# this at once: one builds, the others wait and reuse. A cold build takes
+# several minutes on 2 cores (kube-apiserver is most of it); .ci/run calls
+# this before the tests so that their timeout is not spent on it.
+#
+# internal/kubetest runs this script; CI runs it from .ci/run.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if ! command -v go >/dev/null 2>&1; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
+# The wrapper modules are built on their own, never as part of a workspace.
+export GOWORK=off
+# The wrapper modules' go.sum files are committed: never rewrite them here.
+export GOFLAGS="-mod=readonly -buildvcs=false"
+
+kube_version="$(awk '
+  $1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }
+  $1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2 }' "$here/kube-apiserver/go.mod")"
+if [ -z "$kube_version" ]; then
+  echo "build.sh: no k8s.io/kubernetes version in $here/kube-apiserver/go.mod" >&2
+  exit 1
+fi
+minor="${kube_version#v1.}"
+minor="${minor%%.*}"
+
+out="$root/.cache/kube/$kube_version"
+mkdir -p "$out"
+
+stamp="$(
+  {
+    go version
+    for f in build.sh etcd/go.mod etcd/go.sum etcd/main.go \
+      kube-apiserver/go.mod kube-apiserver/go.sum kube-apiserver/main.go; do
+      echo "== $f"
+      cat "$here/$f"
+    done
+  } | sha256sum | cut -d' ' -f1
+)"
+
+up_to_date() {
+  [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ] &&
+    [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]
+}
+
+if ! up_to_date; then
+  exec 9>"$out/.lock"
+  flock 9
+  # Another process may have built while this one waited.
+  if ! up_to_date; then
+    rm -f "$out/stamp"
+    start=$SECONDS
+    echo "build.sh: building etcd into $out" >&2
+    (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" .)
+    mv -f "$out/etcd.tmp" "$out/etcd"
+    echo "build.sh: built etcd in $((SECONDS - start)) s" >&2
+    echo "build.sh: building kube-apiserver $kube_version into $out" >&2
+    pkg=k8s.io/component-base/version
+    (cd "$here/kube-apiserver" && go build -trimpath \
+      -ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+      -o "$out/kube-apiserver.tmp" .)
+    mv -f "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+    echo "$stamp" >"$out/stamp.tmp"
+    mv -f "$out/stamp.tmp" "$out/stamp"
+    echo "build.sh: built in $((SECONDS - start)) s" >&2
+  fi
+  exec 9>&-
+fi
+
+echo "$out"
