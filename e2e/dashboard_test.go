@@ -19,7 +19,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"paddock.dev/paddock/internal/client"
 	"paddock.dev/paddock/internal/testenv"
 )
 
@@ -158,22 +157,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	p.MustRun("apps", "create", "shop")
 	p.MustRun("deploy", prebuiltHello(t), "--app", "shop")
 	p.MustRun("config", "set", "shop", "GREETING=howdy") // v2, to roll back from
-	if _, err := admin.CreateUser(ctx, "view", "viewer"); err != nil {
-		t.Fatal(err)
-	}
-	viewer, err := admin.CreateToken(ctx, client.TokenRequest{Name: "view", User: "view"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.CreateTeam(ctx, "watchers"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.AddTeamMember(ctx, "watchers", "view"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Grant(ctx, "shop", "watchers", "viewer"); err != nil {
-		t.Fatal(err)
-	}
+	viewer := p.Viewer(t, "view", "shop")
 
 	tab, console := browserTab(t, p)
 	shots := screenshotDir(t)
@@ -301,7 +285,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Sign out; sign in as a viewer: no action forms, and an action the
 	// viewer forces anyway is refused by the API.
 	run("sign out", chromedp.Click(chromedp.CSS(`form[action="/logout"] button`)), chromedp.WaitVisible(chromedp.ID("token")))
-	login(viewer.Value)
+	login(viewer)
 	run("open the app as a viewer", chromedp.Navigate(p.API+"/apps/shop"), chromedp.WaitVisible(chromedp.ID("releases")))
 	if n := text(`String(document.querySelectorAll('form[action^="/apps/"]').length)`); n != "0" {
 		t.Errorf("the viewer's page has %s action forms", n)

@@ -130,18 +130,7 @@ func TestMetrics(t *testing.T) {
 	}
 	// The history: a point every 10 s of the app's request rate, among
 	// others, while requests come in.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				p.Get("shop.localhost", "/")
-			}
-		}
-	}()
+	keepRequesting(t, p, "shop.localhost")
 	testenv.Eventually(t, 60*time.Second, func() error {
 		var hist struct {
 			Step   int `json:"step_seconds"`
@@ -457,18 +446,7 @@ func TestAlertRules(t *testing.T) {
 
 	// Traffic past the threshold: the next sample of the history (every
 	// 10 s) and evaluation (every 5 s) fire it.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				p.Get("shop.localhost", "/")
-			}
-		}
-	}()
+	keepRequesting(t, p, "shop.localhost")
 	testenv.Eventually(t, 45*time.Second, func() error {
 		if list := mustRunAs(t, p, tok["dev"], "", "alerts"); !strings.Contains(list, "requests > 0.5/s") || !strings.Contains(list, id) {
 			return fmt.Errorf("the rule has not fired:\n%s", list)
@@ -605,4 +583,20 @@ func TestEveryAppInOneRequest(t *testing.T) {
 	if evs := p.MustRun("events", "shop"); !strings.Contains(evs, "restarted by dev") {
 		t.Errorf("events:\n%s", evs)
 	}
+}
+
+// keepRequesting sends a request to host every 50 ms until the test ends.
+func keepRequesting(t *testing.T, p *testenv.Platform, host string) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				p.Get(host, "/")
+			}
+		}
+	}()
 }

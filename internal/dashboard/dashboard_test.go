@@ -133,22 +133,7 @@ func TestDashboard(t *testing.T) {
 	if _, err := admin.SetConfig(ctx, "shop", wire.ConfigPatch{"BANNER": &val}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.CreateUser(ctx, "view", "viewer"); err != nil {
-		t.Fatal(err)
-	}
-	viewTok, err := admin.CreateToken(ctx, client.TokenRequest{Name: "view", User: "view"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.CreateTeam(ctx, "watchers"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.AddTeamMember(ctx, "watchers", "view"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Grant(ctx, "shop", "watchers", "viewer"); err != nil {
-		t.Fatal(err)
-	}
+	viewTok := p.Viewer(t, "view", "shop")
 
 	t.Run("headers", func(t *testing.T) {
 		b := newBrowser(t, p)
@@ -409,7 +394,7 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("a viewer sees no forms and is refused by the API", func(t *testing.T) {
 		b := newBrowser(t, p)
-		b.login(viewTok.Value)
+		b.login(viewTok)
 		resp, page := b.get("/apps/shop")
 		if resp.StatusCode != 200 {
 			t.Fatalf("GET /apps/shop as viewer: %d", resp.StatusCode)
@@ -443,7 +428,7 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("the admin's overview does not count the running instances: %.300s", page[max(i, 0):])
 		}
 		v := newBrowser(t, p)
-		v.login(viewTok.Value)
+		v.login(viewTok)
 		if _, page := v.get("/"); strings.Contains(page, "<dt>Store</dt>") || strings.Contains(page, "<dt>Disk</dt>") {
 			t.Errorf("a viewer sees the platform's health")
 		}

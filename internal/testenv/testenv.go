@@ -355,6 +355,31 @@ func (p *Platform) ClientWith(token string) *client.Client {
 	return c
 }
 
+// Viewer makes a user of role viewer, in a team of its own that is viewer
+// on app, and returns a token of that user.
+func (p *Platform) Viewer(t testing.TB, user, app string) string {
+	t.Helper()
+	ctx, admin := context.Background(), p.Client()
+	if _, err := admin.CreateUser(ctx, user, "viewer"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := admin.CreateToken(ctx, client.TokenRequest{Name: user, User: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	team := user + "-team"
+	if _, err := admin.CreateTeam(ctx, team); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AddTeamMember(ctx, team, user); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Grant(ctx, app, team, "viewer"); err != nil {
+		t.Fatal(err)
+	}
+	return tok.Value
+}
+
 // Run runs the CLI and returns its stdout, stderr and error.
 func (p *Platform) Run(args ...string) (stdout, stderr string, err error) {
 	return p.RunIn("", nil, args...)
