@@ -331,7 +331,7 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 			settled = false
 			continue
 		}
-		if exclusive && s.anyRetiring(insts, p) {
+		if exclusive && s.anyRetiring(a.Name, p) {
 			settled = false
 			continue
 		}
@@ -388,7 +388,7 @@ func (s *Service) reconcileApp(ctx context.Context, a store.App, insts []runtime
 	if rel.Status != store.StatusPending {
 		return nil
 	}
-	if settled && !s.anyRetiring(insts, "") {
+	if settled && !s.anyRetiring(a.Name, "") {
 		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d rolled out", rel.Version))
 		return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, "")
 	}
@@ -494,13 +494,19 @@ func (s *Service) lastLines(ctx context.Context, a store.App, version int, n int
 	return strings.Join(out, "\n")
 }
 
-// anyRetiring reports whether an instance of process ("" for any) is
-// being stopped.
-func (s *Service) anyRetiring(insts []runtime.Instance, process string) bool {
+// anyRetiring reports whether an instance of app's process ("" for any)
+// is being stopped: from when it is retired until it has stopped and given
+// its volumes back, though the runtime may list it no more meanwhile.
+func (s *Service) anyRetiring(app, process string) bool {
+	// Instance IDs are APP.PROCESS.RANDOM (start), and names hold no dots.
+	prefix := app + "."
+	if process != "" {
+		prefix += process + "."
+	}
 	s.rec.mu.Lock()
 	defer s.rec.mu.Unlock()
-	for _, in := range insts {
-		if (process == "" || in.Process == process) && s.rec.retiring[in.ID] {
+	for id := range s.rec.retiring {
+		if strings.HasPrefix(id, prefix) {
 			return true
 		}
 	}

@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -279,5 +280,71 @@ func TestFailDoesNotUndoANewerRelease(t *testing.T) {
 	}
 	if r, _ := st.GetRelease(ctx, "a", v2.Version); r.Status != store.StatusFailed {
 		t.Errorf("v2 status: got %s, want failed", r.Status)
+	}
+}
+
+// oneWriterVolume is a volume attached to web of app "a" that one instance
+// at a time may have published; giving it back takes a while, as
+// unmounting does.
+type oneWriterVolume struct {
+	mu     sync.Mutex
+	holder string
+}
+
+func (v *oneWriterVolume) Mounts(ctx context.Context, app, process, instance string) ([]runtime.Mount, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.holder != "" && v.holder != instance {
+		return nil, fmt.Errorf("volume in use by %s", v.holder)
+	}
+	v.holder = instance
+	return nil, nil
+}
+
+func (v *oneWriterVolume) Unpublish(ctx context.Context, instance string) error {
+	time.Sleep(200 * time.Millisecond)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.holder == instance {
+		v.holder = ""
+	}
+	return nil
+}
+
+func (v *oneWriterVolume) List(ctx context.Context, app string) ([]store.Volume, error) {
+	return []store.Volume{{Name: "data", App: "a", Process: "web"}}, nil
+}
+
+// TestVolumeHandoverWaitsForUnpublish: a release of a process whose volume
+// has one writer starts its instance only once the old one has stopped
+// and given the volume back, though the runtime lists the old one no more
+// while its volume is being unmounted.
+func TestVolumeHandoverWaitsForUnpublish(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rt := &fakeRuntime{insts: map[string]*fakeInstance{}, crash: map[int]bool{}}
+	s, err := New(Config{
+		Store: st, Runtime: rt, Router: &fakeRouter{rt: rt}, Artifacts: &build.Artifacts{Dir: dir}, Volumes: &oneWriterVolume{},
+		BuildDir: dir, BuildHome: dir, Logs: dir, Interval: 10 * time.Millisecond, Drain: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if _, err := s.CreateApp(ctx, "a", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range []string{"b1", "b2", "b3"} {
+		rel := release(t, st, "a", b, 1)
+		if _, err := s.WaitRollout(ctx, "a", rel.Version, nil); err != nil {
+			t.Fatalf("release %d: %v", i+1, err)
+		}
 	}
 }
