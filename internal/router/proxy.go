@@ -433,7 +433,27 @@ func (c *clientConn) writeErrorHeader(code int, msg, header string, keep bool) b
 	if _, err := c.Write(out); err != nil {
 		return false
 	}
+	if !keep {
+		c.lingerClose()
+	}
 	return keep
+}
+
+// lingerClose ends the sending side of a connection the router gives up
+// on, then reads what the client is still sending for half a second at
+// most before the connection is closed. Closed at once with unread input,
+// a connection answers the client with a reset, which may drop the error
+// response it has not read yet.
+func (c *clientConn) lingerClose() {
+	if c.raw == nil {
+		return
+	}
+	if c.tcp == nil {
+		c.c.(*tls.Conn).CloseWrite()
+	}
+	c.raw.CloseWrite()
+	c.raw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, c.raw, 64<<10)
 }
 
 // handshake runs the TLS handshake within tlsHandshakeTimeout and reports
