@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -49,14 +48,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 		}
 		return len(body)
 	}
-	ticks := func() int64 {
-		f, _ := os.ReadFile("/proc/" + strconv.Itoa(p.PID()) + "/stat")
-		s := string(f)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		u, _ := strconv.ParseInt(fields[11], 10, 64)
-		k, _ := strconv.ParseInt(fields[12], 10, 64)
-		return u + k
-	}
+	ticks := func() int64 { return cpuTicks(p.PID()) }
 	// The server's CPU at idle first, then what a scrape adds to it: a
 	// figure the machine's other load does not stretch, as it does the
 	// scrape's wall time.

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,6 +51,17 @@ interval = "1s"
 		b.Fatal(err)
 	}
 	return dir
+}
+
+// cpuTicks returns the CPU time of process pid, user and system, in clock
+// ticks (USER_HZ, 100 a second).
+func cpuTicks(pid int) int64 {
+	f, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s := string(f)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	u, _ := strconv.ParseInt(fields[11], 10, 64)
+	k, _ := strconv.ParseInt(fields[12], 10, 64)
+	return u + k
 }
 
 func deploy(b *testing.B, p *testenv.Platform, app, dir string) {

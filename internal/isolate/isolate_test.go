@@ -428,7 +428,7 @@ func freePorts(t *testing.T, n int) []int {
 
 // listen listens on addr, accepting and closing connections, and returns
 // the address.
-func listen(t *testing.T, addr string) string {
+func listen(t testing.TB, addr string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -452,22 +452,9 @@ func listen(t *testing.T, addr string) string {
 // sock_diag, which the kernel filters, and by /proc/net/tcp, which lists
 // them all.
 func BenchmarkListenerOwners(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	addr := listen(b, "127.0.0.1:0")
 	for range 5000 {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}
