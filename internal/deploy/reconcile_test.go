@@ -112,11 +112,12 @@ func (r *fakeRouter) Status(ctx context.Context) (router.Status, error) {
 
 func newService(t *testing.T) (*Service, *fakeRuntime, store.Store) {
 	t.Helper()
-	return newServiceRunning(t, true)
+	return newServiceRunning(t, true, nil)
 }
 
-// newServiceRunning returns a Service whose reconciler runs, if run.
-func newServiceRunning(t *testing.T, run bool) (*Service, *fakeRuntime, store.Store) {
+// newServiceRunning returns a Service whose reconciler runs, if run, with
+// vols as its volume layer (nil: none).
+func newServiceRunning(t *testing.T, run bool, vols Volumes) (*Service, *fakeRuntime, store.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "p.db"))
@@ -126,7 +127,7 @@ func newServiceRunning(t *testing.T, run bool) (*Service, *fakeRuntime, store.St
 	t.Cleanup(func() { st.Close() })
 	rt := &fakeRuntime{insts: map[string]*fakeInstance{}, crash: map[int]bool{}}
 	s, err := New(Config{
-		Store: st, Runtime: rt, Router: &fakeRouter{rt: rt}, Artifacts: &build.Artifacts{Dir: dir},
+		Store: st, Runtime: rt, Router: &fakeRouter{rt: rt}, Artifacts: &build.Artifacts{Dir: dir}, Volumes: vols,
 		BuildDir: dir, BuildHome: dir, Logs: dir, Interval: 10 * time.Millisecond, Drain: time.Second,
 	})
 	if err != nil {
@@ -264,7 +265,7 @@ func TestFailedRolloutGoesBack(t *testing.T) {
 func TestFailDoesNotUndoANewerRelease(t *testing.T) {
 	// No reconciler: a pass that settles v2 while it is current would race
 	// with the failure the test makes.
-	s, _, st := newServiceRunning(t, false)
+	s, _, st := newServiceRunning(t, false, nil)
 	ctx := context.Background()
 	s.CreateApp(ctx, "a", "admin")
 	release(t, st, "a", "b1", 0)
@@ -320,24 +321,8 @@ func (v *oneWriterVolume) List(ctx context.Context, app string) ([]store.Volume,
 // and given the volume back, though the runtime lists the old one no more
 // while its volume is being unmounted.
 func TestVolumeHandoverWaitsForUnpublish(t *testing.T) {
-	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "p.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	rt := &fakeRuntime{insts: map[string]*fakeInstance{}, crash: map[int]bool{}}
-	s, err := New(Config{
-		Store: st, Runtime: rt, Router: &fakeRouter{rt: rt}, Artifacts: &build.Artifacts{Dir: dir}, Volumes: &oneWriterVolume{},
-		BuildDir: dir, BuildHome: dir, Logs: dir, Interval: 10 * time.Millisecond, Drain: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	s, _, st := newServiceRunning(t, true, &oneWriterVolume{})
+	ctx := context.Background()
 	if _, err := s.CreateApp(ctx, "a", "admin"); err != nil {
 		t.Fatal(err)
 	}
