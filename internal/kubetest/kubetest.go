@@ -1,5 +1,5 @@
-// Package kubetest starts a real Kubernetes control plane for tests: an etcd
-// and a kube-apiserver, built from the Go module proxy by tools/kube/build.sh
+// Package kubetest starts a real Kubernetes control plane for tests: etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler, built from the Go module proxy by tools/kube/build.sh
 // and cached in the repository's ignored .cache/kube/<version>/ folder,
 // serving on 127.0.0.1 ports picked free, with their data, certificates and
 // logs in the test's temporary folder. Only tests import it.
@@ -40,6 +40,9 @@ const (
 	// 2–3 s; the margin is for a loaded CI machine.
 	etcdTimeout      = 30 * time.Second
 	apiserverTimeout = 2 * time.Minute
+	// controllersTimeout bounds the wait for kube-controller-manager's
+	// first work; it takes 1–2 s on an idle machine.
+	controllersTimeout = time.Minute
 
 	// startAttempts is how often a server is started on fresh ports when it
 	// exits before becoming ready, as when another process took a port
@@ -53,8 +56,8 @@ const (
 	ServiceClusterIPRange = "10.0.0.0/24"
 )
 
-// Cluster is a running etcd and kube-apiserver. Start stops both when the
-// test ends, kube-apiserver first.
+// Cluster is a running control plane. Start stops it when the test ends:
+// the controllers and the scheduler, then kube-apiserver, then etcd.
 type Cluster struct {
 	// Kubeconfig is a kubeconfig file for the admin user, for programs that
 	// take one (paddock --kubeconfig, kube-controller-manager).
@@ -81,6 +84,11 @@ type Cluster struct {
 	config    *rest.Config
 	etcd      *process
 	apiserver *process
+	// controllers and scheduler are kube-controller-manager and
+	// kube-scheduler: with them Deployments get ReplicaSets and Pods,
+	// Services get EndpointSlices, and Pods are bound to nodes.
+	controllers *process
+	scheduler   *process
 }
 
 // Config returns a new client configuration for the admin user. Callers may
@@ -89,9 +97,10 @@ func (c *Cluster) Config() *rest.Config {
 	return rest.CopyConfig(c.config)
 }
 
-// Start builds the binaries if they are not cached yet, starts etcd and then
-// kube-apiserver, waits until the API server is ready and returns the
-// cluster. It fails the test if any of that fails.
+// Start builds the binaries if they are not cached yet, starts etcd, then
+// kube-apiserver, then kube-controller-manager and kube-scheduler, waits
+// until they are ready and returns the cluster. It fails the test if any of
+// that fails. The cluster has no node: internal/kubetest/node adds one.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	ctx := t.Context()
@@ -111,6 +120,9 @@ func Start(t testing.TB) *Cluster {
 		t.Fatal(err)
 	}
 	if err := c.startAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.startControllers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("kubetest: control plane at %s ready in %s (binaries ready in %s)",
@@ -133,12 +145,12 @@ func Build(ctx context.Context) (string, error) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build etcd and kube-apiserver (bash %s): %w\n%s", script, err, stderr.Bytes())
+		return "", fmt.Errorf("build the control plane (bash %s): %w\n%s", script, err, stderr.Bytes())
 	}
 	dir := strings.TrimSpace(stdout.String())
-	for _, name := range []string{"etcd", "kube-apiserver"} {
+	for _, name := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return "", fmt.Errorf("build etcd and kube-apiserver: %w\n%s", err, stderr.Bytes())
+			return "", fmt.Errorf("build the control plane: %w\n%s", err, stderr.Bytes())
 		}
 	}
 	return dir, nil
@@ -303,10 +315,64 @@ func (c *Cluster) writeKubeconfig(caPEM []byte) error {
 	return nil
 }
 
-// stop stops kube-apiserver, then etcd: with etcd gone first, kube-apiserver
-// ignores SIGTERM for 20 s and more. On a failed test it shows their output.
+// startControllers starts kube-controller-manager and kube-scheduler as the
+// admin, and waits until the controllers work: the service account
+// controller has made the default namespace's "default" ServiceAccount.
+// Neither serves HTTPS (--secure-port=0): nothing here needs their metrics.
+func (c *Cluster) startControllers(ctx context.Context) error {
+	kcm, err := startProcess("kube-controller-manager", filepath.Join(c.BinDir, "kube-controller-manager"),
+		filepath.Join(c.Dir, "kube-controller-manager.log"),
+		"--kubeconfig="+c.Kubeconfig,
+		"--secure-port=0",
+		"--leader-elect=false",
+		"--service-account-private-key-file="+c.ServiceAccountKeyFile,
+		"--root-ca-file="+c.CAFile,
+		"--use-service-account-credentials=false",
+		// Pods of a node that stops reporting are evicted after this.
+		"--node-monitor-grace-period=20s",
+	)
+	if err != nil {
+		return err
+	}
+	c.controllers = kcm
+	sched, err := startProcess("kube-scheduler", filepath.Join(c.BinDir, "kube-scheduler"),
+		filepath.Join(c.Dir, "kube-scheduler.log"),
+		"--kubeconfig="+c.Kubeconfig,
+		"--secure-port=0",
+		"--leader-elect=false",
+	)
+	if err != nil {
+		return err
+	}
+	c.scheduler = sched
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: c.transport()}
+	defer hc.CloseIdleConnections()
+	ready := func() error {
+		select {
+		case <-sched.exited:
+			return fmt.Errorf("kube-scheduler %w: %w\n--- kube-scheduler log:\n%s", errExited, sched.exitErr(), sched.logTail(logTailBytes))
+		default:
+		}
+		return get(ctx, hc, c.Host+"/api/v1/namespaces/default/serviceaccounts/default", c.Token)
+	}
+	if err := waitReady(ctx, kcm, controllersTimeout, ready); err != nil {
+		return fmt.Errorf("%w\n--- kube-controller-manager log:\n%s", err, kcm.logTail(logTailBytes))
+	}
+	return nil
+}
+
+// transport trusts the API server's CA.
+func (c *Cluster) transport() *http.Transport {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.config.TLSClientConfig.CAData)
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+}
+
+// stop stops the controllers and the scheduler, then kube-apiserver, then
+// etcd: with etcd gone first, kube-apiserver ignores SIGTERM for 20 s and
+// more. On a failed test it shows their output.
 func (c *Cluster) stop(t testing.TB) {
-	for _, p := range []*process{c.apiserver, c.etcd} {
+	for _, p := range []*process{c.scheduler, c.controllers, c.apiserver, c.etcd} {
 		if p == nil {
 			continue
 		}
@@ -315,7 +381,7 @@ func (c *Cluster) stop(t testing.TB) {
 		}
 	}
 	if t.Failed() {
-		for _, p := range []*process{c.etcd, c.apiserver} {
+		for _, p := range []*process{c.etcd, c.apiserver, c.controllers, c.scheduler} {
 			if p != nil {
 				t.Logf("--- %s log (%s), last %d KiB:\n%s", p.name, p.logPath, logTailBytes>>10, p.logTail(logTailBytes))
 			}

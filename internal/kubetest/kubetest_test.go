@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -146,19 +147,44 @@ func TestCluster(t *testing.T) {
 		t.Fatal("informer saw no deployment created within 30 s")
 	}
 
+	// kube-controller-manager turns the Deployment into two Pods, which
+	// stay Pending: the cluster has no node.
+	waitFor(t, "the deployment's 2 pods", func() (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "paddock.dev/app=shop"})
+		if err != nil {
+			return false, err
+		}
+		return len(pods.Items) == 2 && pods.Items[0].Status.Phase == corev1.PodPending, nil
+	})
+
 	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete namespace: %v", err)
 	}
-	// Without kube-controller-manager nothing empties the namespace, so it
-	// stays Terminating; that it got there is what the API server can show.
-	gotNS, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get namespace after delete: %v", err)
+	// The namespace controller empties the namespace and removes it. Its
+	// pods are bound to no node, so nothing waits for them to stop.
+	waitFor(t, "the namespace to be gone", func() (bool, error) {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+}
+
+// waitFor polls cond every 100 ms for up to a minute.
+func waitFor(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
 	}
-	if gotNS.DeletionTimestamp == nil || gotNS.Status.Phase != corev1.NamespaceTerminating {
-		t.Errorf("namespace after delete: deletionTimestamp %v, phase %q; want set, %q",
-			gotNS.DeletionTimestamp, gotNS.Status.Phase, corev1.NamespaceTerminating)
-	}
+	t.Fatalf("waited a minute for %s (last error: %v)", what, lastErr)
 }
 
 // checkAppliedBy checks that the field manager owns fields of the object

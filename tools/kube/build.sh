@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the real etcd and kube-apiserver that Paddock's Kubernetes tests run,
-# from the wrapper modules beside this script, with nothing but Go and the
+# Builds the real etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler that Paddock's Kubernetes tests run, from the wrapper modules
+# beside this script, with nothing but Go and the
 # module proxy. The binaries go to <repo>/.cache/kube/<kubernetes version>/
 # (ignored by git); the folder's path is the only line printed on stdout.
 #
@@ -8,7 +9,8 @@
 # modules, this script and the Go version) differs, so a warm call costs a
 # few milliseconds. A lock on the folder lets several test processes call
 # this at once: one builds, the others wait and reuse. A cold build takes
-# several minutes on 2 cores (kube-apiserver is most of it); .ci/run calls
+# 10 to 20 minutes on 2 cores (the Kubernetes binaries are most of
+# it; they share one module and build together); .ci/run calls
 # this before the tests so that their timeout is not spent on it.
 #
 # internal/kubetest runs this script; CI runs it from .ci/run.
@@ -27,9 +29,9 @@ export GOFLAGS="-mod=readonly -buildvcs=false"
 
 kube_version="$(awk '
   $1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }
-  $1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2 }' "$here/kube-apiserver/go.mod")"
+  $1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2 }' "$here/kubernetes/go.mod")"
 if [ -z "$kube_version" ]; then
-  echo "build.sh: no k8s.io/kubernetes version in $here/kube-apiserver/go.mod" >&2
+  echo "build.sh: no k8s.io/kubernetes version in $here/kubernetes/go.mod" >&2
   exit 1
 fi
 minor="${kube_version#v1.}"
@@ -38,11 +40,14 @@ minor="${minor%%.*}"
 out="$root/.cache/kube/$kube_version"
 mkdir -p "$out"
 
+bins="kube-apiserver kube-controller-manager kube-scheduler"
+bins_main="$(for b in $bins; do echo "kubernetes/$b/main.go"; done)"
+
 stamp="$(
   {
     go version
     for f in build.sh etcd/go.mod etcd/go.sum etcd/main.go \
-      kube-apiserver/go.mod kube-apiserver/go.sum kube-apiserver/main.go; do
+      kubernetes/go.mod kubernetes/go.sum $bins_main; do
       echo "== $f"
       cat "$here/$f"
     done
@@ -50,8 +55,8 @@ stamp="$(
 )"
 
 up_to_date() {
-  [ -x "$out/etcd" ] && [ -x "$out/kube-apiserver" ] &&
-    [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]
+  for b in etcd $bins; do [ -x "$out/$b" ] || return 1; done
+  [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]
 }
 
 if ! up_to_date; then
@@ -65,12 +70,14 @@ if ! up_to_date; then
     (cd "$here/etcd" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" .)
     mv -f "$out/etcd.tmp" "$out/etcd"
     echo "build.sh: built etcd in $((SECONDS - start)) s" >&2
-    echo "build.sh: building kube-apiserver $kube_version into $out" >&2
+    echo "build.sh: building $bins $kube_version into $out" >&2
     pkg=k8s.io/component-base/version
-    (cd "$here/kube-apiserver" && go build -trimpath \
+    rm -rf "$out/tmp" && mkdir "$out/tmp"
+    (cd "$here/kubernetes" && go build -trimpath \
       -ldflags "-s -w -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
-      -o "$out/kube-apiserver.tmp" .)
-    mv -f "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+      -o "$out/tmp/" $(for b in $bins; do echo "./$b"; done))
+    for b in $bins; do mv -f "$out/tmp/$b" "$out/$b"; done
+    rmdir "$out/tmp"
     echo "$stamp" >"$out/stamp.tmp"
     mv -f "$out/stamp.tmp" "$out/stamp"
     echo "build.sh: built in $((SECONDS - start)) s" >&2
