@@ -1,0 +1,663 @@
+// Package kube runs Paddock's apps on a Kubernetes cluster: the runtime for
+// when one machine is not enough. It is declarative where the process
+// runtime is imperative: Apply makes the cluster run one release of an app
+// and Kubernetes does the rest (the scheduler places pods, the Deployment
+// controller rolls them out); what runs is read back from watches.
+//
+// Each app is a namespace, PREFIX+NAME. In it, Paddock applies with
+// server-side apply, under one field manager:
+//
+//	Secret env-<digest>       the release's config vars and env secrets, immutable
+//	Secret files-<digest>     its file secrets, mounted at /var/run/paddock/secrets
+//	Deployment <process>      one per process type
+//	Service web               in front of the web pods, by the name "http"
+//
+// Every object carries app.kubernetes.io/managed-by=paddock; Paddock never
+// changes or deletes an object without it, so what others put in an app's
+// namespace stays.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// ErrUnknownApp is returned for an app whose namespace Paddock does not
+// watch.
+var ErrUnknownApp = errors.New("app not running on Kubernetes")
+
+// Config is what Runtime needs.
+type Config struct {
+	Client kubernetes.Interface
+	// NamespacePrefix comes before an app's name to make its namespace.
+	NamespacePrefix string
+	Log             *slog.Logger
+}
+
+// Runtime applies apps to a cluster and watches what runs there. Its
+// informers are per namespace, so that it needs no read access to other
+// namespaces than its apps'.
+type Runtime struct {
+	cfg  Config
+	cs   kubernetes.Interface
+	log  *slog.Logger
+	mu   sync.Mutex
+	apps map[string]*watch // by namespace
+}
+
+// watch is the informers of one app's namespace, and a channel closed at
+// the next change they see.
+type watch struct {
+	stop        chan struct{}
+	factory     informers.SharedInformerFactory
+	deployments cache.SharedIndexInformer
+	replicasets cache.SharedIndexInformer
+	pods        cache.SharedIndexInformer
+	slices      cache.SharedIndexInformer
+
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// New returns a Runtime. Call Start to watch the apps already on the
+// cluster.
+func New(cfg Config) *Runtime {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}}
+}
+
+// Start watches the namespaces of apps Paddock applied before.
+func (r *Runtime) Start(ctx context.Context) error {
+	list, err := r.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
+	if err != nil {
+		return fmt.Errorf("list Paddock's namespaces: %w", err)
+	}
+	for _, ns := range list.Items {
+		if ns.DeletionTimestamp == nil {
+			r.watch(ns.Name)
+		}
+	}
+	return nil
+}
+
+// Close stops every watch.
+func (r *Runtime) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ns, w := range r.apps {
+		w.close()
+		delete(r.apps, ns)
+	}
+}
+
+func (r *Runtime) namespace(app string) string { return Namespace(r.cfg.NamespacePrefix, app) }
+
+var applyOptions = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+
+// Apply makes the cluster run a release of an app: its namespace, Secrets,
+// Deployments and Service, in that order, so that no pod ever refers to a
+// Secret that does not exist yet. Then it deletes the Deployments of
+// process types the release no longer has, and the Secrets that no
+// ReplicaSet with pods needs any more. Apply returns once the API server
+// has the objects; Rollout tells how their pods are doing.
+func (r *Runtime) Apply(ctx context.Context, a *App) error {
+	ns := r.namespace(a.Name)
+	nsAC := corev1ac.Namespace(ns).WithLabels(appLabels(a))
+	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
+		return fmt.Errorf("apply namespace %s: %w", ns, err)
+	}
+	r.watch(ns)
+	o := build(a, ns)
+	keep := map[string]bool{}
+	for _, s := range o.secrets {
+		keep[*s.Name] = true
+		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
+			return fmt.Errorf("apply secret %s/%s: %w", ns, *s.Name, err)
+		}
+	}
+	processes := map[string]bool{}
+	for _, d := range o.deployments {
+		processes[*d.Name] = true
+		if _, err := r.cs.AppsV1().Deployments(ns).Apply(ctx, d, applyOptions); err != nil {
+			return fmt.Errorf("apply deployment %s/%s: %w", ns, *d.Name, err)
+		}
+	}
+	services := map[string]bool{}
+	for _, s := range o.services {
+		services[*s.Name] = true
+		if _, err := r.cs.CoreV1().Services(ns).Apply(ctx, s, applyOptions); err != nil {
+			return fmt.Errorf("apply service %s/%s: %w", ns, *s.Name, err)
+		}
+	}
+	return r.collect(ctx, ns, processes, services, keep)
+}
+
+// collect deletes what Paddock owns in ns and no longer needs.
+func (r *Runtime) collect(ctx context.Context, ns string, processes, services, secrets map[string]bool) error {
+	owned := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy}
+	deps, err := r.cs.AppsV1().Deployments(ns).List(ctx, owned)
+	if err != nil {
+		return fmt.Errorf("list deployments of %s: %w", ns, err)
+	}
+	for _, d := range deps.Items {
+		if !processes[d.Name] {
+			if err := r.cs.AppsV1().Deployments(ns).Delete(ctx, d.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete deployment %s/%s: %w", ns, d.Name, err)
+			}
+		}
+	}
+	svcs, err := r.cs.CoreV1().Services(ns).List(ctx, owned)
+	if err != nil {
+		return fmt.Errorf("list services of %s: %w", ns, err)
+	}
+	for _, s := range svcs.Items {
+		if !services[s.Name] {
+			if err := r.cs.CoreV1().Services(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete service %s/%s: %w", ns, s.Name, err)
+			}
+		}
+	}
+	// A ReplicaSet that still has pods, or is asked to, may start more:
+	// the Secrets its template names stay.
+	rss, err := r.cs.AppsV1().ReplicaSets(ns).List(ctx, owned)
+	if err != nil {
+		return fmt.Errorf("list replicasets of %s: %w", ns, err)
+	}
+	for _, rs := range rss.Items {
+		if (rs.Spec.Replicas != nil && *rs.Spec.Replicas > 0) || rs.Status.Replicas > 0 {
+			for _, name := range secretsOf(&rs.Spec.Template.Spec) {
+				secrets[name] = true
+			}
+		}
+	}
+	list, err := r.cs.CoreV1().Secrets(ns).List(ctx, owned)
+	if err != nil {
+		return fmt.Errorf("list secrets of %s: %w", ns, err)
+	}
+	for _, s := range list.Items {
+		if !secrets[s.Name] {
+			if err := r.cs.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete secret %s/%s: %w", ns, s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// secretsOf names the Secrets a pod template uses.
+func secretsOf(spec *corev1.PodSpec) []string {
+	var out []string
+	for _, c := range spec.Containers {
+		for _, e := range c.EnvFrom {
+			if e.SecretRef != nil {
+				out = append(out, e.SecretRef.Name)
+			}
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			out = append(out, v.Secret.SecretName)
+		}
+	}
+	return out
+}
+
+// Destroy deletes everything Paddock owns of an app, and its namespace
+// unless something Paddock does not own is in it. The pods stop as their
+// ReplicaSets are collected.
+func (r *Runtime) Destroy(ctx context.Context, app string) error {
+	ns := r.namespace(app)
+	r.mu.Lock()
+	if w := r.apps[ns]; w != nil {
+		w.close()
+		delete(r.apps, ns)
+	}
+	r.mu.Unlock()
+	got, err := r.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get namespace %s: %w", ns, err)
+	}
+	if got.Labels[LabelManagedBy] != ManagedBy {
+		return fmt.Errorf("namespace %s is not Paddock's (no %s=%s label): delete what you put there yourself", ns, LabelManagedBy, ManagedBy)
+	}
+	if err := r.collect(ctx, ns, nil, nil, map[string]bool{}); err != nil {
+		return err
+	}
+	foreign, err := r.foreign(ctx, ns)
+	if err != nil {
+		return err
+	}
+	if foreign != "" {
+		r.log.Info("kubernetes: namespace kept: it holds objects Paddock does not own", "namespace", ns, "object", foreign)
+		return nil
+	}
+	if err := r.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+// foreign names an object in ns that Paddock did not make, if any, among
+// the kinds someone would put beside an app's: what Kubernetes makes in
+// every namespace by itself does not count.
+func (r *Runtime) foreign(ctx context.Context, ns string) (string, error) {
+	notOwned := metav1.ListOptions{LabelSelector: LabelManagedBy + "!=" + ManagedBy}
+	type lister func() ([]metav1.Object, error)
+	kinds := []struct {
+		kind string
+		list lister
+	}{
+		{"deployment", func() ([]metav1.Object, error) {
+			l, err := r.cs.AppsV1().Deployments(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *appsv1.DeploymentList) []appsv1.Deployment { return l.Items })
+		}},
+		{"statefulset", func() ([]metav1.Object, error) {
+			l, err := r.cs.AppsV1().StatefulSets(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *appsv1.StatefulSetList) []appsv1.StatefulSet { return l.Items })
+		}},
+		{"service", func() ([]metav1.Object, error) {
+			l, err := r.cs.CoreV1().Services(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *corev1.ServiceList) []corev1.Service { return l.Items })
+		}},
+		{"secret", func() ([]metav1.Object, error) {
+			l, err := r.cs.CoreV1().Secrets(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *corev1.SecretList) []corev1.Secret { return l.Items })
+		}},
+		{"configmap", func() ([]metav1.Object, error) {
+			l, err := r.cs.CoreV1().ConfigMaps(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *corev1.ConfigMapList) []corev1.ConfigMap { return l.Items })
+		}},
+		{"persistentvolumeclaim", func() ([]metav1.Object, error) {
+			l, err := r.cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, notOwned)
+			return objs(l, err, func(l *corev1.PersistentVolumeClaimList) []corev1.PersistentVolumeClaim { return l.Items })
+		}},
+	}
+	for _, k := range kinds {
+		list, err := k.list()
+		if err != nil {
+			return "", fmt.Errorf("list %ss of %s: %w", k.kind, ns, err)
+		}
+		for _, o := range list {
+			if k.kind == "configmap" && o.GetName() == "kube-root-ca.crt" {
+				continue // published in every namespace by kube-controller-manager
+			}
+			return k.kind + "/" + o.GetName(), nil
+		}
+	}
+	return "", nil
+}
+
+func objs[L any, T any, PT interface {
+	*T
+	metav1.Object
+}](l L, err error, items func(L) []T) ([]metav1.Object, error) {
+	if err != nil {
+		return nil, err
+	}
+	its := items(l)
+	out := make([]metav1.Object, len(its))
+	for i := range its {
+		out[i] = PT(&its[i])
+	}
+	return out, nil
+}
+
+// watch starts the informers of a namespace if they do not run yet, and
+// returns them.
+func (r *Runtime) watch(ns string) *watch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.apps[ns]; w != nil {
+		return w
+	}
+	owned := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = LabelManagedBy + "=" + ManagedBy
+	})
+	f := informers.NewSharedInformerFactoryWithOptions(r.cs, 0, informers.WithNamespace(ns), owned)
+	w := &watch{
+		stop:        make(chan struct{}),
+		factory:     f,
+		deployments: f.Apps().V1().Deployments().Informer(),
+		replicasets: f.Apps().V1().ReplicaSets().Informer(),
+		pods:        f.Core().V1().Pods().Informer(),
+		slices:      f.Discovery().V1().EndpointSlices().Informer(),
+		changed:     make(chan struct{}),
+	}
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.notify() },
+		UpdateFunc: func(any, any) { w.notify() },
+		DeleteFunc: func(any) { w.notify() },
+	}
+	for _, inf := range []cache.SharedIndexInformer{w.deployments, w.replicasets, w.pods, w.slices} {
+		if _, err := inf.AddEventHandler(h); err != nil {
+			r.log.Warn("kubernetes: watch", "namespace", ns, "err", err)
+		}
+	}
+	f.Start(w.stop)
+	r.apps[ns] = w
+	return w
+}
+
+func (w *watch) notify() {
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// next returns a channel closed at the next change seen.
+func (w *watch) next() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+func (w *watch) synced() bool {
+	return w.deployments.HasSynced() && w.replicasets.HasSynced() && w.pods.HasSynced() && w.slices.HasSynced()
+}
+
+func (w *watch) close() {
+	close(w.stop)
+	w.factory.Shutdown()
+}
+
+func (r *Runtime) watching(app string) (*watch, error) {
+	r.mu.Lock()
+	w := r.apps[r.namespace(app)]
+	r.mu.Unlock()
+	if w == nil {
+		return nil, fmt.Errorf("%s: %w", app, ErrUnknownApp)
+	}
+	return w, nil
+}
+
+// Pod is one pod of an app, as the last watch event showed it.
+type Pod struct {
+	Name     string    `json:"name"`
+	Process  string    `json:"process"`
+	Release  int       `json:"release"` // from its ReplicaSet; 0 if unknown
+	Phase    string    `json:"phase"`
+	Ready    bool      `json:"ready"`
+	Restarts int       `json:"restarts"`
+	Node     string    `json:"node,omitempty"`
+	IP       string    `json:"ip,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+	// Reason says why a pod is not ready: a container's waiting reason
+	// (CrashLoopBackOff, ErrImagePull…) and message, or its last exit.
+	Reason string `json:"reason,omitempty"`
+	// Deleting is set once the pod was told to stop.
+	Deleting bool `json:"deleting,omitempty"`
+}
+
+// Pods lists an app's pods, by process and name.
+func (r *Runtime) Pods(app string) ([]Pod, error) {
+	w, err := r.watching(app)
+	if err != nil {
+		return nil, err
+	}
+	releases := map[string]int{} // ReplicaSet name -> release
+	for _, o := range w.replicasets.GetStore().List() {
+		rs := o.(*appsv1.ReplicaSet)
+		releases[rs.Name], _ = strconv.Atoi(rs.Annotations[AnnotationRelease])
+	}
+	var out []Pod
+	for _, o := range w.pods.GetStore().List() {
+		out = append(out, describe(o.(*corev1.Pod), releases))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Process != out[j].Process {
+			return out[i].Process < out[j].Process
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+func describe(p *corev1.Pod, releases map[string]int) Pod {
+	out := Pod{
+		Name:     p.Name,
+		Process:  p.Labels[LabelProcess],
+		Phase:    string(p.Status.Phase),
+		Node:     p.Spec.NodeName,
+		IP:       p.Status.PodIP,
+		Deleting: p.DeletionTimestamp != nil,
+	}
+	for _, ref := range p.OwnerReferences {
+		if ref.Kind == "ReplicaSet" {
+			out.Release = releases[ref.Name]
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			out.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		out.Restarts += int(cs.RestartCount)
+		if cs.State.Running != nil && out.Started.IsZero() {
+			out.Started = cs.State.Running.StartedAt.Time
+		}
+		switch {
+		case out.Reason != "":
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
+			out.Reason = cs.State.Waiting.Reason
+			if m := cs.State.Waiting.Message; m != "" {
+				out.Reason += ": " + m
+			}
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				out.Reason += fmt.Sprintf(" (last exit %d)", t.ExitCode)
+			}
+		case cs.State.Terminated != nil:
+			out.Reason = fmt.Sprintf("exited %d %s", cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+		}
+	}
+	if out.Reason == "" && p.Status.Phase == corev1.PodPending {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+				out.Reason = c.Reason + ": " + c.Message
+			}
+		}
+	}
+	return out
+}
+
+// Endpoints returns the addresses (IP:port) of an app's ready web pods,
+// from the EndpointSlices of its Service: where the router sends requests.
+func (r *Runtime) Endpoints(app string) ([]string, error) {
+	w, err := r.watching(app)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, o := range w.slices.GetStore().List() {
+		s := o.(*discoveryv1.EndpointSlice)
+		if s.Labels[discoveryv1.LabelServiceName] != WebService {
+			continue
+		}
+		port := 0
+		for _, p := range s.Ports {
+			if p.Name != nil && *p.Name == portName && p.Port != nil {
+				port = int(*p.Port)
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || !*e.Conditions.Ready {
+				continue
+			}
+			if e.Conditions.Terminating != nil && *e.Conditions.Terminating {
+				continue
+			}
+			for _, a := range e.Addresses {
+				seen[a+":"+strconv.Itoa(port)] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
+}
+
+// Rollout is how far an app's latest Apply has come.
+type Rollout struct {
+	Done bool
+	// Failed says why the rollout cannot finish: a new pod that crash-loops
+	// or cannot start, or a Deployment past its progress deadline.
+	Failed string
+	// Waiting says what it waits for, for progress messages.
+	Waiting string
+}
+
+// crashRestarts is how often a new pod may restart before its rollout is
+// called failed, as on one machine.
+const crashRestarts = 3
+
+// Status tells how an app's rollout is doing, per the Deployments'
+// status and the new pods, in the same way as kubectl rollout status.
+func (r *Runtime) Status(app string) (Rollout, error) {
+	w, err := r.watching(app)
+	if err != nil {
+		return Rollout{}, err
+	}
+	if !w.synced() {
+		return Rollout{Waiting: "the watch of " + app + " to sync"}, nil
+	}
+	deps := w.deployments.GetStore().List()
+	sort.Slice(deps, func(i, j int) bool {
+		return deps[i].(*appsv1.Deployment).Name < deps[j].(*appsv1.Deployment).Name
+	})
+	for _, o := range deps {
+		d := o.(*appsv1.Deployment)
+		if d.DeletionTimestamp != nil {
+			continue
+		}
+		if failed := r.newPodsFailing(w, d); failed != "" {
+			return Rollout{Failed: failed}, nil
+		}
+		for _, c := range d.Status.Conditions {
+			if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+				return Rollout{Failed: fmt.Sprintf("%s: %s", d.Name, c.Message)}, nil
+			}
+		}
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		st := d.Status
+		switch {
+		case st.ObservedGeneration < d.Generation:
+			return Rollout{Waiting: d.Name + ": the Deployment controller to see the change"}, nil
+		case st.UpdatedReplicas < want:
+			return Rollout{Waiting: fmt.Sprintf("%s: %d of %d new pods made", d.Name, st.UpdatedReplicas, want)}, nil
+		case st.Replicas > st.UpdatedReplicas:
+			return Rollout{Waiting: fmt.Sprintf("%s: %d old pods to stop", d.Name, st.Replicas-st.UpdatedReplicas)}, nil
+		case st.AvailableReplicas < st.UpdatedReplicas:
+			return Rollout{Waiting: fmt.Sprintf("%s: %d of %d new pods ready", d.Name, st.AvailableReplicas, want)}, nil
+		}
+	}
+	return Rollout{Done: true}, nil
+}
+
+// newPodsFailing tells why a Deployment's new pods cannot become ready, if
+// one keeps crashing or cannot start at all.
+func (r *Runtime) newPodsFailing(w *watch, d *appsv1.Deployment) string {
+	// The newest ReplicaSet of the Deployment is the one with its revision.
+	rev := d.Annotations["deployment.kubernetes.io/revision"]
+	var current string
+	for _, o := range w.replicasets.GetStore().List() {
+		rs := o.(*appsv1.ReplicaSet)
+		if metav1.IsControlledBy(rs, d) && rs.Annotations["deployment.kubernetes.io/revision"] == rev {
+			current = rs.Name
+		}
+	}
+	if current == "" {
+		return ""
+	}
+	sel := labels.SelectorFromSet(map[string]string{LabelProcess: d.Name})
+	for _, o := range w.pods.GetStore().List() {
+		p := o.(*corev1.Pod)
+		if !sel.Matches(labels.Set(p.Labels)) || !ownedBy(p, current) || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Ready {
+				continue
+			}
+			if w := cs.State.Waiting; w != nil {
+				switch w.Reason {
+				case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+					return fmt.Sprintf("%s: pod %s cannot start: %s: %s", d.Name, p.Name, w.Reason, w.Message)
+				}
+			}
+			if cs.RestartCount >= crashRestarts {
+				last := ""
+				if t := cs.LastTerminationState.Terminated; t != nil {
+					last = fmt.Sprintf(", last exit %d", t.ExitCode)
+				}
+				return fmt.Sprintf("%s: pod %s restarted %d times without becoming ready%s", d.Name, p.Name, cs.RestartCount, last)
+			}
+		}
+	}
+	return ""
+}
+
+func ownedBy(p *corev1.Pod, rs string) bool {
+	for _, ref := range p.OwnerReferences {
+		if ref.Kind == "ReplicaSet" && ref.Name == rs {
+			return true
+		}
+	}
+	return false
+}
+
+// Wait waits until the app's rollout is done or failed, or ctx ends, and
+// returns how it ended. It wakes on watch events, not on a timer.
+func (r *Runtime) Wait(ctx context.Context, app string, progress func(string)) (Rollout, error) {
+	w, err := r.watching(app)
+	if err != nil {
+		return Rollout{}, err
+	}
+	last := ""
+	for {
+		next := w.next()
+		ro, err := r.Status(app)
+		if err != nil || ro.Done || ro.Failed != "" {
+			return ro, err
+		}
+		if ro.Waiting != last && progress != nil {
+			progress(ro.Waiting)
+			last = ro.Waiting
+		}
+		select {
+		case <-ctx.Done():
+			return ro, fmt.Errorf("rollout of %s: %s: %w", app, ro.Waiting, ctx.Err())
+		case <-next:
+		case <-time.After(time.Second):
+			// Informers do not tell when a sync finishes: look again.
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package kube
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// Labels and annotations on every object Paddock applies. ManagedBy is how
+// Paddock finds what it owns: an object without it is never changed or
+// deleted.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "paddock"
+	LabelApp       = "paddock.dev/app"
+	LabelAppID     = "paddock.dev/app-id"
+	LabelProcess   = "paddock.dev/process"
+	// AnnotationRelease is on Deployments and StatefulSets (not on their pod
+	// templates, so that the same release content keeps the same template
+	// and ReplicaSet); the Deployment controller copies it to ReplicaSets.
+	AnnotationRelease = "paddock.dev/release"
+)
+
+const (
+	// FieldManager is the server-side apply field manager of every object
+	// Paddock applies.
+	FieldManager = "paddock"
+	// WorkDir is where an image built by Paddock holds the app, and the
+	// working directory of its containers.
+	WorkDir = "/app"
+	// SecretsDir is where secrets given as files are mounted, named to the
+	// process in $PADDOCK_SECRETS_DIR as on one machine.
+	SecretsDir = "/var/run/paddock/secrets"
+	// WebPort is the port a web process listens on ($PORT) when its
+	// manifest names none: every pod has an address of its own, so all use
+	// the same one.
+	WebPort = 8080
+	// WebService is the name of the Service in front of an app's web pods.
+	WebService = "web"
+	portName   = "http"
+)
+
+// App is one release of an app as Kubernetes runs it: what Apply makes the
+// cluster run.
+type App struct {
+	Name    string
+	ID      int64
+	Release int
+	// Image is the release's image reference, best by digest.
+	Image     string
+	Processes map[string]Process
+	// Config is the release's config vars, given as environment variables.
+	Config map[string]string
+	// Secrets are the release's secrets: environment variables, or files
+	// in $PADDOCK_SECRETS_DIR.
+	Secrets []runtime.Secret
+	// Placement is node labels the app's pods require: never preferred.
+	Placement map[string]string
+}
+
+// Process is one process type of a release and how many pods run it.
+type Process struct {
+	Command     string
+	Replicas    int
+	Port        int // web: the port it listens on; 0 takes WebPort
+	Memory      int64
+	StopTimeout time.Duration
+	Health      manifest.Health
+}
+
+// FromManifest makes the processes of a release from its manifest and the
+// app's formation (instance counts set with scale).
+func FromManifest(m *manifest.Manifest, formation map[string]int) map[string]Process {
+	out := make(map[string]Process, len(m.Processes))
+	for name, p := range m.Processes {
+		n := p.Instances
+		if c, ok := formation[name]; ok {
+			n = c
+		}
+		out[name] = Process{Command: p.Command, Replicas: n, Port: p.Port, Memory: p.Memory,
+			StopTimeout: p.StopTimeout, Health: p.Health}
+	}
+	return out
+}
+
+// Namespace names the namespace of an app.
+func Namespace(prefix, app string) string { return prefix + app }
+
+func appLabels(a *App) map[string]string {
+	return map[string]string{
+		LabelManagedBy: ManagedBy,
+		LabelApp:       a.Name,
+		LabelAppID:     strconv.FormatInt(a.ID, 10),
+	}
+}
+
+func processLabels(a *App, process string) map[string]string {
+	l := appLabels(a)
+	l[LabelProcess] = process
+	return l
+}
+
+// selector is the part of a process's labels that picks its pods: the app's
+// ID stays out of it, so that it could never need to change.
+func selector(a *App, process string) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedBy, LabelApp: a.Name, LabelProcess: process}
+}
+
+// objects is everything one release of an app needs besides its namespace,
+// as server-side apply configurations.
+type objects struct {
+	secrets     []*corev1ac.SecretApplyConfiguration
+	deployments []*appsv1ac.DeploymentApplyConfiguration
+	services    []*corev1ac.ServiceApplyConfiguration
+}
+
+// build maps an app's release to Kubernetes objects. Its config and secrets
+// become immutable Secrets named by their content, so that a rollback to
+// the same content gives back the very same pod template (and ReplicaSet),
+// and a release that changes nothing in them starts no new pods.
+func build(a *App, ns string) *objects {
+	o := &objects{}
+	env := map[string][]byte{}
+	files := map[string][]byte{}
+	for k, v := range a.Config {
+		env[k] = []byte(v)
+	}
+	for _, s := range a.Secrets {
+		if s.AsFile {
+			files[s.Name] = s.Value
+		} else {
+			env[s.Name] = s.Value
+		}
+	}
+	envSecret := contentName("env", env)
+	o.secrets = append(o.secrets, secret(a, ns, envSecret, env))
+	filesSecret := ""
+	if len(files) > 0 {
+		filesSecret = contentName("files", files)
+		o.secrets = append(o.secrets, secret(a, ns, filesSecret, files))
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(a.Processes)) {
+		p := a.Processes[name]
+		pod := podSpec(a, name, p, envSecret, filesSecret)
+		d := appsv1ac.Deployment(name, ns).
+			WithLabels(processLabels(a, name)).
+			WithAnnotations(map[string]string{AnnotationRelease: strconv.Itoa(a.Release)}).
+			WithSpec(appsv1ac.DeploymentSpec().
+				WithReplicas(int32(p.Replicas)).
+				WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector(a, name))).
+				// A new pod must be ready, not merely started, before an
+				// old one goes: the same zero-downtime rule as on one
+				// machine.
+				WithStrategy(appsv1ac.DeploymentStrategy().
+					WithType("RollingUpdate").
+					WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+						WithMaxUnavailable(intstr.FromInt32(0)).
+						WithMaxSurge(intstr.FromString("25%")))).
+				WithRevisionHistoryLimit(10).
+				WithTemplate(corev1ac.PodTemplateSpec().
+					WithLabels(processLabels(a, name)).
+					WithSpec(pod)))
+		if grace := p.Health.Grace; grace > 0 {
+			// A rollout that has not made progress for this long is marked
+			// failed by the Deployment controller.
+			d.Spec.WithProgressDeadlineSeconds(int32(max(grace, 10*time.Second) / time.Second))
+		}
+		o.deployments = append(o.deployments, d)
+		if name == "web" {
+			o.services = append(o.services, corev1ac.Service(WebService, ns).
+				WithLabels(processLabels(a, name)).
+				WithSpec(corev1ac.ServiceSpec().
+					WithSelector(selector(a, name)).
+					WithPorts(corev1ac.ServicePort().
+						WithName(portName).
+						WithPort(int32(webPort(p))).
+						WithTargetPort(intstr.FromString(portName)))))
+		}
+	}
+	return o
+}
+
+func webPort(p Process) int {
+	if p.Port != 0 {
+		return p.Port
+	}
+	return WebPort
+}
+
+func secret(a *App, ns, name string, data map[string][]byte) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(name, ns).
+		WithLabels(appLabels(a)).
+		WithType(corev1.SecretTypeOpaque).
+		WithImmutable(true).
+		WithData(data)
+}
+
+// contentName names a Secret by a digest of its keys and values.
+func contentName(kind string, data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
+	}
+	return kind + "-" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *corev1ac.PodSpecApplyConfiguration {
+	c := corev1ac.Container().
+		WithName(name).
+		WithImage(a.Image).
+		WithCommand("/bin/sh", "-c", p.Command).
+		WithWorkingDir(WorkDir).
+		WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(envSecret)))
+	var env []*corev1ac.EnvVarApplyConfiguration
+	if name == "web" {
+		port := webPort(p)
+		env = append(env, corev1ac.EnvVar().WithName("PORT").WithValue(strconv.Itoa(port)))
+		c.WithPorts(corev1ac.ContainerPort().WithName(portName).WithContainerPort(int32(port)).WithProtocol(corev1.ProtocolTCP))
+	}
+	spec := corev1ac.PodSpec().
+		WithEnableServiceLinks(false). // no FOO_SERVICE_HOST variables: apps get their config from Paddock
+		WithAutomountServiceAccountToken(false)
+	if filesSecret != "" {
+		env = append(env, corev1ac.EnvVar().WithName("PADDOCK_SECRETS_DIR").WithValue(SecretsDir))
+		c.WithVolumeMounts(corev1ac.VolumeMount().WithName("secrets").WithMountPath(SecretsDir).WithReadOnly(true))
+		spec.WithVolumes(corev1ac.Volume().WithName("secrets").
+			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(filesSecret).WithDefaultMode(0o400)))
+	}
+	c.WithEnv(env...)
+	if p.Memory > 0 {
+		mem := *resource.NewQuantity(p.Memory, resource.BinarySI)
+		c.WithResources(corev1ac.ResourceRequirements().
+			WithLimits(corev1.ResourceList{corev1.ResourceMemory: mem}).
+			WithRequests(corev1.ResourceList{corev1.ResourceMemory: mem}))
+	}
+	probes(c, name, p)
+	stop := p.StopTimeout
+	if stop <= 0 {
+		stop = manifest.DefaultStopTimeout
+	}
+	spec.WithTerminationGracePeriodSeconds(ceilSeconds(stop)).WithContainers(c)
+	if len(a.Placement) > 0 {
+		term := corev1ac.NodeSelectorTerm()
+		for _, k := range slices.Sorted(maps.Keys(a.Placement)) {
+			term.WithMatchExpressions(corev1ac.NodeSelectorRequirement().
+				WithKey(k).WithOperator(corev1.NodeSelectorOpIn).WithValues(a.Placement[k]))
+		}
+		spec.WithAffinity(corev1ac.Affinity().WithNodeAffinity(corev1ac.NodeAffinity().
+			WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.NodeSelector().WithNodeSelectorTerms(term))))
+	}
+	return spec
+}
+
+// probes maps a process's health check to the kubelet's probes: readiness
+// takes a pod out of its Service after unhealthy_after failures, as one
+// machine takes an instance out of the router; a startup probe gives a new
+// pod the check's grace to pass first; liveness restarts a pod after
+// restart_after failures, when that is set. A process with neither a check
+// nor a port (a worker) gets no probe: it is ready once it runs.
+func probes(c *corev1ac.ContainerApplyConfiguration, name string, p Process) {
+	h := p.Health
+	handler := func() *corev1ac.ProbeApplyConfiguration {
+		switch {
+		case h.Command != "":
+			return corev1ac.Probe().WithExec(corev1ac.ExecAction().WithCommand("/bin/sh", "-c", h.Command))
+		case name != "web":
+			return nil
+		case h.Path != "":
+			return corev1ac.Probe().WithHTTPGet(corev1ac.HTTPGetAction().
+				WithPath(h.Path).WithPort(intstr.FromString(portName)))
+		default:
+			return corev1ac.Probe().WithTCPSocket(corev1ac.TCPSocketAction().WithPort(intstr.FromString(portName)))
+		}
+	}
+	if handler() == nil {
+		return
+	}
+	interval := cmpOr(h.Interval, manifest.DefaultHealthInterval)
+	timeout := cmpOr(h.Timeout, manifest.DefaultHealthTimeout)
+	grace := cmpOr(h.Grace, manifest.DefaultHealthGrace)
+	period, timeoutS := ceilSeconds(interval), ceilSeconds(timeout)
+
+	// The startup probe runs every second whatever the interval, so a pod
+	// that is ready quickly serves quickly.
+	c.WithStartupProbe(handler().WithPeriodSeconds(1).WithTimeoutSeconds(int32(timeoutS)).
+		WithFailureThreshold(int32(max(1, ceilSeconds(grace)))))
+	unhealthy := h.UnhealthyAfter
+	if unhealthy == 0 {
+		unhealthy = 3
+	}
+	c.WithReadinessProbe(handler().WithPeriodSeconds(int32(period)).WithTimeoutSeconds(int32(timeoutS)).
+		WithFailureThreshold(int32(unhealthy)))
+	if h.RestartAfter > 0 {
+		c.WithLivenessProbe(handler().WithPeriodSeconds(int32(period)).WithTimeoutSeconds(int32(timeoutS)).
+			WithFailureThreshold(int32(h.RestartAfter)))
+	}
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// ceilSeconds rounds a duration up to whole seconds, at least 1: the
+// kubelet's probes and grace periods count in seconds.
+func ceilSeconds(d time.Duration) int64 {
+	return max(1, int64(math.Ceil(d.Seconds())))
+}
