@@ -162,6 +162,20 @@ func (a *Artifacts) Prune(keep map[string]bool, cutoff time.Time) (removed int, 
 	return removed, nil
 }
 
+// File returns the path of the artifact with the given digest, which must
+// exist.
+func (a *Artifacts) File(digest string) (string, error) {
+	sum, err := parseDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	p := a.path(sum)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("artifact %s: %w", digest, err)
+	}
+	return p, nil
+}
+
 func (a *Artifacts) path(sum string) string {
 	return filepath.Join(a.Dir, "sha256-"+sum+".tar.gz")
 }

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -21,7 +23,7 @@ import (
 func (e *env) upCmd() *cobra.Command {
 	cfg := daemon.Config{}
 	var debug bool
-	var pool, quota, teamQuota string
+	var pool, quota, teamQuota, rt string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the platform on this machine, in the foreground",
@@ -50,6 +52,21 @@ with the API address, into the CLI config (0600) of the user running it.`,
 			if cfg.TeamVolumeQuota, err = optionalSize("--team-volume-quota", teamQuota); err != nil {
 				return err
 			}
+			switch rt {
+			case "process":
+				if cfg.Kubeconfig != "" {
+					return errors.New("--kubeconfig is for --runtime kubernetes")
+				}
+			case "kubernetes":
+				if cfg.Kubeconfig == "" {
+					return errors.New("--runtime kubernetes needs --kubeconfig FILE: the cluster to run apps on")
+				}
+				// The password is a secret: from the environment, never
+				// the command line, which every user of the machine sees.
+				cfg.Registry.Password = os.Getenv("PADDOCK_REGISTRY_PASSWORD")
+			default:
+				return fmt.Errorf("--runtime %q: give process (apps as processes on this machine) or kubernetes", rt)
+			}
 			return daemon.Run(ctx, cfg)
 		},
 	}
@@ -72,6 +89,13 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&pool, "volume-pool", "", "size of the storage pool Paddock's own plugin makes on its first start; it grows as volumes need (default 10GiB, sparse)")
 	f.StringVar(&quota, "volume-quota", "", "most volume bytes one app may have, e.g. 100GiB (default: no limit)")
 	f.StringVar(&teamQuota, "team-volume-quota", "", "most volume bytes the apps granted to one team may have together (default: no limit)")
+	f.StringVar(&rt, "runtime", "process", "where apps run: process (on this machine) or kubernetes (on the cluster of --kubeconfig)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster apps run on, with --runtime kubernetes")
+	f.StringVar(&cfg.NamespacePrefix, "namespace-prefix", "paddock-", "with --runtime kubernetes, each app runs in the namespace PREFIX+APP")
+	f.StringVar(&cfg.Registry.Repository, "registry", "", "with --runtime kubernetes, where apps' images are pushed: REGISTRY/PATH, each app in PATH/APP (password in $PADDOCK_REGISTRY_PASSWORD)")
+	f.StringVar(&cfg.Registry.Username, "registry-username", "", "user name for --registry")
+	f.BoolVar(&cfg.Registry.Insecure, "registry-insecure", false, "reach --registry over plain HTTP (a registry on loopback)")
+	f.StringVar(&cfg.Registry.Base, "base-image", "", "image apps' images are built on, for their shell and libraries (default: none)")
 	f.BoolVar(&debug, "debug", false, "log debug messages")
 	return cmd
 }

@@ -22,6 +22,9 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"paddock.dev/paddock/internal/alerts"
 	"paddock.dev/paddock/internal/api"
 	"paddock.dev/paddock/internal/audit"
@@ -31,7 +34,9 @@ import (
 	"paddock.dev/paddock/internal/dashboard"
 	"paddock.dev/paddock/internal/deploy"
 	"paddock.dev/paddock/internal/drains"
+	"paddock.dev/paddock/internal/image"
 	"paddock.dev/paddock/internal/isolate"
+	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
@@ -85,11 +90,44 @@ type Config struct {
 	// exposition format over plain HTTP at this address, without a token
 	// (keep it private); GET /metrics on the API serves them to admins.
 	Metrics string
+	// Kubeconfig, when set, runs apps on the Kubernetes cluster it names
+	// (its current context) instead of as local processes: each app in a
+	// namespace NamespacePrefix+NAME, its images pushed to Registry.
+	Kubeconfig      string
+	NamespacePrefix string
+	Registry        image.Registry
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
 	Logger  *slog.Logger // default: text to Stderr
 	Stderr  io.Writer    // where the start-up summary goes; default os.Stderr
+}
+
+// startKube connects to the cluster of cfg.Kubeconfig and watches the apps
+// Paddock runs there.
+func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	// A reconcile pass applies several objects per changed app; client-go's
+	// default of 5 requests a second would make a deploy of many apps wait
+	// on the client, not on the cluster.
+	rc.QPS, rc.Burst = 100, 200
+	rc.UserAgent = "paddock/" + cfg.Version
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	prefix := cfg.NamespacePrefix
+	if prefix == "" {
+		prefix = "paddock-"
+	}
+	k := kube.New(kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log})
+	if err := k.Resume(ctx); err != nil {
+		return nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
+	}
+	return k, nil
 }
 
 // Run starts the platform and serves until ctx ends. Apps and the router
@@ -279,7 +317,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	mets := metrics.New()
+	var kubeRT *kube.Runtime
+	var images *image.Registry
+	if cfg.Kubeconfig != "" {
+		if kubeRT, err = startKube(ctx, cfg, log); err != nil {
+			return err
+		}
+		defer kubeRT.Close()
+		if cfg.Registry.Repository != "" {
+			images = &cfg.Registry
+		}
+	}
 	svc, err := deploy.New(deploy.Config{
+		Kube: kubeRT, Images: images,
 		Store: st, Runtime: rt, Volumes: vols.svc, Metrics: mets, Router: &rtr.client, Artifacts: artifacts,
 		BuildDir:  filepath.Join(cfg.Data, "builds"),
 		BuildHome: cfg.BuildHome,

@@ -23,7 +23,9 @@ import (
 	"time"
 
 	"paddock.dev/paddock/internal/build"
+	"paddock.dev/paddock/internal/image"
 	"paddock.dev/paddock/internal/isolate"
+	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/metrics"
 	"paddock.dev/paddock/internal/router"
@@ -80,6 +82,12 @@ type Config struct {
 	// cgroup, so that a timeout or the app's destruction ends all of them;
 	// the runtime does the same for instances.
 	Tracker *isolate.Tracker
+	// Kube, when set, runs apps on Kubernetes instead of Runtime (which
+	// may then be nil): the reconciler applies releases and reads back
+	// what runs.
+	Kube *kube.Runtime
+	// Images builds and pushes the images of releases, for Kube.
+	Images *image.Registry
 }
 
 // Service manages apps, releases and their rollouts.
@@ -98,6 +106,9 @@ type Service struct {
 
 // New returns a Service; call Run to start reconciling.
 func New(cfg Config) (*Service, error) {
+	if cfg.Kube != nil {
+		cfg.Runtime = cfg.Kube
+	}
 	if cfg.Store == nil || cfg.Runtime == nil || cfg.Router == nil || cfg.Artifacts == nil || cfg.BuildDir == "" || cfg.BuildHome == "" || cfg.Logs == "" {
 		return nil, errors.New("deploy: Store, Runtime, Router, Artifacts, BuildDir, BuildHome and Logs are required")
 	}
@@ -187,7 +198,11 @@ func (s *Service) DestroyApp(ctx context.Context, name string) error {
 			s.log.Warn("end the builds of a destroyed app", "app", name, "err", err)
 		}
 	}
-	if insts, err := s.rt.List(ctx); err == nil && !slices.ContainsFunc(insts, func(in runtime.Instance) bool { return in.App == name }) {
+	if s.cfg.Kube != nil {
+		if err := s.cfg.Kube.Destroy(ctx, name); err != nil {
+			s.log.Warn("remove a destroyed app from kubernetes (the reconciler tries again)", "app", name, "err", err)
+		}
+	} else if insts, err := s.rt.List(ctx); err == nil && !slices.ContainsFunc(insts, func(in runtime.Instance) bool { return in.App == name }) {
 		uid, _ := s.appUID(a)
 		s.endApp(name, a.ID, uid)
 	}
@@ -331,6 +346,11 @@ func (s *Service) Restart(ctx context.Context, app, id, actor string) error {
 	}
 	for _, in := range insts {
 		if in.App == app && in.AppID == a.ID && (in.ID == id || in.ID == app+"."+id) {
+			if s.cfg.Kube != nil {
+				// Its ReplicaSet makes another pod in its place.
+				s.event(ctx, app, in.Process, in.ID, fmt.Sprintf("instance %s restarted by %s", short(in.ID), actor))
+				return s.rt.Stop(ctx, in.ID)
+			}
 			s.retire(ctx, in, "restarted by "+actor)
 			s.Kick()
 			return nil
@@ -592,7 +612,7 @@ func (s *Service) AllInstances(ctx context.Context) ([]Instance, error) {
 	out := make([]Instance, 0, len(insts))
 	for _, in := range insts {
 		in.Env = nil
-		out = append(out, s.rec.describe(in))
+		out = append(out, s.describe(in))
 	}
 	return out, nil
 }
@@ -619,7 +639,7 @@ func (s *Service) Instances(ctx context.Context, app string) ([]Instance, error)
 		// The environment holds the config; it is shown by the config
 		// route, to those allowed to see it, not with every instance.
 		in.Env = nil
-		out = append(out, s.rec.describe(in))
+		out = append(out, s.describe(in))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Process != out[j].Process {

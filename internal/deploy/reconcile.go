@@ -45,6 +45,7 @@ type reconcilerState struct {
 	manifests map[string]*manifest.Manifest // "app/version" -> manifest; releases are immutable
 	handover  map[string]time.Time          // "app/process" -> when an old instance was told to give its volume up
 	table     []byte                        // last table pushed
+	kube      kubeState
 	version   uint64
 	pushedAt  time.Time
 	warmUntil time.Time
@@ -69,6 +70,7 @@ func (r *reconcilerState) init() {
 	r.restarts = map[string]int{}
 	r.manifests = map[string]*manifest.Manifest{}
 	r.handover = map[string]time.Time{}
+	r.kube = kubeState{images: map[string]string{}, applied: map[string]string{}, appliedAt: map[string]time.Time{}, waiting: map[string]string{}}
 }
 
 func (r *reconcilerState) describe(in runtime.Instance) Instance {
@@ -92,11 +94,23 @@ func (s *Service) Run(ctx context.Context) error {
 	// list fewer instances than the router already has: hold it back.
 	s.rec.warmUntil = s.now().Add(5 * time.Second)
 	s.rec.mu.Unlock()
+	if s.cfg.Kube != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.cfg.Kube.ShipLogs(ctx, s.redactPod)
+		}()
+		defer func() { <-done }()
+	}
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
 		start := time.Now()
-		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+		pass := s.reconcile
+		if s.cfg.Kube != nil {
+			pass = s.reconcileKube
+		}
+		if err := pass(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile", "err", err)
 		}
 		s.cfg.Metrics.ReconcilePass(time.Since(start))
@@ -712,6 +726,20 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 		return nil
 	}
 	s.rec.mu.Unlock()
+	if err := s.pushTable(ctx, apps, domains, backends, func(impostors map[string]uint32) {
+		s.evictImpostors(ctx, impostors, insts)
+	}); err != nil {
+		return err
+	}
+	s.stopRetired(ctx)
+	return nil
+}
+
+// pushTable pushes the table of apps' host names and backends to the router
+// when it changed, or when the router reports another version (it
+// restarted). impostors, if set, gets the listeners of other users the
+// router found on backends' ports.
+func (s *Service) pushTable(ctx context.Context, apps []store.App, domains []store.Domain, backends map[string][]router.Backend, impostors func(map[string]uint32)) error {
 	var t router.Table
 	hosts := map[string][]string{}
 	for _, a := range apps {
@@ -746,7 +774,9 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 		s.rec.mu.Lock()
 		s.rec.pushedAt = s.now()
 		s.rec.mu.Unlock()
-		s.evictImpostors(ctx, st.Impostors, insts)
+		if impostors != nil && err == nil {
+			impostors(st.Impostors)
+		}
 	}
 	if changed {
 		// Versions only grow, across server restarts too: the router
@@ -759,7 +789,6 @@ func (s *Service) route(ctx context.Context, apps []store.App, domains []store.D
 		s.rec.table, s.rec.version, s.rec.pushedAt = body, t.Version, s.now()
 		s.rec.mu.Unlock()
 	}
-	s.stopRetired(ctx)
 	return nil
 }
 

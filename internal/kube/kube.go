@@ -23,9 +23,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"paddock.dev/paddock/internal/runtime"
 )
 
 // ErrUnknownApp is returned for an app whose namespace Paddock does not
@@ -50,7 +54,10 @@ type Config struct {
 	Client kubernetes.Interface
 	// NamespacePrefix comes before an app's name to make its namespace.
 	NamespacePrefix string
-	Log             *slog.Logger
+	// Logs is the folder of per-app log folders, where pods' output is
+	// kept as instances' is on one machine.
+	Logs string
+	Log  *slog.Logger
 }
 
 // Runtime applies apps to a cluster and watches what runs there. Its
@@ -67,6 +74,7 @@ type Runtime struct {
 // watch is the informers of one app's namespace, and a channel closed at
 // the next change they see.
 type watch struct {
+	app         string
 	stop        chan struct{}
 	factory     informers.SharedInformerFactory
 	deployments cache.SharedIndexInformer
@@ -78,7 +86,7 @@ type watch struct {
 	changed chan struct{}
 }
 
-// New returns a Runtime. Call Start to watch the apps already on the
+// New returns a Runtime. Call Resume to watch the apps already on the
 // cluster.
 func New(cfg Config) *Runtime {
 	if cfg.Log == nil {
@@ -87,8 +95,8 @@ func New(cfg Config) *Runtime {
 	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}}
 }
 
-// Start watches the namespaces of apps Paddock applied before.
-func (r *Runtime) Start(ctx context.Context) error {
+// Resume watches the namespaces of apps Paddock applied before.
+func (r *Runtime) Resume(ctx context.Context) error {
 	list, err := r.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
 	if err != nil {
 		return fmt.Errorf("list Paddock's namespaces: %w", err)
@@ -339,6 +347,7 @@ func (r *Runtime) watch(ns string) *watch {
 	})
 	f := informers.NewSharedInformerFactoryWithOptions(r.cs, 0, informers.WithNamespace(ns), owned)
 	w := &watch{
+		app:         strings.TrimPrefix(ns, r.cfg.NamespacePrefix),
 		stop:        make(chan struct{}),
 		factory:     f,
 		deployments: f.Apps().V1().Deployments().Informer(),
@@ -660,4 +669,153 @@ func (r *Runtime) Wait(ctx context.Context, app string, progress func(string)) (
 			// Informers do not tell when a sync finishes: look again.
 		}
 	}
+}
+
+// The Runtime is a runtime.Runtime for what reads instances (ps, the
+// dashboard, metrics, restarts): each pod is an instance whose ID is
+// APP.PROCESS.REST, where the pod is named PROCESS-REST. Pods are started
+// by Apply, never one at a time.
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// ErrDeclarative is returned by Start: on Kubernetes, Apply starts pods.
+var ErrDeclarative = errors.New("the Kubernetes runtime starts pods through Apply, not one by one")
+
+// Start refuses: see Apply.
+func (r *Runtime) Start(context.Context, runtime.Spec) (runtime.Instance, error) {
+	return runtime.Instance{}, ErrDeclarative
+}
+
+// podOf maps an instance ID back to its app and pod name.
+func podOf(id string) (app, pod string, ok bool) {
+	app, rest, ok := strings.Cut(id, ".")
+	if !ok {
+		return "", "", false
+	}
+	process, suffix, ok := strings.Cut(rest, ".")
+	if !ok {
+		return "", "", false
+	}
+	return app, process + "-" + suffix, true
+}
+
+// Stop deletes an instance's pod, with its grace period: its ReplicaSet
+// starts another in its place, which makes it a restart.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	app, pod, ok := podOf(id)
+	if !ok {
+		return fmt.Errorf("%s: %w", id, runtime.ErrNotFound)
+	}
+	err := r.cs.CoreV1().Pods(r.namespace(app)).Delete(ctx, pod, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s: %w", id, runtime.ErrNotFound)
+	}
+	return err
+}
+
+// List reports every pod of every app as an instance.
+func (r *Runtime) List(context.Context) ([]runtime.Instance, error) {
+	r.mu.Lock()
+	watches := make([]*watch, 0, len(r.apps))
+	for _, w := range r.apps {
+		watches = append(watches, w)
+	}
+	r.mu.Unlock()
+	var out []runtime.Instance
+	for _, w := range watches {
+		releases := map[string]int{}
+		for _, o := range w.replicasets.GetStore().List() {
+			rs := o.(*appsv1.ReplicaSet)
+			releases[rs.Name], _ = strconv.Atoi(rs.Annotations[AnnotationRelease])
+		}
+		for _, o := range w.pods.GetStore().List() {
+			out = append(out, instance(o.(*corev1.Pod), releases))
+		}
+	}
+	return out, nil
+}
+
+func instance(p *corev1.Pod, releases map[string]int) runtime.Instance {
+	d := describe(p, releases)
+	appID, _ := strconv.ParseInt(p.Labels[LabelAppID], 10, 64)
+	in := runtime.Instance{
+		Spec: runtime.Spec{
+			ID:      p.Labels[LabelApp] + "." + d.Process + "." + strings.TrimPrefix(p.Name, d.Process+"-"),
+			App:     p.Labels[LabelApp],
+			AppID:   appID,
+			Process: d.Process,
+			Release: d.Release,
+		},
+		Restarts:  d.Restarts,
+		StartedAt: d.Started,
+		LastExit:  d.Reason,
+	}
+	if len(p.Spec.Containers) > 0 {
+		c := p.Spec.Containers[0]
+		in.Command = strings.Join(c.Command, " ")
+		if len(c.Command) == 3 && c.Command[0] == "/bin/sh" && c.Command[1] == "-c" {
+			in.Command = c.Command[2]
+		}
+		for _, port := range c.Ports {
+			in.Port = int(port.ContainerPort)
+		}
+		if m := c.Resources.Limits.Memory(); m != nil && !m.IsZero() {
+			in.Memory = m.Value()
+			in.MemoryLimit, in.MemoryEnforced = "by the kubelet on node "+d.Node, true
+		}
+	}
+	switch {
+	case d.Deleting:
+		in.State = runtime.StateStopping
+	case strings.HasPrefix(d.Reason, "CrashLoopBackOff"):
+		in.State = runtime.StateCrashLoop
+	case p.Status.Phase == corev1.PodRunning:
+		in.State = runtime.StateRunning
+	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+		in.State = runtime.StateStopped
+	default:
+		in.State = runtime.StateStarting
+	}
+	return in
+}
+
+// LogFile is where the output of an instance's pod is kept on this
+// machine, as the process runtime keeps an instance's.
+func (r *Runtime) LogFile(s runtime.Spec) string {
+	return filepath.Join(r.cfg.Logs, runtime.LogFolder(s.App, s.AppID), s.ID+".log")
+}
+
+// Ready reports whether an instance's pod is ready, by its ID.
+func (r *Runtime) Ready(id string) bool {
+	app, pod, ok := podOf(id)
+	if !ok {
+		return false
+	}
+	r.mu.Lock()
+	w := r.apps[r.namespace(app)]
+	r.mu.Unlock()
+	if w == nil {
+		return false
+	}
+	o, ok, _ := w.pods.GetStore().GetByKey(r.namespace(app) + "/" + pod)
+	if !ok {
+		return false
+	}
+	for _, c := range o.(*corev1.Pod).Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Apps names the apps whose namespaces are watched.
+func (r *Runtime) Apps() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, w := range r.apps {
+		out = append(out, w.app)
+	}
+	sort.Strings(out)
+	return out
 }

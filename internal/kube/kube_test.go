@@ -27,7 +27,7 @@ func newRuntime(t *testing.T, c *kubetest.Cluster) (*kube.Runtime, kubernetes.In
 		t.Fatal(err)
 	}
 	r := kube.New(kube.Config{Client: cs, NamespacePrefix: prefix})
-	if err := r.Start(t.Context()); err != nil {
+	if err := r.Resume(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)

@@ -75,6 +75,7 @@ func TestPortSquatting(t *testing.T) {
 		{Host: "vic.localhost", App: "vic", Backends: []Backend{{Addr: squatter, UID: testAppUID}, {Addr: legit.addr(), UID: me}}},
 		{Host: "only.localhost", App: "only", Backends: []Backend{{Addr: squatter, UID: testAppUID}}},
 		{Host: "evil.localhost", App: "evil", Backends: []Backend{{Addr: squatter, UID: testSquatUID}}},
+		{Host: "pod.localhost", App: "pod", Backends: []Backend{{Addr: squatter, Pod: true}}},
 	}})
 	for i := 0; i < 20; i++ {
 		if resp, body := r.do(t, "GET", "vic.localhost", "/", nil); resp.StatusCode != 200 || body != "legit" {
@@ -91,6 +92,10 @@ func TestPortSquatting(t *testing.T) {
 	// The same listener, for the app that owns it, is served.
 	if resp, body := r.do(t, "GET", "evil.localhost", "/", nil); resp.StatusCode != 200 || body != "ok squatter" {
 		t.Errorf("the squatter's own app: got %d %q, want 200 %q", resp.StatusCode, body, "ok squatter")
+	}
+	// A pod's address is the cluster's to keep: its owner is not checked.
+	if resp, body := r.do(t, "GET", "pod.localhost", "/", nil); resp.StatusCode != 200 || body != "ok squatter" {
+		t.Errorf("a pod backend: got %d %q, want 200 %q", resp.StatusCode, body, "ok squatter")
 	}
 }
 

@@ -33,6 +33,10 @@ type Route struct {
 type Backend struct {
 	Addr string `json:"addr"` // "127.0.0.1:PORT"
 	UID  uint32 `json:"uid"`  // the user that runs the instance and owns its listening socket
+	// Pod marks a pod of a Kubernetes cluster, at an address of its own
+	// that the cluster's network keeps to it: no other app can bind it,
+	// and its listener's owner is not on this machine to check.
+	Pod bool `json:"pod,omitempty"`
 
 	// unchecked marks an entry of a routes.json written by an older router
 	// (a bare address, no uid): its owner is not checked until the server
@@ -173,7 +177,7 @@ func (s *backendSet) compile(t Table) (*routes, []*backend) {
 			b := s.m[key]
 			if b == nil {
 				b = newBackend(key.Addr, s)
-				b.uid, b.checkOwner = key.UID, !key.unchecked && s.owners != nil
+				b.uid, b.checkOwner = key.UID, !key.unchecked && !key.Pod && s.owners != nil
 				b.app = r.App
 				s.m[key] = b
 			}

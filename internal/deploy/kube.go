@@ -1,0 +1,216 @@
+package deploy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"paddock.dev/paddock/internal/kube"
+	"paddock.dev/paddock/internal/router"
+	"paddock.dev/paddock/internal/runtime"
+	"paddock.dev/paddock/internal/store"
+)
+
+// On Kubernetes the reconciler's pass is:
+//
+//	list apps ─► per app: make the image of its release's artifact (once),
+//	apply the release (when it changed, or every reapplyEvery to undo drift)
+//	─► settle the release's status from the Deployments' rollout ─► push the
+//	router table: the ready endpoints of each app's web Service
+//
+// Kubernetes does the starting, stopping and health checking; the
+// reconciler only says what should run and reads back what does.
+
+// reapplyEvery is how often an unchanged release is applied again, which
+// undoes changes others made to Paddock's objects.
+const reapplyEvery = 5 * time.Minute
+
+// kubeState is what the Kubernetes reconciler remembers between passes.
+type kubeState struct {
+	images    map[string]string    // artifact digest -> image reference by digest
+	applied   map[string]string    // app -> fingerprint of what was last applied
+	appliedAt map[string]time.Time // app -> when
+	waiting   map[string]string    // app -> the last rollout progress reported
+}
+
+func (s *Service) reconcileKube(ctx context.Context) error {
+	apps, err := s.st.ListApps(ctx)
+	if err != nil {
+		return fmt.Errorf("list apps: %w", err)
+	}
+	domains, err := s.st.ListDomains(ctx, "")
+	if err != nil {
+		return fmt.Errorf("list domains: %w", err)
+	}
+	known := map[string]bool{}
+	for _, a := range apps {
+		known[a.Name] = true
+		if err := s.reconcileKubeApp(ctx, a); err != nil {
+			s.log.Warn("reconcile app on kubernetes", "app", a.Name, "err", err)
+		}
+	}
+	for _, name := range s.cfg.Kube.Apps() {
+		if !known[name] {
+			if err := s.cfg.Kube.Destroy(ctx, name); err != nil {
+				s.log.Warn("remove a destroyed app from kubernetes", "app", name, "err", err)
+			}
+		}
+	}
+	return s.routeKube(ctx, apps, domains)
+}
+
+func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
+	if a.Release == 0 {
+		return nil
+	}
+	m, rel, err := s.manifest(ctx, a.Name, a.ID, a.Release)
+	if err != nil {
+		return err
+	}
+	if rel.Artifact == "" {
+		return nil // config set before the first deploy: nothing to run yet
+	}
+	img, err := s.image(ctx, a, rel)
+	if err != nil {
+		if rel.Status == store.StatusPending {
+			return s.fail(ctx, a, rel, err.Error())
+		}
+		return err
+	}
+	secrets, err := s.openSecrets(ctx, a, rel.Secrets)
+	if err != nil {
+		return err
+	}
+	app := &kube.App{
+		Name: a.Name, ID: a.ID, Release: rel.Version, Image: img,
+		Processes: kube.FromManifest(m, a.Formation),
+		Config:    rel.Config,
+		Secrets:   secrets,
+	}
+	fp := fingerprint(app)
+	s.rec.mu.Lock()
+	stale := s.rec.kube.applied[a.Name] != fp || s.now().Sub(s.rec.kube.appliedAt[a.Name]) > reapplyEvery
+	s.rec.mu.Unlock()
+	if stale {
+		if err := s.cfg.Kube.Apply(ctx, app); err != nil {
+			return err
+		}
+		s.rec.mu.Lock()
+		s.rec.kube.applied[a.Name], s.rec.kube.appliedAt[a.Name] = fp, s.now()
+		s.rec.mu.Unlock()
+	}
+	if rel.Status != store.StatusPending {
+		return nil
+	}
+	ro, err := s.cfg.Kube.Status(a.Name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ro.Failed != "":
+		return s.fail(ctx, a, rel, ro.Failed)
+	case ro.Done:
+		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d rolled out", rel.Version))
+		return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, "")
+	}
+	s.rec.mu.Lock()
+	report := ro.Waiting != "" && s.rec.kube.waiting[a.Name] != ro.Waiting
+	s.rec.kube.waiting[a.Name] = ro.Waiting
+	s.rec.mu.Unlock()
+	if report {
+		s.event(ctx, a.Name, "", "", "waiting for "+ro.Waiting)
+	}
+	return nil
+}
+
+// image returns the image of a release's artifact, building and pushing
+// it the first time.
+func (s *Service) image(ctx context.Context, a store.App, rel store.Release) (string, error) {
+	s.rec.mu.Lock()
+	ref := s.rec.kube.images[rel.Artifact]
+	s.rec.mu.Unlock()
+	if ref != "" {
+		return ref, nil
+	}
+	if s.cfg.Images == nil {
+		return "", fmt.Errorf("v%d has no image and no registry is configured to push one to: start the server with --registry", rel.Version)
+	}
+	file, err := s.cfg.Artifacts.File(rel.Artifact)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	ref, err = s.cfg.Images.Build(ctx, file, a.Name, fmt.Sprintf("v%d", rel.Version))
+	if err != nil {
+		return "", fmt.Errorf("image of v%d: %w", rel.Version, err)
+	}
+	s.event(ctx, a.Name, "", "", fmt.Sprintf("image of v%d pushed in %s: %s", rel.Version, time.Since(start).Round(time.Millisecond), ref))
+	s.rec.mu.Lock()
+	s.rec.kube.images[rel.Artifact] = ref
+	s.rec.mu.Unlock()
+	return ref, nil
+}
+
+// fingerprint is a digest of everything Apply would send: secret values
+// count only through it, so none stays in memory in the clear.
+func fingerprint(a *kube.App) string {
+	h := sha256.New()
+	json.NewEncoder(h).Encode(struct {
+		*kube.App
+		Secrets []string
+	}{a, secretDigests(a)})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func secretDigests(a *kube.App) []string {
+	out := make([]string, 0, len(a.Secrets))
+	for _, sec := range a.Secrets {
+		sum := sha256.Sum256(sec.Value)
+		out = append(out, fmt.Sprintf("%s:%t:%x", sec.Name, sec.AsFile, sum))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// routeKube pushes the router table: each app's host names to the ready
+// endpoints of its web Service.
+func (s *Service) routeKube(ctx context.Context, apps []store.App, domains []store.Domain) error {
+	backends := map[string][]router.Backend{}
+	for _, a := range apps {
+		eps, err := s.cfg.Kube.Endpoints(a.Name)
+		if err != nil {
+			continue // not applied yet
+		}
+		for _, addr := range eps {
+			backends[a.Name] = append(backends[a.Name], router.Backend{Addr: addr, Pod: true})
+		}
+	}
+	return s.pushTable(ctx, apps, domains, backends, nil)
+}
+
+// describe adds what the reconciler knows of an instance's health: on
+// Kubernetes, its pod's readiness.
+func (s *Service) describe(in runtime.Instance) Instance {
+	d := s.rec.describe(in)
+	if s.cfg.Kube != nil {
+		d.Healthy = s.cfg.Kube.Ready(in.ID)
+		if !d.Healthy && in.State == runtime.StateCrashLoop {
+			d.Health = in.LastExit
+		}
+	}
+	return d
+}
+
+// redactPod is the redaction of an app's secrets in its pods' output.
+func (s *Service) redactPod(ctx context.Context, app string, w io.Writer) (kube.Flusher, error) {
+	a, err := s.st.GetApp(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	return s.scrubber(ctx, a, w)
+}
