@@ -32,12 +32,14 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -67,6 +69,7 @@ type Runtime struct {
 	cfg  Config
 	cs   kubernetes.Interface
 	log  *slog.Logger
+	self string // Paddock's user name on the cluster
 	mu   sync.Mutex
 	apps map[string]*watch // by namespace
 }
@@ -95,14 +98,20 @@ func New(cfg Config) *Runtime {
 	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}}
 }
 
-// Resume watches the namespaces of apps Paddock applied before.
+// Resume learns who Paddock is on the cluster and watches the namespaces
+// of apps it applied before.
 func (r *Runtime) Resume(ctx context.Context) error {
+	review, err := r.cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("who am I on the cluster (SelfSubjectReview): %w", err)
+	}
+	r.self = review.Status.UserInfo.Username
 	list, err := r.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
 	if err != nil {
 		return fmt.Errorf("list Paddock's namespaces: %w", err)
 	}
 	for _, ns := range list.Items {
-		if ns.DeletionTimestamp == nil {
+		if ns.DeletionTimestamp == nil && ns.Annotations[AnnotationDestroyed] == "" {
 			r.watch(ns.Name)
 		}
 	}
@@ -135,6 +144,9 @@ func (r *Runtime) Apply(ctx context.Context, a *App) error {
 	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
 		return fmt.Errorf("apply namespace %s: %w", ns, err)
 	}
+	if err := r.bind(ctx, a, ns); err != nil {
+		return err
+	}
 	r.watch(ns)
 	o := build(a, ns)
 	keep := map[string]bool{}
@@ -159,6 +171,28 @@ func (r *Runtime) Apply(ctx context.Context, a *App) error {
 		}
 	}
 	return r.collect(ctx, ns, processes, services, keep)
+}
+
+// AppRole is the ClusterRole that holds what Paddock does in an app's
+// namespace; Paddock binds it to itself in each namespace it makes, so that
+// it needs no rights in namespaces that are not its own (see
+// docs/kubernetes/paddock-rbac.yaml).
+const AppRole = "paddock-app"
+
+// bind gives Paddock's own user the AppRole in ns. A cluster admin has the
+// rights anyway; the binding is harmless there.
+func (r *Runtime) bind(ctx context.Context, a *App, ns string) error {
+	if r.self == "" {
+		return nil
+	}
+	rb := rbacv1ac.RoleBinding("paddock", ns).
+		WithLabels(appLabels(a)).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("ClusterRole").WithName(AppRole)).
+		WithSubjects(rbacv1ac.Subject().WithAPIGroup("rbac.authorization.k8s.io").WithKind("User").WithName(r.self))
+	if _, err := r.cs.RbacV1().RoleBindings(ns).Apply(ctx, rb, applyOptions); err != nil {
+		return fmt.Errorf("bind %s to %s in %s: %w", AppRole, r.self, ns, err)
+	}
+	return nil
 }
 
 // collect deletes what Paddock owns in ns and no longer needs.
@@ -260,7 +294,16 @@ func (r *Runtime) Destroy(ctx context.Context, app string) error {
 		return err
 	}
 	if foreign != "" {
+		// Paddock keeps no rights in a namespace it leaves behind, and no
+		// longer watches it.
 		r.log.Info("kubernetes: namespace kept: it holds objects Paddock does not own", "namespace", ns, "object", foreign)
+		mark := corev1ac.Namespace(ns).WithLabels(got.Labels).WithAnnotations(map[string]string{AnnotationDestroyed: "true"})
+		if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, mark, applyOptions); err != nil {
+			return fmt.Errorf("mark namespace %s as left behind: %w", ns, err)
+		}
+		if err := r.cs.RbacV1().RoleBindings(ns).Delete(ctx, "paddock", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete Paddock's role binding in %s: %w", ns, err)
+		}
 		return nil
 	}
 	if err := r.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {

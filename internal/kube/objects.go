@@ -34,6 +34,9 @@ const (
 	// templates, so that the same release content keeps the same template
 	// and ReplicaSet); the Deployment controller copies it to ReplicaSets.
 	AnnotationRelease = "paddock.dev/release"
+	// AnnotationDestroyed marks the namespace of a destroyed app that was
+	// kept for objects Paddock does not own in it.
+	AnnotationDestroyed = "paddock.dev/destroyed"
 )
 
 const (
@@ -228,7 +231,15 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 		WithCommand("/bin/sh", "-c", p.Command).
 		WithWorkingDir(WorkDir).
 		WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(envSecret)))
-	var env []*corev1ac.EnvVarApplyConfiguration
+	// As on one machine, less PADDOCK_RELEASE: a release number in the pod
+	// template would make a rollback start new pods rather than scale the
+	// earlier release's ReplicaSet back up.
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		corev1ac.EnvVar().WithName("PADDOCK_APP").WithValue(a.Name),
+		corev1ac.EnvVar().WithName("PADDOCK_PROCESS").WithValue(name),
+		corev1ac.EnvVar().WithName("PADDOCK_INSTANCE").WithValueFrom(corev1ac.EnvVarSource().
+			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath("metadata.name"))),
+	}
 	if name == "web" {
 		port := webPort(p)
 		env = append(env, corev1ac.EnvVar().WithName("PORT").WithValue(strconv.Itoa(port)))
