@@ -61,7 +61,7 @@ func sleepers(b *testing.B, p *testenv.Platform, n, k int) {
 	errs := make(chan error, n)
 	for i := range n {
 		app := fmt.Sprintf("app%03d", i)
-		if _, err := p.Client().CreateApp(ctx, app); err != nil {
+		if _, err := p.Client().CreateApp(ctx, app, nil); err != nil {
 			b.Fatal(err)
 		}
 		wg.Add(1)
@@ -187,7 +187,7 @@ func benchDashboard(b *testing.B, perApp int) {
 func BenchmarkDashboardLogLatency(b *testing.B) {
 	p := testenv.Start(b)
 	ctx := context.Background()
-	if _, err := p.Client().CreateApp(ctx, "talk"); err != nil {
+	if _, err := p.Client().CreateApp(ctx, "talk", nil); err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()

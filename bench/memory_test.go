@@ -32,7 +32,7 @@ func BenchmarkMemory500Instances(b *testing.B) {
 	}
 	for a := 0; a < apps; a++ {
 		name := fmt.Sprintf("m%d", a)
-		if _, err := p.Client().CreateApp(ctx, name); err != nil {
+		if _, err := p.Client().CreateApp(ctx, name, nil); err != nil {
 			b.Fatal(err)
 		}
 		deploy(b, p, name, dir)

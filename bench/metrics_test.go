@@ -29,7 +29,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 	dir := prebuilt(b, 5)
 	for i := 0; i < apps; i++ {
 		app := fmt.Sprintf("m%03d", i)
-		if _, err := p.Client().CreateApp(ctx, app); err != nil {
+		if _, err := p.Client().CreateApp(ctx, app, nil); err != nil {
 			b.Fatal(err)
 		}
 		deploy(b, p, app, dir)

@@ -83,7 +83,7 @@ func BenchmarkDeployToServing(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		app := fmt.Sprintf("b%d", i)
-		if _, err := p.Client().CreateApp(ctx, app); err != nil {
+		if _, err := p.Client().CreateApp(ctx, app, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
@@ -104,7 +104,7 @@ func BenchmarkScaleToServing(b *testing.B) {
 	p := testenv.Start(b)
 	ctx := context.Background()
 	c := p.Client()
-	if _, err := c.CreateApp(ctx, "cold"); err != nil {
+	if _, err := c.CreateApp(ctx, "cold", nil); err != nil {
 		b.Fatal(err)
 	}
 	deploy(b, p, "cold", prebuilt(b, 1))
@@ -147,7 +147,7 @@ func BenchmarkScaleToServing(b *testing.B) {
 func BenchmarkRolloutUnderLoad(b *testing.B) {
 	p := testenv.Start(b)
 	ctx := context.Background()
-	if _, err := p.Client().CreateApp(ctx, "roll"); err != nil {
+	if _, err := p.Client().CreateApp(ctx, "roll", nil); err != nil {
 		b.Fatal(err)
 	}
 	deploy(b, p, "roll", prebuilt(b, 5))

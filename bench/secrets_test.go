@@ -18,7 +18,7 @@ func BenchmarkSecretReveal(b *testing.B) {
 	p := testenv.Start(b)
 	ctx := context.Background()
 	c := p.Client()
-	if _, err := c.CreateApp(ctx, "shop"); err != nil {
+	if _, err := c.CreateApp(ctx, "shop", nil); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := c.SetSecret(ctx, "shop", "KEY", []byte("a-secret-value-of-some-32-bytes!"), client.SecretOptions{}); err != nil {
@@ -45,7 +45,7 @@ func BenchmarkReleaseWith100Secrets(b *testing.B) {
 	p := testenv.Start(b)
 	ctx := context.Background()
 	c := p.Client()
-	if _, err := c.CreateApp(ctx, "many"); err != nil {
+	if _, err := c.CreateApp(ctx, "many", nil); err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; i < 100; i++ {

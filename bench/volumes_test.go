@@ -187,7 +187,7 @@ func BenchmarkVolume(b *testing.B) {
 	}
 
 	b.Run("ServingLatency", func(b *testing.B) {
-		if _, err := c.CreateApp(ctx, "lat"); err != nil {
+		if _, err := c.CreateApp(ctx, "lat", nil); err != nil {
 			b.Fatal(err)
 		}
 		deploy(b, p, "lat", prebuilt(b, 1))
@@ -264,7 +264,7 @@ func fillVolume(b *testing.B, p *testenv.Platform, app string, n int64, size str
 	b.Helper()
 	ctx := context.Background()
 	c := p.Client()
-	if _, err := c.CreateApp(ctx, app); err != nil {
+	if _, err := c.CreateApp(ctx, app, nil); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := c.CreateVolume(ctx, app, app+"-data", size); err != nil {

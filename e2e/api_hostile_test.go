@@ -179,7 +179,7 @@ func TestTokensNeverOutgrowTheirMaker(t *testing.T) {
 	}
 
 	// An app-scoped token and its user's other tokens.
-	if _, err := admin.CreateApp(ctx, "shop"); err != nil {
+	if _, err := admin.CreateApp(ctx, "shop", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.CreateUser(ctx, "dev", "developer"); err != nil {

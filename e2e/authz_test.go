@@ -137,8 +137,8 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 	ctx := context.Background()
 	admin := p.Client()
 	for _, step := range []func() error{
-		func() error { _, err := admin.CreateApp(ctx, "shop"); return err },
-		func() error { _, err := admin.CreateApp(ctx, "side"); return err },
+		func() error { _, err := admin.CreateApp(ctx, "shop", nil); return err },
+		func() error { _, err := admin.CreateApp(ctx, "side", nil); return err },
 		func() error { _, err := admin.CreateUser(ctx, "dev", "developer"); return err },
 		func() error { _, err := admin.CreateUser(ctx, "view", "viewer"); return err },
 		func() error { _, err := admin.CreateUser(ctx, "other", "developer"); return err },

@@ -41,7 +41,7 @@ func TestDurability(t *testing.T) {
 				default:
 				}
 				name := fmt.Sprintf("d%d-%d", round, i)
-				if _, err := c.CreateApp(ctx, name); err == nil {
+				if _, err := c.CreateApp(ctx, name, nil); err == nil {
 					mu.Lock()
 					apps = append(apps, name)
 					mu.Unlock()

@@ -37,7 +37,7 @@ func logValue(t *testing.T, p *testenv.Platform, app, key string) string {
 func deployWorker(t *testing.T, p *testenv.Platform, app, command string) {
 	t.Helper()
 	dir := writeApp(t, map[string]string{"paddock.toml": fmt.Sprintf("[processes.worker]\ncommand = %q\n", command)})
-	if _, err := p.Client().CreateApp(t.Context(), app); err != nil {
+	if _, err := p.Client().CreateApp(t.Context(), app, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out, errOut, err := p.Run("deploy", dir, "--app", app); err != nil {

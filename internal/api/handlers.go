@@ -65,11 +65,11 @@ func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) createApp(w http.ResponseWriter, r *http.Request) error {
-	var req wire.NameRequest
+	var req wire.CreateAppRequest
 	if err := readJSON(w, r, &req); err != nil {
 		return err
 	}
-	a, err := s.d.CreateApp(r.Context(), req.Name, principal(r).User)
+	a, err := s.d.CreateApp(r.Context(), req.Name, principal(r).User, req.Placement)
 	if err != nil {
 		return err
 	}

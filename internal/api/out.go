@@ -23,11 +23,11 @@ func appOut(a store.App) wire.App {
 	if f == nil {
 		f = map[string]int{}
 	}
-	return wire.App{Name: a.Name, Owner: a.Owner, CreatedAt: a.CreatedAt, Release: a.Release, Formation: f}
+	return wire.App{Name: a.Name, Owner: a.Owner, CreatedAt: a.CreatedAt, Release: a.Release, Formation: f, Placement: a.Placement}
 }
 
 func appInfoOut(i deploy.AppInfo) wire.AppInfo {
-	out := wire.AppInfo{App: appOut(i.App), URL: i.URL, Domains: listOut(i.Domains, domainOut)}
+	out := wire.AppInfo{App: appOut(i.App), URL: i.URL, Domains: listOut(i.Domains, domainOut), Nodes: i.Nodes}
 	out.Processes = i.Process
 	if i.Current != nil {
 		rel := releaseOut(*i.Current)

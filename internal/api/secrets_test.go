@@ -179,7 +179,7 @@ func startSecrets(t *testing.T, keys Keys) *secretsPlatform {
 		}
 	}
 	for _, app := range []string{"shop", "side"} {
-		if _, err := svc.CreateApp(ctx, app, "admin"); err != nil {
+		if _, err := svc.CreateApp(ctx, app, "admin", nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.SetGrant(ctx, store.Grant{App: app, Team: "t1", Role: "developer"}); err != nil {

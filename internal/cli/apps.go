@@ -37,12 +37,18 @@ func (e *env) appsCmd() *cobra.Command {
 	}
 	e.addJSON(cmd)
 
+	var place map[string]string
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an app",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create an app.
+
+With --place, the app's instances run only on nodes with those labels
+(Kubernetes node labels, e.g. --place topology.kubernetes.io/region=eu-west):
+a requirement, never a preference. It needs --runtime kubernetes.`,
+		Args: cobra.ExactArgs(1),
 		RunE: e.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			a, err := c.CreateApp(cmd.Context(), args[0])
+			a, err := c.CreateApp(cmd.Context(), args[0], place)
 			if err != nil {
 				return err
 			}
@@ -74,12 +80,24 @@ func (e *env) appsCmd() *cobra.Command {
 			}
 			sort.Strings(procs)
 			fmt.Fprintf(e.stdout, "processes: %s\n", strings.Join(procs, " "))
+			if len(a.Placement) > 0 {
+				var labels []string
+				for k, v := range a.Placement {
+					labels = append(labels, k+"="+v)
+				}
+				sort.Strings(labels)
+				fmt.Fprintf(e.stdout, "placement: %s\n", strings.Join(labels, " "))
+			}
+			if len(a.Nodes) > 0 {
+				fmt.Fprintf(e.stdout, "nodes:     %s\n", strings.Join(a.Nodes, " "))
+			}
 			for _, d := range a.Domains {
 				fmt.Fprintf(e.stdout, "domain:    %s\n", d.Host)
 			}
 			return nil
 		}),
 	}
+	create.Flags().StringToStringVar(&place, "place", nil, "run only on nodes with this label, KEY=VALUE (repeat for more)")
 	e.addJSON(info)
 	var yes bool
 	destroy := &cobra.Command{

@@ -157,9 +157,9 @@ func (c *Client) Apps(ctx context.Context) ([]wire.App, error) {
 }
 
 // CreateApp creates an app.
-func (c *Client) CreateApp(ctx context.Context, name string) (wire.App, error) {
+func (c *Client) CreateApp(ctx context.Context, name string, placement map[string]string) (wire.App, error) {
 	var out wire.App
-	return out, c.do(ctx, "POST", "/v1/apps", wire.NameRequest{Name: name}, &out)
+	return out, c.do(ctx, "POST", "/v1/apps", wire.CreateAppRequest{Name: name, Placement: placement}, &out)
 }
 
 // App describes an app.

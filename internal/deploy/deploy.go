@@ -162,12 +162,16 @@ func (s *Service) Kick() {
 	}
 }
 
-// CreateApp creates an empty app owned by owner.
-func (s *Service) CreateApp(ctx context.Context, name, owner string) (store.App, error) {
+// CreateApp creates an empty app owned by owner, whose instances run only
+// on nodes with the labels of placement (nil: anywhere).
+func (s *Service) CreateApp(ctx context.Context, name, owner string, placement map[string]string) (store.App, error) {
 	if err := ValidateAppName(name); err != nil {
 		return store.App{}, err
 	}
-	a, err := s.st.CreateApp(ctx, store.App{Name: name, Owner: owner, CreatedAt: s.now().UTC(), Formation: map[string]int{}})
+	if err := s.validatePlacement(placement); err != nil {
+		return store.App{}, err
+	}
+	a, err := s.st.CreateApp(ctx, store.App{Name: name, Owner: owner, CreatedAt: s.now().UTC(), Formation: map[string]int{}, Placement: placement})
 	if err != nil {
 		return store.App{}, err
 	}
@@ -239,6 +243,7 @@ type AppInfo struct {
 	Current *store.Release `json:"current,omitempty"`
 	Domains []store.Domain `json:"domains"`
 	Process map[string]int `json:"processes"` // declared instance counts
+	Nodes   []string       `json:"nodes,omitempty"`
 }
 
 // App returns what is declared for an app.
@@ -267,6 +272,9 @@ func (s *Service) App(ctx context.Context, name string) (AppInfo, error) {
 	}
 	if info.Domains, err = s.st.ListDomains(ctx, name); err != nil {
 		return info, err
+	}
+	if s.cfg.Kube != nil {
+		info.Nodes = s.cfg.Kube.Nodes(name)
 	}
 	return info, nil
 }

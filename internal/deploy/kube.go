@@ -7,8 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/router"
@@ -91,6 +96,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		Processes: kube.FromManifest(m, a.Formation),
 		Config:    rel.Config,
 		Secrets:   secrets,
+		Placement: a.Placement,
 	}
 	fp := fingerprint(app)
 	s.rec.mu.Lock()
@@ -213,4 +219,25 @@ func (s *Service) redactPod(ctx context.Context, app string, w io.Writer) (kube.
 		return nil, err
 	}
 	return s.scrubber(ctx, a, w)
+}
+
+// validatePlacement checks that placement is node labels Kubernetes would
+// take, and that the runtime can honour them: one machine has no nodes to
+// choose from, and a requirement silently ignored would be broken.
+func (s *Service) validatePlacement(placement map[string]string) error {
+	if len(placement) == 0 {
+		return nil
+	}
+	if s.cfg.Kube == nil {
+		return fmt.Errorf("%w: placement needs a cluster to choose nodes in: start the server with --runtime kubernetes, or create the app without --place", ErrInvalid)
+	}
+	for _, k := range slices.Sorted(maps.Keys(placement)) {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("%w: placement label %q: %s", ErrInvalid, k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(placement[k]); len(errs) > 0 {
+			return fmt.Errorf("%w: placement %s=%q: %s", ErrInvalid, k, placement[k], strings.Join(errs, "; "))
+		}
+	}
+	return nil
 }

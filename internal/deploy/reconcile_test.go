@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -173,7 +174,7 @@ func release(t *testing.T, st store.Store, app, build string, instances int) sto
 func TestRolloutStopsOldOnlyAfterNewServe(t *testing.T) {
 	s, rt, st := newService(t)
 	ctx := context.Background()
-	if _, err := s.CreateApp(ctx, "a", "admin"); err != nil {
+	if _, err := s.CreateApp(ctx, "a", "admin", nil); err != nil {
 		t.Fatal(err)
 	}
 	v1 := release(t, st, "a", "b1", 2)
@@ -232,7 +233,7 @@ func TestRolloutStopsOldOnlyAfterNewServe(t *testing.T) {
 func TestFailedRolloutGoesBack(t *testing.T) {
 	s, rt, st := newService(t)
 	ctx := context.Background()
-	s.CreateApp(ctx, "a", "admin")
+	s.CreateApp(ctx, "a", "admin", nil)
 	v1 := release(t, st, "a", "b1", 1)
 	if _, err := s.WaitRollout(ctx, "a", v1.Version, nil); err != nil {
 		t.Fatal(err)
@@ -267,7 +268,7 @@ func TestFailDoesNotUndoANewerRelease(t *testing.T) {
 	// with the failure the test makes.
 	s, _, st := newServiceRunning(t, false, nil)
 	ctx := context.Background()
-	s.CreateApp(ctx, "a", "admin")
+	s.CreateApp(ctx, "a", "admin", nil)
 	release(t, st, "a", "b1", 0)
 	v2 := release(t, st, "a", "b2", 0)
 	v3 := release(t, st, "a", "b3", 0)
@@ -323,7 +324,7 @@ func (v *oneWriterVolume) List(ctx context.Context, app string) ([]store.Volume,
 func TestVolumeHandoverWaitsForUnpublish(t *testing.T) {
 	s, _, st := newServiceRunning(t, true, &oneWriterVolume{})
 	ctx := context.Background()
-	if _, err := s.CreateApp(ctx, "a", "admin"); err != nil {
+	if _, err := s.CreateApp(ctx, "a", "admin", nil); err != nil {
 		t.Fatal(err)
 	}
 	for i, b := range []string{"b1", "b2", "b3"} {
@@ -331,5 +332,19 @@ func TestVolumeHandoverWaitsForUnpublish(t *testing.T) {
 		if _, err := s.WaitRollout(ctx, "a", rel.Version, nil); err != nil {
 			t.Fatalf("release %d: %v", i+1, err)
 		}
+	}
+}
+
+// TestPlacementNeedsKubernetes: one machine cannot choose nodes, so an app
+// that requires some is refused, not made to run anywhere.
+func TestPlacementNeedsKubernetes(t *testing.T) {
+	s, _, st := newService(t)
+	ctx := context.Background()
+	_, err := s.CreateApp(ctx, "eu-shop", "admin", map[string]string{"topology.kubernetes.io/region": "eu-west"})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--runtime kubernetes") {
+		t.Fatalf("create with placement on one machine: %v, want ErrInvalid naming --runtime kubernetes", err)
+	}
+	if _, err := st.GetApp(ctx, "eu-shop"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused app exists: %v", err)
 	}
 }

@@ -862,3 +862,18 @@ func (r *Runtime) Apps() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Nodes names the nodes an app's pods run on.
+func (r *Runtime) Nodes(app string) []string {
+	pods, err := r.Pods(app)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, p := range pods {
+		if p.Node != "" {
+			seen[p.Node] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}

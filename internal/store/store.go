@@ -34,6 +34,9 @@ type App struct {
 	// A process type not listed runs the count its manifest declares.
 	Formation map[string]int `json:"formation"`
 	Owner     string         `json:"owner"` // the user who created it
+	// Placement is node labels the app's instances require, by label; a
+	// runtime that cannot honour them runs nothing rather than ignore them.
+	Placement map[string]string `json:"placement,omitempty"`
 }
 
 // Release statuses.

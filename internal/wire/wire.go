@@ -81,6 +81,13 @@ type NameRequest struct {
 	Name string `json:"name"`
 }
 
+// CreateAppRequest creates an app.
+type CreateAppRequest struct {
+	Name string `json:"name"`
+	// Placement is node labels the app's instances require (Kubernetes).
+	Placement map[string]string `json:"placement,omitempty"`
+}
+
 // App is an app as listed and as created.
 type App struct {
 	Name      string    `json:"name"`
@@ -93,6 +100,8 @@ type App struct {
 	// Processes are the instance counts wanted by process type: the
 	// current release's, with the formation's over them.
 	Processes map[string]int `json:"processes"`
+	// Placement is node labels the app's instances require.
+	Placement map[string]string `json:"placement,omitempty"`
 }
 
 // AppInfo is the answer of GET /v1/apps/{app}.
@@ -101,6 +110,8 @@ type AppInfo struct {
 	URL     string   `json:"url"`
 	Current *Release `json:"current,omitempty"`
 	Domains []Domain `json:"domains"`
+	// Nodes are the nodes the app's instances run on, on Kubernetes.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // Release statuses.

@@ -198,6 +198,7 @@ var schema = []string{
 	)`,
 	`ALTER TABLE volumes ADD COLUMN per_instance INTEGER NOT NULL DEFAULT 0`,
 	`ALTER TABLE volumes ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE apps ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'`,
 	`CREATE TABLE webhooks (
 		id TEXT PRIMARY KEY,
 		url TEXT NOT NULL,
@@ -312,12 +313,16 @@ func (s *DB) CreateApp(ctx context.Context, a store.App) (store.App, error) {
 	if err != nil {
 		return a, err
 	}
+	place, err := json.Marshal(a.Placement)
+	if err != nil {
+		return a, err
+	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		if err := tx.QueryRowContext(ctx, `UPDATE counters SET value = value + 1 WHERE name = 'app_id' RETURNING value`).Scan(&a.ID); err != nil {
 			return fmt.Errorf("next app id: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO apps(id, name, created_at, release, formation, owner) VALUES (?, ?, ?, ?, ?, ?)`,
-			a.ID, a.Name, ms(a.CreatedAt), a.Release, string(f), a.Owner)
+		_, err := tx.ExecContext(ctx, `INSERT INTO apps(id, name, created_at, release, formation, owner, placement) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			a.ID, a.Name, ms(a.CreatedAt), a.Release, string(f), a.Owner, string(place))
 		return err
 	})
 	if isUnique(err) {
@@ -353,9 +358,12 @@ func queryAll[T any](ctx context.Context, q rowsQuerier, query string, scan func
 func scanApp(r scanner) (store.App, error) {
 	var a store.App
 	var created int64
-	var formation string
-	if err := r.Scan(&a.ID, &a.Name, &created, &a.Release, &formation, &a.Owner); err != nil {
+	var formation, placement string
+	if err := r.Scan(&a.ID, &a.Name, &created, &a.Release, &formation, &a.Owner, &placement); err != nil {
 		return a, err
+	}
+	if err := json.Unmarshal([]byte(placement), &a.Placement); err != nil {
+		return a, fmt.Errorf("app %s: placement: %w", a.Name, err)
 	}
 	a.CreatedAt = fromMS(created)
 	if err := json.Unmarshal([]byte(formation), &a.Formation); err != nil {
@@ -367,7 +375,7 @@ func scanApp(r scanner) (store.App, error) {
 	return a, nil
 }
 
-const appCols = `id, name, created_at, release, formation, owner`
+const appCols = `id, name, created_at, release, formation, owner, placement`
 
 // GetApp returns the named app.
 func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {
