@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"mime"
 	"net/http"
 	"regexp"
 	"slices"
@@ -124,9 +125,19 @@ func (st *stream) Output(line string) { st.send(wire.DeployEvent{Type: wire.Depl
 func (st *stream) Step(msg string)    { st.send(wire.DeployEvent{Type: wire.DeployStep, Text: msg}) }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) error {
-	body := http.MaxBytesReader(w, r.Body, maxUpload)
 	st := &stream{w: w}
-	rel, err := s.d.Deploy(r.Context(), r.PathValue("app"), body, principal(r).User, st)
+	var rel store.Release
+	var err error
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" {
+		var req wire.ImageDeploy
+		if err := readJSON(w, r, &req); err != nil {
+			return err
+		}
+		rel, err = s.d.DeployImage(r.Context(), r.PathValue("app"), req.Image, []byte(req.Manifest), principal(r).User, st)
+	} else {
+		body := http.MaxBytesReader(w, r.Body, maxUpload)
+		rel, err = s.d.Deploy(r.Context(), r.PathValue("app"), body, principal(r).User, st)
+	}
 	if err != nil {
 		st.mu.Lock()
 		started := st.started

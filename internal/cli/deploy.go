@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -20,7 +21,7 @@ import (
 )
 
 func (e *env) deployCmd() *cobra.Command {
-	var app string
+	var app, image string
 	cmd := &cobra.Command{
 		Use:   "deploy [DIR]",
 		Short: "Build a folder with paddock.toml or a Procfile, release it and roll it out",
@@ -28,9 +29,16 @@ func (e *env) deployCmd() *cobra.Command {
 .paddockignore name, upload it, stream the build's output, and wait for the
 new release to roll out. A release whose instances never become healthy is
 rolled back and the command exits non-zero with the reason and the last log
-lines. The app is --app, else the manifest's name, else the folder's name.`,
+lines. The app is --app, else the manifest's name, else the folder's name.
+
+With --image REF (Kubernetes only), nothing is built: the image runs, with
+the process types of DIR's paddock.toml if DIR is given, else one web
+process running the image's own command.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if image != "" {
+				return e.deployImage(cmd, app, image, args)
+			}
 			dir := "."
 			if len(args) == 1 {
 				dir = args[0]
@@ -86,7 +94,40 @@ lines. The app is --app, else the manifest's name, else the folder's name.`,
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app to deploy to")
+	cmd.Flags().StringVar(&image, "image", "", "deploy this image (REGISTRY/REPOSITORY:TAG or @sha256:DIGEST) rather than build a folder; Kubernetes only")
 	return cmd
+}
+
+// deployImage releases an existing image, with DIR's paddock.toml if DIR
+// is given.
+func (e *env) deployImage(cmd *cobra.Command, app, image string, args []string) error {
+	var toml []byte
+	if len(args) == 1 {
+		var err error
+		if toml, err = os.ReadFile(filepath.Join(args[0], manifest.TOMLFile)); err != nil {
+			return fmt.Errorf("deploy --image with a folder takes its %s: %w", manifest.TOMLFile, err)
+		}
+		if _, err := manifest.Parse(toml); err != nil {
+			return err
+		}
+	}
+	if app == "" {
+		return errors.New("deploy --image needs --app: an image names no app")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "-----> Deploying image %s to %s\n", image, app)
+	rel, err := c.DeployImage(cmd.Context(), app, image, toml, func(ev wire.DeployEvent) {
+		fmt.Fprintf(e.stderr, "-----> %s\n", ev.Text)
+	})
+	if err != nil {
+		return err
+	}
+	info, _ := c.App(cmd.Context(), app)
+	fmt.Fprintf(e.stdout, "Released v%d of %s: %s\n", rel.Version, app, info.URL)
+	return nil
 }
 
 func (e *env) scaleCmd() *cobra.Command {

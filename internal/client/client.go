@@ -176,7 +176,22 @@ func (c *Client) DestroyApp(ctx context.Context, name string) error {
 // Deploy uploads a Pack stream, passes each event of the build and rollout
 // to fn, and returns the release it made.
 func (c *Client) Deploy(ctx context.Context, app string, upload io.Reader, fn func(wire.DeployEvent)) (wire.Release, error) {
-	resp, err := c.request(ctx, "POST", appPath(app, "/deploys"), upload, "application/gzip")
+	return c.deploy(ctx, app, upload, "application/gzip", fn)
+}
+
+// DeployImage releases an image that exists already, with the process
+// types of manifest (a paddock.toml; nil: one web process running the
+// image's command), and streams the rollout like Deploy.
+func (c *Client) DeployImage(ctx context.Context, app, image string, manifest []byte, fn func(wire.DeployEvent)) (wire.Release, error) {
+	body, err := json.Marshal(wire.ImageDeploy{Image: image, Manifest: string(manifest)})
+	if err != nil {
+		return wire.Release{}, err
+	}
+	return c.deploy(ctx, app, bytes.NewReader(body), "application/json", fn)
+}
+
+func (c *Client) deploy(ctx context.Context, app string, body io.Reader, contentType string, fn func(wire.DeployEvent)) (wire.Release, error) {
+	resp, err := c.request(ctx, "POST", appPath(app, "/deploys"), body, contentType)
 	if err != nil {
 		return wire.Release{}, err
 	}

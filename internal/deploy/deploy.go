@@ -486,7 +486,7 @@ func (s *Service) Rollback(ctx context.Context, app string, version int, actor s
 	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
 		return store.Release{
-			Build: old.Build, Artifact: old.Artifact, Manifest: old.Manifest, Config: old.Config, Secrets: old.Secrets,
+			Build: old.Build, Artifact: old.Artifact, Image: old.Image, Manifest: old.Manifest, Config: old.Config, Secrets: old.Secrets,
 			Description: fmt.Sprintf("Rollback to v%d", version), CreatedBy: actor, CreatedAt: s.now().UTC(),
 		}, nil
 	})

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -13,9 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"paddock.dev/paddock/internal/kube"
+	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
@@ -77,7 +80,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 	if err != nil {
 		return err
 	}
-	if rel.Artifact == "" {
+	if rel.Artifact == "" && rel.Image == "" {
 		return nil // config set before the first deploy: nothing to run yet
 	}
 	img, err := s.image(ctx, a, rel)
@@ -92,7 +95,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		return err
 	}
 	app := &kube.App{
-		Name: a.Name, ID: a.ID, Release: rel.Version, Image: img,
+		Name: a.Name, ID: a.ID, Release: rel.Version, Image: img, External: rel.Image != "",
 		Processes: kube.FromManifest(m, a.Formation),
 		Config:    rel.Config,
 		Secrets:   secrets,
@@ -137,6 +140,9 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 // image returns the image of a release's artifact, building and pushing
 // it the first time.
 func (s *Service) image(ctx context.Context, a store.App, rel store.Release) (string, error) {
+	if rel.Image != "" {
+		return rel.Image, nil
+	}
 	s.rec.mu.Lock()
 	ref := s.rec.kube.images[rel.Artifact]
 	s.rec.mu.Unlock()
@@ -240,4 +246,63 @@ func (s *Service) validatePlacement(placement map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// DeployImage releases an image that exists already, with the processes of
+// manifestTOML (a paddock.toml; empty: one web process running the image's
+// own command), and waits for its rollout. Only Kubernetes runs images.
+func (s *Service) DeployImage(ctx context.Context, app, ref string, manifestTOML []byte, actor string, p Progress) (store.Release, error) {
+	if s.cfg.Kube == nil {
+		return store.Release{}, fmt.Errorf("%w: deploying an image needs a cluster (start the server with --runtime kubernetes); on one machine, deploy the app's folder", ErrInvalid)
+	}
+	if err := ValidateAppName(app); err != nil {
+		return store.Release{}, err
+	}
+	if _, err := name.ParseReference(ref); err != nil || strings.ContainsAny(ref, " \t\n") {
+		return store.Release{}, fmt.Errorf("%w: image %q: give REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST", ErrInvalid, ref)
+	}
+	if _, err := s.st.GetApp(ctx, app); errors.Is(err, store.ErrNotFound) {
+		return store.Release{}, fmt.Errorf("%w: create it first with `paddock apps create %s`", err, app)
+	} else if err != nil {
+		return store.Release{}, err
+	}
+	m := manifest.ImageWeb()
+	if len(manifestTOML) > 0 {
+		var err error
+		if m, err = manifest.Parse(manifestTOML); err != nil {
+			return store.Release{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	mj, err := json.Marshal(m)
+	if err != nil {
+		return store.Release{}, err
+	}
+	b := store.Build{ID: s.now().UTC().Format("20060102150405") + "-" + randomID(6), App: app, Manifest: mj, CreatedAt: s.now().UTC()}
+	if err := s.st.CreateBuild(ctx, b); err != nil {
+		return store.Release{}, err
+	}
+	unlock := s.lock(app)
+	pins, err := s.nextSecrets(ctx, app)
+	if err != nil {
+		unlock()
+		return store.Release{}, err
+	}
+	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
+		next := store.Release{
+			Build: b.ID, Image: ref, Manifest: mj, Config: map[string]string{}, Secrets: pins,
+			Description: "Deploy image " + ref, CreatedBy: actor, CreatedAt: s.now().UTC(),
+		}
+		if cur != nil {
+			next.Config = cur.Config
+		}
+		return next, nil
+	})
+	unlock()
+	if err != nil {
+		return rel, err
+	}
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: deploy of image %s", rel.Version, actor, ref))
+	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
+	s.Kick()
+	return s.WaitRollout(ctx, app, rel.Version, p)
 }

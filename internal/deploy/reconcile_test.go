@@ -348,3 +348,20 @@ func TestPlacementNeedsKubernetes(t *testing.T) {
 		t.Errorf("the refused app exists: %v", err)
 	}
 }
+
+// TestDeployImageNeedsKubernetes: one machine runs folders it built, not
+// images; a deploy of one is refused and releases nothing.
+func TestDeployImageNeedsKubernetes(t *testing.T) {
+	s, _, st := newService(t)
+	ctx := context.Background()
+	if _, err := s.CreateApp(ctx, "a", "admin", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.DeployImage(ctx, "a", "registry.example/shop:1.4", nil, "admin", nil)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--runtime kubernetes") {
+		t.Fatalf("deploy of an image on one machine: %v, want ErrInvalid naming --runtime kubernetes", err)
+	}
+	if rels, _ := st.ListReleases(ctx, "a"); len(rels) != 0 {
+		t.Errorf("%d releases made by a refused deploy", len(rels))
+	}
+}

@@ -65,7 +65,10 @@ type App struct {
 	ID      int64
 	Release int
 	// Image is the release's image reference, best by digest.
-	Image     string
+	Image string
+	// External marks an image Paddock did not build: its own working
+	// directory, and its own command for a process without one.
+	External  bool
 	Processes map[string]Process
 	// Config is the release's config vars, given as environment variables.
 	Config map[string]string
@@ -228,9 +231,13 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 	c := corev1ac.Container().
 		WithName(name).
 		WithImage(a.Image).
-		WithCommand("/bin/sh", "-c", p.Command).
-		WithWorkingDir(WorkDir).
 		WithEnvFrom(corev1ac.EnvFromSource().WithSecretRef(corev1ac.SecretEnvSource().WithName(envSecret)))
+	if p.Command != "" {
+		c.WithCommand("/bin/sh", "-c", p.Command)
+	}
+	if !a.External {
+		c.WithWorkingDir(WorkDir)
+	}
 	// As on one machine, less PADDOCK_RELEASE: a release number in the pod
 	// template would make a rollback start new pods rather than scale the
 	// earlier release's ReplicaSet back up.

@@ -267,6 +267,12 @@ func checkText(p *problems, key, s string) {
 	}
 }
 
+// ImageWeb is the manifest of an image deployed without one: a web
+// process that runs the image's own command.
+func ImageWeb() *Manifest {
+	return &Manifest{Processes: map[string]Process{"web": defaultProcess("")}}
+}
+
 // defaultProcess is a process type with every default set.
 func defaultProcess(command string) Process {
 	return Process{

@@ -49,10 +49,13 @@ const (
 // Release is an immutable pairing of a build with a config, numbered per app.
 // Only Status and StatusReason change after creation.
 type Release struct {
-	App         string            `json:"app"`
-	Version     int               `json:"version"`
-	Build       string            `json:"build,omitempty"` // build ID; empty for a config-only release before the first deploy
-	Artifact    string            `json:"artifact,omitempty"`
+	App      string `json:"app"`
+	Version  int    `json:"version"`
+	Build    string `json:"build,omitempty"` // build ID; empty for a config-only release before the first deploy
+	Artifact string `json:"artifact,omitempty"`
+	// Image is an image named by the deploy (deploy --image), which runs
+	// instead of an artifact's: Kubernetes only.
+	Image       string            `json:"image,omitempty"`
 	Manifest    json.RawMessage   `json:"manifest,omitempty"` // the build's manifest.Manifest as JSON
 	Config      map[string]string `json:"config"`
 	Description string            `json:"description"`

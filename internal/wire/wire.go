@@ -81,6 +81,15 @@ type NameRequest struct {
 	Name string `json:"name"`
 }
 
+// ImageDeploy is the body of a deploy of an image (Content-Type
+// application/json), rather than of a folder (application/gzip).
+type ImageDeploy struct {
+	Image string `json:"image"`
+	// Manifest is a paddock.toml for the image's process types; "": one
+	// web process running the image's command.
+	Manifest string `json:"manifest,omitempty"`
+}
+
 // CreateAppRequest creates an app.
 type CreateAppRequest struct {
 	Name string `json:"name"`

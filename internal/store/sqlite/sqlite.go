@@ -199,6 +199,7 @@ var schema = []string{
 	`ALTER TABLE volumes ADD COLUMN per_instance INTEGER NOT NULL DEFAULT 0`,
 	`ALTER TABLE volumes ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
 	`ALTER TABLE apps ADD COLUMN placement TEXT NOT NULL DEFAULT '{}'`,
+	`ALTER TABLE releases ADD COLUMN image TEXT NOT NULL DEFAULT ''`,
 	`CREATE TABLE webhooks (
 		id TEXT PRIMARY KEY,
 		url TEXT NOT NULL,
@@ -485,7 +486,7 @@ func (s *DB) GetBuild(ctx context.Context, id string) (store.Build, error) {
 	return b, err
 }
 
-const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason, secrets, config_sealed`
+const releaseCols = `app, version, build, artifact, manifest, config, description, created_by, created_at, status, reason, secrets, config_sealed, image`
 
 // releaseRow is a release as stored, its config still as kept.
 type releaseRow struct {
@@ -500,7 +501,7 @@ func scanRelease(r scanner) (releaseRow, error) {
 	var manifest, secrets string
 	var created int64
 	err := r.Scan(&rel.App, &rel.Version, &rel.Build, &rel.Artifact, &manifest, &row.config,
-		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason, &secrets, &row.configSealed)
+		&rel.Description, &rel.CreatedBy, &created, &rel.Status, &rel.Reason, &secrets, &row.configSealed, &rel.Image)
 	if err != nil {
 		return row, err
 	}
@@ -622,9 +623,9 @@ func (s *DB) AddRelease(ctx context.Context, app string, fn store.NewRelease) (s
 			if now != a.Release || nowLast != last {
 				return errRaced
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO releases(`+releaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				rel.App, rel.Version, rel.Build, rel.Artifact, string(rel.Manifest), config,
-				rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason, string(secrets), sealed); err != nil {
+				rel.Description, rel.CreatedBy, ms(rel.CreatedAt), rel.Status, rel.Reason, string(secrets), sealed, rel.Image); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, `UPDATE apps SET release = ? WHERE name = ?`, rel.Version, app)
