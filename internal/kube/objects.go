@@ -191,7 +191,12 @@ func build(a *App, ns string) *objects {
 		if name == "web" {
 			o.services = append(o.services, corev1ac.Service(WebService, ns).
 				WithLabels(processLabels(a, name)).
+				// Headless: Paddock's router sends requests to the pods it
+				// finds in the EndpointSlices, and apps in the cluster find
+				// them by DNS; a virtual IP would cost an address of the
+				// cluster's range and kube-proxy rules for every app.
 				WithSpec(corev1ac.ServiceSpec().
+					WithClusterIP(corev1.ClusterIPNone).
 					WithSelector(selector(a, name)).
 					WithPorts(corev1ac.ServicePort().
 						WithName(portName).
