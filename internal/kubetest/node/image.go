@@ -94,7 +94,10 @@ func unpack(ctx context.Context, img v1.Image, dst string) error {
 	defer os.RemoveAll(tmp)
 
 	pr, pw := io.Pipe()
+	written := make(chan struct{})
+	defer func() { <-written }()
 	go func() {
+		defer close(written)
 		// archive.Unpack reads gzip streams; the fastest level keeps this
 		// cheap.
 		rc := mutate.Extract(img)

@@ -47,6 +47,7 @@ func TestNode(t *testing.T) {
 	t.Run("DeleteGraceExpires", func(t *testing.T) { testDeleteGraceExpires(t, cs, image) })
 	t.Run("Placement", func(t *testing.T) { testPlacement(t, cs, image, eu.Name) })
 	t.Run("Logs", func(t *testing.T) { testLogs(t, cs, image) })
+	t.Run("NodeStop", func(t *testing.T) { testNodeStop(t, cs, image, us) })
 }
 
 func testNodeObject(t *testing.T, cs kubernetes.Interface, nodes ...*node.Node) {
@@ -470,4 +471,23 @@ func testLogs(t *testing.T, cs kubernetes.Interface, image string) {
 	if got := string(b); got != "GET /secret\n" {
 		t.Errorf("last line = %q, want %q", got, "GET /secret\n")
 	}
+}
+
+// testNodeStop: stopping a node kills its pods' processes and closes their
+// addresses.
+func testNodeStop(t *testing.T, cs kubernetes.Interface, image string, n *node.Node) {
+	spec := podSpec(webContainer(image))
+	spec.NodeName = n.Name
+	barePod(t, cs, "orphan", spec)
+	p := readyPods(t, cs, "orphan", 1)[0]
+	pid := containerPID(t, p.Status.ContainerStatuses[0])
+	n.Stop()
+	if alive(pid) {
+		t.Errorf("pid %d alive after the node stopped", pid)
+	}
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(p.Status.PodIP, "8080"), time.Second); err == nil {
+		conn.Close()
+		t.Errorf("pod address %s:8080 still accepts connections after the node stopped", p.Status.PodIP)
+	}
+	n.Stop() // idempotent
 }
