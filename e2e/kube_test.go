@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"paddock.dev/paddock/internal/kubetest"
+	"paddock.dev/paddock/internal/kubetest/node"
+	"paddock.dev/paddock/internal/testenv"
+)
+
+// kubePlatform starts a real control plane, a node that runs pods as
+// local processes, a registry on loopback and `paddock up --runtime
+// kubernetes` on them.
+func kubePlatform(t *testing.T, nodes ...node.Options) (*testenv.Platform, kubernetes.Interface) {
+	t.Helper()
+	c := kubetest.Start(t)
+	if len(nodes) == 0 {
+		nodes = []node.Options{{Name: "node-1"}}
+	}
+	for _, o := range nodes {
+		node.Start(t, c, o)
+	}
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	p := testenv.Start(t, "--runtime", "kubernetes", "--kubeconfig", c.Kubeconfig,
+		"--registry", host+"/paddock", "--registry-insecure")
+	cs, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, cs
+}
+
+const kubeWeb = `[processes.web]
+command = "./tenant serve"
+instances = 2
+[processes.web.health]
+path = "/healthz"
+interval = "1s"
+timeout = "1s"
+grace = "20s"
+`
+
+// TestKubernetes runs the daily workflow on Kubernetes: deploy builds an
+// image and rolls it out as a Deployment whose pods serve through
+// Paddock's router; a config change rolls out with no failed request; a
+// crash-looping release is rolled back; rollback brings back the earlier
+// pods' template; scale; logs; destroy keeps what is not Paddock's.
+func TestKubernetes(t *testing.T) {
+	p, cs := kubePlatform(t)
+	ctx := t.Context()
+	ns := "paddock-shop"
+
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("config", "set", "shop", "NAME=shop-one")
+	stdout, stderr, err := p.Run("deploy", tenantApp(t, kubeWeb), "--app", "shop")
+	if err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if all := stdout + stderr; !strings.Contains(all, "image of v2 pushed") || !strings.Contains(all, "rolled out") {
+		t.Errorf("deploy output does not tell of the image and the rollout:\n%s\n%s", stdout, stderr)
+	}
+	serving(t, p, "shop.localhost", "shop-one")
+
+	web, err := cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *web.Spec.Replicas != 2 || web.Status.ReadyReplicas != 2 {
+		t.Errorf("web deployment: %d replicas, %d ready; want 2, 2", *web.Spec.Replicas, web.Status.ReadyReplicas)
+	}
+	firstSecret := web.Spec.Template.Spec.Containers[0].EnvFrom[0].SecretRef.Name
+	rows := ps(t, p, "shop")
+	if len(rows) != 2 || !rows[0].Healthy || !rows[1].Healthy || rows[0].State != "running" {
+		t.Errorf("ps: %+v, want 2 healthy running instances", rows)
+	}
+
+	// A config change rolls out pod by pod: no request fails.
+	l := startLoad(p, "shop.localhost", 4)
+	p.MustRun("config", "set", "shop", "NAME=shop-two")
+	serving(t, p, "shop.localhost", "shop-two")
+	time.Sleep(time.Second)
+	l.finish(t, "config change on kubernetes")
+
+	// A release that crash-loops fails the deploy and is rolled back: the
+	// app keeps serving the release before it.
+	crash := strings.Replace(kubeWeb, "./tenant serve", "echo boom; exit 3", 1)
+	stdout, stderr, err = p.Run("deploy", tenantApp(t, crash), "--app", "shop")
+	if err == nil {
+		t.Fatalf("deploy of a crashing release succeeded:\n%s\n%s", stdout, stderr)
+	}
+	if all := stdout + stderr; !strings.Contains(all, "restarted") || !strings.Contains(all, "back to v3") {
+		t.Errorf("failed deploy output does not say why and what runs:\n%s\n%s", stdout, stderr)
+	}
+	serving(t, p, "shop.localhost", "shop-two")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if got := d.Spec.Template.Spec.Containers[0].Command[2]; got != "./tenant serve" {
+			return fmt.Errorf("web runs %q, want the release before the crash", got)
+		}
+		return nil
+	})
+
+	// Rollback to v2 brings back v2's exact pod template: its Secret, so
+	// its ReplicaSet.
+	p.MustRun("rollback", "shop", "v2")
+	serving(t, p, "shop.localhost", "shop-one")
+	web, err = cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := web.Spec.Template.Spec.Containers[0].EnvFrom[0].SecretRef.Name; got != firstSecret {
+		t.Errorf("rollback to v2 uses secret %s, want v2's %s", got, firstSecret)
+	}
+
+	p.MustRun("scale", "shop", "web=3")
+	testenv.Eventually(t, 60*time.Second, func() error {
+		healthy := 0
+		for _, r := range ps(t, p, "shop") {
+			if r.Healthy {
+				healthy++
+			}
+		}
+		if healthy != 3 {
+			return fmt.Errorf("%d healthy instances, want 3", healthy)
+		}
+		return nil
+	})
+
+	testenv.Eventually(t, 30*time.Second, func() error {
+		out, _, err := p.Run("logs", "shop", "-n", "200")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "listening on") {
+			return fmt.Errorf("logs do not show the pods' output:\n%s", out)
+		}
+		return nil
+	})
+
+	// Destroy removes what Paddock made and nothing else.
+	if _, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "not-paddocks"}, Data: map[string]string{"k": "v"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.MustRun("apps", "destroy", "shop", "--yes")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, err := cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("web deployment after destroy: %v", err)
+		}
+		return nil
+	})
+	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "not-paddocks", metav1.GetOptions{}); err != nil {
+		t.Errorf("a configmap Paddock did not make is gone after destroy: %v", err)
+	}
+}
+
+// TestKubernetesPlacementAndImage: an app that requires a region runs only
+// on that region's node, and says where in apps info; an image that exists
+// already deploys with --image, nothing built.
+func TestKubernetesPlacementAndImage(t *testing.T) {
+	p, cs := kubePlatform(t,
+		node.Options{Name: "eu-1", Labels: map[string]string{"topology.kubernetes.io/region": "eu-west"}},
+		node.Options{Name: "us-1", Labels: map[string]string{"topology.kubernetes.io/region": "us-east"}})
+	ctx := t.Context()
+
+	p.MustRun("apps", "create", "eu-shop", "--place", "topology.kubernetes.io/region=eu-west")
+	p.MustRun("config", "set", "eu-shop", "NAME=eu-shop")
+	manifest := strings.Replace(kubeWeb, "instances = 2", "instances = 4", 1)
+	if stdout, stderr, err := p.Run("deploy", tenantApp(t, manifest), "--app", "eu-shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, stdout, stderr)
+	}
+	serving(t, p, "eu-shop.localhost", "eu-shop")
+	pods, err := cs.CoreV1().Pods("paddock-eu-shop").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pod := range pods.Items {
+		if pod.Spec.NodeName != "eu-1" {
+			t.Errorf("pod %s runs on %q, want eu-1 only", pod.Name, pod.Spec.NodeName)
+		}
+	}
+	if len(pods.Items) != 4 {
+		t.Errorf("%d pods, want 4", len(pods.Items))
+	}
+	info := p.MustRun("apps", "info", "eu-shop")
+	if !strings.Contains(info, "placement: topology.kubernetes.io/region=eu-west") || !strings.Contains(info, "nodes:     eu-1\n") {
+		t.Errorf("apps info does not show the placement and the node:\n%s", info)
+	}
+	if _, stderr, err := p.Run("apps", "create", "bad", "--place", "not a label=x"); err == nil || !strings.Contains(stderr, "placement label") {
+		t.Errorf("a malformed placement label: err %v, stderr %q; want it refused, naming the label", err, stderr)
+	}
+
+	// The image Paddock built for eu-shop, deployed to another app by
+	// reference: nothing is built, and it serves with that app's config.
+	web, err := cs.AppsV1().Deployments("paddock-eu-shop").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := web.Spec.Template.Spec.Containers[0].Image
+	p.MustRun("apps", "create", "mirror")
+	p.MustRun("config", "set", "mirror", "NAME=mirror")
+	dir := writeApp(t, map[string]string{"paddock.toml": kubeWeb})
+	start := time.Now()
+	stdout, stderr, err := p.Run("deploy", dir, "--image", ref, "--app", "mirror")
+	if err != nil {
+		t.Fatalf("deploy --image: %v\n%s\n%s", err, stdout, stderr)
+	}
+	serving(t, p, "mirror.localhost", "mirror")
+	t.Logf("deploy --image to the first 200: %s", time.Since(start).Round(time.Millisecond))
+	if strings.Contains(stderr, "image of v") || strings.Contains(stderr, "build") {
+		t.Errorf("deploy --image built or pushed something:\n%s", stderr)
+	}
+	if _, stderr, err := p.Run("deploy", "--image", "not a reference", "--app", "mirror"); err == nil || !strings.Contains(stderr, "REGISTRY/REPOSITORY") {
+		t.Errorf("a malformed image reference: err %v, stderr %q; want it refused with the form to use", err, stderr)
+	}
+}
