@@ -102,6 +102,7 @@ type psRow struct {
 	Restarts int    `json:"restarts"`
 	Process  string `json:"process"`
 	Port     int    `json:"port"`
+	Node     string `json:"node"`
 }
 
 func ps(t *testing.T, p *testenv.Platform, app string) []psRow {

@@ -84,8 +84,11 @@ func TestKubernetes(t *testing.T) {
 	}
 	firstSecret := web.Spec.Template.Spec.Containers[0].EnvFrom[0].SecretRef.Name
 	rows := ps(t, p, "shop")
-	if len(rows) != 2 || !rows[0].Healthy || !rows[1].Healthy || rows[0].State != "running" {
-		t.Errorf("ps: %+v, want 2 healthy running instances", rows)
+	if len(rows) != 2 || !rows[0].Healthy || !rows[1].Healthy || rows[0].State != "running" || rows[0].Node != "node-1" {
+		t.Errorf("ps: %+v, want 2 healthy running instances on node-1", rows)
+	}
+	if out := p.MustRun("ps", "shop"); !strings.Contains(out, "NODE") || !strings.Contains(out, "node-1") {
+		t.Errorf("ps does not show the pods' node:\n%s", out)
 	}
 
 	// A config change rolls out pod by pod: no request fails.

@@ -79,7 +79,7 @@ func instanceOut(in deploy.Instance) wire.Instance {
 	return wire.Instance{ID: in.ID, App: in.App, Process: in.Process, Release: in.Release, State: string(in.State),
 		Port: in.Port, PID: in.PID, Restarts: in.Restarts, StartedAt: in.StartedAt, LastExit: in.LastExit,
 		Memory: in.Memory, MemoryLimit: hostPath.ReplaceAllString(in.MemoryLimit, "[path]"), MemoryEnforced: in.MemoryEnforced,
-		MemoryUsed: in.MemoryUsed, Healthy: in.Healthy, Health: in.Health, Retiring: in.Retiring}
+		MemoryUsed: in.MemoryUsed, Healthy: in.Healthy, Health: in.Health, Retiring: in.Retiring, Node: in.Node}
 }
 
 func lineOut(l logs.Line) wire.LogLine {

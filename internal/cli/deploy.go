@@ -200,7 +200,14 @@ func (e *env) psCmd() *cobra.Command {
 			if e.jsonOut {
 				return e.printJSON(list)
 			}
-			tw := e.table("INSTANCE", "RELEASE", "STATE", "HEALTH", "PORT", "PID", "RESTARTS", "UP", "MEMORY")
+			// On Kubernetes a pod's node says where it runs; its PID is
+			// another machine's.
+			onNodes := slices.ContainsFunc(list, func(in wire.Instance) bool { return in.Node != "" })
+			where := "PID"
+			if onNodes {
+				where = "NODE"
+			}
+			tw := e.table("INSTANCE", "RELEASE", "STATE", "HEALTH", "PORT", where, "RESTARTS", "UP", "MEMORY")
 			for _, in := range list {
 				health := "healthy"
 				switch {
@@ -229,7 +236,11 @@ func (e *env) psCmd() *cobra.Command {
 				if in.LastExit != "" && in.State != "running" {
 					state += " (" + in.LastExit + ")"
 				}
-				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", shortID(in.ID), in.Release, state, health, in.Port, in.PID, in.Restarts, up, mem)
+				at := strconv.Itoa(in.PID)
+				if onNodes {
+					at = in.Node
+				}
+				fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", shortID(in.ID), in.Release, state, health, in.Port, at, in.Restarts, up, mem)
 			}
 			return tw.Flush()
 		}),

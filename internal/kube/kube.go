@@ -791,6 +791,7 @@ func instance(p *corev1.Pod, releases map[string]int) runtime.Instance {
 		Restarts:  d.Restarts,
 		StartedAt: d.Started,
 		LastExit:  d.Reason,
+		Node:      d.Node,
 	}
 	if len(p.Spec.Containers) > 0 {
 		c := p.Spec.Containers[0]

@@ -122,6 +122,8 @@ type Instance struct {
 	// Cgroup is the instance's cgroup (v2), which holds all its
 	// processes, for their CPU time and memory; "" without one.
 	Cgroup string `json:"-"`
+	// Node is the cluster node a pod runs on; "" on one machine.
+	Node string `json:"node,omitempty"`
 }
 
 // Runtime starts, stops and reports instances.

@@ -186,6 +186,8 @@ type Instance struct {
 	Healthy  bool     `json:"healthy"`
 	Health   string   `json:"health,omitempty"` // the last failed health check
 	Retiring bool     `json:"retiring,omitempty"`
+	// Node is the Kubernetes node of the instance's pod; "" on one machine.
+	Node string `json:"node,omitempty"`
 }
 
 // LogLine is one line of GET /v1/apps/{app}/logs (newline-delimited JSON).
