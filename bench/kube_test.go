@@ -1,19 +1,32 @@
 package bench
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	goruntime "runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"paddock.dev/paddock/internal/api"
 	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/kubetest"
+	"paddock.dev/paddock/internal/kubetest/node"
 	"paddock.dev/paddock/internal/manifest"
+	"paddock.dev/paddock/internal/testenv"
 )
 
 // countingTransport counts the requests a client sends.
@@ -124,4 +137,67 @@ func BenchmarkKubeApply1000Apps(b *testing.B) {
 			float64(after.HeapInuse-before.HeapInuse)/(1<<20))
 		r.Close()
 	}
+}
+
+// BenchmarkKubeDeployImage times a deploy of an image already in the
+// registry to a new app on Kubernetes, from the API call to the first 200
+// through Paddock's router from a ready pod: apply, the Deployment and
+// ReplicaSet controllers, the scheduler, the node's pull and start, the
+// readiness probe, the EndpointSlice, the router's table. A real control
+// plane, a virtual-kubelet node running pods as local processes and a
+// registry on loopback. Run it as root (the node adds a local route):
+//
+//	go test -run '^$' -bench KubeDeployImage -benchtime 10x ./bench/
+func BenchmarkKubeDeployImage(b *testing.B) {
+	c := kubetest.Start(b)
+	node.Start(b, c, node.Options{})
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	b.Cleanup(reg.Close)
+	p := testenv.Start(b, "--runtime", "kubernetes", "--kubeconfig", c.Kubeconfig,
+		"--registry", strings.TrimPrefix(reg.URL, "http://")+"/paddock", "--registry-insecure")
+	ctx := context.Background()
+	cl := p.Client()
+	dir := prebuilt(b, 1)
+	if _, err := cl.CreateApp(ctx, "source", nil); err != nil {
+		b.Fatal(err)
+	}
+	deploy(b, p, "source", dir)
+	cs, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		b.Fatal(err)
+	}
+	web, err := cs.AppsV1().Deployments("paddock-source").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := web.Spec.Template.Spec.Containers[0].Image
+	manifest, err := os.ReadFile(filepath.Join(dir, "paddock.toml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	took := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		app := fmt.Sprintf("img%d", i)
+		if _, err := cl.CreateApp(ctx, app, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if _, err := cl.DeployImage(ctx, app, ref, manifest, func(api.DeployEvent) {}); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if code, _, err := p.Get(app+".localhost", "/"); err == nil && code == 200 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took = append(took, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Milliseconds()), "ms-p50")
+	b.ReportMetric(float64(took[len(took)-1].Milliseconds()), "ms-max")
 }

@@ -123,7 +123,12 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 	if prefix == "" {
 		prefix = "paddock-"
 	}
-	k := kube.New(kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log})
+	kc := kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log}
+	if reg := cfg.Registry; reg.Username != "" || reg.Password != "" {
+		host, _, _ := strings.Cut(reg.Repository, "/")
+		kc.Pull = &kube.PullCredentials{Server: host, Username: reg.Username, Password: reg.Password}
+	}
+	k := kube.New(kc)
 	if err := k.Resume(ctx); err != nil {
 		return nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
 	}

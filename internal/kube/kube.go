@@ -59,6 +59,9 @@ type Config struct {
 	// Logs is the folder of per-app log folders, where pods' output is
 	// kept as instances' is on one machine.
 	Logs string
+	// Pull, when set, is how nodes log in to the registry of Paddock's
+	// images: a pull secret in each app's namespace.
+	Pull *PullCredentials
 	Log  *slog.Logger
 }
 
@@ -148,12 +151,18 @@ func (r *Runtime) Apply(ctx context.Context, a *App) error {
 		return err
 	}
 	r.watch(ns)
-	o := build(a, ns)
+	o := build(a, ns, r.cfg.Pull != nil)
 	keep := map[string]bool{}
 	for _, s := range o.secrets {
 		keep[*s.Name] = true
 		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply secret %s/%s: %w", ns, *s.Name, err)
+		}
+	}
+	if s := r.pullSecret(a, ns); s != nil {
+		keep[PullSecret] = true
+		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
+			return fmt.Errorf("apply secret %s/%s: %w", ns, PullSecret, err)
 		}
 	}
 	processes := map[string]bool{}

@@ -2,7 +2,9 @@ package kube
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -139,7 +141,7 @@ type objects struct {
 // become immutable Secrets named by their content, so that a rollback to
 // the same content gives back the very same pod template (and ReplicaSet),
 // and a release that changes nothing in them starts no new pods.
-func build(a *App, ns string) *objects {
+func build(a *App, ns string, pullSecret bool) *objects {
 	o := &objects{}
 	env := map[string][]byte{}
 	files := map[string][]byte{}
@@ -164,6 +166,9 @@ func build(a *App, ns string) *objects {
 	for _, name := range slices.Sorted(maps.Keys(a.Processes)) {
 		p := a.Processes[name]
 		pod := podSpec(a, name, p, envSecret, filesSecret)
+		if pullSecret && !a.External {
+			pod.WithImagePullSecrets(corev1ac.LocalObjectReference().WithName(PullSecret))
+		}
 		d := appsv1ac.Deployment(name, ns).
 			WithLabels(processLabels(a, name)).
 			WithAnnotations(map[string]string{AnnotationRelease: strconv.Itoa(a.Release)}).
@@ -347,4 +352,40 @@ func cmpOr(d, def time.Duration) time.Duration {
 // kubelet's probes and grace periods count in seconds.
 func ceilSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
+}
+
+// PullSecret is the Secret in each app's namespace that lets nodes pull
+// Paddock's images from a registry that asks for a password.
+const PullSecret = "registry"
+
+// PullCredentials log in to a registry.
+type PullCredentials struct {
+	Server   string // the registry's host (and port)
+	Username string
+	Password string
+}
+
+// String keeps the password out of logs and errors.
+func (p PullCredentials) String() string { return p.Username + "@" + p.Server }
+
+// pullSecret is the PullSecret of an app, or nil without credentials. It
+// is not immutable: the password may change.
+func (r *Runtime) pullSecret(a *App, ns string) *corev1ac.SecretApplyConfiguration {
+	p := r.cfg.Pull
+	if p == nil {
+		return nil
+	}
+	type entry struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		Auth     string `json:"auth"`
+	}
+	cfg, _ := json.Marshal(map[string]map[string]entry{"auths": {p.Server: {
+		Username: p.Username, Password: p.Password,
+		Auth: base64.StdEncoding.EncodeToString([]byte(p.Username + ":" + p.Password)),
+	}}})
+	return corev1ac.Secret(PullSecret, ns).
+		WithLabels(appLabels(a)).
+		WithType(corev1.SecretTypeDockerConfigJson).
+		WithData(map[string][]byte{corev1.DockerConfigJsonKey: cfg})
 }

@@ -80,7 +80,11 @@ func (c *container) supervise(ctx context.Context) {
 	}
 	grow := func() { delay = min(2*delay, b.max) }
 	for ctx.Err() == nil {
-		img, err := c.pod.prov.images.pull(ctx, c.spec.Image)
+		auth, err := c.pod.pullAuth(ctx, c.spec.Image)
+		var img *image
+		if err == nil {
+			img, err = c.pod.prov.images.pull(ctx, c.spec.Image, auth)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return

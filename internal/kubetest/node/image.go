@@ -3,16 +3,21 @@ package node
 import (
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"paddock.dev/paddock/internal/archive"
 )
@@ -41,8 +46,9 @@ func newImageStore(dir string) *imageStore {
 }
 
 // pull returns the image ref names, pulling and unpacking it if this node
-// has not yet. Registries on loopback are spoken to in plain HTTP.
-func (s *imageStore) pull(ctx context.Context, ref string) (*image, error) {
+// has not yet, as auth (nil: anonymously). Registries on loopback are
+// spoken to in plain HTTP.
+func (s *imageStore) pull(ctx context.Context, ref string, auth authn.Authenticator) (*image, error) {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		return nil, fmt.Errorf("parse image reference %q: %w", ref, err)
@@ -59,7 +65,10 @@ func (s *imageStore) pull(ctx context.Context, ref string) (*image, error) {
 			}
 		}
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx))
+	if auth == nil {
+		auth = authn.Anonymous
+	}
+	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuth(auth))
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -122,4 +131,37 @@ func unpack(ctx context.Context, img v1.Image, dst string) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// pullAuth finds the credentials for ref's registry among the pod's
+// imagePullSecrets (kubernetes.io/dockerconfigjson), as the kubelet does;
+// nil if none names it. A pull secret that is missing or unreadable is an
+// error, which the pod shows as ErrImagePull.
+func (pd *pod) pullAuth(ctx context.Context, ref string) (authn.Authenticator, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("parse image reference %q: %w", ref, err)
+	}
+	host := r.Context().RegistryStr()
+	for _, ps := range pd.spec.Spec.ImagePullSecrets {
+		s, err := pd.prov.cfg.client.CoreV1().Secrets(pd.spec.Namespace).Get(ctx, ps.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("image pull secret %q: %w", ps.Name, err)
+		}
+		var cfg struct {
+			Auths map[string]struct {
+				Username string `json:"username"`
+				Password string `json:"password"`
+			} `json:"auths"`
+		}
+		if err := json.Unmarshal(s.Data[corev1.DockerConfigJsonKey], &cfg); err != nil {
+			return nil, fmt.Errorf("image pull secret %q: %s: %w", ps.Name, corev1.DockerConfigJsonKey, err)
+		}
+		for server, a := range cfg.Auths {
+			if strings.TrimPrefix(strings.TrimPrefix(server, "https://"), "http://") == host {
+				return &authn.Basic{Username: a.Username, Password: a.Password}, nil
+			}
+		}
+	}
+	return nil, nil
 }
