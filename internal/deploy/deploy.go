@@ -135,6 +135,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, rt: cfg.Runtime, log: cfg.Logger, now: cfg.Now, kick: make(chan struct{}, 1), probes: newProbeClient()}
 	s.rec.init()
+	if cfg.Kube != nil {
+		// What the cluster does (a pod ready, an endpoint withdrawn) reaches
+		// the router at once, not at the next tick.
+		cfg.Kube.OnChange(s.Kick)
+	}
 	return s, nil
 }
 

@@ -103,11 +103,18 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 	}
 	fp := fingerprint(app)
 	s.rec.mu.Lock()
-	stale := s.rec.kube.applied[a.Name] != fp || s.now().Sub(s.rec.kube.appliedAt[a.Name]) > reapplyEvery
+	changed := s.rec.kube.applied[a.Name] != fp
+	stale := changed || s.now().Sub(s.rec.kube.appliedAt[a.Name]) > reapplyEvery
 	s.rec.mu.Unlock()
 	if stale {
 		if err := s.cfg.Kube.Apply(ctx, app); err != nil {
 			return err
+		}
+		if !changed {
+			// Now and then, what earlier releases left and no longer need.
+			if err := s.cfg.Kube.Collect(ctx, app); err != nil {
+				s.log.Warn("collect what an app's releases no longer need", "app", a.Name, "err", err)
+			}
 		}
 		s.rec.mu.Lock()
 		s.rec.kube.applied[a.Name], s.rec.kube.appliedAt[a.Name] = fp, s.now()
@@ -125,7 +132,11 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		return s.fail(ctx, a, rel, ro.Failed)
 	case ro.Done:
 		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d rolled out", rel.Version))
-		return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, "")
+		if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusDeployed, ""); err != nil {
+			return err
+		}
+		// The old pods are gone: so is the need for their Secrets.
+		return s.cfg.Kube.Collect(ctx, app)
 	}
 	s.rec.mu.Lock()
 	report := ro.Waiting != "" && s.rec.kube.waiting[a.Name] != ro.Waiting

@@ -120,6 +120,15 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-s.kick:
+			if s.cfg.Kube != nil {
+				// A cluster reports changes in bursts (a rollout moves
+				// many objects): one pass for a burst.
+				time.Sleep(20 * time.Millisecond)
+				select {
+				case <-s.kick:
+				default:
+				}
+			}
 		}
 	}
 }

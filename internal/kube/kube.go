@@ -29,12 +29,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -74,13 +76,24 @@ type Runtime struct {
 	log  *slog.Logger
 	self string // Paddock's user name on the cluster
 	mu   sync.Mutex
-	apps map[string]*watch // by namespace
+	apps map[string]*watch // by namespace: its own, or shared
+	// applied is, by namespace, the names of what the last Apply sent.
+	applied map[string]string
+	// shared, when Paddock may read every namespace, is one set of
+	// informers for all of them: a few watches, not four per app.
+	shared *watch
+	// onChange is called at every change the watches see.
+	onChange atomic.Pointer[func()]
 }
+
+// OnChange has f called at every change of what Paddock's watches see
+// (pods, Deployments, ReplicaSets, EndpointSlices), so that a reconciler
+// acts at once rather than at its next tick. f must not block.
+func (r *Runtime) OnChange(f func()) { r.onChange.Store(&f) }
 
 // watch is the informers of one app's namespace, and a channel closed at
 // the next change they see.
 type watch struct {
-	app         string
 	stop        chan struct{}
 	factory     informers.SharedInformerFactory
 	deployments cache.SharedIndexInformer
@@ -98,7 +111,7 @@ func New(cfg Config) *Runtime {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}}
+	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}, applied: map[string]string{}}
 }
 
 // Resume learns who Paddock is on the cluster and watches the namespaces
@@ -109,6 +122,15 @@ func (r *Runtime) Resume(ctx context.Context) error {
 		return fmt.Errorf("who am I on the cluster (SelfSubjectReview): %w", err)
 	}
 	r.self = review.Status.UserInfo.Username
+	all, err := r.readsEverywhere(ctx)
+	if err != nil {
+		return err
+	}
+	if all {
+		r.mu.Lock()
+		r.shared = r.newWatch(metav1.NamespaceAll)
+		r.mu.Unlock()
+	}
 	list, err := r.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
 	if err != nil {
 		return fmt.Errorf("list Paddock's namespaces: %w", err)
@@ -126,8 +148,14 @@ func (r *Runtime) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for ns, w := range r.apps {
-		w.close()
+		if w != r.shared {
+			w.close()
+		}
 		delete(r.apps, ns)
+	}
+	if r.shared != nil {
+		r.shared.close()
+		r.shared = nil
 	}
 }
 
@@ -143,43 +171,104 @@ var applyOptions = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 // has the objects; Rollout tells how their pods are doing.
 func (r *Runtime) Apply(ctx context.Context, a *App) error {
 	ns := r.namespace(a.Name)
-	nsAC := corev1ac.Namespace(ns).WithLabels(appLabels(a))
-	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
-		return fmt.Errorf("apply namespace %s: %w", ns, err)
-	}
-	if err := r.bind(ctx, a, ns); err != nil {
-		return err
+	r.mu.Lock()
+	_, known := r.apps[ns]
+	r.mu.Unlock()
+	// The namespace and Paddock's rights in it are made once in the life
+	// of this process: a reconcile pass that changes a release sends the
+	// release's objects alone.
+	fresh := false
+	if !known {
+		var err error
+		if fresh, err = r.ensureNamespace(ctx, a, ns); err != nil {
+			return err
+		}
+		if err := r.bind(ctx, a, ns); err != nil {
+			return err
+		}
 	}
 	r.watch(ns)
 	o := build(a, ns, r.cfg.Pull != nil)
-	keep := map[string]bool{}
+	if err := r.applyObjects(ctx, a, ns, o); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(ns) // the namespace went: the next Apply makes it again
+		}
+		return err
+	}
+	names := o.names(r.cfg.Pull != nil)
+	r.mu.Lock()
+	same := r.applied[ns] == names.String()
+	r.applied[ns] = names.String()
+	r.mu.Unlock()
+	if fresh || same {
+		return nil // nothing of Paddock's there that this release does not name
+	}
+	return r.collect(ctx, ns, names.processes, names.services, names.secrets)
+}
+
+// Collect deletes what Paddock owns in an app's namespace that a release
+// no longer needs: call it once a rollout is done, when the old
+// ReplicaSets no longer need their Secrets.
+func (r *Runtime) Collect(ctx context.Context, a *App) error {
+	ns := r.namespace(a.Name)
+	names := build(a, ns, r.cfg.Pull != nil).names(r.cfg.Pull != nil)
+	return r.collect(ctx, ns, names.processes, names.services, names.secrets)
+}
+
+// ensureNamespace makes an app's namespace, and reports whether it is new;
+// one that exists gets Paddock's labels applied again.
+func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool, error) {
+	_, err := r.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: appLabels(a)},
+	}, metav1.CreateOptions{FieldManager: FieldManager})
+	if err == nil {
+		return true, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return false, fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	nsAC := corev1ac.Namespace(ns).WithLabels(appLabels(a))
+	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
+		return false, fmt.Errorf("apply namespace %s: %w", ns, err)
+	}
+	return false, nil
+}
+
+// applyObjects applies a release's objects: Secrets first, so that no pod
+// ever names one that does not exist yet.
+func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *objects) error {
 	for _, s := range o.secrets {
-		keep[*s.Name] = true
 		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply secret %s/%s: %w", ns, *s.Name, err)
 		}
 	}
 	if s := r.pullSecret(a, ns); s != nil {
-		keep[PullSecret] = true
 		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply secret %s/%s: %w", ns, PullSecret, err)
 		}
 	}
-	processes := map[string]bool{}
 	for _, d := range o.deployments {
-		processes[*d.Name] = true
 		if _, err := r.cs.AppsV1().Deployments(ns).Apply(ctx, d, applyOptions); err != nil {
 			return fmt.Errorf("apply deployment %s/%s: %w", ns, *d.Name, err)
 		}
 	}
-	services := map[string]bool{}
 	for _, s := range o.services {
-		services[*s.Name] = true
 		if _, err := r.cs.CoreV1().Services(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply service %s/%s: %w", ns, *s.Name, err)
 		}
 	}
-	return r.collect(ctx, ns, processes, services, keep)
+	return nil
+}
+
+// forget stops watching ns.
+func (r *Runtime) forget(ns string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.apps[ns]; w != nil && w != r.shared {
+		w.close()
+	}
+	delete(r.apps, ns)
+	delete(r.applied, ns)
 }
 
 // AppRole is the ClusterRole that holds what Paddock does in an app's
@@ -279,12 +368,7 @@ func secretsOf(spec *corev1.PodSpec) []string {
 // ReplicaSets are collected.
 func (r *Runtime) Destroy(ctx context.Context, app string) error {
 	ns := r.namespace(app)
-	r.mu.Lock()
-	if w := r.apps[ns]; w != nil {
-		w.close()
-		delete(r.apps, ns)
-	}
-	r.mu.Unlock()
+	r.forget(ns)
 	got, err := r.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -394,12 +478,29 @@ func (r *Runtime) watch(ns string) *watch {
 	if w := r.apps[ns]; w != nil {
 		return w
 	}
+	w := r.shared
+	if w == nil {
+		w = r.newWatch(ns)
+	}
+	r.apps[ns] = w
+	return w
+}
+
+// newWatch starts informers of what Paddock owns in ns (all namespaces
+// for metav1.NamespaceAll). They keep no managed fields: those are most of
+// an object's size and nothing here reads them.
+func (r *Runtime) newWatch(ns string) *watch {
 	owned := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelManagedBy + "=" + ManagedBy
 	})
-	f := informers.NewSharedInformerFactoryWithOptions(r.cs, 0, informers.WithNamespace(ns), owned)
+	slim := informers.WithTransform(func(obj any) (any, error) {
+		if m, ok := obj.(metav1.ObjectMetaAccessor); ok {
+			m.GetObjectMeta().SetManagedFields(nil)
+		}
+		return obj, nil
+	})
+	f := informers.NewSharedInformerFactoryWithOptions(r.cs, 0, informers.WithNamespace(ns), owned, slim)
 	w := &watch{
-		app:         strings.TrimPrefix(ns, r.cfg.NamespacePrefix),
 		stop:        make(chan struct{}),
 		factory:     f,
 		deployments: f.Apps().V1().Deployments().Informer(),
@@ -408,10 +509,16 @@ func (r *Runtime) watch(ns string) *watch {
 		slices:      f.Discovery().V1().EndpointSlices().Informer(),
 		changed:     make(chan struct{}),
 	}
+	changed := func() {
+		w.notify()
+		if f := r.onChange.Load(); f != nil {
+			(*f)()
+		}
+	}
 	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { w.notify() },
-		UpdateFunc: func(any, any) { w.notify() },
-		DeleteFunc: func(any) { w.notify() },
+		AddFunc:    func(any) { changed() },
+		UpdateFunc: func(any, any) { changed() },
+		DeleteFunc: func(any) { changed() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{w.deployments, w.replicasets, w.pods, w.slices} {
 		if _, err := inf.AddEventHandler(h); err != nil {
@@ -419,8 +526,36 @@ func (r *Runtime) watch(ns string) *watch {
 		}
 	}
 	f.Start(w.stop)
-	r.apps[ns] = w
 	return w
+}
+
+// list returns the objects of an informer in namespace ns.
+func list(inf cache.SharedIndexInformer, ns string) []any {
+	objs, _ := inf.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	return objs
+}
+
+// readsEverywhere asks the API server whether Paddock may list and watch
+// what its informers need in every namespace. A service account limited to
+// its own namespaces may not: it gets informers per namespace.
+func (r *Runtime) readsEverywhere(ctx context.Context) (bool, error) {
+	for _, res := range []authzv1.ResourceAttributes{
+		{Resource: "pods"}, {Group: "apps", Resource: "deployments"},
+		{Group: "apps", Resource: "replicasets"}, {Group: "discovery.k8s.io", Resource: "endpointslices"},
+	} {
+		for _, verb := range []string{"list", "watch"} {
+			res.Verb = verb
+			review, err := r.cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
+				&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &res}}, metav1.CreateOptions{})
+			if err != nil {
+				return false, fmt.Errorf("may Paddock read every namespace (SelfSubjectAccessReview): %w", err)
+			}
+			if !review.Status.Allowed {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 func (w *watch) notify() {
@@ -446,14 +581,15 @@ func (w *watch) close() {
 	w.factory.Shutdown()
 }
 
-func (r *Runtime) watching(app string) (*watch, error) {
+func (r *Runtime) watching(app string) (*watch, string, error) {
+	ns := r.namespace(app)
 	r.mu.Lock()
-	w := r.apps[r.namespace(app)]
+	w := r.apps[ns]
 	r.mu.Unlock()
 	if w == nil {
-		return nil, fmt.Errorf("%s: %w", app, ErrUnknownApp)
+		return nil, "", fmt.Errorf("%s: %w", app, ErrUnknownApp)
 	}
-	return w, nil
+	return w, ns, nil
 }
 
 // Pod is one pod of an app, as the last watch event showed it.
@@ -476,17 +612,17 @@ type Pod struct {
 
 // Pods lists an app's pods, by process and name.
 func (r *Runtime) Pods(app string) ([]Pod, error) {
-	w, err := r.watching(app)
+	w, ns, err := r.watching(app)
 	if err != nil {
 		return nil, err
 	}
 	releases := map[string]int{} // ReplicaSet name -> release
-	for _, o := range w.replicasets.GetStore().List() {
+	for _, o := range list(w.replicasets, ns) {
 		rs := o.(*appsv1.ReplicaSet)
 		releases[rs.Name], _ = strconv.Atoi(rs.Annotations[AnnotationRelease])
 	}
 	var out []Pod
-	for _, o := range w.pods.GetStore().List() {
+	for _, o := range list(w.pods, ns) {
 		out = append(out, describe(o.(*corev1.Pod), releases))
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -549,12 +685,12 @@ func describe(p *corev1.Pod, releases map[string]int) Pod {
 // Endpoints returns the addresses (IP:port) of an app's ready web pods,
 // from the EndpointSlices of its Service: where the router sends requests.
 func (r *Runtime) Endpoints(app string) ([]string, error) {
-	w, err := r.watching(app)
+	w, ns, err := r.watching(app)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	for _, o := range w.slices.GetStore().List() {
+	for _, o := range list(w.slices, ns) {
 		s := o.(*discoveryv1.EndpointSlice)
 		if s.Labels[discoveryv1.LabelServiceName] != WebService {
 			continue
@@ -600,14 +736,14 @@ const crashRestarts = 3
 // Status tells how an app's rollout is doing, per the Deployments'
 // status and the new pods, in the same way as kubectl rollout status.
 func (r *Runtime) Status(app string) (Rollout, error) {
-	w, err := r.watching(app)
+	w, ns, err := r.watching(app)
 	if err != nil {
 		return Rollout{}, err
 	}
 	if !w.synced() {
 		return Rollout{Waiting: "the watch of " + app + " to sync"}, nil
 	}
-	deps := w.deployments.GetStore().List()
+	deps := list(w.deployments, ns)
 	sort.Slice(deps, func(i, j int) bool {
 		return deps[i].(*appsv1.Deployment).Name < deps[j].(*appsv1.Deployment).Name
 	})
@@ -616,7 +752,7 @@ func (r *Runtime) Status(app string) (Rollout, error) {
 		if d.DeletionTimestamp != nil {
 			continue
 		}
-		if failed := r.newPodsFailing(w, d); failed != "" {
+		if failed := r.newPodsFailing(w, ns, d); failed != "" {
 			return Rollout{Failed: failed}, nil
 		}
 		for _, c := range d.Status.Conditions {
@@ -645,11 +781,11 @@ func (r *Runtime) Status(app string) (Rollout, error) {
 
 // newPodsFailing tells why a Deployment's new pods cannot become ready, if
 // one keeps crashing or cannot start at all.
-func (r *Runtime) newPodsFailing(w *watch, d *appsv1.Deployment) string {
+func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment) string {
 	// The newest ReplicaSet of the Deployment is the one with its revision.
 	rev := d.Annotations["deployment.kubernetes.io/revision"]
 	var current string
-	for _, o := range w.replicasets.GetStore().List() {
+	for _, o := range list(w.replicasets, ns) {
 		rs := o.(*appsv1.ReplicaSet)
 		if metav1.IsControlledBy(rs, d) && rs.Annotations["deployment.kubernetes.io/revision"] == rev {
 			current = rs.Name
@@ -659,7 +795,7 @@ func (r *Runtime) newPodsFailing(w *watch, d *appsv1.Deployment) string {
 		return ""
 	}
 	sel := labels.SelectorFromSet(map[string]string{LabelProcess: d.Name})
-	for _, o := range w.pods.GetStore().List() {
+	for _, o := range list(w.pods, ns) {
 		p := o.(*corev1.Pod)
 		if !sel.Matches(labels.Set(p.Labels)) || !ownedBy(p, current) || p.DeletionTimestamp != nil {
 			continue
@@ -698,7 +834,7 @@ func ownedBy(p *corev1.Pod, rs string) bool {
 // Wait waits until the app's rollout is done or failed, or ctx ends, and
 // returns how it ended. It wakes on watch events, not on a timer.
 func (r *Runtime) Wait(ctx context.Context, app string, progress func(string)) (Rollout, error) {
-	w, err := r.watching(app)
+	w, _, err := r.watching(app)
 	if err != nil {
 		return Rollout{}, err
 	}
@@ -766,20 +902,14 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 
 // List reports every pod of every app as an instance.
 func (r *Runtime) List(context.Context) ([]runtime.Instance, error) {
-	r.mu.Lock()
-	watches := make([]*watch, 0, len(r.apps))
-	for _, w := range r.apps {
-		watches = append(watches, w)
-	}
-	r.mu.Unlock()
 	var out []runtime.Instance
-	for _, w := range watches {
+	for ns, w := range r.watches() {
 		releases := map[string]int{}
-		for _, o := range w.replicasets.GetStore().List() {
+		for _, o := range list(w.replicasets, ns) {
 			rs := o.(*appsv1.ReplicaSet)
 			releases[rs.Name], _ = strconv.Atoi(rs.Annotations[AnnotationRelease])
 		}
-		for _, o := range w.pods.GetStore().List() {
+		for _, o := range list(w.pods, ns) {
 			out = append(out, instance(o.(*corev1.Pod), releases))
 		}
 	}
@@ -866,11 +996,18 @@ func (r *Runtime) Apps() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
-	for _, w := range r.apps {
-		out = append(out, w.app)
+	for ns := range r.apps {
+		out = append(out, strings.TrimPrefix(ns, r.cfg.NamespacePrefix))
 	}
 	sort.Strings(out)
 	return out
+}
+
+// watches returns the watch of each app's namespace.
+func (r *Runtime) watches() map[string]*watch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.apps)
 }
 
 // Nodes names the nodes an app's pods run on.

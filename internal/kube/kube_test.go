@@ -89,8 +89,11 @@ func TestApply(t *testing.T) {
 	if got := ctr.Resources.Limits.Memory().Value(); got != 64<<20 {
 		t.Errorf("web memory limit = %d, want %d", got, 64<<20)
 	}
-	if *pod.TerminationGracePeriodSeconds != 5 {
-		t.Errorf("termination grace = %d, want 5", *pod.TerminationGracePeriodSeconds)
+	if *pod.TerminationGracePeriodSeconds != 7 {
+		t.Errorf("termination grace = %d, want 7: the stop timeout and the 2 s drain", *pod.TerminationGracePeriodSeconds)
+	}
+	if l := ctr.Lifecycle; l == nil || l.PreStop == nil || l.PreStop.Sleep == nil || l.PreStop.Sleep.Seconds != 2 {
+		t.Errorf("web lifecycle = %+v, want a 2 s preStop sleep while its endpoint is withdrawn", l)
 	}
 	if p := ctr.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/health" || p.PeriodSeconds != 2 || p.FailureThreshold != 3 {
 		t.Errorf("readiness probe = %+v, want GET /health every 2 s, 3 failures", p)

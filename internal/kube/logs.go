@@ -80,15 +80,9 @@ func (r *Runtime) ShipLogs(ctx context.Context, redact Redactor) {
 }
 
 func (r *Runtime) allPods() []*corev1.Pod {
-	r.mu.Lock()
-	watches := make([]*watch, 0, len(r.apps))
-	for _, w := range r.apps {
-		watches = append(watches, w)
-	}
-	r.mu.Unlock()
 	var out []*corev1.Pod
-	for _, w := range watches {
-		for _, o := range w.pods.GetStore().List() {
+	for ns, w := range r.watches() {
+		for _, o := range list(w.pods, ns) {
 			out = append(out, o.(*corev1.Pod))
 		}
 	}

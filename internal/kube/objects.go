@@ -57,6 +57,12 @@ const (
 	WebPort = 8080
 	// WebService is the name of the Service in front of an app's web pods.
 	WebService = "web"
+	// WebDrain is how long a web pod told to stop keeps serving before its
+	// process gets SIGTERM (a preStop sleep): the time for Paddock's router
+	// (and any other) to see its endpoint withdrawn and send it no more
+	// requests. One machine takes an instance out of the router first
+	// instead.
+	WebDrain = 2 * time.Second
 	portName   = "http"
 )
 
@@ -283,6 +289,11 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 	if stop <= 0 {
 		stop = manifest.DefaultStopTimeout
 	}
+	if name == "web" {
+		c.WithLifecycle(corev1ac.Lifecycle().WithPreStop(corev1ac.LifecycleHandler().
+			WithSleep(corev1ac.SleepAction().WithSeconds(int64(WebDrain / time.Second)))))
+		stop += WebDrain // the grace period counts the preStop sleep
+	}
 	spec.WithTerminationGracePeriodSeconds(ceilSeconds(stop)).WithContainers(c)
 	if len(a.Placement) > 0 {
 		term := corev1ac.NodeSelectorTerm()
@@ -388,4 +399,30 @@ func (r *Runtime) pullSecret(a *App, ns string) *corev1ac.SecretApplyConfigurati
 		WithLabels(appLabels(a)).
 		WithType(corev1.SecretTypeDockerConfigJson).
 		WithData(map[string][]byte{corev1.DockerConfigJsonKey: cfg})
+}
+
+// objectNames are the names of what a release needs, by kind.
+type objectNames struct {
+	processes, services, secrets map[string]bool
+}
+
+func (o *objects) names(pullSecret bool) objectNames {
+	n := objectNames{processes: map[string]bool{}, services: map[string]bool{}, secrets: map[string]bool{}}
+	for _, d := range o.deployments {
+		n.processes[*d.Name] = true
+	}
+	for _, s := range o.services {
+		n.services[*s.Name] = true
+	}
+	for _, s := range o.secrets {
+		n.secrets[*s.Name] = true
+	}
+	if pullSecret {
+		n.secrets[PullSecret] = true
+	}
+	return n
+}
+
+func (n objectNames) String() string {
+	return fmt.Sprint(slices.Sorted(maps.Keys(n.processes)), slices.Sorted(maps.Keys(n.services)), slices.Sorted(maps.Keys(n.secrets)))
 }

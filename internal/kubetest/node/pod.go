@@ -185,8 +185,10 @@ func (pd *pod) cleanup() {
 	pd.log.Info("pod stopped")
 }
 
-// stop ends the pod: no more restarts, SIGTERM now, SIGKILL after grace.
-// A second stop can only shorten the grace period.
+// stop ends the pod: no more restarts, SIGTERM now (or after a
+// container's preStop sleep, as the kubelet does: the pod keeps serving
+// while its endpoints are withdrawn), SIGKILL after grace. A second stop
+// can only shorten the grace period.
 func (pd *pod) stop(grace time.Duration) {
 	pd.mu.Lock()
 	deadline := time.Now().Add(grace)
@@ -200,6 +202,10 @@ func (pd *pod) stop(grace time.Duration) {
 		pd.log.Info("pod stopping", "grace", grace)
 		pd.cancel()
 		for _, c := range pd.containers {
+			if d := preStopSleep(c.spec); d > 0 {
+				time.AfterFunc(min(d, grace), func() { c.signal(syscall.SIGTERM) })
+				continue
+			}
 			c.signal(syscall.SIGTERM)
 		}
 		pd.markChanged()
@@ -311,4 +317,13 @@ func (pd *pod) condition(t corev1.PodConditionType, s corev1.ConditionStatus) co
 		pd.conditions[t] = c
 	}
 	return corev1.PodCondition{Type: t, Status: s, LastTransitionTime: c.since}
+}
+
+// preStopSleep is a container's preStop sleep; 0 without one. Other
+// preStop handlers are not run by this node.
+func preStopSleep(c *corev1.Container) time.Duration {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		return 0
+	}
+	return time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 }
