@@ -63,7 +63,7 @@ const (
 	// requests. One machine takes an instance out of the router first
 	// instead.
 	WebDrain = 2 * time.Second
-	portName   = "http"
+	portName = "http"
 )
 
 // App is one release of an app as Kubernetes runs it: what Apply makes the
