@@ -234,4 +234,17 @@ func TestKubernetesPlacementAndImage(t *testing.T) {
 	if _, stderr, err := p.Run("deploy", "--image", "not a reference", "--app", "mirror"); err == nil || !strings.Contains(stderr, "REGISTRY/REPOSITORY") {
 		t.Errorf("a malformed image reference: err %v, stderr %q; want it refused with the form to use", err, stderr)
 	}
+
+	// A first deploy that never works leaves nothing running.
+	p.MustRun("apps", "create", "broken")
+	crash := strings.Replace(kubeWeb, "./tenant serve", "exit 3", 1)
+	if stdout, stderr, err := p.Run("deploy", tenantApp(t, crash), "--app", "broken"); err == nil {
+		t.Fatalf("deploy of a crashing first release succeeded:\n%s\n%s", stdout, stderr)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if _, err := cs.AppsV1().Deployments("paddock-broken").Get(ctx, "web", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the failed first release's deployment: %v, want gone", err)
+		}
+		return nil
+	})
 }

@@ -9,12 +9,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"paddock.dev/paddock/internal/kube"
@@ -40,10 +41,11 @@ const reapplyEvery = 5 * time.Minute
 
 // kubeState is what the Kubernetes reconciler remembers between passes.
 type kubeState struct {
-	images    map[string]string    // artifact digest -> image reference by digest
-	applied   map[string]string    // app -> fingerprint of what was last applied
-	appliedAt map[string]time.Time // app -> when
-	waiting   map[string]string    // app -> the last rollout progress reported
+	images    map[string]string           // artifact digest -> image reference by digest
+	applied   map[string]string           // app -> fingerprint of what was last applied
+	appliedAt map[string]time.Time        // app -> when
+	waiting   map[string]string           // app -> the last rollout progress reported
+	backends  map[string][]router.Backend // app -> what was last routed to
 }
 
 func (s *Service) reconcileKube(ctx context.Context) error {
@@ -74,6 +76,14 @@ func (s *Service) reconcileKube(ctx context.Context) error {
 
 func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 	if a.Release == 0 {
+		// No release to run (the first deploy failed): nothing runs.
+		s.rec.mu.Lock()
+		_, ran := s.rec.kube.applied[a.Name]
+		delete(s.rec.kube.applied, a.Name)
+		s.rec.mu.Unlock()
+		if ran {
+			return s.cfg.Kube.Idle(ctx, a.Name)
+		}
 		return nil
 	}
 	m, rel, err := s.manifest(ctx, a.Name, a.ID, a.Release)
@@ -90,24 +100,30 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		}
 		return err
 	}
-	secrets, err := s.openSecrets(ctx, a, rel.Secrets)
-	if err != nil {
-		return err
-	}
 	app := &kube.App{
 		Name: a.Name, ID: a.ID, Release: rel.Version, Image: img, External: rel.Image != "",
-		Processes: kube.FromManifest(m, a.Formation),
-		Config:    rel.Config,
-		Secrets:   secrets,
-		Placement: a.Placement,
+		Processes:      kube.FromManifest(m, a.Formation),
+		Config:         rel.Config,
+		SecretVersions: rel.Secrets,
+		Placement:      a.Placement,
 	}
+	// The fingerprint is of the secrets' versions, not their values: a
+	// pass that changes nothing opens no secret.
 	fp := fingerprint(app)
 	s.rec.mu.Lock()
 	changed := s.rec.kube.applied[a.Name] != fp
-	stale := changed || s.now().Sub(s.rec.kube.appliedAt[a.Name]) > reapplyEvery
+	stale := changed || s.now().Sub(s.rec.kube.appliedAt[a.Name]) > s.reapplyAfter(a)
 	s.rec.mu.Unlock()
 	if stale {
-		if err := s.cfg.Kube.Apply(ctx, app); err != nil {
+		if app.Secrets, err = s.openSecrets(ctx, a, rel.Secrets); err == nil {
+			err = s.cfg.Kube.Apply(ctx, app)
+		}
+		if err != nil {
+			if rel.Status == store.StatusPending && permanent(err) {
+				// Trying again would not help: the release fails now
+				// rather than leave its deploy waiting.
+				return s.fail(ctx, a, rel, err.Error())
+			}
 			return err
 		}
 		if !changed {
@@ -154,8 +170,9 @@ func (s *Service) image(ctx context.Context, a store.App, rel store.Release) (st
 	if rel.Image != "" {
 		return rel.Image, nil
 	}
+	key := a.Name + "/" + rel.Artifact // each app's images are in its own repository
 	s.rec.mu.Lock()
-	ref := s.rec.kube.images[rel.Artifact]
+	ref := s.rec.kube.images[key]
 	s.rec.mu.Unlock()
 	if ref != "" {
 		return ref, nil
@@ -167,37 +184,37 @@ func (s *Service) image(ctx context.Context, a store.App, rel store.Release) (st
 	if err != nil {
 		return "", err
 	}
-	start := time.Now()
+	start := s.now()
 	ref, err = s.cfg.Images.Build(ctx, file, a.Name, fmt.Sprintf("v%d", rel.Version))
 	if err != nil {
 		return "", fmt.Errorf("image of v%d: %w", rel.Version, err)
 	}
-	s.event(ctx, a.Name, "", "", fmt.Sprintf("image of v%d pushed in %s: %s", rel.Version, time.Since(start).Round(time.Millisecond), ref))
+	s.event(ctx, a.Name, "", "", fmt.Sprintf("image of v%d pushed in %s: %s", rel.Version, s.now().Sub(start).Round(time.Millisecond), ref))
 	s.rec.mu.Lock()
-	s.rec.kube.images[rel.Artifact] = ref
+	s.rec.kube.images[key] = ref
 	s.rec.mu.Unlock()
 	return ref, nil
 }
 
-// fingerprint is a digest of everything Apply would send: secret values
-// count only through it, so none stays in memory in the clear.
+// fingerprint is a digest of everything Apply would send, before the
+// secrets are opened: their versions stand for their values.
 func fingerprint(a *kube.App) string {
 	h := sha256.New()
-	json.NewEncoder(h).Encode(struct {
-		*kube.App
-		Secrets []string
-	}{a, secretDigests(a)})
+	json.NewEncoder(h).Encode(a)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func secretDigests(a *kube.App) []string {
-	out := make([]string, 0, len(a.Secrets))
-	for _, sec := range a.Secrets {
-		sum := sha256.Sum256(sec.Value)
-		out = append(out, fmt.Sprintf("%s:%t:%x", sec.Name, sec.AsFile, sum))
-	}
-	sort.Strings(out)
-	return out
+// reapplyAfter spreads the reapplies of unchanged apps over the period,
+// by app, rather than all in one pass.
+func (s *Service) reapplyAfter(a store.App) time.Duration {
+	return reapplyEvery + time.Duration(a.ID%60)*time.Second
+}
+
+// permanent reports whether an error of Apply will come again however often
+// it is tried: the cluster refused the objects, or the app cannot have them.
+func permanent(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsRequestEntityTooLargeError(err) ||
+		apierrors.IsBadRequest(err) || errors.Is(err, kube.ErrForeign) || errors.Is(err, ErrNoKeyring)
 }
 
 // routeKube pushes the router table: each app's host names to the ready
@@ -207,12 +224,26 @@ func (s *Service) routeKube(ctx context.Context, apps []store.App, domains []sto
 	for _, a := range apps {
 		eps, err := s.cfg.Kube.Endpoints(a.Name)
 		if err != nil {
-			continue // not applied yet
+			// Not applied yet, or its watch has not synced since the
+			// server started: what the router has stays.
+			s.rec.mu.Lock()
+			backends[a.Name] = s.rec.kube.backends[a.Name]
+			s.rec.mu.Unlock()
+			continue
 		}
 		for _, addr := range eps {
+			// A pod is on the cluster's network: never this machine's
+			// loopback or a link-local address (a cloud's metadata).
+			if ap, err := netip.ParseAddrPort(addr); err != nil || !ap.Addr().IsGlobalUnicast() {
+				s.log.Warn("an endpoint of the app's web Service is no pod address; not routed to", "app", a.Name, "addr", addr)
+				continue
+			}
 			backends[a.Name] = append(backends[a.Name], router.Backend{Addr: addr, Pod: true})
 		}
 	}
+	s.rec.mu.Lock()
+	s.rec.kube.backends = backends
+	s.rec.mu.Unlock()
 	return s.pushTable(ctx, apps, domains, backends, nil)
 }
 

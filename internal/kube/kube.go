@@ -53,6 +53,14 @@ import (
 // watch.
 var ErrUnknownApp = errors.New("app not running on Kubernetes")
 
+// ErrNotSynced is returned while a watch has not yet listed what it
+// watches: an empty answer would be wrong, not empty.
+var ErrNotSynced = errors.New("watch not synced yet")
+
+// ErrForeign is returned for an app whose namespace exists and is not
+// Paddock's: Paddock takes nothing over.
+var ErrForeign = errors.New("namespace taken")
+
 // Config is what Runtime needs.
 type Config struct {
 	Client kubernetes.Interface
@@ -79,6 +87,8 @@ type Runtime struct {
 	apps map[string]*watch // by namespace: its own, or shared
 	// applied is, by namespace, the names of what the last Apply sent.
 	applied map[string]string
+	// rollouts is, by namespace, what the last Apply asked for.
+	rollouts map[string]*rollout
 	// shared, when Paddock may read every namespace, is one set of
 	// informers for all of them: a few watches, not four per app.
 	shared *watch
@@ -91,8 +101,7 @@ type Runtime struct {
 // acts at once rather than at its next tick. f must not block.
 func (r *Runtime) OnChange(f func()) { r.onChange.Store(&f) }
 
-// watch is the informers of one app's namespace, and a channel closed at
-// the next change they see.
+// watch is the informers of one app's namespace, or of all of them.
 type watch struct {
 	stop        chan struct{}
 	factory     informers.SharedInformerFactory
@@ -100,9 +109,6 @@ type watch struct {
 	replicasets cache.SharedIndexInformer
 	pods        cache.SharedIndexInformer
 	slices      cache.SharedIndexInformer
-
-	mu      sync.Mutex
-	changed chan struct{}
 }
 
 // New returns a Runtime. Call Resume to watch the apps already on the
@@ -111,7 +117,7 @@ func New(cfg Config) *Runtime {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}, applied: map[string]string{}}
+	return &Runtime{cfg: cfg, cs: cfg.Client, log: cfg.Log, apps: map[string]*watch{}, applied: map[string]string{}, rollouts: map[string]*rollout{}}
 }
 
 // Resume learns who Paddock is on the cluster and watches the namespaces
@@ -136,7 +142,9 @@ func (r *Runtime) Resume(ctx context.Context) error {
 		return fmt.Errorf("list Paddock's namespaces: %w", err)
 	}
 	for _, ns := range list.Items {
-		if ns.DeletionTimestamp == nil && ns.Annotations[AnnotationDestroyed] == "" {
+		// Another installation's apps may be in namespaces of another
+		// prefix: never touch those.
+		if ns.DeletionTimestamp == nil && ns.Annotations[AnnotationDestroyed] == "" && strings.HasPrefix(ns.Name, r.cfg.NamespacePrefix) {
 			r.watch(ns.Name)
 		}
 	}
@@ -227,6 +235,13 @@ func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool,
 	if !apierrors.IsAlreadyExists(err) {
 		return false, fmt.Errorf("create namespace %s: %w", ns, err)
 	}
+	got, err := r.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("get namespace %s: %w", ns, err)
+	}
+	if got.Labels[LabelManagedBy] != ManagedBy {
+		return false, fmt.Errorf("%w: namespace %s exists and is not Paddock's: rename the app, or start the server with another --namespace-prefix", ErrForeign, ns)
+	}
 	nsAC := corev1ac.Namespace(ns).WithLabels(appLabels(a))
 	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
 		return false, fmt.Errorf("apply namespace %s: %w", ns, err)
@@ -247,11 +262,21 @@ func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *object
 			return fmt.Errorf("apply secret %s/%s: %w", ns, PullSecret, err)
 		}
 	}
+	gens := map[string]int64{}
 	for _, d := range o.deployments {
-		if _, err := r.cs.AppsV1().Deployments(ns).Apply(ctx, d, applyOptions); err != nil {
+		got, err := r.cs.AppsV1().Deployments(ns).Apply(ctx, d, applyOptions)
+		if err != nil {
 			return fmt.Errorf("apply deployment %s/%s: %w", ns, *d.Name, err)
 		}
+		gens[got.Name] = got.Generation
 	}
+	r.mu.Lock()
+	if prev := r.rollouts[ns]; prev == nil || !maps.Equal(prev.generations, gens) {
+		// A Deployment whose generation moved starts a rollout: its new
+		// pods are judged from now on.
+		r.rollouts[ns] = &rollout{generations: gens, since: time.Now()}
+	}
+	r.mu.Unlock()
 	for _, s := range o.services {
 		if _, err := r.cs.CoreV1().Services(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply service %s/%s: %w", ns, *s.Name, err)
@@ -269,6 +294,7 @@ func (r *Runtime) forget(ns string) {
 	}
 	delete(r.apps, ns)
 	delete(r.applied, ns)
+	delete(r.rollouts, ns)
 }
 
 // AppRole is the ClusterRole that holds what Paddock does in an app's
@@ -293,8 +319,51 @@ func (r *Runtime) bind(ctx context.Context, a *App, ns string) error {
 	return nil
 }
 
+// collectAll deletes every Deployment, Service and Secret Paddock owns in
+// ns.
+func (r *Runtime) collectAll(ctx context.Context, ns string) error {
+	if err := r.collect(ctx, ns, nil, nil, nil); err != nil {
+		return err
+	}
+	list, err := r.cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy})
+	if err != nil {
+		return fmt.Errorf("list secrets of %s: %w", ns, err)
+	}
+	for _, s := range list.Items {
+		if err := r.cs.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete secret %s/%s: %w", ns, s.Name, err)
+		}
+	}
+	return nil
+}
+
+// Idle stops what runs of an app that has no release to run (its first
+// deploy failed): every Deployment, Service and Secret Paddock made for it
+// goes; the namespace stays for the next deploy.
+func (r *Runtime) Idle(ctx context.Context, app string) error {
+	ns := r.namespace(app)
+	r.mu.Lock()
+	_, known := r.apps[ns]
+	r.mu.Unlock()
+	if !known {
+		return nil
+	}
+	if err := r.collectAll(ctx, ns); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.applied, ns)
+	delete(r.rollouts, ns)
+	r.mu.Unlock()
+	return nil
+}
+
 // collect deletes what Paddock owns in ns and no longer needs.
 func (r *Runtime) collect(ctx context.Context, ns string, processes, services, secrets map[string]bool) error {
+	secrets = maps.Clone(secrets)
+	if secrets == nil {
+		secrets = map[string]bool{}
+	}
 	owned := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy}
 	deps, err := r.cs.AppsV1().Deployments(ns).List(ctx, owned)
 	if err != nil {
@@ -368,9 +437,9 @@ func secretsOf(spec *corev1.PodSpec) []string {
 // ReplicaSets are collected.
 func (r *Runtime) Destroy(ctx context.Context, app string) error {
 	ns := r.namespace(app)
-	r.forget(ns)
 	got, err := r.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		r.forget(ns)
 		return nil
 	}
 	if err != nil {
@@ -379,7 +448,9 @@ func (r *Runtime) Destroy(ctx context.Context, app string) error {
 	if got.Labels[LabelManagedBy] != ManagedBy {
 		return fmt.Errorf("namespace %s is not Paddock's (no %s=%s label): delete what you put there yourself", ns, LabelManagedBy, ManagedBy)
 	}
-	if err := r.collect(ctx, ns, nil, nil, map[string]bool{}); err != nil {
+	// Everything Paddock owns goes, Secrets too: the pods that used them
+	// are stopping with their Deployments.
+	if err := r.collectAll(ctx, ns); err != nil {
 		return err
 	}
 	foreign, err := r.foreign(ctx, ns)
@@ -397,11 +468,13 @@ func (r *Runtime) Destroy(ctx context.Context, app string) error {
 		if err := r.cs.RbacV1().RoleBindings(ns).Delete(ctx, "paddock", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete Paddock's role binding in %s: %w", ns, err)
 		}
+		r.forget(ns)
 		return nil
 	}
 	if err := r.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete namespace %s: %w", ns, err)
 	}
+	r.forget(ns) // only now: until then the reconciler sees the app and tries again
 	return nil
 }
 
@@ -507,10 +580,8 @@ func (r *Runtime) newWatch(ns string) *watch {
 		replicasets: f.Apps().V1().ReplicaSets().Informer(),
 		pods:        f.Core().V1().Pods().Informer(),
 		slices:      f.Discovery().V1().EndpointSlices().Informer(),
-		changed:     make(chan struct{}),
 	}
 	changed := func() {
-		w.notify()
 		if f := r.onChange.Load(); f != nil {
 			(*f)()
 		}
@@ -556,20 +627,6 @@ func (r *Runtime) readsEverywhere(ctx context.Context) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-func (w *watch) notify() {
-	w.mu.Lock()
-	close(w.changed)
-	w.changed = make(chan struct{})
-	w.mu.Unlock()
-}
-
-// next returns a channel closed at the next change seen.
-func (w *watch) next() <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.changed
 }
 
 func (w *watch) synced() bool {
@@ -689,10 +746,15 @@ func (r *Runtime) Endpoints(app string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !w.slices.HasSynced() {
+		return nil, fmt.Errorf("%s: %w", app, ErrNotSynced)
+	}
 	seen := map[string]bool{}
 	for _, o := range list(w.slices, ns) {
 		s := o.(*discoveryv1.EndpointSlice)
-		if s.Labels[discoveryv1.LabelServiceName] != WebService {
+		// Only the slices Kubernetes made for Paddock's Service: one that
+		// someone wrote by hand could point the router anywhere.
+		if s.Labels[discoveryv1.LabelServiceName] != WebService || s.Labels[discoveryv1.LabelManagedBy] != "endpointslice-controller.k8s.io" {
 			continue
 		}
 		port := 0
@@ -733,6 +795,16 @@ type Rollout struct {
 // called failed, as on one machine.
 const crashRestarts = 3
 
+// clockSkew is how far behind this machine's clock the API server's may
+// be for a pod it made to count as one of a rollout.
+const clockSkew = 5 * time.Second
+
+// rollout is what an Apply asked of an app's Deployments.
+type rollout struct {
+	generations map[string]int64 // by Deployment: the generation applied
+	since       time.Time        // when this machine applied it
+}
+
 // Status tells how an app's rollout is doing, per the Deployments'
 // status and the new pods, in the same way as kubectl rollout status.
 func (r *Runtime) Status(app string) (Rollout, error) {
@@ -743,16 +815,28 @@ func (r *Runtime) Status(app string) (Rollout, error) {
 	if !w.synced() {
 		return Rollout{Waiting: "the watch of " + app + " to sync"}, nil
 	}
-	deps := list(w.deployments, ns)
-	sort.Slice(deps, func(i, j int) bool {
-		return deps[i].(*appsv1.Deployment).Name < deps[j].(*appsv1.Deployment).Name
-	})
-	for _, o := range deps {
-		d := o.(*appsv1.Deployment)
-		if d.DeletionTimestamp != nil {
-			continue
+	r.mu.Lock()
+	ro := r.rollouts[ns]
+	r.mu.Unlock()
+	if ro == nil {
+		return Rollout{Waiting: app + " to be applied"}, nil
+	}
+	// Only what the last Apply sent, once the watch has seen it and the
+	// Deployment controller has acted on it: a cache a moment behind would
+	// show the previous release's Deployments, all rolled out.
+	for _, name := range slices.Sorted(maps.Keys(ro.generations)) {
+		o, ok, _ := w.deployments.GetIndexer().GetByKey(ns + "/" + name)
+		if !ok {
+			return Rollout{Waiting: name + ": the watch to see the Deployment"}, nil
 		}
-		if failed := r.newPodsFailing(w, ns, d); failed != "" {
+		d := o.(*appsv1.Deployment)
+		if d.Generation < ro.generations[name] {
+			return Rollout{Waiting: name + ": the watch to see the change"}, nil
+		}
+		if d.Status.ObservedGeneration < d.Generation {
+			return Rollout{Waiting: name + ": the Deployment controller to see the change"}, nil
+		}
+		if failed := r.newPodsFailing(w, ns, d, ro.since); failed != "" {
 			return Rollout{Failed: failed}, nil
 		}
 		for _, c := range d.Status.Conditions {
@@ -766,8 +850,6 @@ func (r *Runtime) Status(app string) (Rollout, error) {
 		}
 		st := d.Status
 		switch {
-		case st.ObservedGeneration < d.Generation:
-			return Rollout{Waiting: d.Name + ": the Deployment controller to see the change"}, nil
 		case st.UpdatedReplicas < want:
 			return Rollout{Waiting: fmt.Sprintf("%s: %d of %d new pods made", d.Name, st.UpdatedReplicas, want)}, nil
 		case st.Replicas > st.UpdatedReplicas:
@@ -781,7 +863,7 @@ func (r *Runtime) Status(app string) (Rollout, error) {
 
 // newPodsFailing tells why a Deployment's new pods cannot become ready, if
 // one keeps crashing or cannot start at all.
-func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment) string {
+func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment, since time.Time) string {
 	// The newest ReplicaSet of the Deployment is the one with its revision.
 	rev := d.Annotations["deployment.kubernetes.io/revision"]
 	var current string
@@ -797,7 +879,10 @@ func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment) stri
 	sel := labels.SelectorFromSet(map[string]string{LabelProcess: d.Name})
 	for _, o := range list(w.pods, ns) {
 		p := o.(*corev1.Pod)
-		if !sel.Matches(labels.Set(p.Labels)) || !ownedBy(p, current) || p.DeletionTimestamp != nil {
+		// Pods of this rollout only: a pod that restarted last month is no
+		// reason to fail a release that did not change it.
+		if !sel.Matches(labels.Set(p.Labels)) || !ownedBy(p, current) || p.DeletionTimestamp != nil ||
+			p.CreationTimestamp.Time.Before(since.Add(-clockSkew)) {
 			continue
 		}
 		for _, cs := range p.Status.ContainerStatuses {
@@ -806,7 +891,9 @@ func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment) stri
 			}
 			if w := cs.State.Waiting; w != nil {
 				switch w.Reason {
-				case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+				// ErrImagePull is the first failure; a registry that
+				// has just been pushed to may answer the next one.
+				case "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
 					return fmt.Sprintf("%s: pod %s cannot start: %s: %s", d.Name, p.Name, w.Reason, w.Message)
 				}
 			}
@@ -829,34 +916,6 @@ func ownedBy(p *corev1.Pod, rs string) bool {
 		}
 	}
 	return false
-}
-
-// Wait waits until the app's rollout is done or failed, or ctx ends, and
-// returns how it ended. It wakes on watch events, not on a timer.
-func (r *Runtime) Wait(ctx context.Context, app string, progress func(string)) (Rollout, error) {
-	w, _, err := r.watching(app)
-	if err != nil {
-		return Rollout{}, err
-	}
-	last := ""
-	for {
-		next := w.next()
-		ro, err := r.Status(app)
-		if err != nil || ro.Done || ro.Failed != "" {
-			return ro, err
-		}
-		if ro.Waiting != last && progress != nil {
-			progress(ro.Waiting)
-			last = ro.Waiting
-		}
-		select {
-		case <-ctx.Done():
-			return ro, fmt.Errorf("rollout of %s: %s: %w", app, ro.Waiting, ctx.Err())
-		case <-next:
-		case <-time.After(time.Second):
-			// Informers do not tell when a sync finishes: look again.
-		}
-	}
 }
 
 // The Runtime is a runtime.Runtime for what reads instances (ps, the

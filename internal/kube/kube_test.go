@@ -43,9 +43,10 @@ func shop(release int) *kube.App {
 				Health: manifest.Health{Path: "/health", Interval: 2 * time.Second, Timeout: time.Second, Grace: 30 * time.Second, RestartAfter: 5}},
 			"worker": {Command: "./bin/worker", Replicas: 1},
 		},
-		Config:    map[string]string{"GREETING": "hello"},
-		Secrets:   []runtime.Secret{{Name: "DB_PASSWORD", Value: []byte("s3cret")}, {Name: "tls.key", Value: []byte("KEY"), AsFile: true}},
-		Placement: map[string]string{"topology.kubernetes.io/region": "eu-west"},
+		Config:         map[string]string{"GREETING": "hello"},
+		Secrets:        []runtime.Secret{{Name: "DB_PASSWORD", Value: []byte("s3cret")}, {Name: "tls.key", Value: []byte("KEY"), AsFile: true}},
+		SecretVersions: map[string]int{"DB_PASSWORD": 3, "tls.key": 1},
+		Placement:      map[string]string{"topology.kubernetes.io/region": "eu-west"},
 	}
 }
 

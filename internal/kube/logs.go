@@ -106,6 +106,8 @@ func started(p *corev1.Pod) bool {
 // nothing.
 func (r *Runtime) follow(ctx context.Context, p *corev1.Pod, redact Redactor) {
 	in := instance(p, nil)
+	// The app is its namespace's, whatever the pod's labels say.
+	in.App = strings.TrimPrefix(p.Namespace, r.cfg.NamespacePrefix)
 	file, err := logs.Open(r.LogFile(in.Spec), logLimit)
 	if err != nil {
 		r.log.Warn("kubernetes: open a pod's log file", "pod", p.Namespace+"/"+p.Name, "err", err)
@@ -136,11 +138,31 @@ func (r *Runtime) follow(ctx context.Context, p *corev1.Pod, redact Redactor) {
 				f.Flush()
 			}
 		}
+		if r.finished(p) {
+			return // its containers run no more: the stream had all
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(shipEvery):
 		}
 	}
+}
+
+// finished reports whether a pod has ended for good (Succeeded or Failed),
+// by the watch's latest view of it.
+func (r *Runtime) finished(p *corev1.Pod) bool {
+	r.mu.Lock()
+	w := r.apps[p.Namespace]
+	r.mu.Unlock()
+	if w == nil {
+		return true
+	}
+	o, ok, _ := w.pods.GetIndexer().GetByKey(p.Namespace + "/" + p.Name)
+	if !ok {
+		return true
+	}
+	phase := o.(*corev1.Pod).Status.Phase
+	return phase == corev1.PodSucceeded || phase == corev1.PodFailed
 }
 
 // copyLines writes the text of each "TIMESTAMP TEXT" line stamped after

@@ -82,7 +82,11 @@ type App struct {
 	Config map[string]string
 	// Secrets are the release's secrets: environment variables, or files
 	// in $PADDOCK_SECRETS_DIR.
-	Secrets []runtime.Secret
+	Secrets []runtime.Secret `json:"-"`
+	// SecretVersions are the versions of Secrets, by name: the Secrets'
+	// names come from them, not from the values, which names seen by
+	// anyone who may read a pod must not hint at.
+	SecretVersions map[string]int
 	// Placement is node labels the app's pods require: never preferred.
 	Placement map[string]string
 }
@@ -151,21 +155,25 @@ func build(a *App, ns string, pullSecret bool) *objects {
 	o := &objects{}
 	env := map[string][]byte{}
 	files := map[string][]byte{}
+	envID := map[string][]byte{} // what names the Secrets: config values, secrets' versions
+	filesID := map[string][]byte{}
 	for k, v := range a.Config {
 		env[k] = []byte(v)
+		envID[k] = []byte(v)
 	}
 	for _, s := range a.Secrets {
+		version := []byte("secret version " + strconv.Itoa(a.SecretVersions[s.Name]))
 		if s.AsFile {
-			files[s.Name] = s.Value
+			files[s.Name], filesID[s.Name] = s.Value, version
 		} else {
-			env[s.Name] = s.Value
+			env[s.Name], envID[s.Name] = s.Value, version
 		}
 	}
-	envSecret := contentName("env", env)
+	envSecret := contentName("env", envID)
 	o.secrets = append(o.secrets, secret(a, ns, envSecret, env))
 	filesSecret := ""
 	if len(files) > 0 {
-		filesSecret = contentName("files", files)
+		filesSecret = contentName("files", filesID)
 		o.secrets = append(o.secrets, secret(a, ns, filesSecret, files))
 	}
 
@@ -233,7 +241,8 @@ func secret(a *App, ns, name string, data map[string][]byte) *corev1ac.SecretApp
 		WithData(data)
 }
 
-// contentName names a Secret by a digest of its keys and values.
+// contentName names a Secret by a digest of its keys and what identifies
+// their values.
 func contentName(kind string, data map[string][]byte) string {
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(data)) {
@@ -253,6 +262,11 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 	}
 	if !a.External {
 		c.WithWorkingDir(WorkDir)
+	} else {
+		// A tag may move, and a node may hold another app's copy of an
+		// image: an image Paddock did not build is pulled, with the
+		// registry's checks, for every pod.
+		c.WithImagePullPolicy(corev1.PullAlways)
 	}
 	// As on one machine, less PADDOCK_RELEASE: a release number in the pod
 	// template would make a rollback start new pods rather than scale the
