@@ -19,6 +19,7 @@ import (
 	"os"
 	"path"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -32,6 +33,10 @@ import (
 
 // AppDir is where the artifact's files are in the image.
 const AppDir = "app"
+
+// UID owns the app's files in the image, and is the user its containers
+// run as (kube.AppUID).
+const UID = 10001
 
 // Registry is where images are pushed, and how.
 type Registry struct {
@@ -83,6 +88,7 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 	}
 	cfg = cfg.DeepCopy()
 	cfg.Config.WorkingDir = "/" + AppDir
+	cfg.Config.User = strconv.Itoa(UID)
 	if len(cfg.Config.Env) == 0 {
 		cfg.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
@@ -152,7 +158,7 @@ func underApp(artifact string) (io.ReadCloser, error) {
 
 func prefix(tr *tar.Reader, w io.Writer) error {
 	tw := tar.NewWriter(w)
-	if err := tw.WriteHeader(&tar.Header{Name: AppDir + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: AppDir + "/", Typeflag: tar.TypeDir, Mode: 0o755, Uid: UID, Gid: UID}); err != nil {
 		return err
 	}
 	for {
@@ -171,6 +177,9 @@ func prefix(tr *tar.Reader, w io.Writer) error {
 			return fmt.Errorf("artifact entry %q is outside its folder", hdr.Name)
 		}
 		hdr.Name = AppDir + "/" + clean
+		// The app's own user owns its files, as on one machine: it may
+		// write its folder, and runs as no one else.
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = UID, UID, "", ""
 		if hdr.Typeflag == tar.TypeDir {
 			hdr.Name += "/"
 		}

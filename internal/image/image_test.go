@@ -109,8 +109,11 @@ func TestBuild(t *testing.T) {
 			}
 		}
 	}
-	if h := files["app/bin/web"]; h == nil || h.Mode&0o111 == 0 {
-		t.Errorf("app/bin/web = %+v, want an executable", h)
+	if h := files["app/bin/web"]; h == nil || h.Mode&0o111 == 0 || h.Uid != image.UID {
+		t.Errorf("app/bin/web = %+v, want an executable of uid %d", h, image.UID)
+	}
+	if cfg.Config.User != "10001" {
+		t.Errorf("image user = %q, want 10001: never root", cfg.Config.User)
 	}
 	if h := files["app/start"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "bin/web" {
 		t.Errorf("app/start = %+v, want a link to bin/web", h)

@@ -227,7 +227,7 @@ func (r *Runtime) Collect(ctx context.Context, a *App) error {
 // one that exists gets Paddock's labels applied again.
 func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool, error) {
 	_, err := r.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: appLabels(a)},
+		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: namespaceLabels(a)},
 	}, metav1.CreateOptions{FieldManager: FieldManager})
 	if err == nil {
 		return true, nil
@@ -242,7 +242,7 @@ func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool,
 	if got.Labels[LabelManagedBy] != ManagedBy {
 		return false, fmt.Errorf("%w: namespace %s exists and is not Paddock's: rename the app, or start the server with another --namespace-prefix", ErrForeign, ns)
 	}
-	nsAC := corev1ac.Namespace(ns).WithLabels(appLabels(a))
+	nsAC := corev1ac.Namespace(ns).WithLabels(namespaceLabels(a))
 	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
 		return false, fmt.Errorf("apply namespace %s: %w", ns, err)
 	}

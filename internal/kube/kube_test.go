@@ -65,7 +65,7 @@ func TestApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if nsObj.Labels[kube.LabelManagedBy] != "paddock" || nsObj.Labels[kube.LabelApp] != "shop" {
+	if nsObj.Labels[kube.LabelManagedBy] != "paddock" || nsObj.Labels[kube.LabelApp] != "shop" || nsObj.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
 		t.Errorf("namespace labels = %v", nsObj.Labels)
 	}
 
@@ -89,6 +89,12 @@ func TestApply(t *testing.T) {
 	}
 	if got := ctr.Resources.Limits.Memory().Value(); got != 64<<20 {
 		t.Errorf("web memory limit = %d, want %d", got, 64<<20)
+	}
+	if sc := pod.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != kube.AppUID {
+		t.Errorf("pod security context = %+v, want non-root, uid %d", sc, kube.AppUID)
+	}
+	if sc := ctr.SecurityContext; sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 {
+		t.Errorf("container security context = %+v, want no privilege escalation, every capability dropped", sc)
 	}
 	if *pod.TerminationGracePeriodSeconds != 7 {
 		t.Errorf("termination grace = %d, want 7: the stop timeout and the 2 s drain", *pod.TerminationGracePeriodSeconds)

@@ -55,6 +55,10 @@ const (
 	// manifest names none: every pod has an address of its own, so all use
 	// the same one.
 	WebPort = 8080
+	// AppUID is the user and group a Paddock-built image's files belong to
+	// and its containers run as: never root, as the restricted Pod
+	// Security Standard of every app namespace requires.
+	AppUID = 10001
 	// WebService is the name of the Service in front of an app's web pods.
 	WebService = "web"
 	// WebDrain is how long a web pod told to stop keeps serving before its
@@ -125,6 +129,15 @@ func appLabels(a *App) map[string]string {
 		LabelApp:       a.Name,
 		LabelAppID:     strconv.FormatInt(a.ID, 10),
 	}
+}
+
+// namespaceLabels are an app's labels and the Pod Security Standard its
+// namespace enforces: restricted, so that no pod in it runs privileged, as
+// root, or with the host's namespaces or folders, whoever makes it.
+func namespaceLabels(a *App) map[string]string {
+	l := appLabels(a)
+	l["pod-security.kubernetes.io/enforce"] = "restricted"
+	return l
 }
 
 func processLabels(a *App, process string) map[string]string {
@@ -282,7 +295,20 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 		env = append(env, corev1ac.EnvVar().WithName("PORT").WithValue(strconv.Itoa(port)))
 		c.WithPorts(corev1ac.ContainerPort().WithName(portName).WithContainerPort(int32(port)).WithProtocol(corev1.ProtocolTCP))
 	}
+	c.WithSecurityContext(corev1ac.SecurityContext().
+		WithAllowPrivilegeEscalation(false).
+		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")))
+	podSecurity := corev1ac.PodSecurityContext().
+		WithRunAsNonRoot(true).
+		WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)).
+		// The group of the secret files, so that a user other than root
+		// may read them.
+		WithFSGroup(AppUID)
+	if !a.External {
+		podSecurity.WithRunAsUser(AppUID).WithRunAsGroup(AppUID)
+	}
 	spec := corev1ac.PodSpec().
+		WithSecurityContext(podSecurity).
 		WithEnableServiceLinks(false). // no FOO_SERVICE_HOST variables: apps get their config from Paddock
 		WithAutomountServiceAccountToken(false)
 	if filesSecret != "" {

@@ -153,6 +153,35 @@ func TestLeastPrivilege(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "system:serviceaccount:paddock-system:paddock"}},
 	}, metav1.CreateOptions{})
 	denied("bind cluster-admin in its own namespace", err)
+	_, err = cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "everyone"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: kube.AppRole},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", Name: "system:authenticated"}},
+	}, metav1.CreateOptions{})
+	denied("bind paddock-app to every user in its own namespace", err)
+	_, err = cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "np"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	denied("make a NodePort service", err)
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "paddock-lax",
+		Labels: map[string]string{kube.LabelManagedBy: "paddock"}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	denied("make a namespace without the restricted pod security standard", err)
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-sneaky",
+		Labels: map[string]string{kube.LabelManagedBy: "paddock", "pod-security.kubernetes.io/enforce": "restricted"}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	denied("make a namespace outside its prefix", err)
+	_, err = cs.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}`), metav1.PatchOptions{})
+	denied("lower its namespace's pod security standard", err)
+	// Not even an admin may run a pod as root, with its capabilities, in
+	// an app's namespace: it enforces the restricted Pod Security Standard.
+	_, err = admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "root"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "restricted") {
+		t.Errorf("a pod as root in an app's namespace: %v, want it refused by the restricted standard", err)
+	}
 
 	// Destroy keeps a namespace with something of someone else's in it,
 	// and leaves Paddock no rights there.
