@@ -83,8 +83,11 @@ type Runtime struct {
 	cs   kubernetes.Interface
 	log  *slog.Logger
 	self string // Paddock's user name on the cluster
-	mu   sync.Mutex
-	apps map[string]*watch // by namespace: its own, or shared
+	// writesEverywhere: Paddock may write what it writes in any namespace,
+	// and needs no role binding in its own.
+	writesEverywhere bool
+	mu               sync.Mutex
+	apps             map[string]*watch // by namespace: its own, or shared
 	// applied is, by namespace, the names of what the last Apply sent.
 	applied map[string]string
 	// rollouts is, by namespace, what the last Apply asked for.
@@ -128,8 +131,13 @@ func (r *Runtime) Resume(ctx context.Context) error {
 		return fmt.Errorf("who am I on the cluster (SelfSubjectReview): %w", err)
 	}
 	r.self = review.Status.UserInfo.Username
-	all, err := r.readsEverywhere(ctx)
+	all, err := r.mayEverywhere(ctx, "list", "watch")
 	if err != nil {
+		return err
+	}
+	// An account that may write what Paddock writes in every namespace
+	// needs no binding in each.
+	if r.writesEverywhere, err = r.mayEverywhere(ctx, "create", "patch", "delete"); err != nil {
 		return err
 	}
 	if all {
@@ -303,10 +311,10 @@ func (r *Runtime) forget(ns string) {
 // docs/kubernetes/paddock-rbac.yaml).
 const AppRole = "paddock-app"
 
-// bind gives Paddock's own user the AppRole in ns. A cluster admin has the
-// rights anyway; the binding is harmless there.
+// bind gives Paddock's own user the AppRole in ns, unless it has those
+// rights everywhere already.
 func (r *Runtime) bind(ctx context.Context, a *App, ns string) error {
-	if r.self == "" {
+	if r.self == "" || r.writesEverywhere {
 		return nil
 	}
 	rb := rbacv1ac.RoleBinding("paddock", ns).
@@ -606,15 +614,22 @@ func list(inf cache.SharedIndexInformer, ns string) []any {
 	return objs
 }
 
-// readsEverywhere asks the API server whether Paddock may list and watch
-// what its informers need in every namespace. A service account limited to
-// its own namespaces may not: it gets informers per namespace.
-func (r *Runtime) readsEverywhere(ctx context.Context) (bool, error) {
-	for _, res := range []authzv1.ResourceAttributes{
+// mayEverywhere asks the API server whether Paddock may do verbs to what
+// it watches (list, watch) or writes (create, patch, delete) in every
+// namespace. A service account limited to its own namespaces may not: it
+// gets informers per namespace, and binds itself its rights in each.
+func (r *Runtime) mayEverywhere(ctx context.Context, verbs ...string) (bool, error) {
+	resources := []authzv1.ResourceAttributes{
 		{Resource: "pods"}, {Group: "apps", Resource: "deployments"},
 		{Group: "apps", Resource: "replicasets"}, {Group: "discovery.k8s.io", Resource: "endpointslices"},
-	} {
-		for _, verb := range []string{"list", "watch"} {
+	}
+	if slices.Contains(verbs, "create") {
+		resources = []authzv1.ResourceAttributes{
+			{Resource: "secrets"}, {Resource: "services"}, {Group: "apps", Resource: "deployments"},
+		}
+	}
+	for _, res := range resources {
+		for _, verb := range verbs {
 			res.Verb = verb
 			review, err := r.cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
 				&authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &res}}, metav1.CreateOptions{})
