@@ -5,10 +5,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -123,7 +125,11 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 	if prefix == "" {
 		prefix = "paddock-"
 	}
-	kc := kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log}
+	id, err := installationID(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	kc := kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log, Installation: id}
 	if reg := cfg.Registry; reg.Username != "" || reg.Password != "" {
 		host, _, _ := strings.Cut(reg.Repository, "/")
 		kc.Pull = &kube.PullCredentials{Server: host, Username: reg.Username, Password: reg.Password}
@@ -133,6 +139,37 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 		return nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
 	}
 	return k, nil
+}
+
+// installationID names this platform on a cluster, among others that may
+// share it: made at the first start on Kubernetes, kept in the data folder.
+func installationID(data string) (string, error) {
+	path := filepath.Join(data, "kubernetes-installation")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	id := strings.ToLower(rand.Text())[:16]
+	// Written whole or not at all: a torn ID would orphan every namespace.
+	tmp, err := os.CreateTemp(data, ".kubernetes-installation-*")
+	if err == nil {
+		_, err = tmp.WriteString(id + "\n")
+		if serr := tmp.Sync(); err == nil {
+			err = serr
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), path)
+		}
+		os.Remove(tmp.Name())
+	}
+	if err != nil {
+		return "", fmt.Errorf("keep the installation's ID: %w", err)
+	}
+	return id, nil
 }
 
 // Run starts the platform and serves until ctx ends. Apps and the router

@@ -50,6 +50,14 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 	if err != nil {
 		return store.Release{}, err
 	}
+	return s.release(ctx, app, store.Release{Build: b.ID, Artifact: b.Artifact, Manifest: b.Manifest, Description: "Deploy " + b.ID},
+		"deploy of build "+b.ID, actor, p)
+}
+
+// release makes next, a deploy's release, with the app's current config and
+// latest secrets, and waits for its rollout; what says what was deployed,
+// in the event.
+func (s *Service) release(ctx context.Context, app string, next store.Release, what, actor string, p Progress) (store.Release, error) {
 	unlock := s.lock(app)
 	pins, err := s.nextSecrets(ctx, app)
 	if err != nil {
@@ -57,10 +65,7 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 		return store.Release{}, err
 	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next := store.Release{
-			Build: b.ID, Artifact: b.Artifact, Manifest: b.Manifest, Config: map[string]string{}, Secrets: pins,
-			Description: "Deploy " + b.ID, CreatedBy: actor, CreatedAt: s.now().UTC(),
-		}
+		next.Config, next.Secrets, next.CreatedBy, next.CreatedAt = map[string]string{}, pins, actor, s.now().UTC()
 		if cur != nil {
 			next.Config = cur.Config
 		}
@@ -70,7 +75,7 @@ func (s *Service) Deploy(ctx context.Context, app string, upload io.Reader, acto
 	if err != nil {
 		return rel, err
 	}
-	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: deploy of build %s", rel.Version, actor, b.ID))
+	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: %s", rel.Version, actor, what))
 	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
 	s.Kick()
 	return s.WaitRollout(ctx, app, rel.Version, p)

@@ -64,11 +64,26 @@ func (s *Service) reconcileKube(ctx context.Context) error {
 			s.log.Warn("reconcile app on kubernetes", "app", a.Name, "err", err)
 		}
 	}
+	var last int64 = -1
 	for _, name := range s.cfg.Kube.Apps() {
-		if !known[name] {
-			if err := s.cfg.Kube.Destroy(ctx, name); err != nil {
-				s.log.Warn("remove a destroyed app from kubernetes", "app", name, "err", err)
+		if known[name] {
+			continue
+		}
+		// An app this store made and destroyed, whose destruction did not
+		// finish: finish it. One of an ID this store never handed out
+		// (a store restored from an older backup) is left alone.
+		if last < 0 {
+			if last, err = s.st.LastAppID(ctx); err != nil {
+				return err
 			}
+		}
+		if id := s.cfg.Kube.AppID(ctx, name); id == 0 || id > last {
+			s.log.Warn("kubernetes: a namespace of an app this store never made is left alone", "app", name)
+			s.cfg.Kube.Unwatch(name)
+			continue
+		}
+		if err := s.cfg.Kube.Destroy(ctx, name); err != nil {
+			s.log.Warn("remove a destroyed app from kubernetes", "app", name, "err", err)
 		}
 	}
 	return s.routeKube(ctx, apps, domains)
@@ -323,28 +338,6 @@ func (s *Service) DeployImage(ctx context.Context, app, ref string, manifestTOML
 	if err := s.st.CreateBuild(ctx, b); err != nil {
 		return store.Release{}, err
 	}
-	unlock := s.lock(app)
-	pins, err := s.nextSecrets(ctx, app)
-	if err != nil {
-		unlock()
-		return store.Release{}, err
-	}
-	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next := store.Release{
-			Build: b.ID, Image: ref, Manifest: mj, Config: map[string]string{}, Secrets: pins,
-			Description: "Deploy image " + ref, CreatedBy: actor, CreatedAt: s.now().UTC(),
-		}
-		if cur != nil {
-			next.Config = cur.Config
-		}
-		return next, nil
-	})
-	unlock()
-	if err != nil {
-		return rel, err
-	}
-	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: deploy of image %s", rel.Version, actor, ref))
-	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
-	s.Kick()
-	return s.WaitRollout(ctx, app, rel.Version, p)
+	return s.release(ctx, app, store.Release{Build: b.ID, Image: ref, Manifest: mj, Description: "Deploy image " + ref},
+		"deploy of image "+ref, actor, p)
 }

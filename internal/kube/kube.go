@@ -72,7 +72,10 @@ type Config struct {
 	// Pull, when set, is how nodes log in to the registry of Paddock's
 	// images: a pull secret in each app's namespace.
 	Pull *PullCredentials
-	Log  *slog.Logger
+	// Installation names this Paddock among others on the cluster: its
+	// namespaces carry it, and it touches no namespace of another's.
+	Installation string
+	Log          *slog.Logger
 }
 
 // Runtime applies apps to a cluster and watches what runs there. Its
@@ -152,7 +155,8 @@ func (r *Runtime) Resume(ctx context.Context) error {
 	for _, ns := range list.Items {
 		// Another installation's apps may be in namespaces of another
 		// prefix: never touch those.
-		if ns.DeletionTimestamp == nil && ns.Annotations[AnnotationDestroyed] == "" && strings.HasPrefix(ns.Name, r.cfg.NamespacePrefix) {
+		if ns.DeletionTimestamp == nil && ns.Annotations[AnnotationDestroyed] == "" && strings.HasPrefix(ns.Name, r.cfg.NamespacePrefix) &&
+			ns.Labels[LabelInstallation] == r.cfg.Installation {
 			r.watch(ns.Name)
 		}
 	}
@@ -235,7 +239,7 @@ func (r *Runtime) Collect(ctx context.Context, a *App) error {
 // one that exists gets Paddock's labels applied again.
 func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool, error) {
 	_, err := r.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: namespaceLabels(a)},
+		ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: namespaceLabels(a, r.cfg.Installation)},
 	}, metav1.CreateOptions{FieldManager: FieldManager})
 	if err == nil {
 		return true, nil
@@ -247,10 +251,10 @@ func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool,
 	if err != nil {
 		return false, fmt.Errorf("get namespace %s: %w", ns, err)
 	}
-	if got.Labels[LabelManagedBy] != ManagedBy {
-		return false, fmt.Errorf("%w: namespace %s exists and is not Paddock's: rename the app, or start the server with another --namespace-prefix", ErrForeign, ns)
+	if got.Labels[LabelManagedBy] != ManagedBy || got.Labels[LabelInstallation] != r.cfg.Installation {
+		return false, fmt.Errorf("%w: namespace %s exists and is not this Paddock's: rename the app, or start the server with another --namespace-prefix", ErrForeign, ns)
 	}
-	nsAC := corev1ac.Namespace(ns).WithLabels(namespaceLabels(a))
+	nsAC := corev1ac.Namespace(ns).WithLabels(namespaceLabels(a, r.cfg.Installation))
 	if _, err := r.cs.CoreV1().Namespaces().Apply(ctx, nsAC, applyOptions); err != nil {
 		return false, fmt.Errorf("apply namespace %s: %w", ns, err)
 	}
@@ -1075,6 +1079,19 @@ func (r *Runtime) Apps() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Unwatch stops watching an app's namespace, and leaves it as it is.
+func (r *Runtime) Unwatch(app string) { r.forget(r.namespace(app)) }
+
+// AppID returns the app ID an app's namespace was made for; 0 if unknown.
+func (r *Runtime) AppID(ctx context.Context, app string) int64 {
+	ns, err := r.cs.CoreV1().Namespaces().Get(ctx, r.namespace(app), metav1.GetOptions{})
+	if err != nil {
+		return 0
+	}
+	id, _ := strconv.ParseInt(ns.Labels[LabelAppID], 10, 64)
+	return id
 }
 
 // watches returns the watch of each app's namespace.

@@ -1,6 +1,7 @@
 package kube_test
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -194,6 +195,20 @@ func TestApply(t *testing.T) {
 	}
 	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, "worker", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("worker deployment after its process type went: %v, want not found", err)
+	}
+
+	// Another installation of Paddock on the same cluster, with the same
+	// prefix, neither watches this one's apps nor takes them over.
+	other := kube.New(kube.Config{Client: cs, NamespacePrefix: prefix, Installation: "elsewhere"})
+	if err := other.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if apps := other.Apps(); len(apps) != 0 {
+		t.Errorf("another installation watches %v, want nothing", apps)
+	}
+	if err := other.Apply(ctx, v2); !errors.Is(err, kube.ErrForeign) {
+		t.Errorf("another installation's apply of shop: %v, want ErrForeign", err)
 	}
 
 	// Destroy keeps what someone else put in the namespace, and so the

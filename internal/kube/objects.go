@@ -32,6 +32,9 @@ const (
 	LabelApp       = "paddock.dev/app"
 	LabelAppID     = "paddock.dev/app-id"
 	LabelProcess   = "paddock.dev/process"
+	// LabelInstallation is on the namespaces of one Paddock installation:
+	// another one's, even of the same prefix, are never touched.
+	LabelInstallation = "paddock.dev/installation"
 	// AnnotationRelease is on Deployments and StatefulSets (not on their pod
 	// templates, so that the same release content keeps the same template
 	// and ReplicaSet); the Deployment controller copies it to ReplicaSets.
@@ -134,8 +137,11 @@ func appLabels(a *App) map[string]string {
 // namespaceLabels are an app's labels and the Pod Security Standard its
 // namespace enforces: restricted, so that no pod in it runs privileged, as
 // root, or with the host's namespaces or folders, whoever makes it.
-func namespaceLabels(a *App) map[string]string {
+func namespaceLabels(a *App, installation string) map[string]string {
 	l := appLabels(a)
+	if installation != "" {
+		l[LabelInstallation] = installation
+	}
 	l["pod-security.kubernetes.io/enforce"] = "restricted"
 	return l
 }

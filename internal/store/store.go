@@ -259,6 +259,9 @@ type Store interface {
 	CreateApp(ctx context.Context, a App) (App, error)
 	GetApp(ctx context.Context, name string) (App, error)
 	ListApps(ctx context.Context) ([]App, error)
+	// LastAppID is the highest app ID handed out so far: an app with a
+	// higher one is not this store's.
+	LastAppID(ctx context.Context) (int64, error)
 	// DeleteApp removes the app with its releases, builds, domains and
 	// events; ErrConflict while it has volumes.
 	DeleteApp(ctx context.Context, name string) error

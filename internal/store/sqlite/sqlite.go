@@ -378,6 +378,13 @@ func scanApp(r scanner) (store.App, error) {
 
 const appCols = `id, name, created_at, release, formation, owner, placement`
 
+// LastAppID is the highest app ID handed out so far.
+func (s *DB) LastAppID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM counters WHERE name = 'app_id'`).Scan(&id)
+	return id, err
+}
+
 // GetApp returns the named app.
 func (s *DB) GetApp(ctx context.Context, name string) (store.App, error) {
 	return getApp(ctx, s.db, name)
