@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -173,6 +174,13 @@ func TestKubernetes(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "not-paddocks", metav1.GetOptions{}); err != nil {
 		t.Errorf("a configmap Paddock did not make is gone after destroy: %v", err)
 	}
+	// Its pods' logs on this machine go with it.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if dirs, _ := filepath.Glob(filepath.Join(p.Data, "logs", "shop.*")); len(dirs) != 0 {
+			return fmt.Errorf("log folders of the destroyed app: %v", dirs)
+		}
+		return nil
+	})
 }
 
 // TestKubernetesPlacementAndImage: an app that requires a region runs only

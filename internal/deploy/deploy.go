@@ -211,6 +211,8 @@ func (s *Service) DestroyApp(ctx context.Context, name string) error {
 		if err := s.cfg.Kube.Destroy(ctx, name); err != nil {
 			s.log.Warn("remove a destroyed app from kubernetes (the reconciler tries again)", "app", name, "err", err)
 		}
+		uid, _ := s.appUID(a)
+		s.endApp(name, a.ID, uid) // its builds, build home and logs on this machine
 	} else if insts, err := s.rt.List(ctx); err == nil && !slices.ContainsFunc(insts, func(in runtime.Instance) bool { return in.App == name }) {
 		uid, _ := s.appUID(a)
 		s.endApp(name, a.ID, uid)
