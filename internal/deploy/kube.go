@@ -41,7 +41,7 @@ const reapplyEvery = 5 * time.Minute
 
 // kubeState is what the Kubernetes reconciler remembers between passes.
 type kubeState struct {
-	images    map[string]string           // artifact digest -> image reference by digest
+	images    map[string]string           // "app/artifact digest" -> image reference by digest
 	applied   map[string]string           // app -> fingerprint of what was last applied
 	appliedAt map[string]time.Time        // app -> when
 	waiting   map[string]string           // app -> the last rollout progress reported
