@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -255,4 +256,77 @@ func TestKubernetesPlacementAndImage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKubernetesSecretsNeverLeak: pods that print their secrets in every
+// form leave none of them in the logs, the events or `ps`, and the cluster
+// holds them only in the release's Secrets: not in a Deployment, a
+// ReplicaSet, a Pod or the names of the Secrets.
+func TestKubernetesSecretsNeverLeak(t *testing.T) {
+	p, cs := kubePlatform(t)
+	ctx := t.Context()
+	ns := "paddock-leak"
+	values := map[string]string{"API_TOKEN": randomValue("v-"), "TLS_KEY": randomValue("v-")}
+	p.MustRun("apps", "create", "leak")
+	setSecret(t, p, "leak", "API_TOKEN", values["API_TOKEN"])
+	setSecret(t, p, "leak", "TLS_KEY", values["TLS_KEY"], "--as-file")
+	leaky := strings.Replace(kubeWeb, "./tenant serve", "./tenant leak API_TOKEN TLS_KEY", 1)
+	if stdout, stderr, err := p.Run("deploy", tenantApp(t, leaky), "--app", "leak"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, stdout, stderr)
+	}
+	serving(t, p, "leak.localhost", "leaked")
+	var logs string
+	testenv.Eventually(t, 30*time.Second, func() error {
+		logs = p.MustRun("logs", "leak", "-n", "1000")
+		for _, want := range []string{"API_TOKEN is [REDACTED:API_TOKEN]", "TLS_KEY on stderr: [REDACTED:TLS_KEY]", "API_TOKEN split: [REDACTED:API_TOKEN]"} {
+			if !strings.Contains(logs, want) {
+				return fmt.Errorf("logs do not show %q yet:\n%s", want, logs)
+			}
+		}
+		return nil
+	})
+
+	surfaces := map[string]string{
+		"logs":     logs,
+		"events":   p.MustRun("events", "leak"),
+		"ps":       p.MustRun("ps", "leak", "--json"),
+		"releases": p.MustRun("releases", "leak", "--json"),
+	}
+	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets, err := cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range secrets.Items {
+		names = append(names, s.Name)
+	}
+	for name, obj := range map[string]any{"deployments": deps, "replicasets": rss, "pods": pods} {
+		b, err := json.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		surfaces[name] = string(b)
+	}
+	surfaces["secret names"] = strings.Join(names, " ")
+	for surface, text := range surfaces {
+		for name, v := range values {
+			for _, form := range forms(v) {
+				if strings.Contains(text, form) {
+					t.Errorf("%s shows %s (as %q)", surface, name, form)
+				}
+			}
+		}
+	}
 }
