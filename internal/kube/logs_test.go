@@ -14,7 +14,9 @@ import (
 // is copied in pieces, never held whole.
 func TestCopyLines(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	stamp := func(d time.Duration, text string) string { return t0.Add(d).Format(time.RFC3339Nano) + " " + text + "\n" }
+	stamp := func(d time.Duration, text string) string {
+		return t0.Add(d).Format(time.RFC3339Nano) + " " + text + "\n"
+	}
 
 	var out bytes.Buffer
 	last := copyLines(strings.NewReader(stamp(0, "one")+stamp(time.Millisecond, "two")), &out, time.Time{})
