@@ -28,17 +28,30 @@ import (
 func kubePlatform(t *testing.T, nodes ...node.Options) (*testenv.Platform, kubernetes.Interface) {
 	t.Helper()
 	c := kubetest.Start(t)
+	return startOnKube(t, c, nil, nodes...)
+}
+
+// startOnKube adds nodes (one by default) to c and starts Paddock on it,
+// with volumes kept by st's classes when st is not nil.
+func startOnKube(t *testing.T, c *kubetest.Cluster, st *kubetest.Storage, nodes ...node.Options) (*testenv.Platform, kubernetes.Interface) {
+	t.Helper()
 	if len(nodes) == 0 {
 		nodes = []node.Options{{Name: "node-1"}}
 	}
 	for _, o := range nodes {
+		if st != nil {
+			o.CSI = map[string]string{st.Driver: st.Endpoint}
+		}
 		node.Start(t, c, o)
 	}
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
-	p := testenv.Start(t, "--runtime", "kubernetes", "--kubeconfig", c.Kubeconfig,
-		"--registry", host+"/paddock", "--registry-insecure")
+	args := []string{"--runtime", "kubernetes", "--kubeconfig", c.Kubeconfig, "--registry", host + "/paddock", "--registry-insecure"}
+	if st != nil {
+		args = append(args, "--storage-class", st.Class, "--snapshot-class", st.SnapshotClass)
+	}
+	p := testenv.Start(t, args...)
 	cs, err := kubernetes.NewForConfig(c.Config())
 	if err != nil {
 		t.Fatal(err)

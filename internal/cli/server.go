@@ -92,6 +92,8 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&rt, "runtime", "process", "where apps run: process (on this machine) or kubernetes (on the cluster of --kubeconfig)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster apps run on, with --runtime kubernetes")
 	f.StringVar(&cfg.NamespacePrefix, "namespace-prefix", "paddock-", "with --runtime kubernetes, each app runs in the namespace PREFIX+APP")
+	f.StringVar(&cfg.StorageClass, "storage-class", "", "with --runtime kubernetes, the StorageClass of volumes' claims (default: the cluster's default)")
+	f.StringVar(&cfg.SnapshotClass, "snapshot-class", "", "with --runtime kubernetes, the VolumeSnapshotClass of volumes' snapshots (default: the cluster's default)")
 	f.StringVar(&cfg.Registry.Repository, "registry", "", "with --runtime kubernetes, where apps' images are pushed: REGISTRY/PATH, each app in PATH/APP (password in $PADDOCK_REGISTRY_PASSWORD)")
 	f.StringVar(&cfg.Registry.Username, "registry-username", "", "user name for --registry")
 	f.BoolVar(&cfg.Registry.Insecure, "registry-insecure", false, "reach --registry over plain HTTP (a registry on loopback)")

@@ -24,7 +24,11 @@ import (
 	"syscall"
 	"time"
 
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"paddock.dev/paddock/internal/alerts"
@@ -98,6 +102,10 @@ type Config struct {
 	Kubeconfig      string
 	NamespacePrefix string
 	Registry        image.Registry
+	// StorageClass is the StorageClass of volumes' claims on Kubernetes,
+	// and SnapshotClass the VolumeSnapshotClass of their snapshots; "":
+	// the cluster's defaults.
+	StorageClass, SnapshotClass string
 	// Binary runs shims and the router; default: this executable.
 	Binary  string
 	Version string
@@ -107,10 +115,10 @@ type Config struct {
 
 // startKube connects to the cluster of cfg.Kubeconfig and watches the apps
 // Paddock runs there.
-func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime, error) {
+func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime, snapclient.Interface, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+		return nil, nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
 	}
 	// A reconcile pass applies several objects per changed app; client-go's
 	// default of 5 requests a second would make a deploy of many apps wait
@@ -119,7 +127,14 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 	rc.UserAgent = "paddock/" + cfg.Version
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+		return nil, nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	snaps, err := kubeSnapshots(rc, cs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
+	}
+	if snaps == nil {
+		log.Warn("the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io/v1): volumes cannot be snapshotted until its CRDs and snapshot controller are installed")
 	}
 	prefix := cfg.NamespacePrefix
 	if prefix == "" {
@@ -127,7 +142,7 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 	}
 	id, err := installationID(cfg.Data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kc := kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log, Installation: id}
 	if reg := cfg.Registry; reg.Username != "" || reg.Password != "" {
@@ -136,9 +151,22 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 	}
 	k := kube.New(kc)
 	if err := k.Resume(ctx); err != nil {
-		return nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
+		return nil, nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
 	}
-	return k, nil
+	return k, snaps, nil
+}
+
+// kubeSnapshots returns a client of the cluster's VolumeSnapshots, or nil
+// if the cluster has no such API.
+func kubeSnapshots(rc *rest.Config, cs kubernetes.Interface) (snapclient.Interface, error) {
+	_, err := cs.Discovery().ServerResourcesForGroupVersion(snapv1.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return snapclient.NewForConfig(rc)
 }
 
 // installationID names this platform on a cluster, among others that may
@@ -343,7 +371,19 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Warn("apps can take each other's ports and reach each other's instances directly", "err", err)
 		}
 	}
-	vols, err := startVolumes(ctx, cfg, st, users, log)
+	var kubeRT *kube.Runtime
+	var snaps snapclient.Interface
+	var images *image.Registry
+	if cfg.Kubeconfig != "" {
+		if kubeRT, snaps, err = startKube(ctx, cfg, log); err != nil {
+			return err
+		}
+		defer kubeRT.Close()
+		if cfg.Registry.Repository != "" {
+			images = &cfg.Registry
+		}
+	}
+	vols, err := startVolumes(ctx, cfg, st, users, kubeRT, snaps, log)
 	if err != nil {
 		return err
 	}
@@ -359,17 +399,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	mets := metrics.New()
-	var kubeRT *kube.Runtime
-	var images *image.Registry
-	if cfg.Kubeconfig != "" {
-		if kubeRT, err = startKube(ctx, cfg, log); err != nil {
-			return err
-		}
-		defer kubeRT.Close()
-		if cfg.Registry.Repository != "" {
-			images = &cfg.Registry
-		}
-	}
 	svc, err := deploy.New(deploy.Config{
 		Kube: kubeRT, Images: images,
 		Store: st, Runtime: rt, Volumes: vols.svc, Metrics: mets, Router: &rtr.client, Artifacts: artifacts,

@@ -6,13 +6,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	csispec "github.com/container-storage-interface/spec/lib/go/csi"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"paddock.dev/paddock/internal/csi"
 	"paddock.dev/paddock/internal/isolate"
+	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/store"
 	"paddock.dev/paddock/internal/volume"
 )
@@ -29,12 +33,15 @@ type volumes struct {
 
 // startVolumes starts the storage plugin (unless an external one is
 // given) and connects the volume layer to it.
-func startVolumes(ctx context.Context, cfg Config, st store.Store, users *isolate.Range, log *slog.Logger) (*volumes, error) {
+func startVolumes(ctx context.Context, cfg Config, st store.Store, users *isolate.Range, k *kube.Runtime, snaps snapclient.Interface, log *slog.Logger) (*volumes, error) {
 	dir := filepath.Join(cfg.Data, "volumes")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	v := &volumes{}
+	if k != nil {
+		return v, v.onKube(cfg, st, k, snaps, dir, log)
+	}
 	endpoint := cfg.CSIEndpoint
 	var enforcement func() (bool, string)
 	if endpoint == "" {
@@ -81,6 +88,31 @@ func startVolumes(ctx context.Context, cfg Config, st store.Store, users *isolat
 		return nil, err
 	}
 	return v, nil
+}
+
+// onKube keeps volumes on the cluster of k: claims of cfg.StorageClass,
+// snapshots of cfg.SnapshotClass.
+func (v *volumes) onKube(cfg Config, st store.Store, k *kube.Runtime, snaps snapclient.Interface, dir string, log *slog.Logger) error {
+	storage := k.Storage(kube.StorageConfig{Class: cfg.StorageClass, SnapshotClass: cfg.SnapshotClass, Snapshots: snaps})
+	var err error
+	v.svc, err = volume.New(volume.Config{
+		Store: st, Controller: storage, Node: kube.StorageNode{},
+		Mounted: func(v store.Volume) bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			used, err := storage.ClaimInUse(ctx, v.CSIID)
+			return used || err != nil // when in doubt, in use
+		},
+		PublishDir: filepath.Join(dir, "published"),
+		Parameters: func(a store.App) map[string]string {
+			return map[string]string{kube.ParamApp: a.Name, kube.ParamAppID: strconv.FormatInt(a.ID, 10)}
+		},
+		NoPerInstance: "not yet on Kubernetes, where a volume is a claim one pod mounts at a time",
+		NoContent:     "on Kubernetes Paddock does not read volumes' content (checksums, verify, export, import, paced restores): snapshots and restores from them work; keep copies elsewhere with the cluster's own backup tools",
+		Enforcement:   func() (bool, string) { return true, "" }, // the StorageClass's driver sizes claims
+		AppQuota:      cfg.VolumeQuota, TeamQuota: cfg.TeamVolumeQuota, Logger: log,
+	})
+	return err
 }
 
 // close disconnects from the plugin and stops serving it; the pool stays

@@ -23,6 +23,7 @@ import (
 	"paddock.dev/paddock/internal/router"
 	"paddock.dev/paddock/internal/runtime"
 	"paddock.dev/paddock/internal/store"
+	"paddock.dev/paddock/internal/volume"
 )
 
 // On Kubernetes the reconciler's pass is:
@@ -122,6 +123,17 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		SecretVersions: rel.Secrets,
 		Placement:      a.Placement,
 	}
+	if s.cfg.Volumes != nil {
+		vols, err := s.cfg.Volumes.List(ctx, a.Name)
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if v.Process != "" {
+				app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name)})
+			}
+		}
+	}
 	// The fingerprint is of the secrets' versions, not their values: a
 	// pass that changes nothing opens no secret.
 	fp := fingerprint(app)
@@ -177,6 +189,13 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		s.event(ctx, a.Name, "", "", "waiting for "+ro.Waiting)
 	}
 	return nil
+}
+
+// claimOf names the PersistentVolumeClaim of a volume kept on Kubernetes,
+// whose ID is "namespace/claim".
+func claimOf(v store.Volume) string {
+	_, claim, _ := strings.Cut(v.CSIID, "/")
+	return claim
 }
 
 // image returns the image of a release's artifact, building and pushing

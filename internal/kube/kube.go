@@ -174,23 +174,10 @@ var applyOptions = metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 // has the objects; Rollout tells how their pods are doing.
 func (r *Runtime) Apply(ctx context.Context, a *App) error {
 	ns := r.namespace(a.Name)
-	r.mu.Lock()
-	_, known := r.apps[ns]
-	r.mu.Unlock()
-	// The namespace and Paddock's rights in it are made once in the life
-	// of this process: a reconcile pass that changes a release sends the
-	// release's objects alone.
-	fresh := false
-	if !known {
-		var err error
-		if fresh, err = r.ensureNamespace(ctx, a, ns); err != nil {
-			return err
-		}
-		if err := r.bind(ctx, a, ns); err != nil {
-			return err
-		}
+	fresh, err := r.prepare(ctx, a, ns)
+	if err != nil {
+		return err
 	}
-	r.watch(ns)
 	o := build(a, ns, r.cfg.Pull != nil)
 	if err := r.applyObjects(ctx, a, ns, o); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -216,6 +203,52 @@ func (r *Runtime) Collect(ctx context.Context, a *App) error {
 	ns := r.namespace(a.Name)
 	names := build(a, ns, r.cfg.Pull != nil).names(r.cfg.Pull != nil)
 	return r.collect(ctx, ns, names.processes, names.services, names.secrets)
+}
+
+// prepare makes an app's namespace and Paddock's rights in it, once in
+// the life of this process (a reconcile pass that changes a release sends
+// the release's objects alone), and watches it. It reports whether the
+// namespace is new.
+func (r *Runtime) prepare(ctx context.Context, a *App, ns string) (fresh bool, err error) {
+	r.mu.Lock()
+	_, known := r.apps[ns]
+	r.mu.Unlock()
+	if !known {
+		if fresh, err = r.ensureNamespace(ctx, a, ns); err != nil {
+			return false, err
+		}
+		if err := r.bind(ctx, a, ns); err != nil {
+			return false, err
+		}
+	}
+	r.watch(ns)
+	return fresh, nil
+}
+
+// getDeleter is a typed client of one kind in one namespace.
+type getDeleter[T metav1.Object] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+}
+
+// deleteOwned deletes an object if Paddock owns it; one that is gone is
+// deleted already.
+func deleteOwned[T metav1.Object](ctx context.Context, c getDeleter[T], name string) error {
+	o, err := c.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if o.GetLabels()[LabelManagedBy] != ManagedBy {
+		return fmt.Errorf("%s is not Paddock's (no %s=%s label): left alone", name, LabelManagedBy, ManagedBy)
+	}
+	err = c.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: new(o.GetUID())}})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // ensureNamespace makes an app's namespace, and reports whether it is new;

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"path"
 	"slices"
 	"strconv"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -96,6 +98,17 @@ type App struct {
 	SecretVersions map[string]int
 	// Placement is node labels the app's pods require: never preferred.
 	Placement map[string]string
+	// Volumes are the app's volumes attached to its process types.
+	Volumes []Volume
+}
+
+// Volume is a volume attached to a process type: a claim its pods mount.
+type Volume struct {
+	Name    string // Paddock's name of the volume
+	Claim   string // the PersistentVolumeClaim that holds it
+	Process string
+	Path    string // relative to the working directory
+	Env     string // the environment variable that holds its absolute path
 }
 
 // Process is one process type of a release and how many pods run it.
@@ -208,14 +221,7 @@ func build(a *App, ns string, pullSecret bool) *objects {
 			WithSpec(appsv1ac.DeploymentSpec().
 				WithReplicas(int32(p.Replicas)).
 				WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector(a, name))).
-				// A new pod must be ready, not merely started, before an
-				// old one goes: the same zero-downtime rule as on one
-				// machine.
-				WithStrategy(appsv1ac.DeploymentStrategy().
-					WithType("RollingUpdate").
-					WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
-						WithMaxUnavailable(intstr.FromInt32(0)).
-						WithMaxSurge(intstr.FromString("25%")))).
+				WithStrategy(strategy(a, name)).
 				WithRevisionHistoryLimit(10).
 				WithTemplate(corev1ac.PodTemplateSpec().
 					WithLabels(processLabels(a, name)).
@@ -243,6 +249,23 @@ func build(a *App, ns string, pullSecret bool) *objects {
 		}
 	}
 	return o
+}
+
+// strategy is how a process type's pods are replaced. A new pod must be
+// ready, not merely started, before an old one goes: the same
+// zero-downtime rule as on one machine. A volume has one writer, though:
+// there, as on one machine, the old pod stops before the new one starts.
+func strategy(a *App, process string) *appsv1ac.DeploymentStrategyApplyConfiguration {
+	for _, v := range a.Volumes {
+		if v.Process == process {
+			return appsv1ac.DeploymentStrategy().WithType(appsv1.RecreateDeploymentStrategyType)
+		}
+	}
+	return appsv1ac.DeploymentStrategy().
+		WithType(appsv1.RollingUpdateDeploymentStrategyType).
+		WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+			WithMaxUnavailable(intstr.FromInt32(0)).
+			WithMaxSurge(intstr.FromString("25%")))
 }
 
 func webPort(p Process) int {
@@ -322,6 +345,16 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 		c.WithVolumeMounts(corev1ac.VolumeMount().WithName("secrets").WithMountPath(SecretsDir).WithReadOnly(true))
 		spec.WithVolumes(corev1ac.Volume().WithName("secrets").
 			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(filesSecret).WithDefaultMode(0o400)))
+	}
+	for _, v := range a.Volumes {
+		if v.Process != name {
+			continue
+		}
+		dir := path.Join(WorkDir, v.Path)
+		env = append(env, corev1ac.EnvVar().WithName(v.Env).WithValue(dir))
+		c.WithVolumeMounts(corev1ac.VolumeMount().WithName("volume-" + v.Name).WithMountPath(dir))
+		spec.WithVolumes(corev1ac.Volume().WithName("volume-" + v.Name).
+			WithPersistentVolumeClaim(corev1ac.PersistentVolumeClaimVolumeSource().WithClaimName(v.Claim)))
 	}
 	c.WithEnv(env...)
 	if p.Memory > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +30,12 @@ func (s *Service) csiVolume(ctx context.Context, a store.App, name string, size 
 	params, err := s.owner(a)
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.Parameters != nil {
+		if params == nil {
+			params = map[string]string{}
+		}
+		maps.Copy(params, s.cfg.Parameters(a))
 	}
 	resp, err := s.cfg.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name:                newID("pdk-" + name + "-"),
@@ -114,6 +121,9 @@ func (s *Service) volumeOf(ctx context.Context, volume, ref string) (store.Volum
 // sum records the checksum of a new snapshot's content; a snapshot whose
 // content could not be read keeps none, and says so when verified.
 func (s *Service) sum(ctx context.Context, a store.App, v store.Volume, sn store.Snapshot) store.Snapshot {
+	if s.reachable() != nil {
+		return sn // no checksum where Paddock cannot read the content
+	}
 	var sum string
 	err := s.withSnapshot(ctx, a, sn, v.Size, func(dir string) (err error) {
 		_, sum, err = manifestOf(ctx, dir, readBudget(v))
@@ -131,6 +141,14 @@ func (s *Service) sum(ctx context.Context, a store.App, v store.Volume, sn store
 	return sn
 }
 
+// reachable says why Paddock cannot read volumes' content, if it cannot.
+func (s *Service) reachable() error {
+	if s.cfg.NoContent != "" {
+		return fmt.Errorf("%w: %s", ErrInvalid, s.cfg.NoContent)
+	}
+	return nil
+}
+
 // readBudget is the most a checksum of v's content reads: four times its
 // size.
 func readBudget(v store.Volume) int64 { return 4 * v.Size }
@@ -138,6 +156,9 @@ func readBudget(v store.Volume) int64 { return 4 * v.Size }
 // Verify reads a snapshot's content again and checks it against the
 // checksum manifest taken when it was made: ErrCorrupt if it differs.
 func (s *Service) Verify(ctx context.Context, volume, ref string) (store.Snapshot, error) {
+	if err := s.reachable(); err != nil {
+		return store.Snapshot{}, err
+	}
 	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
 		return sn, err
@@ -165,6 +186,9 @@ func (s *Service) Verify(ctx context.Context, volume, ref string) (store.Snapsho
 // Export writes a snapshot's content to w as a stream Import takes: a tar
 // stream of its files and, last, their checksum manifest.
 func (s *Service) Export(ctx context.Context, volume, ref string, w io.Writer) error {
+	if err := s.reachable(); err != nil {
+		return err
+	}
 	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
 		return err
@@ -179,6 +203,9 @@ func (s *Service) Export(ctx context.Context, volume, ref string, w io.Writer) e
 // bytes written so far. The volume is recorded only once its content
 // matches the stream's manifest; a bad stream leaves nothing behind.
 func (s *Service) Import(ctx context.Context, app, name string, size int64, r io.Reader, rate int64, progress func(int64)) (store.Volume, error) {
+	if err := s.reachable(); err != nil {
+		return store.Volume{}, err
+	}
 	a, err := s.checkNew(ctx, app, name, size)
 	if err != nil {
 		return store.Volume{}, err
@@ -240,6 +267,9 @@ func (s *Service) fill(ctx context.Context, a store.App, name string, size, rate
 // swaps as Restore does. The copy is checked against the snapshot's
 // checksum manifest before the swap.
 func (s *Service) RestoreCopy(ctx context.Context, volume, ref string, rate int64, progress func(done, total int64), inUse func(store.Volume) bool) (store.Volume, error) {
+	if err := s.reachable(); err != nil {
+		return store.Volume{}, err
+	}
 	defer s.lockVolume(volume)()
 	v, a, sn, err := s.volumeOf(ctx, volume, ref)
 	if err != nil {
@@ -338,6 +368,9 @@ func syncfs(dir string) error {
 // Schedule sets a volume's backup schedule: a snapshot every every,
 // keeping the newest keep.
 func (s *Service) Schedule(ctx context.Context, volume string, every time.Duration, keep int, verifyRestore bool) (store.BackupSchedule, error) {
+	if err := s.reachable(); err != nil && verifyRestore {
+		return store.BackupSchedule{}, fmt.Errorf("--verify-restore: %w", err)
+	}
 	v, err := s.st.GetVolume(ctx, volume)
 	if err != nil {
 		return store.BackupSchedule{}, err
@@ -399,10 +432,13 @@ func (s *Service) Backup(ctx context.Context, volume string, keep int, verifyRes
 		}
 		return sn, fmt.Errorf("backup of %s: %w", volume, err)
 	}
-	if sn.Checksum == "" {
+	if sn.Checksum == "" && s.reachable() == nil {
 		return fail(errors.New("its content could not be read for a checksum manifest (the server log says why)"))
 	}
 	if verifyRestore {
+		if err := s.reachable(); err != nil {
+			return fail(err)
+		}
 		a, err := s.st.GetApp(ctx, v.App)
 		if err != nil {
 			return fail(err)

@@ -224,7 +224,7 @@ func (s *Service) Used(ctx context.Context, v store.Volume) (used int64, ok bool
 
 // InUse reports whether an instance has the volume published.
 func (s *Service) InUse(v store.Volume) bool {
-	return len(s.holders(v.Name)) > 0
+	return len(s.holders(v.Name)) > 0 || (s.cfg.Mounted != nil && s.cfg.Mounted(v))
 }
 
 // holders returns the instances that have the volume published.

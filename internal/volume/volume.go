@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -50,15 +51,30 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	Store      store.Store          // required
-	Controller csi.ControllerClient // required
-	Node       csi.NodeClient       // required
-	NodeID     string               // the plugin's node ID, for publishing
-	PublishDir string               // required: where volumes are published for instances
+	Store      store.Store // required
+	Controller Controller  // required
+	Node       Node        // required
+	NodeID     string      // the plugin's node ID, for publishing
+	PublishDir string      // required: where volumes are published for instances
 	// PendingDir keeps the plugin volumes no record names yet; default
 	// "pending" beside PublishDir.
 	PendingDir string
 	UserOf     func(app store.App) (uint32, error) // the app's user, who owns its volumes; nil: the server's
+	// Parameters, when set, gives further CreateVolume parameters for a
+	// volume of an app: for a controller that keeps each app's volumes
+	// apart (on Kubernetes, in the app's namespace).
+	Parameters func(app store.App) map[string]string
+	// NoPerInstance, when set, says why per-instance attachments are
+	// refused.
+	NoPerInstance string
+	// NoContent, when set, says why Paddock cannot read volumes' content:
+	// snapshots get no checksum manifest, and verify, export, import,
+	// paced restores and restore-verified backups are refused.
+	NoContent string
+	// Mounted, when set, reports whether something other than this
+	// machine's instances mounts a volume (on Kubernetes, a pod); nil:
+	// only this machine's publications count.
+	Mounted func(store.Volume) bool
 	// AppQuota is the most bytes of volumes one app may have; 0: no limit.
 	AppQuota int64
 	// TeamQuota is the most bytes of volumes the apps granted to one team
@@ -69,6 +85,24 @@ type Config struct {
 	Enforcement func() (bool, string)
 	Now         func() time.Time // default time.Now
 	Logger      *slog.Logger     // default: discard
+}
+
+// Controller is what the volume layer asks of a CSI controller service;
+// a csi.ControllerClient is one.
+type Controller interface {
+	CreateVolume(context.Context, *csi.CreateVolumeRequest, ...grpc.CallOption) (*csi.CreateVolumeResponse, error)
+	DeleteVolume(context.Context, *csi.DeleteVolumeRequest, ...grpc.CallOption) (*csi.DeleteVolumeResponse, error)
+	ControllerExpandVolume(context.Context, *csi.ControllerExpandVolumeRequest, ...grpc.CallOption) (*csi.ControllerExpandVolumeResponse, error)
+	CreateSnapshot(context.Context, *csi.CreateSnapshotRequest, ...grpc.CallOption) (*csi.CreateSnapshotResponse, error)
+	DeleteSnapshot(context.Context, *csi.DeleteSnapshotRequest, ...grpc.CallOption) (*csi.DeleteSnapshotResponse, error)
+}
+
+// Node is what the volume layer asks of a CSI node service, to reach
+// volumes' content on this machine; a csi.NodeClient is one.
+type Node interface {
+	NodePublishVolume(context.Context, *csi.NodePublishVolumeRequest, ...grpc.CallOption) (*csi.NodePublishVolumeResponse, error)
+	NodeUnpublishVolume(context.Context, *csi.NodeUnpublishVolumeRequest, ...grpc.CallOption) (*csi.NodeUnpublishVolumeResponse, error)
+	NodeGetVolumeStats(context.Context, *csi.NodeGetVolumeStatsRequest, ...grpc.CallOption) (*csi.NodeGetVolumeStatsResponse, error)
 }
 
 // Service manages volumes.
@@ -380,6 +414,9 @@ func (s *Service) AttachPerInstance(ctx context.Context, name, app, process, pat
 }
 
 func (s *Service) attach(ctx context.Context, name, app, process, path string, perInstance bool) (store.Volume, error) {
+	if perInstance && s.cfg.NoPerInstance != "" {
+		return store.Volume{}, fmt.Errorf("%w: --per-instance: %s", ErrInvalid, s.cfg.NoPerInstance)
+	}
 	if !manifest.ValidProcessName(process) {
 		return store.Volume{}, fmt.Errorf("%w: process type %q", ErrInvalid, process)
 	}
@@ -661,6 +698,8 @@ func pluginError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %s", ErrInvalid, what, st.Message())
 	case codes.NotFound:
 		return fmt.Errorf("%s: %s: %w", what, st.Message(), store.ErrNotFound)
+	case codes.Unimplemented:
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, what, st.Message())
 	}
 	return fmt.Errorf("%s: the storage plugin answered %s: %s", what, st.Code(), st.Message())
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real etcd, kube-apiserver, kube-controller-manager and
-# kube-scheduler that Paddock's Kubernetes tests run, from the wrapper modules
+# Builds the real etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler and CSI sidecars that Paddock's Kubernetes tests run, from the wrapper modules
 # beside this script, with nothing but Go and the
 # module proxy. The binaries go to <repo>/.cache/kube/<kubernetes version>/
 # (ignored by git); the folder's path is the only line printed on stdout.
@@ -81,6 +81,50 @@ if ! up_to_date; then
     echo "$stamp" >"$out/stamp.tmp"
     mv -f "$out/stamp.tmp" "$out/stamp"
     echo "build.sh: built in $((SECONDS - start)) s" >&2
+  fi
+  exec 9>&-
+fi
+
+# The Kubernetes CSI sidecars that drive a CSI plugin from API objects, from
+# their own wrapper module (their Kubernetes libraries are not the control
+# plane's): csi-provisioner, csi-resizer, csi-snapshotter and
+# snapshot-controller. They have a stamp of their own, so that a change of
+# either set rebuilds that set alone.
+csi_bins="csi-provisioner csi-resizer csi-snapshotter snapshot-controller"
+csi_pkgs="github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer
+github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter
+github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller"
+csi_stamp="$(
+  {
+    go version
+    echo "$csi_pkgs"
+    for f in build.sh csi/go.mod csi/go.sum; do
+      echo "== $f"
+      cat "$here/$f"
+    done
+  } | sha256sum | cut -d' ' -f1
+)"
+
+csi_up_to_date() {
+  for b in $csi_bins; do [ -x "$out/$b" ] || return 1; done
+  [ "$(cat "$out/stamp-csi" 2>/dev/null)" = "$csi_stamp" ]
+}
+
+if ! csi_up_to_date; then
+  exec 9>"$out/.lock"
+  flock 9
+  if ! csi_up_to_date; then
+    rm -f "$out/stamp-csi"
+    start=$SECONDS
+    echo "build.sh: building $csi_bins into $out" >&2
+    rm -rf "$out/tmp-csi" && mkdir "$out/tmp-csi"
+    (cd "$here/csi" && go build -trimpath -ldflags "-s -w" -o "$out/tmp-csi/" $csi_pkgs)
+    for b in $csi_bins; do mv -f "$out/tmp-csi/$b" "$out/$b"; done
+    rmdir "$out/tmp-csi"
+    echo "$csi_stamp" >"$out/stamp-csi.tmp"
+    mv -f "$out/stamp-csi.tmp" "$out/stamp-csi"
+    echo "build.sh: built the CSI sidecars in $((SECONDS - start)) s" >&2
   fi
   exec 9>&-
 fi

@@ -308,7 +308,8 @@ func expandAll(ss []string, lookup func(string) (string, bool)) []string {
 }
 
 // writeVolumes writes the pod's secret, configMap and emptyDir volumes
-// into private folders, retrying while a source is missing, until it
+// into private folders, and publishes its persistent volumes, retrying
+// while a source is missing, until it
 // succeeds (true) or the pod stops (false). Other volume types are
 // refused in the containers' status.
 func (pd *pod) writeVolumes() bool {
@@ -387,8 +388,18 @@ func (pd *pod) tryWriteVolumes(ctx context.Context) error {
 			}
 			mode = 0o444
 		case v.EmptyDir != nil:
+		case v.PersistentVolumeClaim != nil:
+			pub, err := pd.publishClaim(ctx, v, dir)
+			if err != nil {
+				return fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			pd.mu.Lock()
+			pd.volumes[v.Name] = pub.target
+			pd.published = append(pd.published, pub)
+			pd.mu.Unlock()
+			continue
 		default:
-			return fmt.Errorf("volume %q: only secret, configMap and emptyDir volumes are supported by this node", v.Name)
+			return fmt.Errorf("volume %q: only secret, configMap, projected, emptyDir and CSI persistent volumes are supported by this node", v.Name)
 		}
 		if err := writeVolume(dir, files, items, mode); err != nil {
 			return fmt.Errorf("volume %q: %w", v.Name, err)

@@ -27,6 +27,9 @@
 //   - Each container runs in its own process group; deleting a pod sends
 //     SIGTERM to each group and SIGKILL after the grace period. A process
 //     that starts a new session (setsid) leaves the group and is not killed.
+//   - Persistent volumes of the CSI plugins in Options.CSI are published
+//     by the plugin into the pod's folder (NodePublishVolume; no staging,
+//     no attaching) and unpublished when the pod stops.
 //   - Memory limits are reported in the container status, not enforced.
 //   - Readiness and startup probes run every 100 ms (at most their period)
 //     until their first success, so that pods become ready as soon as they
@@ -91,6 +94,10 @@ type Options struct {
 	// BackoffReset is how long a container must run for its next exit to
 	// start the backoff again from BackoffInitial; 0 means 10 s.
 	BackoffReset time.Duration
+	// CSI is the endpoints (unix:///…) of CSI plugins on this machine, by
+	// driver name: the node publishes persistent volumes of those drivers
+	// into pods (kubetest's StartStorage gives one).
+	CSI map[string]string
 }
 
 func (o Options) withDefaults() Options {
@@ -199,6 +206,7 @@ func start(ctx context.Context, c *kubetest.Cluster, o Options, dir string) (_ *
 		client:   client,
 		log:      logger,
 		backoff:  backoff{initial: o.BackoffInitial, max: o.BackoffMax, reset: o.BackoffReset},
+		csi:      o.CSI,
 	})
 	defer func() {
 		if err != nil {

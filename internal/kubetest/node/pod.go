@@ -48,6 +48,7 @@ type pod struct {
 	spec        *corev1.Pod // as created, labels and annotations updated
 	started     metav1.Time
 	volumes     map[string]string // volume name -> local folder
+	published   []*publication    // persistent volumes published into volumes
 	volumesOK   bool
 	terminating bool
 	deadline    time.Time
@@ -173,8 +174,22 @@ func (pd *pod) cleanup() {
 	for _, px := range pd.proxies {
 		px.close()
 	}
-	if err := os.RemoveAll(filepath.Join(pd.dir, "volumes")); err != nil {
-		pd.log.Warn("remove volumes", "err", err)
+	// Persistent volumes go back to their plugin first: the folder they
+	// were published in is removed only once they are out of it.
+	kept := false
+	pd.mu.Lock()
+	published := pd.published
+	pd.mu.Unlock()
+	for _, p := range published {
+		if err := p.unpublish(context.Background()); err != nil {
+			pd.log.Warn("unpublish volume", "volume", p.volumeID, "err", err)
+			kept = true
+		}
+	}
+	if !kept {
+		if err := os.RemoveAll(filepath.Join(pd.dir, "volumes")); err != nil {
+			pd.log.Warn("remove volumes", "err", err)
+		}
 	}
 	pd.prov.ips.release(pd.ip)
 	pd.mu.Lock()

@@ -40,6 +40,7 @@ type providerConfig struct {
 	client   kubernetes.Interface
 	log      *slog.Logger
 	backoff  backoff
+	csi      map[string]string // CSI plugins' endpoints by driver name
 }
 
 // backoff is the restart policy's timing.
