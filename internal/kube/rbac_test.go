@@ -3,15 +3,18 @@ package kube_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -173,6 +176,27 @@ func TestLeastPrivilege(t *testing.T) {
 	_, err = cs.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"privileged"}}}`), metav1.PatchOptions{})
 	denied("lower its namespace's pod security standard", err)
+	// Volumes: claims of its own, of new volumes only; a claim that names a
+	// PersistentVolume (another namespace's released one) is refused.
+	st := r.Storage(kube.StorageConfig{})
+	vol, err := st.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "pdk-data-1", CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 20},
+		Parameters: map[string]string{kube.ParamApp: "shop", kube.ParamAppID: "7"}})
+	if err != nil {
+		t.Errorf("a volume's claim as Paddock: %v", err)
+	} else if _, err := st.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.Volume.VolumeId}); err != nil {
+		t.Errorf("delete a volume's claim as Paddock: %v", err)
+	}
+	_, err = cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "steal"},
+		Spec: corev1.PersistentVolumeClaimSpec{VolumeName: "someone-elses", AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")}}},
+	}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) || !strings.Contains(fmt.Sprint(err), "claims of new volumes") {
+		t.Errorf("claim a PersistentVolume by name as Paddock: %v, want it refused by the admission policy", err)
+	}
+	_, err = cs.CoreV1().PersistentVolumeClaims("default").List(ctx, metav1.ListOptions{})
+	denied("list default's claims", err)
+
 	// Not even an admin may run a pod as root, with its capabilities, in
 	// an app's namespace: it enforces the restricted Pod Security Standard.
 	_, err = admin.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
