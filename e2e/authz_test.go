@@ -35,6 +35,9 @@ var expected = map[string][]string{
 	"GET /v1/alerts":                                   everyone,
 	"GET /v1/alerts/webhooks":                          admins,
 	"POST /v1/alerts/webhooks":                         admins,
+	"GET /v1/registry":                                 admins,
+	"PUT /v1/registry/credentials/{kind}":              admins,
+	"DELETE /v1/registry/credentials/{kind}":           admins,
 	"DELETE /v1/alerts/webhooks/{webhook}":             admins,
 	"GET /v1/alerts/rules":                             everyone,
 	"POST /v1/apps/{app}/alerts/rules":                 writers,
@@ -179,7 +182,7 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 		}
 		return rank(a) - rank(b)
 	})
-	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch", "{webhook}", "nosuch", "{drain}", "nosuch", "{rule}", "nosuch", "{instance}", "nosuch")
+	params := strings.NewReplacer("{app}", "shop", "{version}", "1", "{host}", "x.example", "{team}", "t1", "{user}", "nobody", "{token}", "nonexistent", "{name}", "API_KEY", "{volume}", "shop-data", "{snapshot}", "nosuch", "{webhook}", "nosuch", "{drain}", "nosuch", "{rule}", "nosuch", "{instance}", "nosuch", "{kind}", "push")
 	bodies := map[string]string{"PUT /v1/apps/{app}/grants/{team}": `{"role":"developer"}`, "POST /v1/shutdown": `{"apps":true}`,
 		"PUT /v1/apps/{app}/secrets/{name}": `{"value_base64":"c2VjcmV0","no_restart":true}`, "POST /v1/keys/import": `{"backup":"not a key backup"}`}
 	tr := p.ClientWith("").HTTPClient()

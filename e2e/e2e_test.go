@@ -348,3 +348,23 @@ func TestCoreLoop(t *testing.T) {
 		})
 	})
 }
+
+// TestConfigOutlivesAFailedFirstDeploy: config set before a first deploy
+// that fails is still there for the next deploy, and for the next config
+// change.
+func TestConfigOutlivesAFailedFirstDeploy(t *testing.T) {
+	p := testenv.Start(t)
+	p.MustRun("apps", "create", "shop")
+	p.MustRun("config", "set", "shop", "NAME=kept")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"exit 3\"\n"), "--app", "shop"); err == nil {
+		t.Fatalf("deploy of a crashing first release succeeded:\n%s\n%s", out, errOut)
+	}
+	p.MustRun("config", "set", "shop", "OTHER=1")
+	if out, errOut, err := p.Run("deploy", tenantApp(t, "[processes.web]\ncommand = \"./tenant serve\"\n"), "--app", "shop"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+	serving(t, p, "shop.localhost", "kept")
+	if cfg := p.MustRun("config", "shop"); !strings.Contains(cfg, "OTHER") {
+		t.Errorf("config after a failed first deploy:\n%s", cfg)
+	}
+}

@@ -51,6 +51,9 @@ type Config struct {
 	Auth   Authenticator    // required
 	Authz  *auth.Authorizer // required
 	Audit  Auditor          // required
+	// Registry is the image registry's logins; nil: no registry (apps
+	// run on this machine).
+	Registry Registry
 	// Volumes manages apps' volumes; nil: those routes answer 503
 	// volumes_unavailable.
 	Volumes Volumes
@@ -183,6 +186,10 @@ func (s *Server) table() []route {
 		r("GET /v1/alerts/webhooks", auth.SystemAdmin, "", s.listWebhooks),
 		r("POST /v1/alerts/webhooks", auth.SystemAdmin, "alerts.webhooks.add", s.addWebhook),
 		r("DELETE /v1/alerts/webhooks/{webhook}", auth.SystemAdmin, "alerts.webhooks.remove", s.removeWebhook),
+		// The image registry's logins: admins', their passwords write-only.
+		r("GET /v1/registry", auth.SystemAdmin, "", s.getRegistry),
+		r("PUT /v1/registry/credentials/{kind}", auth.SystemAdmin, "registry.credentials.set", s.setRegistryCredential),
+		r("DELETE /v1/registry/credentials/{kind}", auth.SystemAdmin, "registry.credentials.remove", s.deleteRegistryCredential),
 		r("GET /v1/alerts/rules", auth.AppsList, "", s.listRules),
 		r("POST /v1/apps/{app}/alerts/rules", auth.AppWrite, "apps.alerts.add", s.addRule),
 		r("DELETE /v1/apps/{app}/alerts/rules/{rule}", auth.AppWrite, "apps.alerts.remove", s.removeRule),

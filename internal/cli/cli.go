@@ -75,7 +75,7 @@ func (e *env) root() *cobra.Command {
 		e.appsCmd(), e.deployCmd(), e.scaleCmd(), e.psCmd(), e.restartCmd(),
 		e.configCmd(), e.secretsCmd(), e.keysCmd(), e.releasesCmd(), e.rollbackCmd(), e.logsCmd(), e.eventsCmd(), e.domainsCmd(),
 		e.loginCmd(), e.logoutCmd(), e.whoamiCmd(), e.usersCmd(), e.tokensCmd(), e.teamsCmd(), e.auditCmd(),
-		e.volumesCmd(), e.backupsCmd(), e.alertsCmd(), e.metricsCmd(), e.drainsCmd(),
+		e.volumesCmd(), e.backupsCmd(), e.alertsCmd(), e.registryCmd(), e.metricsCmd(), e.drainsCmd(),
 		e.shimCmd(), e.cgexecCmd(), e.routerCmd(), e.csiCmd(),
 	)
 	return root

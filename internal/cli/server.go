@@ -63,7 +63,7 @@ with the API address, into the CLI config (0600) of the user running it.`,
 				}
 				// The password is a secret: from the environment, never
 				// the command line, which every user of the machine sees.
-				cfg.Registry.Password = os.Getenv("PADDOCK_REGISTRY_PASSWORD")
+				cfg.RegistryPassword = os.Getenv("PADDOCK_REGISTRY_PASSWORD")
 			default:
 				return fmt.Errorf("--runtime %q: give process (apps as processes on this machine) or kubernetes", rt)
 			}
@@ -94,8 +94,8 @@ with the API address, into the CLI config (0600) of the user running it.`,
 	f.StringVar(&cfg.NamespacePrefix, "namespace-prefix", "paddock-", "with --runtime kubernetes, each app runs in the namespace PREFIX+APP")
 	f.StringVar(&cfg.StorageClass, "storage-class", "", "with --runtime kubernetes, the StorageClass of volumes' claims (default: the cluster's default)")
 	f.StringVar(&cfg.SnapshotClass, "snapshot-class", "", "with --runtime kubernetes, the VolumeSnapshotClass of volumes' snapshots (default: the cluster's default)")
-	f.StringVar(&cfg.Registry.Repository, "registry", "", "with --runtime kubernetes, where apps' images are pushed: REGISTRY/PATH, each app in PATH/APP (password in $PADDOCK_REGISTRY_PASSWORD)")
-	f.StringVar(&cfg.Registry.Username, "registry-username", "", "user name for --registry")
+	f.StringVar(&cfg.Registry.Repository, "registry", "", "with --runtime kubernetes, where apps' images are pushed: REGISTRY/PATH, each app in PATH/APP (its login: --registry-username, or paddock registry login)")
+	f.StringVar(&cfg.RegistryUsername, "registry-username", "", "user name for --registry, with the password in $PADDOCK_REGISTRY_PASSWORD: kept sealed from then on (or set it later with `paddock registry login`)")
 	f.BoolVar(&cfg.Registry.Insecure, "registry-insecure", false, "reach --registry over plain HTTP (a registry on loopback)")
 	f.StringVar(&cfg.Registry.Base, "base-image", "", "image apps' images are built on, for their shell and libraries (default: none)")
 	f.BoolVar(&debug, "debug", false, "log debug messages")

@@ -81,3 +81,21 @@ func (c *Client) AddDrain(ctx context.Context, app, u, ca string) (wire.Drain, e
 func (c *Client) RemoveDrain(ctx context.Context, app, id string) error {
 	return c.do(ctx, "DELETE", appPath(app, "/drains/", url.PathEscape(id)), nil, nil)
 }
+
+// Registry returns the image registry and its kept logins, without
+// passwords.
+func (c *Client) Registry(ctx context.Context) (wire.Registry, error) {
+	var out wire.Registry
+	return out, c.do(ctx, "GET", "/v1/registry", nil, &out)
+}
+
+// SetRegistryLogin keeps the registry login of kind "push" or "pull".
+func (c *Client) SetRegistryLogin(ctx context.Context, kind, username, password string) (wire.Registry, error) {
+	var out wire.Registry
+	return out, c.do(ctx, "PUT", "/v1/registry/credentials/"+url.PathEscape(kind), wire.RegistryCredentialRequest{Username: username, Password: password}, &out)
+}
+
+// DeleteRegistryLogin forgets the registry login of kind.
+func (c *Client) DeleteRegistryLogin(ctx context.Context, kind string) error {
+	return c.do(ctx, "DELETE", "/v1/registry/credentials/"+url.PathEscape(kind), nil, nil)
+}

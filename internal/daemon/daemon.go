@@ -102,6 +102,9 @@ type Config struct {
 	Kubeconfig      string
 	NamespacePrefix string
 	Registry        image.Registry
+	// RegistryUsername and RegistryPassword, when set, are the registry's
+	// push login, kept sealed in the store from then on (see registry).
+	RegistryUsername, RegistryPassword string
 	// StorageClass is the StorageClass of volumes' claims on Kubernetes,
 	// and SnapshotClass the VolumeSnapshotClass of their snapshots; "":
 	// the cluster's defaults.
@@ -145,10 +148,6 @@ func startKube(ctx context.Context, cfg Config, log *slog.Logger) (*kube.Runtime
 		return nil, nil, err
 	}
 	kc := kube.Config{Client: cs, NamespacePrefix: prefix, Logs: filepath.Join(cfg.Data, "logs"), Log: log, Installation: id}
-	if reg := cfg.Registry; reg.Username != "" || reg.Password != "" {
-		host, _, _ := strings.Cut(reg.Repository, "/")
-		kc.Pull = &kube.PullCredentials{Server: host, Username: reg.Username, Password: reg.Password}
-	}
 	k := kube.New(kc)
 	if err := k.Resume(ctx); err != nil {
 		return nil, nil, fmt.Errorf("kubernetes cluster of %s: %w", cfg.Kubeconfig, err)
@@ -379,8 +378,12 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer kubeRT.Close()
-		if cfg.Registry.Repository != "" {
-			images = &cfg.Registry
+	}
+	var reg *registry
+	if kubeRT != nil && cfg.Registry.Repository != "" {
+		images = &cfg.Registry
+		if reg, err = startRegistry(ctx, cfg, st, keyring{kr}, images, kubeRT, log); err != nil {
+			return err
 		}
 	}
 	vols, err := startVolumes(ctx, cfg, st, users, kubeRT, snaps, log)
@@ -416,6 +419,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	svc.CleanBuilds()
+	var registryAPI api.Registry
+	if reg != nil {
+		reg.reapply = svc.Reapply
+		registryAPI = reg
+	}
 	instances := func(ctx context.Context) ([]metrics.Instance, error) {
 		insts, err := svc.AllInstances(ctx)
 		out := make([]metrics.Instance, 0, len(insts))
@@ -485,7 +493,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var stopApps bool
 	var mu sync.Mutex
 	handler, err := api.New(api.Config{
-		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, History: history, Drains: drainer, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
+		Deploy: svc, Store: st, Volumes: vols.svc, Alerts: hooks, Registry: registryAPI, History: history, Drains: drainer, Auth: tokens, Authz: authz, Audit: auditor{auditLog, auditDir, mets}, Metrics: mets,
 		Keys: keys{kr: kr, st: st, dir: keysDir(cfg.Data), fromEnv: os.Getenv(kekEnv) != ""},
 		CA:   caPEM, Version: cfg.Version, Logger: log,
 		Health:      func(ctx context.Context) wire.PlatformHealth { return platformHealth(ctx, st, rt, cfg.Data) },

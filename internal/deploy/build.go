@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,8 +66,13 @@ func (s *Service) release(ctx context.Context, app string, next store.Release, w
 		unlock()
 		return store.Release{}, err
 	}
+	last, err := s.lastConfig(ctx, app)
+	if err != nil {
+		unlock()
+		return store.Release{}, err
+	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next.Config, next.Secrets, next.CreatedBy, next.CreatedAt = map[string]string{}, pins, actor, s.now().UTC()
+		next.Config, next.Secrets, next.CreatedBy, next.CreatedAt = maps.Clone(last), pins, actor, s.now().UTC()
 		if cur != nil {
 			next.Config = cur.Config
 		}
@@ -79,6 +86,21 @@ func (s *Service) release(ctx context.Context, app string, next store.Release, w
 	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
 	s.Kick()
 	return s.WaitRollout(ctx, app, rel.Version, p)
+}
+
+// lastConfig is the config of app's newest release: what a new release
+// starts from when none runs (the first deploy failed), so that the config
+// set before a failed deploy is not lost.
+func (s *Service) lastConfig(ctx context.Context, app string) (map[string]string, error) {
+	rels, err := s.st.ListReleases(ctx, app)
+	if err != nil || len(rels) == 0 {
+		return map[string]string{}, err
+	}
+	newest := slices.MaxFunc(rels, func(a, b store.Release) int { return a.Version - b.Version })
+	if newest.Config == nil {
+		return map[string]string{}, nil
+	}
+	return newest.Config, nil
 }
 
 // WaitRollout waits until release version of app is deployed or failed,

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -442,9 +443,14 @@ func (s *Service) SetConfig(ctx context.Context, app string, vars map[string]*st
 	if err != nil {
 		return store.Release{}, err
 	}
+	last, err := s.lastConfig(ctx, app)
+	if err != nil {
+		return store.Release{}, err
+	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next := store.Release{Config: map[string]string{}, Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC()}
+		next := store.Release{Config: maps.Clone(last), Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC()}
 		if cur != nil {
+			next.Config = map[string]string{}
 			next.Build, next.Artifact, next.Manifest = cur.Build, cur.Artifact, cur.Manifest
 			for k, v := range cur.Config {
 				next.Config[k] = v

@@ -360,3 +360,13 @@ func (s *Service) DeployImage(ctx context.Context, app, ref string, manifestTOML
 	return s.release(ctx, app, store.Release{Build: b.ID, Image: ref, Manifest: mj, Description: "Deploy image " + ref},
 		"deploy of image "+ref, actor, p)
 }
+
+// Reapply has the next reconcile pass apply every app on Kubernetes again,
+// changed or not: for what the apps' objects hold that is not in their
+// releases, such as the registry's pull secret.
+func (s *Service) Reapply() {
+	s.rec.mu.Lock()
+	clear(s.rec.kube.applied)
+	s.rec.mu.Unlock()
+	s.Kick()
+}

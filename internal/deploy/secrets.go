@@ -159,8 +159,12 @@ func (s *Service) changeSecret(ctx context.Context, app, name string, value []by
 	if err != nil {
 		return nil, err
 	}
+	config, err := s.lastConfig(ctx, app)
+	if err != nil {
+		return nil, err
+	}
 	rel, err := s.st.AddRelease(ctx, app, func(a store.App, cur *store.Release) (store.Release, error) {
-		next := store.Release{Config: map[string]string{}, Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC(),
+		next := store.Release{Config: config, Secrets: pins, CreatedBy: actor, CreatedAt: s.now().UTC(),
 			Description: "Secrets: " + verb + " " + name}
 		if cur != nil {
 			next.Build, next.Artifact, next.Manifest, next.Config = cur.Build, cur.Artifact, cur.Manifest, cur.Config

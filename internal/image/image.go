@@ -46,10 +46,10 @@ type Registry struct {
 	Repository string
 	// Insecure allows plain HTTP: for a registry on loopback.
 	Insecure bool
-	// Username and Password log in, if set. The password is a secret: it
-	// never appears in an error.
-	Username string
-	Password string
+	// Login returns the user name and password to log in with; nil, or an
+	// empty pair, pushes anonymously. The password is a secret: it never
+	// appears in an error.
+	Login func() (username, password string)
 	// Base is the image whose file system the app's layer goes on top of
 	// (its shell and libraries); "" builds on an empty image.
 	Base string
@@ -59,6 +59,17 @@ type Registry struct {
 // internal/build stores them) for app, tags it with tag and pushes it.
 // It returns the image's reference by digest, which is what pods name.
 func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string, error) {
+	var user, password string
+	if r.Login != nil {
+		user, password = r.Login()
+	}
+	opts := remoteOptions(ctx, user, password)
+	scrub := func(err error) error {
+		if password == "" || !strings.Contains(err.Error(), password) {
+			return err
+		}
+		return errors.New(strings.ReplaceAll(err.Error(), password, "[REDACTED]"))
+	}
 	repo, err := name.NewRepository(strings.TrimSuffix(r.Repository, "/")+"/"+app, r.nameOptions()...)
 	if err != nil {
 		return "", fmt.Errorf("image repository for %s: %w", app, err)
@@ -69,8 +80,8 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 		if err != nil {
 			return "", fmt.Errorf("base image %q: %w", r.Base, err)
 		}
-		if base, err = remote.Image(ref, r.remoteOptions(ctx)...); err != nil {
-			return "", fmt.Errorf("base image %s: %w", r.Base, r.scrub(err))
+		if base, err = remote.Image(ref, opts...); err != nil {
+			return "", fmt.Errorf("base image %s: %w", r.Base, scrub(err))
 		}
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return underApp(artifact) },
@@ -106,8 +117,8 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 	if err != nil {
 		return "", fmt.Errorf("image digest of %s: %w", app, err)
 	}
-	if err := remote.Write(repo.Tag(tag), img, r.remoteOptions(ctx)...); err != nil {
-		return "", fmt.Errorf("push image of %s to %s: %w", app, repo, r.scrub(err))
+	if err := remote.Write(repo.Tag(tag), img, opts...); err != nil {
+		return "", fmt.Errorf("push image of %s to %s: %w", app, repo, scrub(err))
 	}
 	return repo.Digest(digest.String()).String(), nil
 }
@@ -119,21 +130,12 @@ func (r *Registry) nameOptions() []name.Option {
 	return nil
 }
 
-func (r *Registry) remoteOptions(ctx context.Context) []remote.Option {
+func remoteOptions(ctx context.Context, user, password string) []remote.Option {
 	auth := authn.Anonymous
-	if r.Username != "" || r.Password != "" {
-		auth = &authn.Basic{Username: r.Username, Password: r.Password}
+	if user != "" || password != "" {
+		auth = &authn.Basic{Username: user, Password: password}
 	}
 	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth)}
-}
-
-// scrub keeps the registry password out of an error, whatever the
-// registry echoed back.
-func (r *Registry) scrub(err error) error {
-	if r.Password == "" || !strings.Contains(err.Error(), r.Password) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), r.Password, "[REDACTED]"))
 }
 
 // underApp opens an artifact and streams it as an uncompressed tar whose

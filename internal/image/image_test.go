@@ -142,11 +142,12 @@ func TestBuild(t *testing.T) {
 func TestBuildCredentials(t *testing.T) {
 	host := startRegistry(t, "paddock", "right-horse-battery")
 	art := artifact(t)
-	r := &image.Registry{Repository: host + "/paddock", Insecure: true, Username: "paddock", Password: "right-horse-battery"}
+	password := "right-horse-battery"
+	r := &image.Registry{Repository: host + "/paddock", Insecure: true, Login: func() (string, string) { return "paddock", password }}
 	if _, err := r.Build(t.Context(), art, "shop", "v1"); err != nil {
 		t.Fatalf("with the right password: %v", err)
 	}
-	r.Password = "wrong-staple-secret"
+	password = "wrong-staple-secret"
 	_, err := r.Build(t.Context(), art, "shop", "v2")
 	if err == nil {
 		t.Fatal("a wrong password was accepted")

@@ -62,9 +62,6 @@ type Config struct {
 	// Logs is the folder of per-app log folders, where pods' output is
 	// kept as instances' is on one machine.
 	Logs string
-	// Pull, when set, is how nodes log in to the registry of Paddock's
-	// images: a pull secret in each app's namespace.
-	Pull *PullCredentials
 	// Installation names this Paddock among others on the cluster: its
 	// namespaces carry it, and it touches no namespace of another's.
 	Installation string
@@ -93,7 +90,15 @@ type Runtime struct {
 	shared *watch
 	// onChange is called at every change the watches see.
 	onChange atomic.Pointer[func()]
+	// pull, when set, is how nodes log in to the registry of Paddock's
+	// images: a pull secret in each app's namespace.
+	pull atomic.Pointer[PullCredentials]
 }
+
+// SetPull sets how nodes log in to the registry of Paddock's images (nil:
+// they pull without logging in). Each app's pull secret follows at its
+// next Apply.
+func (r *Runtime) SetPull(p *PullCredentials) { r.pull.Store(p) }
 
 // OnChange has f called at every change of what Paddock's watches see
 // (pods, Deployments, ReplicaSets, EndpointSlices), so that a reconciler
@@ -178,14 +183,15 @@ func (r *Runtime) Apply(ctx context.Context, a *App) error {
 	if err != nil {
 		return err
 	}
-	o := build(a, ns, r.cfg.Pull != nil)
-	if err := r.applyObjects(ctx, a, ns, o); err != nil {
+	pull := r.pull.Load()
+	o := build(a, ns, pull != nil)
+	if err := r.applyObjects(ctx, a, ns, o, pull); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(ns) // the namespace went: the next Apply makes it again
 		}
 		return err
 	}
-	names := o.names(r.cfg.Pull != nil)
+	names := o.names(pull != nil)
 	r.mu.Lock()
 	same := r.applied[ns] == names.String()
 	r.applied[ns] = names.String()
@@ -201,7 +207,8 @@ func (r *Runtime) Apply(ctx context.Context, a *App) error {
 // ReplicaSets no longer need their Secrets.
 func (r *Runtime) Collect(ctx context.Context, a *App) error {
 	ns := r.namespace(a.Name)
-	names := build(a, ns, r.cfg.Pull != nil).names(r.cfg.Pull != nil)
+	pull := r.pull.Load() != nil
+	names := build(a, ns, pull).names(pull)
 	return r.collect(ctx, ns, names.processes, names.services, names.secrets)
 }
 
@@ -279,13 +286,13 @@ func (r *Runtime) ensureNamespace(ctx context.Context, a *App, ns string) (bool,
 
 // applyObjects applies a release's objects: Secrets first, so that no pod
 // ever names one that does not exist yet.
-func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *objects) error {
+func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *objects, pull *PullCredentials) error {
 	for _, s := range o.secrets {
 		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply secret %s/%s: %w", ns, *s.Name, err)
 		}
 	}
-	if s := r.pullSecret(a, ns); s != nil {
+	if s := pullSecret(a, ns, pull); s != nil {
 		if _, err := r.cs.CoreV1().Secrets(ns).Apply(ctx, s, applyOptions); err != nil {
 			return fmt.Errorf("apply secret %s/%s: %w", ns, PullSecret, err)
 		}

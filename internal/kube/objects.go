@@ -460,8 +460,7 @@ func (p PullCredentials) String() string { return p.Username + "@" + p.Server }
 
 // pullSecret is the PullSecret of an app, or nil without credentials. It
 // is not immutable: the password may change.
-func (r *Runtime) pullSecret(a *App, ns string) *corev1ac.SecretApplyConfiguration {
-	p := r.cfg.Pull
+func pullSecret(a *App, ns string, p *PullCredentials) *corev1ac.SecretApplyConfiguration {
 	if p == nil {
 		return nil
 	}

@@ -141,6 +141,17 @@ type Webhook struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// Credential is a login the platform keeps for a service it uses, such
+// as the image registry; its password is kept sealed by the server's
+// keyring.
+type Credential struct {
+	Name      string    `json:"name"`
+	Username  string    `json:"username"`
+	Password  []byte    `json:"-"` // sealed
+	UpdatedBy string    `json:"updated_by"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
 // AlertRule is a threshold on one of an app's metrics that someone set
 // (see internal/alerts).
 type AlertRule struct {
@@ -350,6 +361,11 @@ type Store interface {
 	AddWebhook(ctx context.Context, w Webhook) error
 	ListWebhooks(ctx context.Context) ([]Webhook, error)
 	DeleteWebhook(ctx context.Context, id string) error // ErrNotFound if there is none
+
+	// PutCredential creates or replaces a credential.
+	PutCredential(ctx context.Context, c Credential) error
+	GetCredential(ctx context.Context, name string) (Credential, error) // ErrNotFound if there is none
+	DeleteCredential(ctx context.Context, name string) error            // ErrNotFound if there is none
 
 	// PutBackupSchedule creates or replaces a volume's backup schedule.
 	PutBackupSchedule(ctx context.Context, b BackupSchedule) error

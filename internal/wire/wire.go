@@ -409,3 +409,27 @@ type DrainRequest struct {
 	URL string `json:"url"`
 	CA  string `json:"ca,omitempty"`
 }
+
+// Registry is where the platform pushes apps' images (on Kubernetes) and
+// the logins it keeps for it: Push to push, Pull for the nodes to pull
+// (Push too when there is no Pull). Passwords are never shown.
+type Registry struct {
+	Repository string              `json:"repository"`
+	Insecure   bool                `json:"insecure,omitempty"`
+	BaseImage  string              `json:"base_image,omitempty"`
+	Push       *RegistryCredential `json:"push,omitempty"`
+	Pull       *RegistryCredential `json:"pull,omitempty"`
+}
+
+// RegistryCredential is a kept registry login, without its password.
+type RegistryCredential struct {
+	Username  string    `json:"username"`
+	UpdatedBy string    `json:"updated_by"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// RegistryCredentialRequest sets a registry login.
+type RegistryCredentialRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}

@@ -223,6 +223,13 @@ var schema = []string{
 		created_by TEXT NOT NULL,
 		created_at INTEGER NOT NULL
 	)`,
+	`CREATE TABLE credentials (
+		name TEXT PRIMARY KEY,
+		username TEXT NOT NULL,
+		password BLOB NOT NULL,
+		updated_by TEXT NOT NULL,
+		updated_at INTEGER NOT NULL
+	)`,
 }
 
 // Open opens or creates the store at path and brings its schema up to date.
