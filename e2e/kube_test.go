@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -253,6 +255,34 @@ func TestKubernetesPlacementAndImage(t *testing.T) {
 	if strings.Contains(stderr, "image of v") || strings.Contains(stderr, "build") {
 		t.Errorf("deploy --image built or pushed something:\n%s", stderr)
 	}
+	// A tag is pinned to the digest it names at deploy time.
+	tagged := strings.Split(ref, "@")[0] + ":stable"
+	src, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := name.NewTag(tagged, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Tag(dst, desc); err != nil {
+		t.Fatal(err)
+	}
+	p.MustRun("config", "set", "mirror", "NAME=mirror-tagged")
+	if stdout, stderr, err := p.Run("deploy", dir, "--image", tagged, "--app", "mirror"); err != nil {
+		t.Fatalf("deploy --image by tag: %v\n%s\n%s", err, stdout, stderr)
+	}
+	serving(t, p, "mirror.localhost", "mirror-tagged")
+	if got := deploymentImage(t, cs, "paddock-mirror"); got != ref {
+		t.Errorf("deploy --image %s runs %s, want it pinned to %s", tagged, got, ref)
+	}
+	if _, stderr, err := p.Run("deploy", dir, "--image", strings.Split(ref, "@")[0]+":nosuchtag", "--app", "mirror"); err == nil || !strings.Contains(stderr, "nosuchtag") {
+		t.Errorf("deploy --image of a tag that does not exist: err %v, stderr %q; want it refused, naming the image", err, stderr)
+	}
 	if _, stderr, err := p.Run("deploy", "--image", "not a reference", "--app", "mirror"); err == nil || !strings.Contains(stderr, "REGISTRY/REPOSITORY") {
 		t.Errorf("a malformed image reference: err %v, stderr %q; want it refused with the form to use", err, stderr)
 	}
@@ -269,6 +299,16 @@ func TestKubernetesPlacementAndImage(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// deploymentImage is the image of ns's web Deployment.
+func deploymentImage(t *testing.T, cs kubernetes.Interface, ns string) string {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Spec.Template.Spec.Containers[0].Image
 }
 
 // TestKubernetesSecretsNeverLeak: pods that print their secrets in every

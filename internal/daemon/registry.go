@@ -29,9 +29,12 @@ type registry struct {
 	// reapply has every app applied again, for its new pull secret.
 	reapply func()
 
-	mu   sync.Mutex
-	push login
-	pull login
+	// writing is held by a change of a login, from the store to what is
+	// used; mu guards what is used.
+	writing sync.Mutex
+	mu      sync.Mutex
+	push    login
+	pull    login
 }
 
 type login struct{ username, password string }
@@ -55,6 +58,8 @@ func startRegistry(ctx context.Context, cfg Config, st store.Store, kr keyring, 
 			return nil, err
 		}
 		log.Info("registry login kept sealed in the store: later starts need neither --registry-username nor $PADDOCK_REGISTRY_PASSWORD", "username", cfg.RegistryUsername)
+	} else if cfg.RegistryUsername != "" {
+		log.Warn("--registry-username without $PADDOCK_REGISTRY_PASSWORD is ignored: the kept login, if any, is used; change it with `paddock registry login`", "username", cfg.RegistryUsername)
 	}
 	for _, kind := range []string{"push", "pull"} {
 		if err := r.load(ctx, kind); err != nil {
@@ -138,6 +143,8 @@ func (r *registry) Info(ctx context.Context) (wire.Registry, error) {
 }
 
 func (r *registry) SetCredential(ctx context.Context, kind, username, password, by string) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
 	name := credentialName(kind)
 	sealed, err := r.kr.Seal(ctx, []byte(password), credentialAAD(name))
 	if err != nil {
@@ -153,6 +160,8 @@ func (r *registry) SetCredential(ctx context.Context, kind, username, password, 
 }
 
 func (r *registry) DeleteCredential(ctx context.Context, kind string) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
 	if err := r.st.DeleteCredential(ctx, credentialName(kind)); err != nil {
 		return err
 	}

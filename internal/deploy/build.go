@@ -92,6 +92,9 @@ func (s *Service) release(ctx context.Context, app string, next store.Release, w
 // starts from when none runs (the first deploy failed), so that the config
 // set before a failed deploy is not lost.
 func (s *Service) lastConfig(ctx context.Context, app string) (map[string]string, error) {
+	if a, err := s.st.GetApp(ctx, app); err != nil || a.Release != 0 {
+		return map[string]string{}, err // a release runs: the new one starts from it
+	}
 	rels, err := s.st.ListReleases(ctx, app)
 	if err != nil || len(rels) == 0 {
 		return map[string]string{}, err

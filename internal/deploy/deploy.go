@@ -296,6 +296,8 @@ type Volumes interface {
 	Unpublish(ctx context.Context, instance string) error
 	// List returns app's volumes.
 	List(ctx context.Context, app string) ([]store.Volume, error)
+	// Restoring reports whether a volume is being restored.
+	Restoring(volume string) bool
 }
 
 // hasVolumes reports whether a volume is attached to process of app.

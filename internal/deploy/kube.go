@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"paddock.dev/paddock/internal/image"
 	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/manifest"
 	"paddock.dev/paddock/internal/router"
@@ -129,8 +130,18 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 			return err
 		}
 		for _, v := range vols {
-			if v.Process != "" {
-				app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name)})
+			if v.Process == "" {
+				continue
+			}
+			if s.cfg.Volumes.Restoring(v.Name) {
+				return nil // its pods start with the restored claim, once there is one
+			}
+			app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name)})
+			// One writer, as on one machine (where a second instance cannot
+			// mount it): more pods would share a ReadWriteOnce claim.
+			if p, ok := app.Processes[v.Process]; ok && p.Replicas > 1 {
+				p.Replicas = 1
+				app.Processes[v.Process] = p
 			}
 		}
 	}
@@ -342,6 +353,23 @@ func (s *Service) DeployImage(ctx context.Context, app, ref string, manifestTOML
 	} else if err != nil {
 		return store.Release{}, err
 	}
+	// A tag may move: the release runs the image it names now, for good,
+	// so that a rollback to it is exact.
+	pinned, err := s.cfg.Images.Resolve(ctx, ref)
+	switch {
+	case errors.Is(err, image.ErrNoAccess):
+		// The nodes may pull it with credentials of their own.
+		p.Step(fmt.Sprintf("image %s is not pinned to a digest: Paddock may not read it, so a rollback to this release runs what the tag names then", ref))
+		pinned = ref
+	case errors.Is(err, image.ErrNoImage):
+		return store.Release{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	case err != nil:
+		return store.Release{}, err
+	}
+	if pinned != ref {
+		p.Step(fmt.Sprintf("image %s is %s", ref, pinned))
+		ref = pinned
+	}
 	m := manifest.ImageWeb()
 	if len(manifestTOML) > 0 {
 		var err error
@@ -366,7 +394,7 @@ func (s *Service) DeployImage(ctx context.Context, app, ref string, manifestTOML
 // releases, such as the registry's pull secret.
 func (s *Service) Reapply() {
 	s.rec.mu.Lock()
-	clear(s.rec.kube.applied)
+	clear(s.rec.kube.appliedAt) // stale, still marked as applied
 	s.rec.mu.Unlock()
 	s.Kick()
 }

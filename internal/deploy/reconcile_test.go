@@ -313,6 +313,8 @@ func (v *oneWriterVolume) Unpublish(ctx context.Context, instance string) error 
 	return nil
 }
 
+func (v *oneWriterVolume) Restoring(string) bool { return false }
+
 func (v *oneWriterVolume) List(ctx context.Context, app string) ([]store.Volume, error) {
 	return []store.Volume{{Name: "data", App: "a", Process: "web"}}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path"
 	goruntime "runtime"
@@ -27,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -64,12 +66,6 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 		user, password = r.Login()
 	}
 	opts := remoteOptions(ctx, user, password)
-	scrub := func(err error) error {
-		if password == "" || !strings.Contains(err.Error(), password) {
-			return err
-		}
-		return errors.New(strings.ReplaceAll(err.Error(), password, "[REDACTED]"))
-	}
 	repo, err := name.NewRepository(strings.TrimSuffix(r.Repository, "/")+"/"+app, r.nameOptions()...)
 	if err != nil {
 		return "", fmt.Errorf("image repository for %s: %w", app, err)
@@ -81,7 +77,7 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 			return "", fmt.Errorf("base image %q: %w", r.Base, err)
 		}
 		if base, err = remote.Image(ref, opts...); err != nil {
-			return "", fmt.Errorf("base image %s: %w", r.Base, scrub(err))
+			return "", fmt.Errorf("base image %s: %w", r.Base, scrub(err, password))
 		}
 	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return underApp(artifact) },
@@ -118,7 +114,7 @@ func (r *Registry) Build(ctx context.Context, artifact, app, tag string) (string
 		return "", fmt.Errorf("image digest of %s: %w", app, err)
 	}
 	if err := remote.Write(repo.Tag(tag), img, opts...); err != nil {
-		return "", fmt.Errorf("push image of %s to %s: %w", app, repo, scrub(err))
+		return "", fmt.Errorf("push image of %s to %s: %w", app, repo, scrub(err, password))
 	}
 	return repo.Digest(digest.String()).String(), nil
 }
@@ -195,4 +191,60 @@ func prefix(tr *tar.Reader, w io.Writer) error {
 			return err
 		}
 	}
+}
+
+// Errors of Resolve.
+var (
+	// ErrNoImage: the registry has no image of that reference.
+	ErrNoImage = errors.New("no such image")
+	// ErrNoAccess: the registry wants a login Paddock does not have for it.
+	ErrNoAccess = errors.New("no access to the image")
+)
+
+// Resolve pins an image reference to the digest its tag names now, so that
+// a release runs the same image for good, whatever the tag later names; a
+// reference by digest is returned as it is. Paddock's own registry is
+// reached with its login and, if Insecure, over plain HTTP; any other
+// anonymously. r may be nil: no registry of Paddock's.
+func (r *Registry) Resolve(ctx context.Context, ref string) (string, error) {
+	var opts []name.Option
+	var user, password string
+	if r != nil {
+		host, _, _ := strings.Cut(r.Repository, "/")
+		if parsed, err := name.ParseReference(ref); err == nil && parsed.Context().RegistryStr() == host {
+			opts = r.nameOptions()
+			if r.Login != nil {
+				user, password = r.Login()
+			}
+		}
+	}
+	parsed, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return "", fmt.Errorf("image %q: %w", ref, err)
+	}
+	if d, ok := parsed.(name.Digest); ok {
+		return d.String(), nil
+	}
+	desc, err := remote.Head(parsed, remoteOptions(ctx, user, password)...)
+	if err != nil {
+		var terr *transport.Error
+		switch {
+		case errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound:
+			err = ErrNoImage
+		case errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden):
+			err = ErrNoAccess
+		default:
+			err = scrub(err, password)
+		}
+		return "", fmt.Errorf("resolve image %s: %w", ref, err)
+	}
+	return parsed.Context().Digest(desc.Digest.String()).String(), nil
+}
+
+// scrub keeps a password out of an error, whatever a registry echoed back.
+func scrub(err error, password string) error {
+	if password == "" || !strings.Contains(err.Error(), password) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), password, "[REDACTED]"))
 }

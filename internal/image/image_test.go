@@ -180,3 +180,25 @@ func TestBuildBadArtifact(t *testing.T) {
 		t.Error("an image was pushed for a bad artifact")
 	}
 }
+
+// TestResolve: a tag is pinned to the digest it names, with Paddock's
+// registry login; a digest stays as it is; a tag that does not exist is an
+// error that names it.
+func TestResolve(t *testing.T) {
+	host := startRegistry(t, "paddock", "right-horse-battery")
+	r := &image.Registry{Repository: host + "/paddock", Insecure: true, Login: func() (string, string) { return "paddock", "right-horse-battery" }}
+	ref, err := r.Build(t.Context(), artifact(t), "shop", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Resolve(t.Context(), host+"/paddock/shop:v1")
+	if err != nil || got != ref {
+		t.Errorf("Resolve of the tag = %q, %v; want %s", got, err, ref)
+	}
+	if got, err := r.Resolve(t.Context(), ref); err != nil || got != ref {
+		t.Errorf("Resolve of a digest = %q, %v; want it unchanged", got, err)
+	}
+	if _, err := r.Resolve(t.Context(), host+"/paddock/shop:nosuch"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+		t.Errorf("Resolve of a missing tag: %v; want an error naming it", err)
+	}
+}

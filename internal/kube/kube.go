@@ -13,6 +13,8 @@
 //	Deployment <process>      one per process type
 //	Service web               headless, in front of the web pods
 //	RoleBinding paddock       Paddock's own rights there (ClusterRole paddock-app)
+//	PersistentVolumeClaim pdk-<volume>-<id>   a volume (see Storage)
+//	VolumeSnapshot pdk-snap-<id>              a snapshot of one
 //
 // The namespace enforces the restricted Pod Security Standard and carries
 // the installation's ID.

@@ -183,8 +183,14 @@ func TestLeastPrivilege(t *testing.T) {
 		Parameters: map[string]string{kube.ParamApp: "shop", kube.ParamAppID: "7"}})
 	if err != nil {
 		t.Errorf("a volume's claim as Paddock: %v", err)
-	} else if _, err := st.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.Volume.VolumeId}); err != nil {
-		t.Errorf("delete a volume's claim as Paddock: %v", err)
+	} else {
+		_, err := cs.CoreV1().PersistentVolumeClaims(ns).Patch(ctx, "pdk-data-1", types.MergePatchType, []byte(`{"spec":{"volumeName":"someone-elses"}}`), metav1.PatchOptions{})
+		if err == nil || !strings.Contains(err.Error(), "claims of new volumes") {
+			t.Errorf("bind its claim to a PersistentVolume by name as Paddock: %v, want it refused by the admission policy", err)
+		}
+		if _, err := st.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.Volume.VolumeId}); err != nil {
+			t.Errorf("delete a volume's claim as Paddock: %v", err)
+		}
 	}
 	_, err = cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, &corev1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: "steal"},

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,8 +48,14 @@ const (
 )
 
 // snapshotReady is how long CreateSnapshot waits for the cluster to say a
-// snapshot was taken.
-const snapshotReady = 2 * time.Minute
+// snapshot was taken, and claimBound how long CreateVolume waits for a
+// claim of a class that binds at once to be bound.
+const (
+	snapshotReady = 2 * time.Minute
+	claimBound    = 2 * time.Minute
+)
+
+var errNoSnapshots = status.Error(codes.Unimplemented, "the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io): install its CRDs and snapshot controller")
 
 // StorageConfig is what Storage needs besides its Runtime.
 type StorageConfig struct {
@@ -86,9 +93,11 @@ func kubeError(what string, err error) error {
 		return status.Errorf(codes.NotFound, "%s: %v", what, err)
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
-	case apierrors.IsForbidden(err):
-		// A ResourceQuota of the namespace, or Paddock's own rights.
+	case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota"):
 		return status.Errorf(codes.ResourceExhausted, "%s: %v", what, err)
+	case apierrors.IsForbidden(err):
+		// Paddock's own rights, or an admission policy.
+		return status.Errorf(codes.PermissionDenied, "%s: %v", what, err)
 	}
 	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 }
@@ -127,15 +136,84 @@ func (s *Storage) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest
 		if sns != ns {
 			return nil, status.Errorf(codes.InvalidArgument, "a volume of %s cannot be made from a snapshot of another app's volume", app)
 		}
+		if s.cfg.Snapshots == nil {
+			return nil, errNoSnapshots
+		}
+		vs, err := s.cfg.Snapshots.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, kubeError("snapshot "+snap.SnapshotId, err)
+		}
+		if vs.Labels[LabelManagedBy] != ManagedBy {
+			return nil, status.Errorf(codes.NotFound, "snapshot %s is not Paddock's", snap.SnapshotId)
+		}
+		if vs.Status == nil || vs.Status.ReadyToUse == nil || !*vs.Status.ReadyToUse {
+			return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is not ready to use", snap.SnapshotId)
+		}
+		// A driver may have rounded the snapshot's source up: a claim
+		// smaller than the snapshot is refused by the provisioner.
+		if rs := vs.Status.RestoreSize; rs != nil && rs.Value() > size {
+			size = rs.Value()
+			pvc.Spec.Resources.Requests[corev1.ResourceStorage] = *resource.NewQuantity(size, resource.BinarySI)
+		}
 		group := snapv1.GroupName
 		pvc.Spec.DataSourceRef = &corev1.TypedObjectReference{APIGroup: &group, Kind: "VolumeSnapshot", Name: name}
 	}
-	if _, err := s.r.cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsAlreadyExists(err) {
+	claims := s.r.cs.CoreV1().PersistentVolumeClaims(ns)
+	if _, err := claims.Create(ctx, pvc, metav1.CreateOptions{FieldManager: FieldManager}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, kubeError("create claim "+ns+"/"+req.Name, err)
 	}
-	// A claim binds when the StorageClass says: at once, or when its first
-	// pod is scheduled. Either way the claim is the volume.
+	// A claim binds when its StorageClass says: at once, or when its first
+	// pod is scheduled. At once, the answer waits for it, so that a claim
+	// the cluster cannot make (no room, a snapshot it cannot restore) is an
+	// error here, not a volume that never mounts; a restore swaps in only
+	// a bound claim.
+	if !s.bindsAtOnce(ctx, pvc.Spec.StorageClassName) {
+		return &csi.CreateVolumeResponse{Volume: &csi.Volume{VolumeId: ns + "/" + req.Name, CapacityBytes: size}}, nil
+	}
+	var got *corev1.PersistentVolumeClaim
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, claimBound, true, func(ctx context.Context) (bool, error) {
+		var err error
+		got, err = claims.Get(ctx, req.Name, metav1.GetOptions{})
+		return err == nil && got.Status.Phase == corev1.ClaimBound, err
+	})
+	if err != nil {
+		deleteOwned[*corev1.PersistentVolumeClaim](context.WithoutCancel(ctx), claims, req.Name)
+		return nil, status.Errorf(codes.Unavailable, "claim %s/%s was not bound within %s (its events say why): %v", ns, req.Name, claimBound, err)
+	}
+	if c, ok := got.Status.Capacity[corev1.ResourceStorage]; ok && c.Value() > size {
+		size = c.Value()
+	}
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{VolumeId: ns + "/" + req.Name, CapacityBytes: size}}, nil
+}
+
+// bindsAtOnce reports whether claims of a StorageClass (nil: the
+// cluster's default) are bound as soon as they are made, rather than when
+// their first pod is scheduled; false when it cannot tell.
+func (s *Storage) bindsAtOnce(ctx context.Context, class *string) bool {
+	classes, err := s.r.cs.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range classes.Items {
+		if class != nil && c.Name == *class || class == nil && c.Annotations["storageclass.kubernetes.io/is-default-class"] == "true" {
+			return c.VolumeBindingMode == nil || *c.VolumeBindingMode == storagev1.VolumeBindingImmediate
+		}
+	}
+	return false
+}
+
+// bound returns a volume's claim, refused with a reason unless it is
+// bound: one whose StorageClass binds at the first pod cannot be
+// snapshotted or resized before that.
+func (s *Storage) bound(ctx context.Context, ns, claim string) (*corev1.PersistentVolumeClaim, error) {
+	pvc, err := s.r.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
+	if err != nil {
+		return nil, kubeError("claim "+ns+"/"+claim, err)
+	}
+	if pvc.Status.Phase != corev1.ClaimBound {
+		return nil, status.Errorf(codes.FailedPrecondition, "the volume's claim %s/%s is %s, not bound yet (its StorageClass binds it when a pod first mounts it): attach the volume and deploy first", ns, claim, pvc.Status.Phase)
+	}
+	return pvc, nil
 }
 
 // volumeOf is the Paddock volume's name in a claim's name,
@@ -164,6 +242,9 @@ func (s *Storage) ControllerExpandVolume(ctx context.Context, req *csi.Controlle
 	if err != nil {
 		return nil, err
 	}
+	if _, err := s.bound(ctx, ns, name); err != nil {
+		return nil, err
+	}
 	size := req.GetCapacityRange().GetRequiredBytes()
 	patch := fmt.Sprintf(`{"spec":{"resources":{"requests":{"storage":%q}}}}`, resource.NewQuantity(size, resource.BinarySI).String())
 	if _, err := s.r.cs.CoreV1().PersistentVolumeClaims(ns).Patch(ctx, name, "application/merge-patch+json", []byte(patch), metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
@@ -175,15 +256,15 @@ func (s *Storage) ControllerExpandVolume(ctx context.Context, req *csi.Controlle
 
 func (s *Storage) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, _ ...grpc.CallOption) (*csi.CreateSnapshotResponse, error) {
 	if s.cfg.Snapshots == nil {
-		return nil, status.Error(codes.Unimplemented, "the cluster has no VolumeSnapshot API (snapshot.storage.k8s.io): install its CRDs and snapshot controller")
+		return nil, errNoSnapshots
 	}
 	ns, claim, err := splitID(req.SourceVolumeId)
 	if err != nil {
 		return nil, err
 	}
-	pvc, err := s.r.cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
+	pvc, err := s.bound(ctx, ns, claim)
 	if err != nil {
-		return nil, kubeError("snapshot claim "+req.SourceVolumeId, err)
+		return nil, err
 	}
 	labels := map[string]string{}
 	for _, k := range []string{LabelManagedBy, LabelApp, LabelAppID, LabelVolume} {
@@ -218,7 +299,7 @@ func (s *Storage) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotReq
 		if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unknown {
 			return nil, err
 		}
-		return nil, status.Errorf(codes.Unavailable, "snapshot %s/%s not ready after %s: %v", ns, req.Name, snapshotReady, err)
+		return nil, status.Errorf(codes.Unavailable, "snapshot %s/%s of the claim %s: not taken: %v", ns, req.Name, claim, err)
 	}
 	size := pvc.Spec.Resources.Requests.Storage().Value()
 	if got.Status.RestoreSize != nil {

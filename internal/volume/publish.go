@@ -204,6 +204,14 @@ func (s *Service) Unpublished(ctx context.Context, live map[string]bool) {
 	}
 }
 
+// Restoring reports whether a volume is being restored: its instances
+// start once the restore ends.
+func (s *Service) Restoring(volume string) bool {
+	s.slots.Lock()
+	defer s.slots.Unlock()
+	return s.restoring[volume]
+}
+
 // Used returns the bytes a volume holds, from where it is published for
 // an instance; ok is false when no instance has it.
 func (s *Service) Used(ctx context.Context, v store.Volume) (used int64, ok bool) {
@@ -222,7 +230,8 @@ func (s *Service) Used(ctx context.Context, v store.Volume) (used int64, ok bool
 	return 0, false
 }
 
-// InUse reports whether an instance has the volume published.
+// InUse reports whether an instance has the volume published, or
+// Config.Mounted says something else mounts it.
 func (s *Service) InUse(v store.Volume) bool {
 	return len(s.holders(v.Name)) > 0 || (s.cfg.Mounted != nil && s.cfg.Mounted(v))
 }

@@ -698,7 +698,7 @@ func pluginError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %s", ErrInvalid, what, st.Message())
 	case codes.NotFound:
 		return fmt.Errorf("%s: %s: %w", what, st.Message(), store.ErrNotFound)
-	case codes.Unimplemented:
+	case codes.Unimplemented, codes.FailedPrecondition:
 		return fmt.Errorf("%w: %s: %s", ErrInvalid, what, st.Message())
 	}
 	return fmt.Errorf("%s: the storage plugin answered %s: %s", what, st.Code(), st.Message())
