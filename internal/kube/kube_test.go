@@ -3,6 +3,8 @@ package kube_test
 import (
 	"errors"
 	"maps"
+	"reflect"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -122,9 +124,15 @@ func TestApply(t *testing.T) {
 	if len(ctr.Ports) != 1 || ctr.Ports[0].ContainerPort != 8080 || ctr.Ports[0].Name != "http" {
 		t.Errorf("web ports = %+v", ctr.Ports)
 	}
+	// Placement and, for an image Paddock built, this machine's
+	// architecture: both required.
 	terms := pod.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
-	if len(terms) != 1 || terms[0].MatchExpressions[0].Key != "topology.kubernetes.io/region" || terms[0].MatchExpressions[0].Values[0] != "eu-west" {
-		t.Errorf("placement = %+v, want required region eu-west", terms)
+	want := []corev1.NodeSelectorRequirement{
+		{Key: corev1.LabelArchStable, Operator: corev1.NodeSelectorOpIn, Values: []string{goruntime.GOARCH}},
+		{Key: "topology.kubernetes.io/region", Operator: corev1.NodeSelectorOpIn, Values: []string{"eu-west"}},
+	}
+	if len(terms) != 1 || !reflect.DeepEqual(terms[0].MatchExpressions, want) {
+		t.Errorf("required node affinity = %+v, want %+v", terms, want)
 	}
 
 	// The release's Secrets: env vars and files apart, immutable.

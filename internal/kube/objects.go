@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"path"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -374,16 +375,33 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 		stop += WebDrain // the grace period counts the preStop sleep
 	}
 	spec.WithTerminationGracePeriodSeconds(ceilSeconds(stop)).WithContainers(c)
-	if len(a.Placement) > 0 {
+	if req := required(a); len(req) > 0 {
 		term := corev1ac.NodeSelectorTerm()
-		for _, k := range slices.Sorted(maps.Keys(a.Placement)) {
+		for _, k := range slices.Sorted(maps.Keys(req)) {
 			term.WithMatchExpressions(corev1ac.NodeSelectorRequirement().
-				WithKey(k).WithOperator(corev1.NodeSelectorOpIn).WithValues(a.Placement[k]))
+				WithKey(k).WithOperator(corev1.NodeSelectorOpIn).WithValues(req[k]))
 		}
 		spec.WithAffinity(corev1ac.Affinity().WithNodeAffinity(corev1ac.NodeAffinity().
 			WithRequiredDuringSchedulingIgnoredDuringExecution(corev1ac.NodeSelector().WithNodeSelectorTerms(term))))
 	}
 	return spec
+}
+
+// required is the node labels an app's pods require: its placement, and
+// for an image Paddock built, the architecture it was built for (this
+// machine's, where the build ran), which the image declares.
+func required(a *App) map[string]string {
+	req := maps.Clone(a.Placement)
+	if a.External {
+		return req // an image of its own may be built for several
+	}
+	if req == nil {
+		req = map[string]string{}
+	}
+	if _, ok := req[corev1.LabelArchStable]; !ok {
+		req[corev1.LabelArchStable] = goruntime.GOARCH
+	}
+	return req
 }
 
 // probes maps a process's health check to the kubelet's probes: readiness
