@@ -19,7 +19,8 @@ import (
 )
 
 // kubeNotes serves the note kept in its volume: NOTE the first time,
-// OVERWRITE whenever that is set.
+// OVERWRITE whenever that is set. Each of its two workers has a volume of
+// its own, where the first pod of its slot writes its name.
 const kubeNotes = `[processes.web]
 command = "d=$PADDOCK_VOLUME_DATA; [ -e $d/note ] || printf %s \"$NOTE\" > $d/note; [ -z \"$OVERWRITE\" ] || printf %s \"$OVERWRITE\" > $d/note; echo \"note=$(cat $d/note)\"; NAME=$(cat $d/note) exec ./tenant serve"
 [processes.web.health]
@@ -27,6 +28,9 @@ path = "/healthz"
 interval = "1s"
 timeout = "1s"
 grace = "20s"
+[processes.worker]
+command = "d=$PADDOCK_VOLUME_SCRATCH; [ -e $d/owner ] || printf %s \"$PADDOCK_INSTANCE\" > $d/owner; echo \"owner=$(cat $d/owner) me=$PADDOCK_INSTANCE\"; exec sleep 3600"
+instances = 2
 `
 
 // TestKubernetesVolumes: on Kubernetes a volume is a claim of the
@@ -49,16 +53,34 @@ func TestKubernetesVolumes(t *testing.T) {
 	p.MustRun("apps", "create", "notes")
 	p.MustRun("config", "set", "notes", "NOTE=first")
 	p.MustRun("volumes", "create", "data", "--app", "notes", "--size", "64MiB")
-	if _, errOut, err := p.Run("volumes", "attach", "data", "notes", "--process", "web", "--path", "data", "--per-instance"); err == nil || !strings.Contains(errOut, "not yet on Kubernetes") {
-		t.Errorf("attach --per-instance on Kubernetes: err %v, stderr %q; want it refused with the reason", err, errOut)
-	}
 	p.MustRun("volumes", "attach", "data", "notes", "--process", "web", "--path", "data")
+	p.MustRun("volumes", "create", "scratch", "--app", "notes", "--size", "16MiB")
+	p.MustRun("volumes", "attach", "scratch", "notes", "--process", "worker", "--path", "scratch", "--per-instance")
 	if out, errOut, err := p.Run("deploy", tenantApp(t, kubeNotes), "--app", "notes"); err != nil {
 		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
 	}
 	serving(t, p, "notes.localhost", "first")
 
-	claim := boundClaim(t, cs, ns)
+	// Each worker is a Deployment of one pod with a claim of its own:
+	// scratch for the first, scratch-1 (made for it) for the second.
+	var workerClaims []string
+	for _, name := range []string{"worker-0", "worker-1"} {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the Deployment of a worker with a volume of its own: %v", err)
+		}
+		if *d.Spec.Replicas != 1 || envOf(d, "PADDOCK_VOLUME_SCRATCH") != "/app/scratch" {
+			t.Errorf("%s: %d replicas, PADDOCK_VOLUME_SCRATCH=%q; want 1 and /app/scratch", name, *d.Spec.Replicas, envOf(d, "PADDOCK_VOLUME_SCRATCH"))
+		}
+		workerClaims = append(workerClaims, mountedClaim(d))
+	}
+	if workerClaims[0] == "" || workerClaims[0] == workerClaims[1] {
+		t.Errorf("the workers mount claims %q: want one each", workerClaims)
+	}
+	if vols := p.MustRun("volumes", "--app", "notes"); !strings.Contains(vols, "scratch-1") {
+		t.Errorf("volumes does not list the second worker's volume:\n%s", vols)
+	}
+	claim := boundClaim(t, cs, ns, "data")
 	if got := claim.Spec.StorageClassName; got == nil || *got != st.Class {
 		t.Errorf("claim's StorageClass = %v, want %s", got, st.Class)
 	}
@@ -116,6 +138,21 @@ func TestKubernetesVolumes(t *testing.T) {
 		return nil
 	})
 	serving(t, p, "notes.localhost", "second")
+	// The new workers found what the first pod of their slot wrote.
+	testenv.Eventually(t, 60*time.Second, func() error {
+		logs := p.MustRun("logs", "notes", "-n", "1000")
+		kept := 0
+		for _, line := range strings.Split(logs, "\n") {
+			_, rest, ok := strings.Cut(line, "owner=")
+			if owner, me, ok2 := strings.Cut(rest, " me="); ok && ok2 && owner != strings.TrimSpace(me) {
+				kept++
+			}
+		}
+		if kept < 2 {
+			return fmt.Errorf("%d new workers read their slot's volume, want 2:\n%s", kept, logs)
+		}
+		return nil
+	})
 
 	// Restore: refused while a pod mounts the claim; then a new claim
 	// from the VolumeSnapshot takes the old one's place.
@@ -124,16 +161,16 @@ func TestKubernetesVolumes(t *testing.T) {
 	}
 	p.MustRun("scale", "notes", "web=0")
 	testenv.Eventually(t, 60*time.Second, func() error {
-		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "paddock.dev/process=web"})
 		if err != nil || len(pods.Items) > 0 {
-			return fmt.Errorf("pods of notes: %v (%v)", podNames(pods), err)
+			return fmt.Errorf("web pods of notes: %v (%v)", podNames(pods), err)
 		}
 		return nil
 	})
 	p.MustRun("volumes", "restore", "data", "before")
 	p.MustRun("scale", "notes", "web=1")
 	serving(t, p, "notes.localhost", "first")
-	restored := boundClaim(t, cs, ns)
+	restored := boundClaim(t, cs, ns, "data")
 	if restored.Name == claim.Name || restored.Spec.DataSourceRef == nil || restored.Spec.DataSourceRef.Name != vs.Name {
 		t.Errorf("restored claim %s from %+v; want a new claim from VolumeSnapshot %s", restored.Name, restored.Spec.DataSourceRef, vs.Name)
 	}
@@ -161,13 +198,15 @@ func TestKubernetesVolumes(t *testing.T) {
 
 	// Deleting the volume takes back its claim, its snapshots and, by the
 	// classes' policies, their storage.
-	p.MustRun("scale", "notes", "web=0")
-	testenv.Eventually(t, 60*time.Second, func() error {
-		if _, errOut, err := p.Run("volumes", "delete", "data", "--force", "--yes"); err != nil {
-			return fmt.Errorf("volumes delete: %v: %s", err, errOut)
-		}
-		return nil
-	})
+	p.MustRun("scale", "notes", "web=0", "worker=0")
+	for _, vol := range []string{"data", "scratch-1", "scratch"} {
+		testenv.Eventually(t, 60*time.Second, func() error {
+			if _, errOut, err := p.Run("volumes", "delete", vol, "--force", "--yes"); err != nil {
+				return fmt.Errorf("volumes delete %s: %v: %s", vol, err, errOut)
+			}
+			return nil
+		})
+	}
 	p.MustRun("apps", "destroy", "notes", "--yes")
 	testenv.Eventually(t, 90*time.Second, func() error {
 		if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -191,12 +230,13 @@ func TestKubernetesVolumes(t *testing.T) {
 	})
 }
 
-// boundClaim waits for the one claim in ns to be bound and returns it.
-func boundClaim(t *testing.T, cs kubernetes.Interface, ns string) *corev1.PersistentVolumeClaim {
+// boundClaim waits for the one claim of a volume in ns to be bound and
+// returns it.
+func boundClaim(t *testing.T, cs kubernetes.Interface, ns, volume string) *corev1.PersistentVolumeClaim {
 	t.Helper()
 	var claim *corev1.PersistentVolumeClaim
 	testenv.Eventually(t, 60*time.Second, func() error {
-		list, err := cs.CoreV1().PersistentVolumeClaims(ns).List(t.Context(), metav1.ListOptions{})
+		list, err := cs.CoreV1().PersistentVolumeClaims(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "paddock.dev/volume=" + volume})
 		if err != nil {
 			return err
 		}

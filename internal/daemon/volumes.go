@@ -107,10 +107,9 @@ func (v *volumes) onKube(cfg Config, st store.Store, k *kube.Runtime, snaps snap
 		Parameters: func(a store.App) map[string]string {
 			return map[string]string{kube.ParamApp: a.Name, kube.ParamAppID: strconv.FormatInt(a.ID, 10)}
 		},
-		NoPerInstance: "not yet on Kubernetes, where a volume is a claim one pod mounts at a time",
-		NoContent:     "on Kubernetes Paddock does not read volumes' content (checksums, verify, export, import, paced restores): snapshots and restores from them work; keep copies elsewhere with the cluster's own backup tools",
-		Enforcement:   func() (bool, string) { return true, "" }, // the StorageClass's driver sizes claims
-		AppQuota:      cfg.VolumeQuota, TeamQuota: cfg.TeamVolumeQuota, Logger: log,
+		NoContent:   "on Kubernetes Paddock does not read volumes' content (checksums, verify, export, import, paced restores): snapshots and restores from them work; keep copies elsewhere with the cluster's own backup tools",
+		Enforcement: func() (bool, string) { return true, "" }, // the StorageClass's driver sizes claims
+		AppQuota:    cfg.VolumeQuota, TeamQuota: cfg.TeamVolumeQuota, Logger: log,
 	})
 	return err
 }

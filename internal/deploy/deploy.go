@@ -298,6 +298,9 @@ type Volumes interface {
 	List(ctx context.Context, app string) ([]store.Volume, error)
 	// Restoring reports whether a volume is being restored.
 	Restoring(volume string) bool
+	// Slots returns the per-instance volumes of process of app for each
+	// of its first n instances, made as needed.
+	Slots(ctx context.Context, app, process string, n int) ([][]store.Volume, error)
 }
 
 // hasVolumes reports whether a volume is attached to process of app.

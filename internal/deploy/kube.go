@@ -129,11 +129,15 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		if err != nil {
 			return err
 		}
+		perInstance := map[string]bool{}
 		for _, v := range vols {
-			if v.Process == "" {
+			switch {
+			case v.Process == "":
 				continue
-			}
-			if s.cfg.Volumes.Restoring(v.Name) {
+			case v.PerInstance:
+				perInstance[v.Process] = true
+				continue
+			case s.cfg.Volumes.Restoring(v.Name):
 				return nil // its pods start with the restored claim, once there is one
 			}
 			app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: v.Process, Path: v.Path, Env: volume.EnvName(v.Name)})
@@ -142,6 +146,38 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 			if p, ok := app.Processes[v.Process]; ok && p.Replicas > 1 {
 				p.Replicas = 1
 				app.Processes[v.Process] = p
+			}
+		}
+		// Each instance of such a process has a slot of its own, and in it
+		// a volume for each per-instance attachment, as on one machine.
+		for proc := range perInstance {
+			p, ok := app.Processes[proc]
+			if !ok {
+				continue
+			}
+			for k := range p.Replicas {
+				if _, clash := app.Processes[kube.SlotDeployment(proc, k)]; clash {
+					return s.failIfPending(ctx, a, rel, fmt.Errorf("%w: instance %d of %s would be the Deployment %s, the name of another process type: rename that one", errSlotClash, k, proc, kube.SlotDeployment(proc, k)))
+				}
+			}
+			slots, err := s.cfg.Volumes.Slots(ctx, a.Name, proc, p.Replicas)
+			if err != nil {
+				return s.failIfPending(ctx, a, rel, err)
+			}
+			for k, vs := range slots {
+				for _, v := range vs {
+					if s.cfg.Volumes.Restoring(v.Name) {
+						return nil
+					}
+					tmpl := v
+					if v.Template != "" {
+						if tmpl, err = s.st.GetVolume(ctx, v.Template); err != nil {
+							return err
+						}
+					}
+					app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: proc, Path: tmpl.Path,
+						Env: volume.EnvName(tmpl.Name), PerInstance: true, Slot: k})
+				}
 			}
 		}
 	}
@@ -202,6 +238,19 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 	return nil
 }
 
+// errSlotClash: an instance's Deployment would have the name of another
+// process type's.
+var errSlotClash = errors.New("names clash")
+
+// failIfPending fails a pending release for a reason that trying again
+// would not change; for a release that runs, it only reports it.
+func (s *Service) failIfPending(ctx context.Context, a store.App, rel store.Release, err error) error {
+	if rel.Status == store.StatusPending && (permanent(err) || errors.Is(err, volume.ErrInvalid) || errors.Is(err, volume.ErrQuota) || errors.Is(err, volume.ErrInUse)) {
+		return s.fail(ctx, a, rel, err.Error())
+	}
+	return err
+}
+
 // claimOf names the PersistentVolumeClaim of a volume kept on Kubernetes,
 // whose ID is "namespace/claim".
 func claimOf(v store.Volume) string {
@@ -259,7 +308,7 @@ func (s *Service) reapplyAfter(a store.App) time.Duration {
 // it is tried: the cluster refused the objects, or the app cannot have them.
 func permanent(err error) bool {
 	return apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsRequestEntityTooLargeError(err) ||
-		apierrors.IsBadRequest(err) || errors.Is(err, kube.ErrForeign) || errors.Is(err, ErrNoKeyring)
+		apierrors.IsBadRequest(err) || errors.Is(err, kube.ErrForeign) || errors.Is(err, ErrNoKeyring) || errors.Is(err, errSlotClash)
 }
 
 // routeKube pushes the router table: each app's host names to the ready

@@ -315,6 +315,10 @@ func (v *oneWriterVolume) Unpublish(ctx context.Context, instance string) error 
 
 func (v *oneWriterVolume) Restoring(string) bool { return false }
 
+func (v *oneWriterVolume) Slots(context.Context, string, string, int) ([][]store.Volume, error) {
+	return nil, nil
+}
+
 func (v *oneWriterVolume) List(ctx context.Context, app string) ([]store.Volume, error) {
 	return []store.Volume{{Name: "data", App: "a", Process: "web"}}, nil
 }

@@ -10,7 +10,9 @@
 //	Secret env-<digest>       the release's config vars and env secrets, immutable
 //	Secret files-<digest>     its file secrets, mounted at /var/run/paddock/secrets
 //	Secret registry           with registry credentials: the nodes' pull secret
-//	Deployment <process>      one per process type
+//	Deployment <process>      one per process type; one per instance,
+//	                          <process>-<k>, for a process whose instances
+//	                          each have volumes of their own
 //	Service web               headless, in front of the web pods
 //	RoleBinding paddock       Paddock's own rights there (ClusterRole paddock-app)
 //	PersistentVolumeClaim pdk-<volume>-<id>   a volume (see Storage)

@@ -35,6 +35,9 @@ const (
 	LabelApp       = "paddock.dev/app"
 	LabelAppID     = "paddock.dev/app-id"
 	LabelProcess   = "paddock.dev/process"
+	// LabelSlot is the instance slot of a pod of a process whose instances
+	// each have volumes of their own.
+	LabelSlot = "paddock.dev/slot"
 	// LabelInstallation is on the namespaces of one Paddock installation:
 	// another one's, even of the same prefix, are never touched.
 	LabelInstallation = "paddock.dev/installation"
@@ -110,6 +113,11 @@ type Volume struct {
 	Process string
 	Path    string // relative to the working directory
 	Env     string // the environment variable that holds its absolute path
+	// PerInstance marks the volume of one instance, Slot, of a process
+	// whose instances each have their own: each instance is then a
+	// Deployment of its own, PROCESS-SLOT, of one pod.
+	PerInstance bool
+	Slot        int
 }
 
 // Process is one process type of a release and how many pods run it.
@@ -212,27 +220,43 @@ func build(a *App, ns string, pullSecret bool) *objects {
 
 	for _, name := range slices.Sorted(maps.Keys(a.Processes)) {
 		p := a.Processes[name]
-		pod := podSpec(a, name, p, envSecret, filesSecret)
-		if pullSecret && !a.External {
-			pod.WithImagePullSecrets(corev1ac.LocalObjectReference().WithName(PullSecret))
+		deployment := func(dname string, replicas, slot int) {
+			pod := podSpec(a, name, p, envSecret, filesSecret, slot)
+			if pullSecret && !a.External {
+				pod.WithImagePullSecrets(corev1ac.LocalObjectReference().WithName(PullSecret))
+			}
+			sel, podLabels := selector(a, name), processLabels(a, name)
+			if slot >= 0 {
+				sel[LabelSlot], podLabels[LabelSlot] = strconv.Itoa(slot), strconv.Itoa(slot)
+			}
+			d := appsv1ac.Deployment(dname, ns).
+				WithLabels(processLabels(a, name)).
+				WithAnnotations(map[string]string{AnnotationRelease: strconv.Itoa(a.Release)}).
+				WithSpec(appsv1ac.DeploymentSpec().
+					WithReplicas(int32(replicas)).
+					WithSelector(metav1ac.LabelSelector().WithMatchLabels(sel)).
+					WithStrategy(strategy(a, name)).
+					WithRevisionHistoryLimit(10).
+					WithTemplate(corev1ac.PodTemplateSpec().
+						WithLabels(podLabels).
+						WithSpec(pod)))
+			if grace := p.Health.Grace; grace > 0 {
+				// A rollout that has not made progress for this long is
+				// marked failed by the Deployment controller.
+				d.Spec.WithProgressDeadlineSeconds(int32(max(grace, 10*time.Second) / time.Second))
+			}
+			o.deployments = append(o.deployments, d)
 		}
-		d := appsv1ac.Deployment(name, ns).
-			WithLabels(processLabels(a, name)).
-			WithAnnotations(map[string]string{AnnotationRelease: strconv.Itoa(a.Release)}).
-			WithSpec(appsv1ac.DeploymentSpec().
-				WithReplicas(int32(p.Replicas)).
-				WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector(a, name))).
-				WithStrategy(strategy(a, name)).
-				WithRevisionHistoryLimit(10).
-				WithTemplate(corev1ac.PodTemplateSpec().
-					WithLabels(processLabels(a, name)).
-					WithSpec(pod)))
-		if grace := p.Health.Grace; grace > 0 {
-			// A rollout that has not made progress for this long is marked
-			// failed by the Deployment controller.
-			d.Spec.WithProgressDeadlineSeconds(int32(max(grace, 10*time.Second) / time.Second))
+		if slices.ContainsFunc(a.Volumes, func(v Volume) bool { return v.Process == name && v.PerInstance }) {
+			// Each instance mounts a volume of its own: a Deployment of
+			// one pod for each, as on one machine each instance has its
+			// slot. The Service below selects them all.
+			for k := range p.Replicas {
+				deployment(SlotDeployment(name, k), 1, k)
+			}
+		} else {
+			deployment(name, p.Replicas, -1)
 		}
-		o.deployments = append(o.deployments, d)
 		if name == "web" {
 			o.services = append(o.services, corev1ac.Service(WebService, ns).
 				WithLabels(processLabels(a, name)).
@@ -295,7 +319,13 @@ func contentName(kind string, data map[string][]byte) string {
 	return kind + "-" + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *corev1ac.PodSpecApplyConfiguration {
+// SlotDeployment names the Deployment of instance slot of a process whose
+// instances each have a volume of their own.
+func SlotDeployment(process string, slot int) string { return process + "-" + strconv.Itoa(slot) }
+
+// podSpec is the pod of a process; slot is the instance's, for a process
+// whose instances each have volumes of their own, else -1.
+func podSpec(a *App, name string, p Process, envSecret, filesSecret string, slot int) *corev1ac.PodSpecApplyConfiguration {
 	c := corev1ac.Container().
 		WithName(name).
 		WithImage(a.Image).
@@ -348,7 +378,7 @@ func podSpec(a *App, name string, p Process, envSecret, filesSecret string) *cor
 			WithSecret(corev1ac.SecretVolumeSource().WithSecretName(filesSecret).WithDefaultMode(0o400)))
 	}
 	for _, v := range a.Volumes {
-		if v.Process != name {
+		if v.Process != name || v.PerInstance && v.Slot != slot {
 			continue
 		}
 		dir := path.Join(WorkDir, v.Path)

@@ -249,7 +249,7 @@ func (r *Runtime) newPodsFailing(w *watch, ns string, d *appsv1.Deployment, sinc
 	if current == "" {
 		return ""
 	}
-	sel := labels.SelectorFromSet(map[string]string{LabelProcess: d.Name})
+	sel := labels.SelectorFromSet(d.Spec.Selector.MatchLabels)
 	for _, o := range list(w.pods, ns) {
 		p := o.(*corev1.Pod)
 		// Pods of this rollout only: a pod that restarted last month is no

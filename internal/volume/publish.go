@@ -110,25 +110,72 @@ func (s *Service) slot(ctx context.Context, tmpl store.Volume, vols []store.Volu
 		case ok:
 			return v, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, tmpl.Process, name)
 		}
-		a, err := s.st.GetApp(ctx, tmpl.App)
-		if err != nil {
-			return v, err
-		}
-		if err := s.checkQuota(ctx, tmpl.App, tmpl.Size, ""); err != nil {
-			return v, err
-		}
-		vol, err := s.csiVolume(ctx, a, name, tmpl.Size, nil)
-		if err != nil {
-			return v, err
-		}
-		v = store.Volume{Name: name, App: tmpl.App, Size: max(vol.CapacityBytes, tmpl.Size), CSIID: vol.VolumeId, Template: tmpl.Name, CreatedAt: s.cfg.Now().UTC()}
-		if err := s.record(ctx, v); err != nil {
-			return v, err
-		}
-		s.log.Info("made a volume for another instance", "volume", name, "template", tmpl.Name, "app", tmpl.App)
-		return v, nil
+		return s.instanceVolume(ctx, tmpl, name)
 	}
 	return tmpl, fmt.Errorf("%w: every volume of %s is in use", ErrInUse, tmpl.Name)
+}
+
+// instanceVolume makes and records name, a volume like tmpl for another
+// instance.
+func (s *Service) instanceVolume(ctx context.Context, tmpl store.Volume, name string) (store.Volume, error) {
+	a, err := s.st.GetApp(ctx, tmpl.App)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	if err := s.checkQuota(ctx, tmpl.App, tmpl.Size, ""); err != nil {
+		return store.Volume{}, err
+	}
+	vol, err := s.csiVolume(ctx, a, name, tmpl.Size, nil)
+	if err != nil {
+		return store.Volume{}, err
+	}
+	v := store.Volume{Name: name, App: tmpl.App, Size: max(vol.CapacityBytes, tmpl.Size), CSIID: vol.VolumeId, Template: tmpl.Name, CreatedAt: s.cfg.Now().UTC()}
+	if err := s.record(ctx, v); err != nil {
+		return v, err
+	}
+	s.log.Info("made a volume for another instance", "volume", name, "template", tmpl.Name, "app", tmpl.App)
+	return v, nil
+}
+
+// Slots returns the volumes of process of app's per-instance attachments
+// for each of its first n instances: instance 0 has the attached volume
+// itself, instance k its NAME-k, made as needed and kept when the process
+// is scaled down. It is for a runtime whose instances have fixed places,
+// as on Kubernetes, where each is a Deployment of its own.
+func (s *Service) Slots(ctx context.Context, app, process string, n int) ([][]store.Volume, error) {
+	s.slots.Lock()
+	defer s.slots.Unlock()
+	vols, err := s.st.ListVolumes(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]store.Volume{}
+	for _, v := range vols {
+		byName[v.Name] = v
+	}
+	out := make([][]store.Volume, n)
+	for _, tmpl := range vols {
+		if tmpl.Process != process || !tmpl.PerInstance {
+			continue
+		}
+		for k := range n {
+			name := tmpl.Name
+			if k > 0 {
+				name = fmt.Sprintf("%s-%d", tmpl.Name, k)
+			}
+			v, ok := byName[name]
+			switch {
+			case ok && k > 0 && v.Template != tmpl.Name:
+				return nil, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, process, name)
+			case !ok:
+				if v, err = s.instanceVolume(ctx, tmpl, name); err != nil {
+					return nil, err
+				}
+			}
+			out[k] = append(out[k], v)
+		}
+	}
+	return out, nil
 }
 
 func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {

@@ -64,9 +64,6 @@ type Config struct {
 	// volume of an app: for a controller that keeps each app's volumes
 	// apart (on Kubernetes, in the app's namespace).
 	Parameters func(app store.App) map[string]string
-	// NoPerInstance, when set, says why per-instance attachments are
-	// refused.
-	NoPerInstance string
 	// NoContent, when set, says why Paddock cannot read volumes' content:
 	// snapshots get no checksum manifest, and verify, export, import,
 	// paced restores and restore-verified backups are refused.
@@ -414,9 +411,6 @@ func (s *Service) AttachPerInstance(ctx context.Context, name, app, process, pat
 }
 
 func (s *Service) attach(ctx context.Context, name, app, process, path string, perInstance bool) (store.Volume, error) {
-	if perInstance && s.cfg.NoPerInstance != "" {
-		return store.Volume{}, fmt.Errorf("%w: --per-instance: %s", ErrInvalid, s.cfg.NoPerInstance)
-	}
 	if !manifest.ValidProcessName(process) {
 		return store.Volume{}, fmt.Errorf("%w: process type %q", ErrInvalid, process)
 	}
