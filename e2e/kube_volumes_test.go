@@ -63,8 +63,8 @@ func TestKubernetesVolumes(t *testing.T) {
 
 	// Each worker is a Deployment of one pod with a claim of its own:
 	// scratch for the first, scratch-1 (made for it) for the second.
-	var workerClaims []string
-	for _, name := range []string{"worker-0", "worker-1"} {
+	for slot, vol := range []string{"scratch", "scratch-1"} {
+		name := fmt.Sprintf("worker-%d", slot)
 		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("the Deployment of a worker with a volume of its own: %v", err)
@@ -72,10 +72,9 @@ func TestKubernetesVolumes(t *testing.T) {
 		if *d.Spec.Replicas != 1 || envOf(d, "PADDOCK_VOLUME_SCRATCH") != "/app/scratch" {
 			t.Errorf("%s: %d replicas, PADDOCK_VOLUME_SCRATCH=%q; want 1 and /app/scratch", name, *d.Spec.Replicas, envOf(d, "PADDOCK_VOLUME_SCRATCH"))
 		}
-		workerClaims = append(workerClaims, mountedClaim(d))
-	}
-	if workerClaims[0] == "" || workerClaims[0] == workerClaims[1] {
-		t.Errorf("the workers mount claims %q: want one each", workerClaims)
+		if got, want := mountedClaim(d), boundClaim(t, cs, ns, vol).Name; got != want {
+			t.Errorf("%s mounts claim %q, want %s, the claim of volume %s", name, got, want, vol)
+		}
 	}
 	if vols := p.MustRun("volumes", "--app", "notes"); !strings.Contains(vols, "scratch-1") {
 		t.Errorf("volumes does not list the second worker's volume:\n%s", vols)
@@ -138,18 +137,23 @@ func TestKubernetesVolumes(t *testing.T) {
 		return nil
 	})
 	serving(t, p, "notes.localhost", "second")
-	// The new workers found what the first pod of their slot wrote.
+	// New workers found what the first pod of their own slot wrote, in
+	// both slots.
 	testenv.Eventually(t, 60*time.Second, func() error {
 		logs := p.MustRun("logs", "notes", "-n", "1000")
-		kept := 0
+		kept := map[string]bool{}
 		for _, line := range strings.Split(logs, "\n") {
 			_, rest, ok := strings.Cut(line, "owner=")
-			if owner, me, ok2 := strings.Cut(rest, " me="); ok && ok2 && owner != strings.TrimSpace(me) {
-				kept++
+			owner, me, ok2 := strings.Cut(rest, " me=")
+			me = strings.TrimSpace(me)
+			for _, slot := range []string{"worker-0-", "worker-1-"} {
+				if ok && ok2 && owner != me && strings.HasPrefix(owner, slot) && strings.HasPrefix(me, slot) {
+					kept[slot] = true
+				}
 			}
 		}
-		if kept < 2 {
-			return fmt.Errorf("%d new workers read their slot's volume, want 2:\n%s", kept, logs)
+		if len(kept) < 2 {
+			return fmt.Errorf("slots whose new worker read what the first one wrote: %v, want both:\n%s", kept, logs)
 		}
 		return nil
 	})

@@ -150,7 +150,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		}
 		// Each instance of such a process has a slot of its own, and in it
 		// a volume for each per-instance attachment, as on one machine.
-		for proc := range perInstance {
+		for _, proc := range slices.Sorted(maps.Keys(perInstance)) { // in order: the fingerprint hashes it
 			p, ok := app.Processes[proc]
 			if !ok {
 				continue

@@ -141,10 +141,10 @@ func (s *Service) instanceVolume(ctx context.Context, tmpl store.Volume, name st
 // for each of its first n instances: instance 0 has the attached volume
 // itself, instance k its NAME-k, made as needed and kept when the process
 // is scaled down. It is for a runtime whose instances have fixed places,
-// as on Kubernetes, where each is a Deployment of its own.
+// as on Kubernetes, where each is a Deployment of its own, and whose one
+// reconciler calls it: no instance takes a volume here, so it holds no
+// lock while the storage makes one.
 func (s *Service) Slots(ctx context.Context, app, process string, n int) ([][]store.Volume, error) {
-	s.slots.Lock()
-	defer s.slots.Unlock()
 	vols, err := s.st.ListVolumes(ctx, app)
 	if err != nil {
 		return nil, err
@@ -168,6 +168,10 @@ func (s *Service) Slots(ctx context.Context, app, process string, n int) ([][]st
 			case ok && k > 0 && v.Template != tmpl.Name:
 				return nil, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, process, name)
 			case !ok:
+				// Volume names are the platform's, not the app's.
+				if other, err := s.st.GetVolume(ctx, name); err == nil {
+					return nil, fmt.Errorf("%w: instance %d of %s would have volume %s, which is a volume of %s: rename one", ErrInUse, k, process, name, other.App)
+				}
 				if v, err = s.instanceVolume(ctx, tmpl, name); err != nil {
 					return nil, err
 				}
