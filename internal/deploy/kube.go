@@ -130,6 +130,10 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 			return err
 		}
 		perInstance := map[string]bool{}
+		byName := map[string]store.Volume{}
+		for _, v := range vols {
+			byName[v.Name] = v
+		}
 		for _, v := range vols {
 			switch {
 			case v.Process == "":
@@ -171,9 +175,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 					}
 					tmpl := v
 					if v.Template != "" {
-						if tmpl, err = s.st.GetVolume(ctx, v.Template); err != nil {
-							return err
-						}
+						tmpl = byName[v.Template]
 					}
 					app.Volumes = append(app.Volumes, kube.Volume{Name: v.Name, Claim: claimOf(v), Process: proc, Path: tmpl.Path,
 						Env: volume.EnvName(tmpl.Name), PerInstance: true, Slot: k})
