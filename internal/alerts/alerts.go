@@ -246,10 +246,12 @@ func (m *Manager) enqueue(d delivery) {
 		m.queues[key] = q
 		go m.deliver(m.ctx, q)
 	}
+	// Counted before it is queued: the sender may finish it at once.
+	m.sending.Add(1)
 	select {
 	case q <- d:
-		m.sending.Add(1)
 	default:
+		m.sending.Done()
 		m.cfg.Logger.Warn("an alert's webhook is behind by 256 notifications: this one is dropped", "webhook", d.hook.ID)
 	}
 }
