@@ -13,7 +13,7 @@ import (
 
 // Bootstrap creates the first user with its first token, atomically.
 func (s *DB) Bootstrap(ctx context.Context, u store.User, t store.Token) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO users(name, role, disabled, created_at) VALUES (?, ?, ?, ?)`,
 			u.Name, u.Role, u.Disabled, ms(u.CreatedAt)); err != nil {
 			return err
@@ -167,7 +167,7 @@ func (s *DB) CreateTeam(ctx context.Context, t store.Team) error {
 
 // AddTeamMember adds user to team.
 func (s *DB) AddTeamMember(ctx context.Context, team, user string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM teams WHERE name = ?`, team).Scan(&n); err != nil || n == 0 {
 			if err == nil {
@@ -225,7 +225,7 @@ func (s *DB) Access(ctx context.Context) (store.Access, error) {
 		err := r.Scan(&p[0], &p[1])
 		return p, err
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var err error
 		if a.Users, err = listUsers(ctx, tx); err != nil {
 			return err

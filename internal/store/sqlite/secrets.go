@@ -99,7 +99,7 @@ func (s *DB) CountSeals(ctx context.Context, id int64, n int64) (int64, error) {
 // RewrapDataKeys replaces every data key with what fn makes of it, in one
 // transaction.
 func (s *DB) RewrapDataKeys(ctx context.Context, fn func(store.DataKey) (store.DataKey, error)) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		keys, err := queryAll(ctx, tx, `SELECT id, kind, wrapped, kek_id, seals, created_at FROM data_keys ORDER BY id`, scanDataKey)
 		if err != nil {
 			return err

@@ -22,7 +22,7 @@ var _ store.Store = (*DB)(nil)
 
 // DB is a Store kept in one SQLite file.
 type DB struct {
-	db     *sql.DB
+	db     *conn
 	cipher atomic.Pointer[Cipher] // seals releases' config; nil: kept as text
 }
 
@@ -245,7 +245,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// One connection: SQLite has one writer, and a single connection makes
 	// every transaction serial without SQLITE_BUSY retries.
 	db.SetMaxOpenConns(1)
-	s := &DB{db: db}
+	s := &DB{db: newConn(db)}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -264,7 +264,7 @@ func (s *DB) migrate(ctx context.Context) error {
 	if v == len(schema) {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		for _, stmt := range schema[v:] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %w", err)
@@ -284,12 +284,12 @@ func (s *DB) Ping(ctx context.Context) error {
 	return s.db.QueryRowContext(ctx, `SELECT count(*) FROM apps`).Scan(&n)
 }
 
-func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+func (s *DB) tx(ctx context.Context, fn func(*txn) error) error {
+	tx, err := s.db.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(&txn{tx: tx, c: s.db}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -325,7 +325,7 @@ func (s *DB) CreateApp(ctx context.Context, a store.App) (store.App, error) {
 	if err != nil {
 		return a, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		if err := tx.QueryRowContext(ctx, `UPDATE counters SET value = value + 1 WHERE name = 'app_id' RETURNING value`).Scan(&a.ID); err != nil {
 			return fmt.Errorf("next app id: %w", err)
 		}
@@ -433,7 +433,7 @@ func (s *DB) DeleteApp(ctx context.Context, name string) error {
 // SetFormation merges counts into the app's formation.
 func (s *DB) SetFormation(ctx context.Context, app string, counts map[string]int) (store.App, error) {
 	var a store.App
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var err error
 		if a, err = getApp(ctx, tx, app); err != nil {
 			return err
@@ -453,7 +453,7 @@ func (s *DB) SetFormation(ctx context.Context, app string, counts map[string]int
 
 // SetRelease points app at release to if it still points at from.
 func (s *DB) SetRelease(ctx context.Context, app string, from, to int) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if to != 0 {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM releases WHERE app = ? AND version = ?`, app, to).Scan(&n); err != nil {
@@ -626,7 +626,7 @@ func (s *DB) AddRelease(ctx context.Context, app string, fn store.NewRelease) (s
 		if rel.Secrets == nil {
 			secrets = []byte("{}")
 		}
-		err = s.tx(ctx, func(tx *sql.Tx) error {
+		err = s.tx(ctx, func(tx *txn) error {
 			var now, nowLast int
 			if err := tx.QueryRowContext(ctx, `SELECT release, (SELECT COALESCE(MAX(version), 0) FROM releases WHERE app = ?) FROM apps WHERE name = ?`, app, app).Scan(&now, &nowLast); err != nil {
 				if errors.Is(err, sql.ErrNoRows) {

@@ -55,7 +55,7 @@ func (s *DB) ListVolumes(ctx context.Context, app string) ([]store.Volume, error
 // name and app do not change.
 func (s *DB) UpdateVolume(ctx context.Context, name string, fn func(store.Volume) (store.Volume, error)) (store.Volume, error) {
 	var v store.Volume
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		cur, err := getVolume(ctx, tx, name)
 		if err != nil {
 			return err
@@ -133,7 +133,7 @@ func getSnapshot(ctx context.Context, q querier, id string) (store.Snapshot, err
 // with what fn makes of them; nothing else of a snapshot changes.
 func (s *DB) UpdateSnapshot(ctx context.Context, id string, fn func(store.Snapshot) (store.Snapshot, error)) (store.Snapshot, error) {
 	var sn store.Snapshot
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		cur, err := getSnapshot(ctx, tx, id)
 		if err != nil {
 			return err
