@@ -66,6 +66,7 @@ command = "./tenant serve"
 instances = 2
 [processes.web.health]
 path = "/healthz"
+status = 200
 interval = "1s"
 timeout = "1s"
 grace = "20s"
@@ -89,6 +90,9 @@ func TestKubernetes(t *testing.T) {
 	}
 	if all := stdout + stderr; !strings.Contains(all, "image of v2 pushed") || !strings.Contains(all, "rolled out") {
 		t.Errorf("deploy output does not tell of the image and the rollout:\n%s\n%s", stdout, stderr)
+	}
+	if all := stdout + stderr; !strings.Contains(all, "web: on Kubernetes the health check passes on any 2xx or 3xx answer, not only status 200") {
+		t.Errorf("deploy output does not say the cluster checks health more loosely than status = 200:\n%s\n%s", stdout, stderr)
 	}
 	serving(t, p, "shop.localhost", "shop-one")
 

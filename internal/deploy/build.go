@@ -83,9 +83,27 @@ func (s *Service) release(ctx context.Context, app string, next store.Release, w
 		return rel, err
 	}
 	s.event(ctx, app, "", "", fmt.Sprintf("release v%d created by %s: %s", rel.Version, actor, what))
+	if s.cfg.Kube != nil {
+		kubeHealthNotes(rel.Manifest, p)
+	}
 	p.Step(fmt.Sprintf("release v%d created; rolling out", rel.Version))
 	s.Kick()
 	return s.WaitRollout(ctx, app, rel.Version, p)
+}
+
+// kubeHealthNotes tells where a cluster checks health more loosely than
+// one machine: the kubelet takes any 2xx or 3xx answer to an HTTP check,
+// whatever status the manifest wants.
+func kubeHealthNotes(manifestJSON []byte, p Progress) {
+	var m manifest.Manifest
+	if json.Unmarshal(manifestJSON, &m) != nil {
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.Processes)) {
+		if h := m.Processes[name].Health; h.Status != 0 {
+			p.Step(fmt.Sprintf("%s: on Kubernetes the health check passes on any 2xx or 3xx answer, not only status %d", name, h.Status))
+		}
+	}
 }
 
 // lastConfig is the config of app's newest release: what a new release
