@@ -41,6 +41,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
@@ -304,6 +305,13 @@ func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *object
 	gens := map[string]int64{}
 	for _, d := range o.deployments {
 		got, err := r.cs.AppsV1().Deployments(ns).Apply(ctx, d, applyOptions)
+		if selectorChanged(err) {
+			// A Deployment's selector cannot change. One of Paddock's with
+			// another selector ran something else under this name (a
+			// process type an earlier release named like an instance of
+			// this one): it is replaced.
+			got, err = r.replaceDeployment(ctx, ns, d)
+		}
 		if err != nil {
 			return fmt.Errorf("apply deployment %s/%s: %w", ns, *d.Name, err)
 		}
@@ -322,6 +330,41 @@ func (r *Runtime) applyObjects(ctx context.Context, a *App, ns string, o *object
 		}
 	}
 	return nil
+}
+
+// selectorChanged reports whether err refuses an apply because it would
+// change a Deployment's selector.
+func selectorChanged(err error) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, c := range status.Status().Details.Causes {
+		if c.Field == "spec.selector" {
+			return true
+		}
+	}
+	return false
+}
+
+// replaceDeployment deletes the Deployment named like d, if it is
+// Paddock's, and applies d in its place. Its pods stop as their ReplicaSet
+// is collected.
+func (r *Runtime) replaceDeployment(ctx context.Context, ns string, d *appsv1ac.DeploymentApplyConfiguration) (*appsv1.Deployment, error) {
+	deps := r.cs.AppsV1().Deployments(ns)
+	old, err := deps.Get(ctx, *d.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if old.Labels[LabelManagedBy] != ManagedBy {
+		return nil, fmt.Errorf("deployment %s/%s is not Paddock's, and its selector is not this process's: delete or rename it", ns, *d.Name)
+	}
+	uid := old.UID
+	if err := deps.Delete(ctx, *d.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	r.log.Info("kubernetes: deployment replaced: its selector changed", "namespace", ns, "deployment", *d.Name)
+	return deps.Apply(ctx, d, applyOptions)
 }
 
 // forget stops watching ns.

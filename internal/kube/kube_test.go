@@ -205,6 +205,34 @@ func TestApply(t *testing.T) {
 		t.Errorf("worker deployment after its process type went: %v, want not found", err)
 	}
 
+	// A process type named like an instance of a later one (worker-0,
+	// then worker with a volume per instance): the Deployment worker-0
+	// changes selector, which Kubernetes refuses in place, so it is
+	// replaced.
+	v3 := shop(3)
+	v3.Processes = map[string]kube.Process{"web": v3.Processes["web"], "worker-0": {Command: "./bin/old", Replicas: 1}}
+	if err := r.Apply(ctx, v3); err != nil {
+		t.Fatal(err)
+	}
+	before, err := cs.AppsV1().Deployments(ns).Get(ctx, "worker-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := shop(4)
+	v4.Volumes = []kube.Volume{{Name: "scratch", Claim: "pdk-scratch-1", Process: "worker", Path: "scratch", Env: "PADDOCK_VOLUME_SCRATCH", PerInstance: true, Slot: 0}}
+	if err := r.Apply(ctx, v4); err != nil {
+		t.Fatalf("apply of a per-instance worker after a process named worker-0: %v", err)
+	}
+	after, err := cs.AppsV1().Deployments(ns).Get(ctx, "worker-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.UID == before.UID || after.Spec.Selector.MatchLabels[kube.LabelSlot] != "0" ||
+		after.Spec.Template.Spec.Containers[0].Command[2] != "./bin/worker" {
+		t.Errorf("worker-0 after the change: uid %s (was %s), selector %v, command %q; want a new Deployment of slot 0 running ./bin/worker",
+			after.UID, before.UID, after.Spec.Selector.MatchLabels, after.Spec.Template.Spec.Containers[0].Command)
+	}
+
 	// Another installation of Paddock on the same cluster, with the same
 	// prefix, neither watches this one's apps nor takes them over.
 	other := kube.New(kube.Config{Client: cs, NamespacePrefix: prefix, Installation: "elsewhere"})
