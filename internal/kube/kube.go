@@ -352,16 +352,8 @@ func selectorChanged(err error) bool {
 // is collected.
 func (r *Runtime) replaceDeployment(ctx context.Context, ns string, d *appsv1ac.DeploymentApplyConfiguration) (*appsv1.Deployment, error) {
 	deps := r.cs.AppsV1().Deployments(ns)
-	old, err := deps.Get(ctx, *d.Name, metav1.GetOptions{})
-	if err != nil {
-		return nil, err
-	}
-	if old.Labels[LabelManagedBy] != ManagedBy {
-		return nil, fmt.Errorf("deployment %s/%s is not Paddock's, and its selector is not this process's: delete or rename it", ns, *d.Name)
-	}
-	uid := old.UID
-	if err := deps.Delete(ctx, *d.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}); err != nil && !apierrors.IsNotFound(err) {
-		return nil, err
+	if err := deleteOwned(ctx, deps, *d.Name); err != nil {
+		return nil, fmt.Errorf("replace a deployment whose selector changed: %w", err)
 	}
 	r.log.Info("kubernetes: deployment replaced: its selector changed", "namespace", ns, "deployment", *d.Name)
 	return deps.Apply(ctx, d, applyOptions)
