@@ -37,6 +37,12 @@ func kubePlatform(t *testing.T, nodes ...node.Options) (*testenv.Platform, kuber
 // with volumes kept by st's classes when st is not nil.
 func startOnKube(t *testing.T, c *kubetest.Cluster, st *kubetest.Storage, nodes ...node.Options) (*testenv.Platform, kubernetes.Interface) {
 	t.Helper()
+	return startOnKubeWith(t, c, st, nil, nodes...)
+}
+
+// startOnKubeWith is startOnKube with more flags for `paddock up`.
+func startOnKubeWith(t *testing.T, c *kubetest.Cluster, st *kubetest.Storage, flags []string, nodes ...node.Options) (*testenv.Platform, kubernetes.Interface) {
+	t.Helper()
 	if len(nodes) == 0 {
 		nodes = []node.Options{{Name: "node-1"}}
 	}
@@ -53,7 +59,7 @@ func startOnKube(t *testing.T, c *kubetest.Cluster, st *kubetest.Storage, nodes 
 	if st != nil {
 		args = append(args, "--storage-class", st.Class, "--snapshot-class", st.SnapshotClass)
 	}
-	p := testenv.Start(t, args...)
+	p := testenv.Start(t, append(args, flags...)...)
 	cs, err := kubernetes.NewForConfig(c.Config())
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"paddock.dev/paddock/internal/kube"
 	"paddock.dev/paddock/internal/kubetest"
 	"paddock.dev/paddock/internal/testenv"
 )
@@ -232,6 +234,66 @@ func TestKubernetesVolumes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestKubernetesVolumeQuota: scaled past the app's volume quota, a process
+// with a volume per instance runs the instances whose volumes fit, says
+// which wait and why, and the app's other changes still roll out.
+func TestKubernetesVolumeQuota(t *testing.T) {
+	c := kubetest.Start(t)
+	st := c.StartStorage(t)
+	p, cs := startOnKubeWith(t, c, st, []string{"--volume-quota", "40MiB"})
+	ctx := t.Context()
+	ns := "paddock-quota"
+
+	p.MustRun("apps", "create", "quota")
+	p.MustRun("volumes", "create", "scratch", "--app", "quota", "--size", "16MiB")
+	p.MustRun("volumes", "attach", "scratch", "quota", "--process", "worker", "--path", "scratch", "--per-instance")
+	manifest := "[processes.worker]\ncommand = \"exec sleep 3600\"\ninstances = 1\n"
+	if out, errOut, err := p.Run("deploy", tenantApp(t, manifest), "--app", "quota"); err != nil {
+		t.Fatalf("deploy: %v\n%s\n%s", err, out, errOut)
+	}
+
+	// 16 MiB for each instance: a third does not fit in 40.
+	p.MustRun("scale", "quota", "worker=3")
+	testenv.Eventually(t, 60*time.Second, func() error {
+		for _, name := range []string{"worker-0", "worker-1"} {
+			d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return fmt.Errorf("deployment %s: %v", name, err)
+			}
+			if d.Status.ReadyReplicas != 1 {
+				return fmt.Errorf("deployment %s: %d ready, want 1", name, d.Status.ReadyReplicas)
+			}
+		}
+		if events := p.MustRun("events", "quota"); !strings.Contains(events, "instance 2 of worker waits for its volumes") || !strings.Contains(events, "quota") {
+			return fmt.Errorf("no event says instance 2 waits for its volume over the quota:\n%s", events)
+		}
+		return nil
+	})
+	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, "worker-2", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("deployment worker-2, whose volume is over the quota: %v, want none", err)
+	}
+	if vols := p.MustRun("volumes", "--app", "quota"); !strings.Contains(vols, "scratch-1") || strings.Contains(vols, "scratch-2") {
+		t.Errorf("volumes: want scratch-1 and no scratch-2:\n%s", vols)
+	}
+
+	// The app's other changes still roll out.
+	release := func() int {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "worker-1", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := strconv.Atoi(d.Annotations[kube.AnnotationRelease])
+		return v
+	}
+	before := release()
+	if out, errOut, err := p.Run("config", "set", "quota", "GREETING=hello"); err != nil {
+		t.Fatalf("config set over the quota: %v\n%s\n%s", err, out, errOut)
+	}
+	if after := release(); after != before+1 {
+		t.Errorf("worker-1 runs release v%d after the config change, want v%d", after, before+1)
+	}
 }
 
 // boundClaim waits for the one claim of a volume in ns to be bound and

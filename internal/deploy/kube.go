@@ -47,6 +47,7 @@ type kubeState struct {
 	applied   map[string]string           // app -> fingerprint of what was last applied
 	appliedAt map[string]time.Time        // app -> when
 	waiting   map[string]string           // app -> the last rollout progress reported
+	reported  map[string]string           // app -> the last problem reported by reportOnce
 	backends  map[string][]router.Backend // app -> what was last routed to
 }
 
@@ -154,6 +155,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		}
 		// Each instance of such a process has a slot of its own, and in it
 		// a volume for each per-instance attachment, as on one machine.
+		problem := ""
 		for _, proc := range slices.Sorted(maps.Keys(perInstance)) { // in order: the fingerprint hashes it
 			p, ok := app.Processes[proc]
 			if !ok {
@@ -166,7 +168,22 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 			}
 			slots, err := s.cfg.Volumes.Slots(ctx, a.Name, proc, p.Replicas)
 			if err != nil {
-				return s.failIfPending(ctx, a, rel, err)
+				refused := errors.Is(err, volume.ErrQuota) || errors.Is(err, volume.ErrInUse)
+				if !refused || len(slots) == 0 {
+					return s.failIfPending(ctx, a, rel, err)
+				}
+				// The instances whose volumes there are run, and a release
+				// rolls out with them; those whose volumes the platform
+				// refuses wait, as on one machine an instance that cannot
+				// have its volume does not start. (A failure that may pass
+				// changes nothing: the pass is tried again.)
+				which := fmt.Sprintf("instances %d to %d of %s wait for their volumes", len(slots), p.Replicas-1, proc)
+				if len(slots) == p.Replicas-1 {
+					which = fmt.Sprintf("instance %d of %s waits for its volumes", len(slots), proc)
+				}
+				problem = which + ": " + err.Error()
+				p.Replicas = len(slots)
+				app.Processes[proc] = p
 			}
 			for k, vs := range slots {
 				for _, v := range vs {
@@ -182,6 +199,7 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 				}
 			}
 		}
+		s.reportOnce(ctx, a.Name, problem)
 	}
 	// The fingerprint is of the secrets' versions, not their values: a
 	// pass that changes nothing opens no secret.
@@ -238,6 +256,19 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 		s.event(ctx, a.Name, "", "", "waiting for "+ro.Waiting)
 	}
 	return nil
+}
+
+// reportOnce makes msg an event of app unless it is the last one made so;
+// "" says the problem is gone, so that it is reported again if it comes
+// back.
+func (s *Service) reportOnce(ctx context.Context, app, msg string) {
+	s.rec.mu.Lock()
+	seen := s.rec.kube.reported[app] == msg
+	s.rec.kube.reported[app] = msg
+	s.rec.mu.Unlock()
+	if !seen && msg != "" {
+		s.event(ctx, app, "", "", msg)
+	}
 }
 
 // errSlotClash: an instance's Deployment would have the name of another

@@ -70,7 +70,7 @@ func (r *reconcilerState) init() {
 	r.restarts = map[string]int{}
 	r.manifests = map[string]*manifest.Manifest{}
 	r.handover = map[string]time.Time{}
-	r.kube = kubeState{images: map[string]string{}, applied: map[string]string{}, appliedAt: map[string]time.Time{}, waiting: map[string]string{}}
+	r.kube = kubeState{images: map[string]string{}, applied: map[string]string{}, appliedAt: map[string]time.Time{}, waiting: map[string]string{}, reported: map[string]string{}}
 }
 
 func (r *reconcilerState) describe(in runtime.Instance) Instance {

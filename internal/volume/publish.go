@@ -143,43 +143,55 @@ func (s *Service) instanceVolume(ctx context.Context, tmpl store.Volume, name st
 // is scaled down. It is for a runtime whose instances have fixed places,
 // as on Kubernetes, where each is a Deployment of its own, and whose one
 // reconciler calls it: no instance takes a volume here, so it holds no
-// lock while the storage makes one.
+// lock while the storage makes one. When slot k's volumes cannot all be
+// had (a quota, a name taken), it returns the k slots before it, whole,
+// with the error.
 func (s *Service) Slots(ctx context.Context, app, process string, n int) ([][]store.Volume, error) {
 	vols, err := s.st.ListVolumes(ctx, app)
 	if err != nil {
 		return nil, err
 	}
 	byName := map[string]store.Volume{}
+	var tmpls []store.Volume
 	for _, v := range vols {
 		byName[v.Name] = v
+		if v.Process == process && v.PerInstance {
+			tmpls = append(tmpls, v)
+		}
 	}
-	out := make([][]store.Volume, n)
-	for _, tmpl := range vols {
-		if tmpl.Process != process || !tmpl.PerInstance {
-			continue
-		}
-		for k := range n {
-			name := tmpl.Name
-			if k > 0 {
-				name = fmt.Sprintf("%s-%d", tmpl.Name, k)
+	out := make([][]store.Volume, 0, n)
+	for k := range n {
+		var slot []store.Volume
+		for _, tmpl := range tmpls {
+			v, err := s.slotVolume(ctx, tmpl, byName, k)
+			if err != nil {
+				return out, err
 			}
-			v, ok := byName[name]
-			switch {
-			case ok && k > 0 && v.Template != tmpl.Name:
-				return nil, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, process, name)
-			case !ok:
-				// Volume names are the platform's, not the app's.
-				if other, err := s.st.GetVolume(ctx, name); err == nil {
-					return nil, fmt.Errorf("%w: instance %d of %s would have volume %s, which is a volume of %s: rename one", ErrInUse, k, process, name, other.App)
-				}
-				if v, err = s.instanceVolume(ctx, tmpl, name); err != nil {
-					return nil, err
-				}
-			}
-			out[k] = append(out[k], v)
+			slot = append(slot, v)
 		}
+		out = append(out, slot)
 	}
 	return out, nil
+}
+
+// slotVolume returns the volume of instance k for a per-instance template,
+// making it when missing.
+func (s *Service) slotVolume(ctx context.Context, tmpl store.Volume, byName map[string]store.Volume, k int) (store.Volume, error) {
+	if k == 0 {
+		return tmpl, nil
+	}
+	name := fmt.Sprintf("%s-%d", tmpl.Name, k)
+	if v, ok := byName[name]; ok {
+		if v.Template != tmpl.Name {
+			return v, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, tmpl.Process, name)
+		}
+		return v, nil
+	}
+	// Volume names are the platform's, not the app's.
+	if other, err := s.st.GetVolume(ctx, name); err == nil {
+		return tmpl, fmt.Errorf("%w: instance %d of %s would have volume %s, which is a volume of %s: rename one", ErrInUse, k, tmpl.Process, name, other.App)
+	}
+	return s.instanceVolume(ctx, tmpl, name)
 }
 
 func (s *Service) publish(ctx context.Context, v store.Volume, instance string) (string, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -359,6 +360,46 @@ func TestBadInstanceKeepsPublishDir(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSlotsOverQuota: the slots of a process with a volume per instance
+// are given up to the first whose volume the quota refuses, whole, with
+// the refusal; the slots kept when scaled down come back as they were.
+func TestSlotsOverQuota(t *testing.T) {
+	e := newEnv(t, mockDriver(), withQuota(40*mib))
+	e.create("scratch", 16*mib)
+	logs := e.create("logs", 4*mib)
+	for _, v := range []store.Volume{{Name: "scratch"}, logs} {
+		if _, err := e.svc.AttachPerInstance(e.ctx, v.Name, app, "worker", v.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20 MiB a slot: the second fits in 40, the third does not.
+	slots, err := e.svc.Slots(e.ctx, app, "worker", 3)
+	if !errors.Is(err, volume.ErrQuota) {
+		t.Fatalf("three slots of 20 MiB under a 40 MiB quota: %v, want ErrQuota", err)
+	}
+	names := func(slots [][]store.Volume) string {
+		var out []string
+		for _, slot := range slots {
+			var vs []string
+			for _, v := range slot {
+				vs = append(vs, v.Name)
+			}
+			slices.Sort(vs)
+			out = append(out, strings.Join(vs, "+"))
+		}
+		return strings.Join(out, " ")
+	}
+	if got := names(slots); got != "logs+scratch logs-1+scratch-1" {
+		t.Errorf("slots over the quota = %q, want the first two whole", got)
+	}
+	if slots, err := e.svc.Slots(e.ctx, app, "worker", 2); err != nil || names(slots) != "logs+scratch logs-1+scratch-1" {
+		t.Errorf("two slots: %q, %v; want the two made before", names(slots), err)
+	}
+	if vols, _ := e.svc.List(e.ctx, app); len(vols) != 4 {
+		t.Errorf("%d volumes after the refusal, want 4: none made for the third slot", len(vols))
+	}
 }
 
 // TestUnpublished: the instances not named live lose their publications
