@@ -181,7 +181,10 @@ func (s *Service) reconcileKubeApp(ctx context.Context, a store.App) error {
 				if len(slots) == p.Replicas-1 {
 					which = fmt.Sprintf("instance %d of %s waits for its volumes", len(slots), proc)
 				}
-				problem = which + ": " + err.Error()
+				if problem != "" {
+					problem += "; "
+				}
+				problem += which + ": " + err.Error()
 				p.Replicas = len(slots)
 				app.Processes[proc] = p
 			}
