@@ -464,9 +464,6 @@ func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why 
 	if tail := s.lastLines(ctx, a, rel.Version, 10); tail != "" {
 		reason += "\nlast output:\n" + tail
 	}
-	if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason); err != nil {
-		return err
-	}
 	rels, err := s.st.ListReleases(ctx, a.Name)
 	if err != nil {
 		return err
@@ -478,12 +475,21 @@ func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why 
 			break
 		}
 	}
-	// Only if nothing newer was released meanwhile: that one rolls out instead.
-	if err := s.st.SetRelease(ctx, a.Name, rel.Version, prev); errors.Is(err, store.ErrConflict) {
+	// The app goes back before the release is marked failed: whoever
+	// waits for the failure finds it back already, and a crash in between
+	// leaves it on the release that worked. Only if nothing newer was
+	// released meanwhile: that one rolls out instead.
+	err = s.st.SetRelease(ctx, a.Name, rel.Version, prev)
+	superseded := errors.Is(err, store.ErrConflict)
+	if err != nil && !superseded {
+		return err
+	}
+	if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason); err != nil {
+		return err
+	}
+	if superseded {
 		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d failed: %s; superseded meanwhile", rel.Version, why))
 		return nil
-	} else if err != nil {
-		return err
 	}
 	back := "no release runs"
 	if prev != 0 {
