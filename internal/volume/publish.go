@@ -93,24 +93,17 @@ func (s *Service) slot(ctx context.Context, tmpl store.Volume, vols []store.Volu
 		}
 	}
 	for k := 0; k <= 100; k++ {
-		name := tmpl.Name
-		if k > 0 {
-			name = fmt.Sprintf("%s-%d", tmpl.Name, k)
+		v, err := s.slotVolume(ctx, tmpl, byName, k)
+		if err != nil {
+			return v, err
 		}
-		v, ok := byName[name]
-		switch {
-		case ok && (k == 0 || v.Template == tmpl.Name):
-			if s.InUse(v) {
-				continue
-			}
-			if s.restoring[v.Name] {
-				return v, fmt.Errorf("%w: volume %s is being restored: the instance starts once the restore ends", ErrInUse, v.Name)
-			}
-			return v, nil
-		case ok:
-			return v, fmt.Errorf("%w: instance %d of %s would have volume %s, which is another volume: rename it", ErrInUse, k, tmpl.Process, name)
+		if s.InUse(v) {
+			continue
 		}
-		return s.instanceVolume(ctx, tmpl, name)
+		if s.restoring[v.Name] {
+			return v, fmt.Errorf("%w: volume %s is being restored: the instance starts once the restore ends", ErrInUse, v.Name)
+		}
+		return v, nil
 	}
 	return tmpl, fmt.Errorf("%w: every volume of %s is in use", ErrInUse, tmpl.Name)
 }

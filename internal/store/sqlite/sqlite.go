@@ -289,7 +289,7 @@ func (s *DB) tx(ctx context.Context, fn func(*txn) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(&txn{tx: tx, c: s.db}); err != nil {
+	if err := fn(s.db.in(tx)); err != nil {
 		tx.Rollback()
 		return err
 	}

@@ -16,6 +16,7 @@ const maxStmts = 256
 // several. It has the methods of *sql.DB the store uses, so queries read
 // the same either way.
 type conn struct {
+	kept
 	db *sql.DB
 
 	mu    sync.Mutex
@@ -23,14 +24,16 @@ type conn struct {
 }
 
 func newConn(db *sql.DB) *conn {
-	return &conn{db: db, stmts: map[string]*sql.Stmt{}}
+	c := &conn{db: db, stmts: map[string]*sql.Stmt{}}
+	c.kept = kept{run: db, stmt: c.prepare}
+	return c
 }
 
-// stmt returns the statement prepared for query, preparing it the first
+// prepare returns the statement prepared for query, preparing it the first
 // time; nil when it cannot be (the caller then runs the text, which
 // reports the error) or when the cache is full. The lock is not held while
 // preparing: that waits for the connection, which a transaction may hold.
-func (c *conn) stmt(ctx context.Context, query string) *sql.Stmt {
+func (c *conn) prepare(ctx context.Context, query string) *sql.Stmt {
 	c.mu.Lock()
 	st, ok := c.stmts[query]
 	full := len(c.stmts) >= maxStmts
@@ -63,27 +66,6 @@ func (c *conn) prepared(query string) *sql.Stmt {
 	return c.stmts[query]
 }
 
-func (c *conn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if st := c.stmt(ctx, query); st != nil {
-		return st.ExecContext(ctx, args...)
-	}
-	return c.db.ExecContext(ctx, query, args...)
-}
-
-func (c *conn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := c.stmt(ctx, query); st != nil {
-		return st.QueryContext(ctx, args...)
-	}
-	return c.db.QueryContext(ctx, query, args...)
-}
-
-func (c *conn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if st := c.stmt(ctx, query); st != nil {
-		return st.QueryRowContext(ctx, args...)
-	}
-	return c.db.QueryRowContext(ctx, query, args...)
-}
-
 // Close closes the statements, then the database.
 func (c *conn) Close() error {
 	c.mu.Lock()
@@ -96,38 +78,51 @@ func (c *conn) Close() error {
 }
 
 // txn is a transaction that runs the kept statements on its connection.
-type txn struct {
-	tx *sql.Tx
-	c  *conn
+type txn struct{ kept }
+
+// in returns tx as a txn. A query whose statement is not kept yet runs as
+// text: preparing one for the connection pool would wait for the
+// connection this transaction holds.
+func (c *conn) in(tx *sql.Tx) *txn {
+	return &txn{kept{run: tx, stmt: func(ctx context.Context, query string) *sql.Stmt {
+		if st := c.prepared(query); st != nil {
+			return tx.StmtContext(ctx, st)
+		}
+		return nil
+	}}}
 }
 
-// stmt returns the kept statement for query on the transaction's
-// connection, or nil when none is kept yet: preparing one for the
-// connection pool would wait for the connection this transaction holds.
-func (t *txn) stmt(ctx context.Context, query string) *sql.Stmt {
-	if st := t.c.prepared(query); st != nil {
-		return t.tx.StmtContext(ctx, st)
-	}
-	return nil
+// runner is what *sql.DB and *sql.Tx have that the store uses.
+type runner interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if st := t.stmt(ctx, query); st != nil {
+// kept runs a query through the statement stmt gives for its text, or as
+// text through run when it gives none.
+type kept struct {
+	run  runner
+	stmt func(ctx context.Context, query string) *sql.Stmt
+}
+
+func (k kept) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := k.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.tx.ExecContext(ctx, query, args...)
+	return k.run.ExecContext(ctx, query, args...)
 }
 
-func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := t.stmt(ctx, query); st != nil {
+func (k kept) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := k.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.tx.QueryContext(ctx, query, args...)
+	return k.run.QueryContext(ctx, query, args...)
 }
 
-func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if st := t.stmt(ctx, query); st != nil {
+func (k kept) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := k.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.tx.QueryRowContext(ctx, query, args...)
+	return k.run.QueryRowContext(ctx, query, args...)
 }
