@@ -17,8 +17,8 @@ import (
 
 // BenchmarkMemory500Instances runs 500 instances (5 apps of 100 workers)
 // and reports the proportional set size of the server, the router and the
-// instances' supervisors; the apps' own processes are not counted. Run it
-// once:
+// instances' supervisors (one per app), in total and per instance; the
+// apps' own processes are not counted. Run it once:
 //
 //	go test -run '^$' -bench Memory -benchtime 1x ./bench/
 func BenchmarkMemory500Instances(b *testing.B) {
@@ -40,9 +40,12 @@ func BenchmarkMemory500Instances(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		// Let start-up settle: the supervisors' first garbage is collected.
 		time.Sleep(5 * time.Second)
-		shims := shimPIDs(b, p.Data)
-		if len(shims) != apps*per {
-			b.Fatalf("%d supervisors running, want %d", len(shims), apps*per)
+		shims, instances := shimPIDs(b, p.Data)
+		if instances != apps*per {
+			b.Fatalf("%d instances running, want %d", instances, apps*per)
+		}
+		if len(shims) != apps {
+			b.Fatalf("%d supervisors running, want one per app (%d)", len(shims), apps)
 		}
 		var shimTotal int64
 		for _, pid := range shims {
@@ -57,27 +60,33 @@ func BenchmarkMemory500Instances(b *testing.B) {
 		b.ReportMetric(float64(rtr)/(1<<20), "router-MiB")
 		b.ReportMetric(float64(shimTotal)/(1<<20), "supervisors-MiB")
 		b.ReportMetric(float64(shimTotal)/float64(len(shims))/(1<<20), "MiB/supervisor")
+		b.ReportMetric(float64(shimTotal)/float64(instances)/(1<<20), "supervisor-MiB/instance")
 		b.ReportMetric(float64(server+rtr+shimTotal)/(1<<20), "total-MiB")
 	}
 }
 
-// shimPIDs lists the supervisors of the platform's instances.
-func shimPIDs(b *testing.B, data string) []int {
+// shimPIDs lists the supervisors of the platform's running instances, and
+// counts those instances.
+func shimPIDs(b *testing.B, data string) (pids []int, instances int) {
 	dirs, err := filepath.Glob(filepath.Join(data, "instances", "*", "state.json"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	var pids []int
+	seen := map[int]bool{}
 	for _, path := range dirs {
 		var st struct {
 			ShimPID int    `json:"shim_pid"`
 			State   string `json:"state"`
 		}
 		if raw, err := os.ReadFile(path); err == nil && json.Unmarshal(raw, &st) == nil && st.ShimPID > 0 && st.State == "running" {
-			pids = append(pids, st.ShimPID)
+			instances++
+			if !seen[st.ShimPID] {
+				seen[st.ShimPID] = true
+				pids = append(pids, st.ShimPID)
+			}
 		}
 	}
-	return pids
+	return pids, instances
 }
 
 // pss returns a process's proportional set size in bytes: its private

@@ -188,8 +188,8 @@ func importKeyOffline(ctx context.Context, data string, backup, passphrase []byt
 }
 
 // runShim runs `paddock shim DIR` straight away: a supervisor runs beside
-// every instance, and it skips building the command tree, whose garbage it
-// would carry all its life. ok is false for any other command line.
+// every app's instances, and it skips building the command tree, whose
+// garbage it would carry all its life. ok is false for any other command line.
 func runShim(ctx context.Context, args []string, stderr io.Writer) (code int, ok bool) {
 	if len(args) != 2 || args[0] != "shim" {
 		return 0, false
@@ -201,7 +201,7 @@ func runShim(ctx context.Context, args []string, stderr io.Writer) (code int, ok
 	return 0, true
 }
 
-// shimCmd runs one instance's supervisor; the server starts it.
+// shimCmd runs the supervisor of an app's instances; the server starts it.
 func (e *env) shimCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    "shim DIR",

@@ -266,18 +266,21 @@ func Unmount(dir string) []string {
 // KillLeftovers kills, by the PIDs in their state files, any instance
 // supervisor, app process group or router still running from data.
 func KillLeftovers(data string) {
+	sups, _ := filepath.Glob(filepath.Join(data, "supervisors", "*"))
+	for _, dir := range sups {
+		var pid int
+		if b, err := os.ReadFile(filepath.Join(dir, "pid")); err == nil && json.Unmarshal(b, &pid) == nil && pid > 0 && cmdlineHas(pid, dir) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 	dirs, _ := filepath.Glob(filepath.Join(data, "instances", "*"))
 	for _, dir := range dirs {
 		var st struct {
-			ShimPID int `json:"shim_pid"`
-			PID     int `json:"pid"`
+			PID int `json:"pid"`
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 		if err != nil || json.Unmarshal(b, &st) != nil {
 			continue
-		}
-		if st.ShimPID > 0 && cmdlineHas(st.ShimPID, dir) {
-			syscall.Kill(st.ShimPID, syscall.SIGKILL)
 		}
 		if st.PID > 0 {
 			if cwd, _ := os.Readlink("/proc/" + strconv.Itoa(st.PID) + "/cwd"); cwd == filepath.Join(dir, "app") {

@@ -1,13 +1,14 @@
 // Package process is the default runtime: each instance is a local process
-// group watched by its own small supervisor (the shim, run from the same
-// binary as `paddock shim DIR`). Shims are detached from the server, so
-// instances keep running while the server restarts or upgrades; a new server
-// adopts them by reading the state each shim keeps on disk.
+// group watched by a small supervisor (the shim, run from the same binary as
+// `paddock shim DIR`), one per app (see supervisor.go). Supervisors are
+// detached from the server, so instances keep running while the server
+// restarts or upgrades; a new server adopts them by reading the state each
+// supervisor keeps on disk.
 //
 // On disk, for an instance ID:
 //
-//	Dir/ID/spec.json    what to run (written by Start, read by the shim)
-//	Dir/ID/state.json   what runs (written atomically by the shim)
+//	Dir/ID/spec.json    what to run (written by Start, read by the supervisor)
+//	Dir/ID/state.json   what runs (written atomically by the supervisor)
 //	Dir/ID/app/         the instance's working folder, the release's artifact
 //	Logs/APP/ID.log     the instance's output, one timestamped line each
 //
@@ -26,7 +27,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,6 +49,9 @@ type Config struct {
 	// Binary is the executable started as `Binary shim DIR`; default: this
 	// process's own executable.
 	Binary string
+	// Supervisors holds a folder per supervisor; default: "supervisors"
+	// beside Dir.
+	Supervisors string
 	// Extract unpacks an artifact into an empty folder; required to run
 	// instances that have an artifact.
 	Extract func(ctx context.Context, digest, dst string) error
@@ -73,6 +76,9 @@ type Runtime struct {
 	// pass over hundreds of idle instances re-reads only what changed.
 	mu     sync.Mutex
 	listed map[string]*listed
+
+	supMu sync.Mutex
+	sups  map[string]string // app key → the supervisor it used last
 }
 
 // listed is what List knows of one instance folder: its spec and state as
@@ -111,13 +117,25 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		cfg.Binary = exe
 	}
+	if cfg.Supervisors == "" {
+		cfg.Supervisors = filepath.Join(filepath.Dir(cfg.Dir), "supervisors")
+	}
+	// Supervisors outlive the server and know instances by their folders'
+	// paths: those must not depend on the server's working folder.
+	for _, d := range []*string{&cfg.Dir, &cfg.Logs, &cfg.Supervisors} {
+		abs, err := filepath.Abs(*d)
+		if err != nil {
+			return nil, fmt.Errorf("process runtime: %w", err)
+		}
+		*d = abs
+	}
 	if cfg.LogLimit == 0 {
 		cfg.LogLimit = 8 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	for _, d := range []string{cfg.Dir, cfg.Logs} {
+	for _, d := range []string{cfg.Dir, cfg.Logs, cfg.Supervisors} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("process runtime: %w", err)
 		}
@@ -128,11 +146,10 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("process runtime: %w", err)
 	}
 	if cfg.SecretsDir == "" {
-		abs, _ := filepath.Abs(cfg.Dir)
-		sum := sha256.Sum256([]byte(abs))
+		sum := sha256.Sum256([]byte(cfg.Dir))
 		cfg.SecretsDir = filepath.Join("/run/paddock-secrets", hex.EncodeToString(sum[:8]))
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, sups: map[string]string{}}
 	r.sweepSecrets()
 	return r, nil
 }
@@ -160,10 +177,8 @@ type shimSpec struct {
 	// Track is the instance's cgroup (v2), which holds all its processes;
 	// "" without a Tracker.
 	Track string `json:"track,omitempty"`
-	// Secrets says the supervisor reads the instance's secrets from its
-	// fd 3: those it passes on as environment variables, and all of them
-	// to scrub from the output.
-	Secrets bool `json:"secrets,omitempty"`
+	// Supervisor is the folder of the supervisor that runs the instance.
+	Supervisor string `json:"supervisor"`
 }
 
 // shimState is state.json.
@@ -257,52 +272,28 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 		fail = func(err error) (runtime.Instance, error) { unmountSecrets(secretsDir); return fail0(err) }
 		ss.Env = append(ss.Env, "PADDOCK_SECRETS_DIR="+secretsDir)
 	}
-	ss.Secrets = len(s.Secrets) > 0
-	if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
-		return fail(err)
-	}
-	out, err := os.OpenFile(filepath.Join(dir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fail(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(r.cfg.Binary, "shim", dir)
-	cmd.Stdout, cmd.Stderr = out, out
-	// One processor is plenty to wait on a child and copy its output, and
-	// costs a supervisor, of which there are hundreds, the least memory.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1"}
-	// A session of its own: no signal sent to the server's process group
-	// (a Ctrl-C in its terminal) reaches the instance.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	var secretsW *os.File
-	if ss.Secrets {
-		r, w, err := os.Pipe()
+	// The secrets go to the supervisor in the request, in memory only; a
+	// supervisor that is exiting takes nothing on, and another is asked.
+	req := request{Op: "start", Dir: dir, Secrets: s.Secrets}
+	var skip string
+	for try := 0; ; try++ {
+		sup, err := r.supervisorOf(s, skip)
 		if err != nil {
 			return fail(err)
 		}
-		defer r.Close()
-		cmd.ExtraFiles, secretsW = []*os.File{r}, w // the shim's fd 3
-	}
-	if err := cmd.Start(); err != nil {
-		if secretsW != nil {
-			secretsW.Close()
+		ss.Supervisor = sup
+		if err := writeJSON(filepath.Join(dir, "spec.json"), ss); err != nil {
+			return fail(err)
 		}
-		return fail(err)
+		err = call(ctx, sup, req)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errGone) || try == 2 {
+			return fail(err)
+		}
+		skip = sup
 	}
-	if secretsW != nil {
-		// In memory only, through the pipe; larger than its buffer, the
-		// write waits for the shim to read.
-		b, err := json.Marshal(s.Secrets)
-		go func() {
-			if err == nil {
-				secretsW.Write(b)
-			}
-			secretsW.Close()
-			clear(b)
-		}()
-	}
-	// Reap the shim if it exits while this server is still its parent.
-	go cmd.Wait()
 
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
@@ -320,7 +311,7 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			return runtime.Instance{}, ctx.Err()
 		case <-deadline.C:
 			r.Stop(context.WithoutCancel(ctx), s.ID)
-			return runtime.Instance{}, fmt.Errorf("start %s: shim did not report within 10s; see %s", s.ID, filepath.Join(dir, "shim.log"))
+			return runtime.Instance{}, fmt.Errorf("start %s: its supervisor did not report within 10s; see %s", s.ID, filepath.Join(ss.Supervisor, "shim.log"))
 		case <-tick.C:
 		}
 	}
@@ -388,7 +379,7 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 			}
 			l.state, l.stateID = st, stateID
 		}
-		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive(dir)))
+		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive()))
 	}
 	for name, l := range r.listed {
 		if !seen[name] && strings.HasPrefix(name, prefix) {
@@ -402,7 +393,8 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 // shimAlive is shimAlive for the shim in l's state, reading its command
 // line only the first time: then a pidfd of the checked process answers,
 // which no process that gets its pid since can pass for.
-func (l *listed) shimAlive(dir string) bool {
+func (l *listed) shimAlive() bool {
+	dir := l.spec.Supervisor
 	pid := l.state.ShimPID
 	if pid <= 0 {
 		return false
@@ -438,7 +430,7 @@ func (l *listed) close() {
 }
 
 func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
-	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, dir))
+	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, ss.Supervisor))
 }
 
 func (r *Runtime) instanceOf(dir string, ss shimSpec, st shimState, alive bool) runtime.Instance {
@@ -464,8 +456,8 @@ func (r *Runtime) instanceOf(dir string, ss shimSpec, st shimState, alive bool) 
 	return inst
 }
 
-// Stop asks the shim to stop the instance, waits for it, and removes the
-// instance's folder. The log stays.
+// Stop asks the supervisor to stop the instance, waits for it, and removes
+// the instance's folder. The log stays.
 func (r *Runtime) Stop(ctx context.Context, id string) error {
 	dir := filepath.Join(r.cfg.Dir, id)
 	var ss shimSpec
@@ -476,15 +468,19 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stop %s: %w", id, err)
 	}
 	st, _ := readState(dir)
-	if shimAlive(st.ShimPID, dir) {
-		syscall.Kill(st.ShimPID, syscall.SIGTERM)
-		wait := ss.StopTimeout + 5*time.Second
-		if !waitGone(ctx, st.ShimPID, dir, wait) {
-			r.log.Warn("shim did not stop in time; killing it", "instance", id, "pid", st.ShimPID)
-			syscall.Kill(st.ShimPID, syscall.SIGKILL)
+	if shimAlive(st.ShimPID, ss.Supervisor) {
+		timeout := ss.StopTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+		err := call(cctx, ss.Supervisor, request{Op: "stop", Dir: dir})
+		cancel()
+		if err != nil && !errors.Is(err, errGone) {
+			r.log.Warn("the supervisor did not stop the instance; killing its processes", "instance", id, "err", err)
 		}
 	}
-	// Whatever the shim did, nothing of the instance may survive it: end
+	// Whatever the supervisor did, nothing of the instance may survive it: end
 	// its cgroup, or its process group if it is still there and still ours.
 	if ss.Track != "" {
 		if err := isolate.Kill(ss.Track, 10*time.Second); err != nil {
@@ -545,21 +541,6 @@ func shimAlive(pid int, dir string) bool {
 func ownsProcess(pid int, dir string) bool {
 	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
 	return err == nil && cwd == dir
-}
-
-func waitGone(ctx context.Context, pid int, dir string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if !shimAlive(pid, dir) {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return false
 }
 
 func readState(dir string) (shimState, error) {

@@ -1,10 +1,8 @@
 package process
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -13,18 +11,12 @@ import (
 )
 
 // Secrets reach an instance without touching the disk: the runtime hands
-// them to the supervisor through a pipe (its fd 3), which keeps them in
-// memory and gives them to every process it starts, the restarts while the
-// server is down included; those injected as files are written by the
-// runtime to a tmpfs mounted for the instance alone (SecretsDir/ID, mode
+// them to the supervisor in its start request, over the supervisor's
+// socket; the supervisor keeps them in memory and gives them to every
+// process it starts, the restarts while the server is down included; those
+// injected as files are written by the runtime to a tmpfs mounted for the instance alone (SecretsDir/ID, mode
 // 0700, owned by the app's user), named in $PADDOCK_SECRETS_DIR. The mounts
 // live outside the data folder, so that no backup of it copies them.
-
-// secretsFD is the supervisor's descriptor of the secrets pipe.
-const secretsFD = 3
-
-// maxSecrets bounds what a supervisor reads from the pipe.
-const maxSecrets = 16 << 20
 
 // writeSecretFiles mounts a tmpfs at path and writes the instance's
 // secrets that are files into it; it returns path, or "" when there are
@@ -96,21 +88,6 @@ func envSecrets(secrets []runtime.Secret) []runtime.Secret {
 		}
 	}
 	return out
-}
-
-// readSecrets reads what the runtime sent on the secrets pipe.
-func readSecrets() ([]runtime.Secret, error) {
-	f := os.NewFile(secretsFD, "secrets")
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecrets))
-	if err != nil {
-		return nil, fmt.Errorf("read secrets: %w", err)
-	}
-	var out []runtime.Secret
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("read secrets: %d bytes that are not what the runtime sends", len(b))
-	}
-	return out, nil
 }
 
 // secretsEnv is the environment entries of secrets.

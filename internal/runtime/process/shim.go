@@ -1,13 +1,11 @@
 package process
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,37 +30,24 @@ const (
 	appLineRate    = 10000 // lines a second an instance's log keeps
 )
 
-// RunShim supervises one instance until it is told to stop (SIGTERM or
-// SIGINT, or ctx). It restarts the process when it exits, with backoff, and
-// keeps dir/state.json current.
-func RunShim(ctx context.Context, dir string) error {
+// newShim prepares the supervision of the instance in dir: its spec, its
+// log, the redactor of its secrets (given holds them all) and its memory
+// cgroup.
+func newShim(dir string, given []runtime.Secret) (*shim, error) {
 	var ss shimSpec
 	if err := readJSON(filepath.Join(dir, "spec.json"), &ss); err != nil {
-		return fmt.Errorf("shim: read spec: %w", err)
+		return nil, fmt.Errorf("read spec: %w", err)
 	}
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	// No core dumps, here or in the processes it starts: one would write
-	// the instance's environment, its secrets, to disk.
-	syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{})
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(stop)
-
 	out, err := logs.Open(ss.LogFile, ss.LogLimit)
 	if err != nil {
-		return fmt.Errorf("shim: %w", err)
+		return nil, err
 	}
-	defer out.Close()
 	// An app that floods its output loses lines, not the machine's disk
 	// or the platform's time.
 	out.SetRate(appLineRate)
 
 	sh := &shim{dir: dir, spec: ss, logs: out}
-	if ss.Secrets {
-		given, err := readSecrets()
-		if err != nil {
-			return fmt.Errorf("shim: %w", err)
-		}
+	if len(given) > 0 {
 		sh.secretEnv = secretsEnv(envSecrets(given))
 		values := make(map[string][]byte, len(given))
 		for _, s := range given {
@@ -78,9 +63,16 @@ func RunShim(ctx context.Context, dir string) error {
 		}
 	}
 	if err := sh.save(); err != nil {
-		return err
+		out.Close()
+		return nil, err
 	}
+	return sh, nil
+}
 
+// supervise supervises the instance until stop is closed: it restarts the
+// process when it exits, with backoff, and keeps state.json current.
+func (sh *shim) supervise(stop <-chan struct{}) {
+	defer sh.logs.Close()
 	crashes := 0
 	for {
 		exited, started := sh.start()
@@ -101,11 +93,7 @@ func RunShim(ctx context.Context, dir string) error {
 			case <-stop:
 				close(done)
 				sh.terminate(exited)
-				return nil
-			case <-ctx.Done():
-				close(done)
-				sh.terminate(exited)
-				return nil
+				return
 			}
 		}
 		close(done)
@@ -128,19 +116,19 @@ func RunShim(ctx context.Context, dir string) error {
 			sh.st.State = runtime.StateCrashLoop
 		}
 		sh.save()
-		out.Line("paddock", fmt.Sprintf("process %s; restarting in %s", desc, delay))
+		sh.logs.Line("paddock", fmt.Sprintf("process %s; restarting in %s", desc, delay))
+		t := time.NewTimer(delay)
 		select {
-		case <-time.After(delay):
+		case <-t.C:
 		case <-stop:
+			t.Stop()
 			sh.stopped()
-			return nil
-		case <-ctx.Done():
-			sh.stopped()
-			return nil
+			return
 		}
 	}
 }
 
+// shim supervises one instance.
 type shim struct {
 	dir       string
 	spec      shimSpec

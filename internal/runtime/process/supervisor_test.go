@@ -1,0 +1,183 @@
+package process
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"paddock.dev/paddock/internal/runtime"
+)
+
+// supervisorPIDOf returns the pid of the supervisor of a running instance.
+func supervisorPIDOf(t *testing.T, r *Runtime, id string) int {
+	t.Helper()
+	st, err := readState(filepath.Join(r.cfg.Dir, id))
+	if err != nil || st.ShimPID <= 0 {
+		t.Fatalf("no supervisor recorded for %s: %v", id, err)
+	}
+	return st.ShimPID
+}
+
+// TestOneSupervisorPerApp: an app's instances share one supervisor, which
+// no other app's instance does; it ends, and its folder goes, with the last
+// instance it supervises.
+func TestOneSupervisorPerApp(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	start := func(id, app string, appID int64) runtime.Instance {
+		t.Helper()
+		in, err := r.Start(ctx, runtime.Spec{ID: id, App: app, AppID: appID, Process: "web", Command: "exec sleep 100", StopTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	}
+	a1, a2 := start("a.web.1", "a", 1), start("a.web.2", "a", 1)
+	b1 := start("b.web.1", "b", 2)
+	sa, sb := supervisorPIDOf(t, r, a1.ID), supervisorPIDOf(t, r, b1.ID)
+	if got := supervisorPIDOf(t, r, a2.ID); got != sa {
+		t.Errorf("two instances of one app have supervisors %d and %d, want one", sa, got)
+	}
+	if sa == sb {
+		t.Errorf("apps a and b share the supervisor %d", sa)
+	}
+	// A process per app, not per instance.
+	if n := len(mustGlob(t, filepath.Join(r.cfg.Supervisors, "*"))); n != 2 {
+		t.Errorf("%d supervisor folders for 2 apps", n)
+	}
+
+	if err := r.Stop(ctx, a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !alive(a2.PID) || !alive(sa) {
+		t.Fatal("stopping one instance ended the other instance of its app, or their supervisor")
+	}
+	if err := r.Stop(ctx, a2.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneT(t, sa, "the supervisor of an app with no instance left")
+	if left := mustGlob(t, filepath.Join(r.cfg.Supervisors, "1.*")); len(left) != 0 {
+		t.Errorf("the folder of a supervisor that exited is left: %s", left)
+	}
+	if !alive(sb) || !alive(b1.PID) {
+		t.Error("the end of app a's supervisor ended app b's")
+	}
+
+	// The app's next instance gets a supervisor again.
+	a3 := start("a.web.3", "a", 1)
+	if s := supervisorPIDOf(t, r, a3.ID); s == sa || !alive(s) {
+		t.Errorf("the new instance's supervisor is %d (the old one was %d)", s, sa)
+	}
+}
+
+// TestNewRuntimeUsesRunningSupervisor: a server that restarts with the
+// same binary gives an app's new instances to the supervisor its running
+// ones have.
+func TestNewRuntimeUsesRunningSupervisor(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.1", App: "a", AppID: 1, Process: "web", Command: "exec sleep 100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := New(r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := again.Start(ctx, runtime.Spec{ID: "a.web.2", App: "a", AppID: 1, Process: "web", Command: "exec sleep 100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := supervisorPIDOf(t, r, in.ID), supervisorPIDOf(t, again, more.ID); a != b {
+		t.Errorf("the restarted runtime started supervisor %d beside the running %d", b, a)
+	}
+}
+
+// TestSupervisorRefusesOtherUsers: the control socket, which starts
+// processes as any app's user, is the server's alone. An app's user can
+// neither reach it through its folder nor, through a socket path it can
+// reach, be served.
+func TestSupervisorRefusesOtherUsers(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	in, err := r.Start(ctx, runtime.Spec{ID: "a.web.1", App: "a", AppID: 1, Process: "web", Command: "exec sleep 100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := r.sups["1"]
+	if sup == "" {
+		t.Fatal("no supervisor recorded for app 1")
+	}
+	dir := filepath.Join(r.cfg.Dir, in.ID)
+	dial := func(path string) string { return dialAs(65534, path, dir) }
+	if out := dial(filepath.Join(sup, "ctl")); !strings.Contains(out, "permission denied") {
+		t.Errorf("another user dialling the control socket: %q, want permission denied", out)
+	}
+	// Open the way, as a mistake in the folders' modes would: the
+	// supervisor still refuses the stranger.
+	os.Chmod(r.cfg.Supervisors, 0o755)
+	os.Chmod(sup, 0o755)
+	os.Chmod(filepath.Join(sup, "ctl"), 0o777)
+	if out := dial(filepath.Join(sup, "ctl")); !strings.Contains(out, "may not control this supervisor") {
+		t.Errorf("another user asking the supervisor to stop an instance: %q, want a refusal", out)
+	}
+	got := waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	if !alive(got.PID) {
+		t.Error("the instance was stopped by another user's request")
+	}
+}
+
+// dialAs asks the supervisor at socket to stop the instance in dir, from
+// a thread that runs as uid, and returns what it answered or the error.
+func dialAs(uid int, socket, dir string) string {
+	res := make(chan string, 1)
+	go func() {
+		// The thread is changed for good and never given back: it ends
+		// with this goroutine.
+		goruntime.LockOSThread()
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+			res <- "setresgid: " + e.Error()
+			return
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
+			res <- "setresuid: " + e.Error()
+			return
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socket}); err != nil {
+			res <- err.Error()
+			return
+		}
+		unix.Write(fd, []byte(`{"op":"stop","dir":"`+dir+`"}`))
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5})
+		b := make([]byte, 512)
+		n, err := unix.Read(fd, b)
+		if err != nil {
+			res <- err.Error()
+			return
+		}
+		res <- string(b[:n])
+	}()
+	return strings.TrimSpace(<-res)
+}
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
