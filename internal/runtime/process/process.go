@@ -177,8 +177,19 @@ type shimSpec struct {
 	// Track is the instance's cgroup (v2), which holds all its processes;
 	// "" without a Tracker.
 	Track string `json:"track,omitempty"`
-	// Supervisor is the folder of the supervisor that runs the instance.
-	Supervisor string `json:"supervisor"`
+	// Supervisor is the folder of the supervisor that runs the instance;
+	// "" for an instance started before supervisors were per app, whose
+	// shim of its own serves the instance's folder.
+	Supervisor string `json:"supervisor,omitempty"`
+}
+
+// supervisor returns the folder that the supervisor of the instance in
+// dir serves.
+func (ss *shimSpec) supervisor(dir string) string {
+	if ss.Supervisor == "" {
+		return dir
+	}
+	return ss.Supervisor
 }
 
 // shimState is state.json.
@@ -379,7 +390,7 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 			}
 			l.state, l.stateID = st, stateID
 		}
-		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive()))
+		out = append(out, r.instanceOf(dir, l.spec, l.state, l.shimAlive(dir)))
 	}
 	for name, l := range r.listed {
 		if !seen[name] && strings.HasPrefix(name, prefix) {
@@ -393,8 +404,8 @@ func (r *Runtime) list(prefix string) ([]runtime.Instance, error) {
 // shimAlive is shimAlive for the shim in l's state, reading its command
 // line only the first time: then a pidfd of the checked process answers,
 // which no process that gets its pid since can pass for.
-func (l *listed) shimAlive() bool {
-	dir := l.spec.Supervisor
+func (l *listed) shimAlive(instDir string) bool {
+	dir := l.spec.supervisor(instDir)
 	pid := l.state.ShimPID
 	if pid <= 0 {
 		return false
@@ -430,7 +441,7 @@ func (l *listed) close() {
 }
 
 func (r *Runtime) instance(dir string, ss shimSpec, st shimState) runtime.Instance {
-	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, ss.Supervisor))
+	return r.instanceOf(dir, ss, st, shimAlive(st.ShimPID, ss.supervisor(dir)))
 }
 
 func (r *Runtime) instanceOf(dir string, ss shimSpec, st shimState, alive bool) runtime.Instance {
@@ -468,13 +479,22 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stop %s: %w", id, err)
 	}
 	st, _ := readState(dir)
-	if shimAlive(st.ShimPID, ss.Supervisor) {
-		timeout := ss.StopTimeout
-		if timeout <= 0 {
-			timeout = 10 * time.Second
+	timeout := ss.StopTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	switch sup := ss.supervisor(dir); {
+	case !shimAlive(st.ShimPID, sup):
+	case ss.Supervisor == "":
+		// A shim of its own, from before supervisors were per app.
+		syscall.Kill(st.ShimPID, syscall.SIGTERM)
+		if !waitGone(ctx, st.ShimPID, sup, timeout+5*time.Second) {
+			r.log.Warn("shim did not stop in time; killing it", "instance", id, "pid", st.ShimPID)
+			syscall.Kill(st.ShimPID, syscall.SIGKILL)
 		}
+	default:
 		cctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
-		err := call(cctx, ss.Supervisor, request{Op: "stop", Dir: dir})
+		err := call(cctx, sup, request{Op: "stop", Dir: dir})
 		cancel()
 		if err != nil && !errors.Is(err, errGone) {
 			r.log.Warn("the supervisor did not stop the instance; killing its processes", "instance", id, "err", err)
@@ -541,6 +561,21 @@ func shimAlive(pid int, dir string) bool {
 func ownsProcess(pid int, dir string) bool {
 	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
 	return err == nil && cwd == dir
+}
+
+func waitGone(ctx context.Context, pid int, dir string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !shimAlive(pid, dir) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 func readState(dir string) (shimState, error) {

@@ -3,6 +3,8 @@ package process
 import (
 	"context"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
@@ -180,4 +182,62 @@ func mustGlob(t *testing.T, pattern string) []string {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// TestAdoptsShimsOfEarlierVersions: an instance that a server from before
+// supervisors were per app started (a shim of its own serving the
+// instance's folder, no supervisor in its spec) is adopted: listed as
+// running, and stopped through its shim, which goes with it.
+func TestAdoptsShimsOfEarlierVersions(t *testing.T) {
+	r := newRuntime(t)
+	ctx := context.Background()
+	dir := filepath.Join(r.cfg.Dir, "a.web.1")
+	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := runtime.Spec{ID: "a.web.1", App: "a", AppID: 1, Process: "web", StopTimeout: time.Second}
+	if err := writeJSON(filepath.Join(dir, "spec.json"), shimSpec{Spec: spec, LogFile: r.LogFile(spec)}); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	cmd := exec.Command(exe, "shim", dir)
+	cmd.Env = append(os.Environ(), "PADDOCK_TEST_OLD_SHIM=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	in := waitFor(t, r, spec.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the instance's own shim still runs after Stop")
+	}
+	waitGoneT(t, in.PID, "the process of a stopped instance")
+}
+
+// oldShim is the test binary run as `shim DIR` with PADDOCK_TEST_OLD_SHIM=1:
+// what a shim of its own did for its instance, reduced to what a runtime
+// sees: it runs a process and reports it in state.json, and on SIGTERM
+// stops it, reports so and exits.
+func oldShim(dir string) {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	cmd := exec.Command("sleep", "1000")
+	cmd.Dir = filepath.Join(dir, "app")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		os.Exit(1)
+	}
+	writeJSON(filepath.Join(dir, "state.json"), shimState{ShimPID: os.Getpid(), PID: cmd.Process.Pid, State: runtime.StateRunning})
+	<-stop
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	cmd.Wait()
+	writeJSON(filepath.Join(dir, "state.json"), shimState{ShimPID: os.Getpid(), State: runtime.StateStopped})
 }
