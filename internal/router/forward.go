@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"time"
 )
@@ -201,6 +202,9 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	var ri connInfo
 	var status []byte
 	var code int
+	// As before reading the client's next request (see serve): the answer
+	// is more often there when this goroutine reads.
+	goruntime.Gosched()
 	for {
 		head, err := bc.r.readHead()
 		if err != nil {

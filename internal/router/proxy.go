@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -312,6 +313,14 @@ func (c *clientConn) serve() {
 			if len(c.r.buffered()) == 0 || c.r.rdl == deadlinePast {
 				c.r.arm(time.Now().UnixNano(), int64(idleTimeout))
 			}
+		}
+		if !first && len(c.r.buffered()) == 0 {
+			// Let the goroutines that are ready run first: a busy router
+			// then more often finds the client's next request already
+			// there, and saves the read that finds nothing (a system
+			// call, then a park and a wake-up). nginx gets the same from
+			// epoll's readiness. Idle, the yield costs next to nothing.
+			goruntime.Gosched()
 		}
 		first = false
 		head, err := c.r.readHead()
