@@ -98,8 +98,14 @@ func RunShim(ctx context.Context, dir string) error {
 	}()
 	for {
 		c, err := ln.AcceptUnix()
+		if errors.Is(err, net.ErrClosed) {
+			break // nothing left to supervise
+		}
 		if err != nil {
-			break // closed: nothing left to supervise
+			// Out of descriptors, say: the instances run on, and the
+			// runtime asks again.
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		sv.mu.Lock()
 		sv.busy++
