@@ -214,10 +214,13 @@ func (sv *supervisor) start(dir string, given []runtime.Secret) error {
 	}
 	s := &supervised{stop: make(chan struct{}), done: make(chan struct{})}
 	sv.mu.Lock()
-	if sv.closing { // stopAll came meanwhile and would miss this one
+	if _, dup := sv.insts[dir]; dup || sv.closing { // came meanwhile
 		sv.mu.Unlock()
 		sh.logs.Close()
-		return errGone
+		if dup {
+			return fmt.Errorf("%s is supervised already", dir)
+		}
+		return errGone // stopAll would miss this one
 	}
 	sv.insts[dir] = s
 	sv.wg.Add(1)
