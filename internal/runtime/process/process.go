@@ -301,6 +301,11 @@ func (r *Runtime) Start(ctx context.Context, s runtime.Spec) (runtime.Instance, 
 			break
 		}
 		if !errors.Is(err, errGone) || try == 2 {
+			if !errors.Is(err, errGone) {
+				// It may have taken the instance on: it lets go of it
+				// before the folder goes.
+				call(context.WithoutCancel(ctx), sup, request{Op: "stop", Dir: dir})
+			}
 			return fail(err)
 		}
 		skip = sup
@@ -493,7 +498,9 @@ func (r *Runtime) Stop(ctx context.Context, id string) error {
 			syscall.Kill(st.ShimPID, syscall.SIGKILL)
 		}
 	default:
-		cctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+		// Delivered whatever becomes of ctx: a stop that never reaches the
+		// supervisor would leave it restarting what is killed below.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout+5*time.Second)
 		err := call(cctx, sup, request{Op: "stop", Dir: dir})
 		cancel()
 		if err != nil && !errors.Is(err, errGone) {
@@ -542,7 +549,20 @@ func shimAlive(pid int, dir string) bool {
 		return false
 	}
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	if len(args) < 3 || args[len(args)-2] != "shim" || args[len(args)-1] != dir {
+	if len(args) < 3 || args[len(args)-2] != "shim" {
+		return false
+	}
+	served := args[len(args)-1]
+	if !filepath.IsAbs(served) {
+		// A shim of its own that an earlier server started with a
+		// relative folder.
+		cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+		if err != nil {
+			return false
+		}
+		served = filepath.Join(cwd, served)
+	}
+	if served != dir {
 		return false
 	}
 	// A zombie has a cmdline of its own no more; a stopped-but-unreaped

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,6 +103,11 @@ func (sh *shim) supervise(stop <-chan struct{}) {
 		// would hold the port against the restart.
 		sh.killAll()
 		sh.flushOutput()
+		if _, err := os.Stat(filepath.Join(sh.dir, "spec.json")); errors.Is(err, fs.ErrNotExist) {
+			// The runtime removed the instance, with a stop that never
+			// reached this supervisor: nothing is left to restart.
+			return
+		}
 		desc := sh.describe(exit)
 		if time.Since(started) >= stableAfter {
 			crashes = 0

@@ -287,17 +287,27 @@ func (sv *supervisor) exitIfIdle() {
 // exiting, and a new one can be asked instead.
 var errGone = errors.New("supervisor gone")
 
+// callTimeout bounds a request that its caller gives no deadline.
+const callTimeout = 10 * time.Second
+
 // call sends one request to the supervisor in dir and waits for its reply.
+// It returns errGone only when the supervisor is known not to have taken
+// the request: nothing listens, or it said so, or it closed the connection
+// without a word (it exited, or never accepted). A request cut short on this
+// side (ctx, a timeout) may have been taken.
 func call(ctx context.Context, dir string, req request) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", filepath.Join(dir, "ctl"))
 	if err != nil {
-		return fmt.Errorf("%w: %v", errGone, err)
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w: %v", errGone, err)
+		}
+		return fmt.Errorf("supervisor %s: %w", dir, err)
 	}
 	defer c.Close()
 	dl, _ := ctx.Deadline()
@@ -309,7 +319,10 @@ func call(ctx context.Context, dir string, req request) error {
 	_, err = c.Write(b)
 	clear(b)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errGone, err)
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return fmt.Errorf("%w: %v", errGone, err)
+		}
+		return fmt.Errorf("supervisor %s: %w", dir, err)
 	}
 	var rep reply
 	if err := json.NewDecoder(c).Decode(&rep); err != nil {
@@ -440,7 +453,10 @@ func (r *Runtime) startSupervisor(key string) (string, error) {
 			return "", fmt.Errorf("start supervisor: it exited at start: %s", lastLine(msg))
 		case <-deadline.C:
 			cmd.Process.Kill()
-			return "", fmt.Errorf("start supervisor: it did not listen within 10s; see %s", logPath)
+			<-exited
+			msg, _ := os.ReadFile(logPath)
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("start supervisor: it did not listen within 10s: %s", lastLine(msg))
 		case <-tick.C:
 		}
 	}

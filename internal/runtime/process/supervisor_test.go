@@ -199,8 +199,11 @@ func TestAdoptsShimsOfEarlierVersions(t *testing.T) {
 	if err := writeJSON(filepath.Join(dir, "spec.json"), shimSpec{Spec: spec, LogFile: r.LogFile(spec)}); err != nil {
 		t.Fatal(err)
 	}
+	// Those servers passed the folder as given: a relative data folder
+	// gave a relative path.
 	exe, _ := os.Executable()
-	cmd := exec.Command(exe, "shim", dir)
+	cmd := exec.Command(exe, "shim", filepath.Join(filepath.Base(r.cfg.Dir), "a.web.1"))
+	cmd.Dir = filepath.Dir(r.cfg.Dir)
 	cmd.Env = append(os.Environ(), "PADDOCK_TEST_OLD_SHIM=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -220,6 +223,30 @@ func TestAdoptsShimsOfEarlierVersions(t *testing.T) {
 		t.Fatal("the instance's own shim still runs after Stop")
 	}
 	waitGoneT(t, in.PID, "the process of a stopped instance")
+}
+
+// TestStopWithCancelledContext: a stop whose caller has given up (the
+// server shutting down mid-stop) still reaches the supervisor, which ends
+// the instance for good rather than restarting what the runtime kills.
+func TestStopWithCancelledContext(t *testing.T) {
+	r := newRuntime(t)
+	in, err := r.Start(context.Background(), runtime.Spec{ID: "a.web.1", App: "a", AppID: 1, Process: "web", Command: "exec sleep 100", StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = waitFor(t, r, in.ID, "running", func(in runtime.Instance) bool { return in.State == runtime.StateRunning })
+	sup := supervisorPIDOf(t, r, in.ID)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Stop(ctx, in.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneT(t, in.PID, "the process of a stopped instance")
+	waitGoneT(t, sup, "the supervisor of an app with no instance left")
+	b, _ := os.ReadFile(r.LogFile(in.Spec))
+	if strings.Contains(string(b), "restarting") {
+		t.Errorf("the supervisor restarted the stopped instance:\n%s", b)
+	}
 }
 
 // oldShim is the test binary run as `shim DIR` with PADDOCK_TEST_OLD_SHIM=1:
