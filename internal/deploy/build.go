@@ -135,10 +135,10 @@ func (s *Service) WaitRollout(ctx context.Context, app string, version int, p Pr
 	var last int64
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	pass := func() error {
 		evs, err := s.st.ListEvents(ctx, app, since, last)
 		if err != nil {
-			return store.Release{}, err
+			return err
 		}
 		for _, e := range evs {
 			last = e.ID
@@ -146,9 +146,22 @@ func (s *Service) WaitRollout(ctx context.Context, app string, version int, p Pr
 				p.Step(e.Message)
 			}
 		}
+		return nil
+	}
+	for {
+		if err := pass(); err != nil {
+			return store.Release{}, err
+		}
 		rel, err := s.st.GetRelease(ctx, app, version)
 		if err != nil {
 			return rel, err
+		}
+		if rel.Status != store.StatusPending {
+			// The events written before the status was: why it failed,
+			// what runs instead.
+			if err := pass(); err != nil {
+				return store.Release{}, err
+			}
 		}
 		if rel.Status == store.StatusPending {
 			if a, err := s.st.GetApp(ctx, app); err == nil && a.Release > version {

@@ -484,19 +484,16 @@ func (s *Service) fail(ctx context.Context, a store.App, rel store.Release, why 
 	if err != nil && !superseded {
 		return err
 	}
-	if err := s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason); err != nil {
-		return err
-	}
-	if superseded {
-		s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d failed: %s; superseded meanwhile", rel.Version, why))
-		return nil
-	}
+	// The event comes before the status, so that whoever waits for the
+	// status has the event to show with it (see WaitRollout).
 	back := "no release runs"
-	if prev != 0 {
+	if superseded {
+		back = "superseded meanwhile"
+	} else if prev != 0 {
 		back = fmt.Sprintf("back to v%d", prev)
 	}
 	s.event(ctx, a.Name, "", "", fmt.Sprintf("v%d failed: %s; %s", rel.Version, why, back))
-	return nil
+	return s.st.SetReleaseStatus(ctx, a.Name, rel.Version, store.StatusFailed, reason)
 }
 
 // lastLines returns the last n lines of output of the instances of version.

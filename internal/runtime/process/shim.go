@@ -121,8 +121,9 @@ func (sh *shim) supervise(stop <-chan struct{}) {
 		if crashes >= crashLoopAfter {
 			sh.st.State = runtime.StateCrashLoop
 		}
-		sh.save()
+		// The log first: whoever sees the state finds the line.
 		sh.logs.Line("paddock", fmt.Sprintf("process %s; restarting in %s", desc, delay))
+		sh.save()
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
