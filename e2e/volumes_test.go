@@ -152,6 +152,10 @@ func TestVolumeBackups(t *testing.T) {
 	dir := t.TempDir()
 	stream := filepath.Join(dir, "shop.tar")
 	p.MustRun("volumes", "export", "shop-data", snap, "-o", stream)
+	// An export takes the app's data off the platform: it is audited.
+	if out := p.MustRun("audit", "list", "--app", "shop", "--json"); !strings.Contains(out, `"apps.volumes.export"`) {
+		t.Errorf("the export is not in the audit log:\n%s", out)
+	}
 	if _, errOut, err := p.Run("volumes", "export", "shop-data", snap, "-o", stream); err == nil || !strings.Contains(errOut, "exists") {
 		t.Errorf("export over an existing file: %v %q", err, errOut)
 	}

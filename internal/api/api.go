@@ -135,7 +135,7 @@ type Route struct {
 	Pattern string    // method and path, as http.ServeMux takes them
 	Perm    auth.Perm // what the caller needs; "" only for public routes
 	Public  bool      // served without a token
-	Action  string    // the audit event's action for a mutating request
+	Action  string    // the audit event's action; GET and HEAD routes without one are not audited
 	// Creates is the kind of thing the route creates ("app", "user", …),
 	// named by the "name" field of its JSON body: the audit event's target
 	// is then KIND/NAME.
@@ -143,6 +143,10 @@ type Route struct {
 	// Upload marks a route whose body is a stream of any size up to
 	// maxUpload: it may take as long as it keeps moving (see body.go).
 	Upload bool
+	// Read marks an audited route that changes nothing (a secret's value,
+	// a volume's export): its handler runs while its event is made
+	// durable, and no byte of its answer leaves before that.
+	Read bool
 }
 
 type route struct {
@@ -167,6 +171,7 @@ func (s *Server) table() []route {
 	}
 	creates := func(kind string, rt route) route { rt.Creates = kind; return rt }
 	upload := func(rt route) route { rt.Upload = true; return rt }
+	read := func(rt route) route { rt.Read = true; return rt }
 	return []route{
 		{Route{Pattern: "GET /healthz", Public: true}, func(w http.ResponseWriter, r *http.Request) error {
 			_, err := io.WriteString(w, "ok\n")
@@ -240,7 +245,7 @@ func (s *Server) table() []route {
 		// Verifying reads the whole snapshot: its developers'.
 		r("POST /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/verify", auth.AppWrite, "apps.volumes.verify", s.verifySnapshot),
 		// An export takes the app's data off the platform: its developers'.
-		r("GET /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/export", auth.AppWrite, "apps.volumes.export", s.exportSnapshot),
+		read(r("GET /v1/apps/{app}/volumes/{volume}/snapshots/{snapshot}/export", auth.AppWrite, "apps.volumes.export", s.exportSnapshot)),
 		upload(r("POST /v1/apps/{app}/volumes/{volume}/import", auth.AppWrite, "apps.volumes.import", s.importVolume)),
 		r("GET /v1/backups", auth.AppsList, "", s.listBackups),
 		r("PUT /v1/apps/{app}/volumes/{volume}/backups", auth.AppWrite, "apps.volumes.backups-schedule", s.scheduleBackups),
@@ -250,7 +255,7 @@ func (s *Server) table() []route {
 		r("PUT /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.set", s.setSecret),
 		r("DELETE /v1/apps/{app}/secrets/{name}", auth.AppWrite, "apps.secrets.unset", s.unsetSecret),
 		r("GET /v1/apps/{app}/secrets/{name}/versions", auth.AppRead, "", s.secretVersions),
-		r("POST /v1/apps/{app}/secrets/{name}/reveal", auth.SecretsReveal, "apps.secrets.reveal", s.revealSecret),
+		read(r("POST /v1/apps/{app}/secrets/{name}/reveal", auth.SecretsReveal, "apps.secrets.reveal", s.revealSecret)),
 		r("GET /v1/keys", auth.KeysAdmin, "", s.keyStatus),
 		r("POST /v1/keys/rotate", auth.KeysAdmin, "keys.rotate", s.rotateKeys),
 		r("POST /v1/keys/export", auth.KeysAdmin, "keys.export", s.exportKeys),

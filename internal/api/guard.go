@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -101,7 +102,7 @@ func (s *Server) admitted(rt route) http.Handler {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 		admit(r, rt)
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && rt.Action == "" {
 			if err := rt.h(w, r); err != nil {
 				s.writeError(w, r, err)
 			}
@@ -110,19 +111,35 @@ func (s *Server) admitted(rt route) http.Handler {
 		if rt.Creates != "" {
 			ev.Target = createdTarget(r, rt.Creates)
 		}
-		// Fail closed: a change whose audit event cannot be written is not made.
 		ev.Outcome = audit.OutcomeAllowed
-		if _, err := s.cfg.Audit.Append(r.Context(), ev); err != nil {
-			s.log.Error("audit append failed; refusing the change", "err", err, "request_id", ev.RequestID)
-			s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "audit_unavailable",
-				Message: "the audit log cannot be written, so no change is accepted; reads still work (see the server log)"})
-			return
+		var sw *statusWriter
+		var g *gatedWriter
+		if rt.Read {
+			// An audited read changes nothing, so it need not wait for its
+			// event; its answer does (see gatedWriter).
+			g = s.gate(r.Context(), w, ev)
+			sw = &statusWriter{ResponseWriter: g}
+			err = rt.h(sw, r)
+			if aerr := g.wait(); aerr != nil {
+				s.auditUnavailable(w, r, ev, aerr)
+				return
+			}
+		} else {
+			// Fail closed: a change whose audit event cannot be written is
+			// not made.
+			if _, aerr := s.cfg.Audit.Append(r.Context(), ev); aerr != nil {
+				s.auditUnavailable(w, r, ev, aerr)
+				return
+			}
+			sw = &statusWriter{ResponseWriter: w}
+			err = rt.h(sw, r)
 		}
-		sw := &statusWriter{ResponseWriter: w}
-		err = rt.h(sw, r)
 		var streamed *streamedError
 		if err != nil && !errors.As(err, &streamed) {
 			s.writeError(sw, r, err)
+		}
+		if g != nil {
+			g.pass() // the headers of an answer without a body
 		}
 		if sw.status >= 400 || err != nil {
 			ev.Outcome = audit.OutcomeFailed
@@ -209,6 +226,83 @@ func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, ev audit.Event,
 	}
 	s.writeError(w, r, err)
 }
+
+// auditUnavailable refuses a request whose audit event cannot be written.
+func (s *Server) auditUnavailable(w http.ResponseWriter, r *http.Request, ev audit.Event, err error) {
+	s.log.Error("audit append failed; refusing the request", "err", err, "action", ev.Action, "request_id", ev.RequestID)
+	s.writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Code: "audit_unavailable",
+		Message: "the audit log cannot be written, so no change is accepted and no audited read (a secret's value, a volume's export) is answered; other reads still work (see the server log)"})
+}
+
+// gatedWriter holds an audited read's answer until the read's event is
+// durable, which it writes meanwhile: the handler's work (a store read, a
+// decryption) and the fsync overlap, and a failed write lets nothing of
+// the answer out, not even its headers.
+type gatedWriter struct {
+	w      http.ResponseWriter
+	header http.Header // the handler's until the event is durable
+	done   chan struct{}
+	err    error // the append's; read after done
+	open   bool  // the event is durable and header went to w
+}
+
+var errAuditGate = errors.New("the audit event of this read could not be written")
+
+func (s *Server) gate(ctx context.Context, w http.ResponseWriter, ev audit.Event) *gatedWriter {
+	g := &gatedWriter{w: w, header: http.Header{}, done: make(chan struct{})}
+	go func() {
+		_, g.err = s.cfg.Audit.Append(ctx, ev)
+		close(g.done)
+	}()
+	return g
+}
+
+func (g *gatedWriter) wait() error {
+	<-g.done
+	return g.err
+}
+
+// pass waits for the event and opens the gate.
+func (g *gatedWriter) pass() error {
+	if g.open {
+		return nil
+	}
+	if g.wait() != nil {
+		return errAuditGate
+	}
+	g.open = true
+	maps.Copy(g.w.Header(), g.header)
+	return nil
+}
+
+func (g *gatedWriter) Header() http.Header {
+	if g.open {
+		return g.w.Header()
+	}
+	return g.header
+}
+
+func (g *gatedWriter) WriteHeader(code int) {
+	if g.pass() == nil {
+		g.w.WriteHeader(code)
+	}
+}
+
+func (g *gatedWriter) Write(b []byte) (int, error) {
+	if err := g.pass(); err != nil {
+		return 0, err
+	}
+	return g.w.Write(b)
+}
+
+func (g *gatedWriter) Flush() {
+	if f, ok := g.w.(http.Flusher); ok && g.pass() == nil {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (g *gatedWriter) Unwrap() http.ResponseWriter { return g.w }
 
 // deny records a security decision and answers it.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, ev audit.Event, action string, err error) {

@@ -146,6 +146,7 @@ type secretsPlatform struct {
 	srv     *httptest.Server
 	tokens  map[string]string
 	clients map[string]*client.Client
+	cfg     Config // the server's
 }
 
 func startSecrets(t *testing.T, keys Keys) *secretsPlatform {
@@ -211,8 +212,9 @@ func startSecrets(t *testing.T, keys Keys) *secretsPlatform {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.log.Close() })
-	s, err := New(Config{Deploy: svc, Store: st, Auth: &fakeTokens{valid: valid}, Authz: authz,
-		Audit: testAuditor{p.log, auditDir}, Keys: keys})
+	p.cfg = Config{Deploy: svc, Store: st, Auth: &fakeTokens{valid: valid}, Authz: authz,
+		Audit: testAuditor{p.log, auditDir}, Keys: keys}
+	s, err := New(p.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,6 +495,88 @@ func TestRevealIsAudited(t *testing.T) {
 	}
 	if sets := p.events(t, audit.Filter{Target: "app/shop/secrets/API_TOKEN"}); len(sets) == 0 || sets[0].Action != "apps.secrets.set" {
 		t.Errorf("the set is not audited under the secret's name: %+v", sets)
+	}
+}
+
+// heldAuditor holds back reveal events until release is closed, and then
+// writes them, or fails them with fail.
+type heldAuditor struct {
+	Auditor
+	release chan struct{}
+	fail    error
+}
+
+func (a heldAuditor) Append(ctx context.Context, e audit.Event) (audit.Event, error) {
+	if e.Action == "apps.secrets.reveal" {
+		<-a.release
+		if a.fail != nil {
+			return audit.Event{}, a.fail
+		}
+	}
+	return a.Auditor.Append(ctx, e)
+}
+
+// TestRevealWaitsForItsEvent checks that a reveal, whose store read and
+// decryption run while its audit event is written, answers nothing before
+// the event is durable, and nothing of the value if it cannot be written.
+func TestRevealWaitsForItsEvent(t *testing.T) {
+	p := startSecrets(t, nil)
+	ctx := context.Background()
+	value := "tok_held_5e4d3c2b1a"
+	if _, err := p.as("dev").SetSecret(ctx, "shop", "API_TOKEN", []byte(value), client.SecretOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(a heldAuditor) *client.Client {
+		cfg := p.cfg
+		cfg.Audit = a
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(s)
+		t.Cleanup(srv.Close)
+		c, err := client.New(client.Config{Server: srv.URL, Token: p.tokens["dev"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	type answer struct {
+		value []byte
+		err   error
+	}
+	reveal := func(c *client.Client) chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			v, err := c.RevealSecret(ctx, "shop", "API_TOKEN")
+			ch <- answer{v, err}
+		}()
+		return ch
+	}
+
+	held := heldAuditor{Auditor: p.cfg.Audit, release: make(chan struct{})}
+	got := reveal(serve(held))
+	select {
+	case a := <-got:
+		t.Fatalf("the reveal answered (%q, %v) before its audit event was written", a.value, a.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(held.release)
+	if a := <-got; a.err != nil || string(a.value) != value {
+		t.Fatalf("reveal once its event is written: %q, %v", a.value, a.err)
+	}
+	if evs := p.events(t, audit.Filter{Target: "app/shop/secrets/API_TOKEN"}); evs[len(evs)-1].Action != "apps.secrets.reveal" {
+		t.Errorf("the reveal's event is not in the log: %+v", evs[len(evs)-1])
+	}
+
+	failing := heldAuditor{Auditor: p.cfg.Audit, release: make(chan struct{}), fail: errors.New("no space left on device")}
+	close(failing.release)
+	a := <-reveal(serve(failing))
+	if code(a.err) != "audit_unavailable" || a.value != nil {
+		t.Fatalf("reveal with the audit log failing: %q, %v; want audit_unavailable and no value", a.value, a.err)
+	}
+	if strings.Contains(a.err.Error(), value) {
+		t.Errorf("the refusal holds the value: %v", a.err)
 	}
 }
 
