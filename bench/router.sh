@@ -4,7 +4,8 @@
 #
 # Builds bench/backend (a Go server answering 1 KiB) and bench/routerbench
 # (router.Run with a table for bench.localhost), starts nginx as a reverse
-# proxy with upstream keepalive 64, then runs wrk (-t2 -c64 -d10s by
+# proxy with upstream keepalive 64 that sets the same request fields as the
+# router (X-Forwarded-For/-Proto/-Host, X-Request-Id), then runs wrk (-t2 -c64 -d10s by
 # default) against: the backend directly, the router, nginx, and (unless
 # -s) the router's HTTPS listener and nginx with ssl, both with ECDSA P-256
 # certificates from one platform CA made for the run (tlsca). Everything
@@ -105,6 +106,8 @@ if [ -n "$tls" ]; then
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
         }
     }"
 fi
@@ -134,6 +137,8 @@ http {
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
         }
     }$nginx_tls_server
 }
