@@ -8,6 +8,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -146,18 +147,35 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 			bc.r.arm(now, rht)
 		}
 	}
-	if _, err := bc.write(c.out); err != nil {
-		if req.replayable {
-			return resRetry, false, err
+	// A request without a body to follow is written and then waited on in
+	// one step (see rawIO.sendWait); one with a body is written, and its
+	// body sent beside the wait for the answer.
+	waited := false
+	var werr error
+	if bc.raw != nil && !req.bodyLeft {
+		c.startWaiting(now)
+		var n int
+		n, werr = bc.raw.sendWait(c.out)
+		if errors.Is(werr, syscall.EAGAIN) {
+			_, werr = bc.write(c.out[n:])
+		} else {
+			waited = werr == nil
 		}
-		return resFailed, false, err
+	} else {
+		_, werr = bc.write(c.out)
+	}
+	if werr != nil {
+		if req.replayable {
+			return resRetry, false, werr
+		}
+		return resFailed, false, werr
 	}
 	var bodyDone chan error
 	if req.bodyLeft {
 		bc.headIn = false
 		bodyDone = make(chan error, 1)
 		go c.sendBody(bc, *req, bodyDone)
-	} else {
+	} else if !waited {
 		c.startWaiting(now)
 	}
 	// waitBody settles the request body before the exchange ends.
@@ -202,9 +220,11 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	var ri connInfo
 	var status []byte
 	var code int
-	// As before reading the client's next request (see serve): the answer
-	// is more often there when this goroutine reads.
-	goruntime.Gosched()
+	if !waited {
+		// As before reading the client's next request (see serve): the
+		// answer is more often there when this goroutine reads.
+		goruntime.Gosched()
+	}
 	for {
 		head, err := bc.r.readHead()
 		if err != nil {

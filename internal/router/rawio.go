@@ -24,6 +24,7 @@ type rawIO struct {
 	rc syscall.RawConn
 	r  rawOp // the read in progress
 	w  rawOp // the write in progress (may run beside a read)
+	s  rawOp // the sendWait in progress (instead of a read)
 }
 
 // rawOp is the state of one read or write and its callback.
@@ -32,6 +33,7 @@ type rawOp struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
+	sent  bool // sendWait: all of buf is written
 }
 
 // newRawIO returns the raw I/O of c, or nil if c offers none.
@@ -54,6 +56,26 @@ func newRawIO(c *net.TCPConn) *rawIO {
 			r.n, r.errno = int(n), e
 			return true
 		}
+	}
+	sw := &x.s
+	sw.fn = func(fd uintptr) bool {
+		if sw.sent {
+			return true // readable, or woken for nothing: the read that follows tells
+		}
+		for len(sw.buf) > 0 {
+			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(sw.buf))), uintptr(len(sw.buf)))
+			switch e {
+			case 0:
+				sw.n += int(n)
+				sw.buf = sw.buf[n:]
+			case syscall.EINTR:
+			default:
+				sw.errno = e // EAGAIN too: the caller writes the rest the usual way
+				return true
+			}
+		}
+		sw.sent = true
+		return false // wait until readable
 	}
 	w.fn = func(fd uintptr) bool {
 		for len(w.buf) > 0 {
@@ -109,4 +131,32 @@ func (x *rawIO) write(b []byte) (int, error) {
 		return w.n, &net.OpError{Op: "write", Net: "tcp", Err: w.errno}
 	}
 	return w.n, nil
+}
+
+// sendWait writes b, a request that has no body to follow, and waits until
+// the connection is readable, which is when its answer has begun to
+// arrive. It saves the read that finds nothing which a read right after
+// the write would mostly make (a system call, then the same wait): the
+// poller forgets a connection's readiness when a read starts, so a read
+// must try before it waits, but the readiness sendWait waits for comes
+// after its write, which comes after the poller forgot.
+//
+// It returns how much of b it wrote. If that is less than len(b) (the
+// socket's buffer is full, or an error), err says why and the caller
+// writes the rest the usual way. A failed wait (a deadline, the connection
+// closed) is not reported: the read that follows meets it.
+func (x *rawIO) sendWait(b []byte) (int, error) {
+	s := &x.s
+	s.buf, s.n, s.errno, s.sent = b, 0, 0, false
+	err := x.rc.Read(s.fn)
+	s.buf = nil
+	switch {
+	case s.sent:
+		return s.n, nil
+	case s.errno != 0:
+		return s.n, &net.OpError{Op: "write", Net: "tcp", Err: s.errno}
+	case err != nil:
+		return s.n, err
+	}
+	return s.n, io.ErrShortWrite
 }
