@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -41,6 +42,9 @@ import (
 // moved ciphertext, which is all these tests need of it.
 type testKeyring struct{}
 
+// keyringOpens counts testKeyring.Open calls.
+var keyringOpens atomic.Int64
+
 func (testKeyring) Seal(_ context.Context, plaintext, aad []byte) ([]byte, error) {
 	h := sha256.Sum256(aad)
 	out := append([]byte{}, h[:8]...)
@@ -51,6 +55,7 @@ func (testKeyring) Seal(_ context.Context, plaintext, aad []byte) ([]byte, error
 }
 
 func (testKeyring) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
+	keyringOpens.Add(1)
 	h := sha256.Sum256(aad)
 	if len(sealed) < 8 || !bytes.Equal(sealed[:8], h[:8]) {
 		return nil, errors.New("message authentication failed")
@@ -555,13 +560,25 @@ func TestRevealWaitsForItsEvent(t *testing.T) {
 	}
 
 	held := heldAuditor{Auditor: p.cfg.Audit, release: make(chan struct{})}
-	got := reveal(serve(held))
+	var once sync.Once
+	release := func() { once.Do(func() { close(held.release) }) }
+	c := serve(held)
+	t.Cleanup(release) // runs before the server's Close, which waits for the request
+	opens := keyringOpens.Load()
+	got := reveal(c)
+	// The value is read and decrypted while the event is being written…
+	for deadline := time.Now().Add(5 * time.Second); keyringOpens.Load() == opens; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reveal did not read its value while its audit event was being written")
+		}
+	}
+	// …but not answered before it is written.
 	select {
 	case a := <-got:
 		t.Fatalf("the reveal answered (%q, %v) before its audit event was written", a.value, a.err)
-	case <-time.After(300 * time.Millisecond):
+	case <-time.After(100 * time.Millisecond):
 	}
-	close(held.release)
+	release()
 	if a := <-got; a.err != nil || string(a.value) != value {
 		t.Fatalf("reveal once its event is written: %q, %v", a.value, a.err)
 	}

@@ -26,6 +26,7 @@ const (
 	resTimeout                   // no response head within the response header timeout; answer 504
 	resClientFault               // the client's request body was malformed, too slow or cut short
 	resAborted                   // failed after bytes reached the client: close it
+	resUnfit                     // an idle connection was found closed or holding stray bytes; nothing was sent
 )
 
 // errCut is the error of an exchange that starts after the shutdown grace.
@@ -52,7 +53,9 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 			break
 		}
 		last = b
-		bc, err := b.get()
+		// A request without a body has its connection checked as it is
+		// sent (see exchange).
+		bc, err := b.get(req.bodyLeft)
 		if err != nil {
 			// Nothing was sent: any request may go elsewhere.
 			lastErr = err
@@ -69,6 +72,11 @@ func (c *clientConn) forward(rt *route, req *request, keepOnError bool) bool {
 		switch res {
 		case resDone:
 			return keep
+		case resUnfit:
+			// As in backend.get: the next idle connection, or a new one.
+			// The idle ones are finite, so this ends.
+			attempt--
+			continue
 		case resRetry:
 			lastErr = err
 			if bc.reused {
@@ -150,12 +158,19 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	// A request without a body to follow is written and then waited on in
 	// one step (see rawIO.sendWait); one with a body is written, and its
 	// body sent beside the wait for the answer.
-	waited := false
+	waited, started := false, false
 	var werr error
 	if bc.raw != nil && !req.bodyLeft {
 		c.startWaiting(now)
-		var n int
-		n, werr = bc.raw.sendWait(c.out)
+		started = true
+		n, stale, err := bc.raw.sendWait(c.out, bc.reused)
+		if stale != peekEmpty {
+			if stale == peekStray {
+				bc.b.noteStray()
+			}
+			return resUnfit, false, nil // closed on the way out
+		}
+		werr = err
 		if errors.Is(werr, syscall.EAGAIN) {
 			_, werr = bc.write(c.out[n:])
 		} else {
@@ -175,7 +190,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 		bc.headIn = false
 		bodyDone = make(chan error, 1)
 		go c.sendBody(bc, *req, bodyDone)
-	} else if !waited {
+	} else if !started {
 		c.startWaiting(now)
 	}
 	// waitBody settles the request body before the exchange ends.

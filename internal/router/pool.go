@@ -110,8 +110,10 @@ func (b *backend) markDown(err error) {
 // used only if nothing waits to be read on it: bytes there are no answer
 // to the request about to be sent (a stray second response, the late body
 // of a HEAD response) and would reach the wrong client, so such a
-// connection is closed, as is one the backend closed.
-func (b *backend) get() (*bconn, error) {
+// connection is closed, as is one the backend closed. With check false
+// the caller makes that check itself, as part of sending (see
+// rawIO.sendWait).
+func (b *backend) get(check bool) (*bconn, error) {
 	for {
 		b.mu.Lock()
 		n := len(b.idle)
@@ -123,18 +125,29 @@ func (b *backend) get() (*bconn, error) {
 		b.idle[n-1] = nil
 		b.idle = b.idle[:n-1]
 		b.mu.Unlock()
-		switch bc.peek() {
-		case peekEmpty:
+		if !check && bc.raw != nil {
 			bc.reused = true
 			return bc, nil
-		case peekStray:
-			now := b.set.now()
-			if last := b.strayAt.Load(); (last == 0 || now-last >= int64(time.Minute)) && b.strayAt.CompareAndSwap(last, now) {
-				b.set.log.Warn("backend sent bytes no request asked for on an idle connection; closed it",
-					"app", b.app, "backend", b.addr)
-			}
+		}
+		pr := bc.peek()
+		if pr == peekEmpty {
+			bc.reused = true
+			return bc, nil
+		}
+		if pr == peekStray {
+			b.noteStray()
 		}
 		bc.c.Close()
+	}
+}
+
+// noteStray logs, at most once a minute, that an idle connection held
+// bytes no request asked for (and was closed).
+func (b *backend) noteStray() {
+	now := b.set.now()
+	if last := b.strayAt.Load(); (last == 0 || now-last >= int64(time.Minute)) && b.strayAt.CompareAndSwap(last, now) {
+		b.set.log.Warn("backend sent bytes no request asked for on an idle connection; closed it",
+			"app", b.app, "backend", b.addr)
 	}
 }
 
@@ -276,8 +289,13 @@ func (bc *bconn) peek() peekResult {
 	if bc.fd < 0 {
 		return peekClosed
 	}
+	return peekFD(uintptr(bc.fd))
+}
+
+// peekFD is peek on an open descriptor.
+func peekFD(fd uintptr) peekResult {
 	var buf [1]byte
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(bc.fd), uintptr(unsafe.Pointer(&buf[0])), 1,
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	switch {
 	case errno == syscall.EAGAIN:

@@ -33,7 +33,11 @@ type rawOp struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
-	sent  bool // sendWait: all of buf is written
+	// sendWait's: check the connection first; what the check found; all
+	// of buf is written.
+	check bool
+	stale peekResult
+	sent  bool
 }
 
 // newRawIO returns the raw I/O of c, or nil if c offers none.
@@ -61,6 +65,14 @@ func newRawIO(c *net.TCPConn) *rawIO {
 	sw.fn = func(fd uintptr) bool {
 		if sw.sent {
 			return true // readable, or woken for nothing: the read that follows tells
+		}
+		if sw.check {
+			// After the poller forgot the old readiness: whatever the
+			// backend sends from now on (a FIN too) wakes the wait.
+			sw.check = false
+			if sw.stale = peekFD(fd); sw.stale != peekEmpty {
+				return true
+			}
 		}
 		for len(sw.buf) > 0 {
 			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(sw.buf))), uintptr(len(sw.buf)))
@@ -141,22 +153,32 @@ func (x *rawIO) write(b []byte) (int, error) {
 // must try before it waits, but the readiness sendWait waits for comes
 // after its write, which comes after the poller forgot.
 //
+// With check, it first peeks, as backend.get does for an idle connection,
+// but after the poller forgot: something that arrived before (a FIN, stray
+// bytes) is found by the peek, and whatever arrives after wakes the wait.
+// If the peek finds something, sendWait writes nothing and returns what
+// it found.
+//
 // It returns how much of b it wrote. If that is less than len(b) (the
-// socket's buffer is full, or an error), err says why and the caller
-// writes the rest the usual way. A failed wait (a deadline, the connection
-// closed) is not reported: the read that follows meets it.
-func (x *rawIO) sendWait(b []byte) (int, error) {
+// socket's buffer is full, or an error, or the connection was closed or
+// its read deadline had passed before the call), err says why; on EAGAIN
+// the caller writes the rest the usual way. A wait that fails after the
+// write (a deadline, the connection closed) is not reported: the read that
+// follows meets it.
+func (x *rawIO) sendWait(b []byte, check bool) (int, peekResult, error) {
 	s := &x.s
-	s.buf, s.n, s.errno, s.sent = b, 0, 0, false
+	s.buf, s.n, s.errno, s.sent, s.check, s.stale = b, 0, 0, false, check, peekEmpty
 	err := x.rc.Read(s.fn)
 	s.buf = nil
 	switch {
+	case s.stale != peekEmpty:
+		return 0, s.stale, nil
 	case s.sent:
-		return s.n, nil
+		return s.n, peekEmpty, nil
 	case s.errno != 0:
-		return s.n, &net.OpError{Op: "write", Net: "tcp", Err: s.errno}
+		return s.n, peekEmpty, &net.OpError{Op: "write", Net: "tcp", Err: s.errno}
 	case err != nil:
-		return s.n, err
+		return s.n, peekEmpty, err
 	}
-	return s.n, io.ErrShortWrite
+	return s.n, peekEmpty, io.ErrShortWrite
 }

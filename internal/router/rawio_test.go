@@ -43,9 +43,10 @@ func TestSendWait(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			s.Write(append(buf, " back"...))
 		}()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		start := time.Now()
-		if n, err := x.sendWait([]byte("hello")); n != 5 || err != nil {
-			t.Fatalf("sendWait: %d, %v", n, err)
+		if n, stale, err := x.sendWait([]byte("hello"), true); n != 5 || stale != peekEmpty || err != nil {
+			t.Fatalf("sendWait: %d, %v, %v", n, stale, err)
 		}
 		if waited := time.Since(start); waited < 40*time.Millisecond {
 			t.Errorf("sendWait returned after %v, before the answer was sent", waited)
@@ -63,10 +64,10 @@ func TestSendWait(t *testing.T) {
 		buf := make([]byte, 64)
 		for i := 0; i < 1000; i++ {
 			msg := []byte{'a' + byte(i%26)}
-			if _, err := x.sendWait(msg); err != nil {
-				t.Fatal(err)
-			}
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, stale, err := x.sendWait(msg, i%2 == 0); stale != peekEmpty || err != nil {
+				t.Fatal(stale, err)
+			}
 			n, err := x.read(buf)
 			if err != nil || !bytes.Equal(buf[:n], msg) {
 				t.Fatalf("exchange %d: %q, %v", i, buf[:n], err)
@@ -77,7 +78,7 @@ func TestSendWait(t *testing.T) {
 		c, _ := tcpPair(t)
 		x := newRawIO(c)
 		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		if n, err := x.sendWait([]byte("hello")); n != 5 || err != nil {
+		if n, _, err := x.sendWait([]byte("hello"), false); n != 5 || err != nil {
 			t.Fatalf("sendWait: %d, %v; want the request written and the failed wait left to the read", n, err)
 		}
 		if _, err := x.read(make([]byte, 8)); !isTimeout(err) {
@@ -88,16 +89,41 @@ func TestSendWait(t *testing.T) {
 		c, _ := tcpPair(t)
 		x := newRawIO(c)
 		time.AfterFunc(50*time.Millisecond, func() { c.Close() })
-		x.sendWait([]byte("hello"))
+		x.sendWait([]byte("hello"), false)
 		if _, err := x.read(make([]byte, 8)); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("read after a close during the wait: %v, want net.ErrClosed", err)
 		}
 	})
+	// A connection that an idle backend closed, or sent bytes on, is found
+	// by the check, and nothing is written to it.
+	for _, tt := range []struct {
+		name string
+		peer func(s *net.TCPConn)
+		want peekResult
+	}{
+		{"closed by the peer", func(s *net.TCPConn) { s.Close() }, peekClosed},
+		// A lingering close: the peer stops writing but still reads, so
+		// a request written to it would draw no reset.
+		{"half-closed by the peer", func(s *net.TCPConn) { s.CloseWrite() }, peekClosed},
+		{"stray bytes", func(s *net.TCPConn) { s.Write([]byte("HTTP/1.1 200 OK\r\n\r\n")) }, peekStray},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, s := tcpPair(t)
+			x := newRawIO(c)
+			tt.peer(s)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			time.Sleep(20 * time.Millisecond) // the peer's segment is in
+			n, stale, err := x.sendWait([]byte("hello"), true)
+			if n != 0 || stale != tt.want || err != nil {
+				t.Fatalf("sendWait: %d, %v, %v; want nothing written and %v", n, stale, err, tt.want)
+			}
+		})
+	}
 	t.Run("full socket buffer", func(t *testing.T) {
 		c, s := tcpPair(t)
 		x := newRawIO(c)
 		big := bytes.Repeat([]byte("x"), 32<<20) // more than both sockets' buffers hold
-		n, err := x.sendWait(big)
+		n, _, err := x.sendWait(big, false)
 		if n >= len(big) || !errors.Is(err, syscall.EAGAIN) {
 			t.Fatalf("sendWait of 32 MiB to a peer that does not read: %d, %v; want part of it and EAGAIN", n, err)
 		}

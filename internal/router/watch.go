@@ -25,6 +25,8 @@ import (
 //	                          │
 //	                          └─ EOF or error: gone; backend connection closed
 //
+// A request without a body is marked waiting just before it is written:
+// writing it and waiting for its answer are one step (rawIO.sendWait).
 // A request whose body is still being copied is not watched: the body
 // copy sees the client go away itself, and once it is sent, the response
 // header timeout bounds the wait.
