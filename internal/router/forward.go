@@ -158,11 +158,11 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 	// A request without a body to follow is written and then waited on in
 	// one step (see rawIO.sendWait); one with a body is written, and its
 	// body sent beside the wait for the answer.
-	waited, started := false, false
+	oneStep := bc.raw != nil && !req.bodyLeft
+	waited := false
 	var werr error
-	if bc.raw != nil && !req.bodyLeft {
+	if oneStep {
 		c.startWaiting(now)
-		started = true
 		n, stale, err := bc.raw.sendWait(c.out, bc.reused)
 		if stale != peekEmpty {
 			if stale == peekStray {
@@ -190,7 +190,7 @@ func (c *clientConn) exchange(bc *bconn, req *request) (res result, keepClient b
 		bc.headIn = false
 		bodyDone = make(chan error, 1)
 		go c.sendBody(bc, *req, bodyDone)
-	} else if !started {
+	} else if !oneStep {
 		c.startWaiting(now)
 	}
 	// waitBody settles the request body before the exchange ends.

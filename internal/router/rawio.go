@@ -74,39 +74,39 @@ func newRawIO(c *net.TCPConn) *rawIO {
 				return true
 			}
 		}
-		for len(sw.buf) > 0 {
-			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(sw.buf))), uintptr(len(sw.buf)))
-			switch e {
-			case 0:
-				sw.n += int(n)
-				sw.buf = sw.buf[n:]
-			case syscall.EINTR:
-			default:
-				sw.errno = e // EAGAIN too: the caller writes the rest the usual way
-				return true
-			}
+		if e := sw.writeAll(fd); e != 0 {
+			sw.errno = e // EAGAIN too: the caller writes the rest the usual way
+			return true
 		}
 		sw.sent = true
 		return false // wait until readable
 	}
 	w.fn = func(fd uintptr) bool {
-		for len(w.buf) > 0 {
-			n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.buf))), uintptr(len(w.buf)))
-			switch e {
-			case 0:
-				w.n += int(n)
-				w.buf = w.buf[n:]
-			case syscall.EAGAIN:
-				return false // wait until writable
-			case syscall.EINTR:
-			default:
-				w.errno = e
-				return true
-			}
+		e := w.writeAll(fd)
+		if e == syscall.EAGAIN {
+			return false // wait until writable
 		}
+		w.errno = e
 		return true
 	}
 	return x
+}
+
+// writeAll writes op.buf to fd until it is all written (0) or a write
+// fails (EAGAIN included), counting in op.n what went.
+func (op *rawOp) writeAll(fd uintptr) syscall.Errno {
+	for len(op.buf) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(op.buf))), uintptr(len(op.buf)))
+		switch e {
+		case 0:
+			op.n += int(n)
+			op.buf = op.buf[n:]
+		case syscall.EINTR:
+		default:
+			return e
+		}
+	}
+	return 0
 }
 
 // read reads into b as net.Conn's Read does (io.EOF at the end).
